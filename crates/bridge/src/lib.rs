@@ -1,1 +1,28 @@
-//! placeholder
+//! `antler-bridge`: the stream bridge between run executors and SSE subscribers.
+//!
+//! A run's executor publishes events (`metadata`, `values`, `messages`, ...) to the stream named
+//! by its run id; any number of HTTP clients subscribe to it, each reading at its own pace, and
+//! may resume exactly after a `Last-Event-ID`. This crate owns:
+//! - [`StreamBridge`], the backend-neutral contract ([`contract`]), with [`Subscription`] and
+//!   the item types [`BridgeEvent`], [`BridgeItem`], [`GapInfo`];
+//! - [`MemoryBridge`], the in-process implementation, and its [`MemoryBridgeConfig`];
+//! - [`sse`], the SSE frame encoder used by the gateway;
+//! - [`conformance`], the test suite every implementation runs.
+//!
+//! Event ids are `"<unix_ms>-<seq>"`, `seq` = the event's offset in the run from 0, strictly
+//! increasing; a stream ends with [`BridgeItem::End`]; a resume older than what is retained
+//! gets [`BridgeItem::Gap`].
+
+pub mod conformance;
+pub mod contract;
+pub mod error;
+pub mod event;
+pub mod memory;
+pub mod sse;
+pub mod subscription;
+
+pub use contract::{BridgeStats, StreamBridge};
+pub use error::BridgeError;
+pub use event::{BridgeEvent, BridgeItem, GapInfo, format_event_id, parse_event_id};
+pub use memory::{MemoryBridge, MemoryBridgeConfig};
+pub use subscription::{HeartbeatStream, Subscription, Tick};

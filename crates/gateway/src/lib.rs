@@ -1,1 +1,50 @@
-//! placeholder
+//! `antler-gateway`: the HTTP edge of Antler (axum 0.8).
+//!
+//! Owns the LangGraph Platform API routes, served both at the root (`/threads/...`, what the
+//! SDKs use by default) and under `/api` (DeerFlow's layout); CORS as the reference sends it;
+//! JSON `{"detail": ...}` errors for every failure (unknown route 404, wrong method 405 with
+//! `allow`, bad input 422); request metrics; and the OpenAPI document generated from the
+//! route tables. Handlers are thin: they validate and extract, call the stores / runtime, and
+//! map the result.
+
+pub mod error;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+
+use axum::Router;
+use axum::http::StatusCode;
+
+pub use error::{ApiError, ApiResult};
+pub use state::{AppState, DEFAULT_OWNER, Graphs, Metrics};
+
+/// The routes of the API, relative to its root (no middleware, no fallback).
+pub fn api_routes() -> Router<AppState> {
+    Router::new()
+        .merge(routes::meta::router())
+        .merge(routes::assistants::router())
+        .merge(routes::threads::router())
+        .merge(routes::store::router())
+        .merge(routes::runs::router())
+        .merge(routes::state::router())
+}
+
+/// The whole application: every route at `/` and under `/api`, CORS, JSON errors, metrics.
+pub fn router(state: AppState) -> Router {
+    let api = api_routes();
+    Router::new()
+        .merge(api.clone())
+        .nest("/api", api)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::metrics,
+        ))
+        .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(axum::middleware::from_fn(middleware::cors))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+}

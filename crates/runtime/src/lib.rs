@@ -1,1 +1,844 @@
-//! placeholder
+//! `antler-runtime`: the run kernel.
+//!
+//! It owns the lifecycle of every run: the runs facade ([`Runtime::create_run`], cancel, join,
+//! wait, delete), the per-thread registry that applies the multitask strategy atomically, the
+//! supervisor (every run task is spawned on one [`TaskTracker`] and watches a
+//! [`CancellationToken`]), the executor that drives a graph with the thread's checkpointer and
+//! publishes its stream to the [`StreamBridge`], and the lifecycle observers that keep run rows,
+//! thread status/values and run events in the stores.
+//!
+//! Invariants:
+//! - at most one run per thread executes at a time; runs of a thread start in creation order
+//!   (each new run waits for the previous run of its thread to finish);
+//! - a run row moves pending -> running -> success | error | interrupted | timeout exactly once
+//!   (`RunStore::transition`), and its stream always ends (`publish_end`) whatever happened;
+//! - the registry lock is a short `parking_lot` critical section, never held across `.await`.
+
+mod events;
+mod executor;
+mod graphs;
+mod journal;
+mod request;
+mod state;
+mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use antler_bridge::StreamBridge;
+use antler_store::{
+    Assistant, Run, RunListQuery, RunStatus, StoreError, Stores, Thread, ThreadStatus,
+    ThreadUpdate, system_assistant_id,
+};
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use events::{EventShaper, engine_modes};
+pub use graphs::Graphs;
+pub use request::{CancelAction, MultitaskStrategy, OnDisconnect, RunCreate, STREAM_MODES};
+pub use state::HistoryQuery;
+
+/// Errors of the run kernel, mapped by the gateway onto HTTP statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// 404 with this detail.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409 with this detail.
+    #[error("{0}")]
+    Conflict(String),
+    /// 422 with this detail.
+    #[error("{0}")]
+    Invalid(String),
+    /// 400 with this detail.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 503: the server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// 500: storage failed.
+    #[error("storage error: {0}")]
+    Store(#[from] StoreError),
+    /// 500: anything else that is our fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Options of the run kernel (section `runs:` of the config file).
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Strategy used when a request names none (LangGraph's default is `enqueue`).
+    pub default_multitask_strategy: MultitaskStrategy,
+    /// Per-run timeout; a run past it ends with status `timeout`.
+    pub run_timeout: Option<Duration>,
+    /// How long a finished run's stream stays replayable in the bridge.
+    pub stream_cleanup_delay: Duration,
+    /// How long shutdown waits for running runs to reach a checkpoint.
+    pub shutdown_grace: Duration,
+    /// Webhook delivery attempts.
+    pub webhook_attempts: u32,
+    /// Base URL reported in run metadata (`langgraph_api_url`).
+    pub api_url: String,
+    /// Events buffered before a batch append to the run-event store.
+    pub event_batch_size: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            default_multitask_strategy: MultitaskStrategy::Enqueue,
+            run_timeout: None,
+            stream_cleanup_delay: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(5),
+            webhook_attempts: 3,
+            api_url: "http://127.0.0.1:8123".into(),
+            event_batch_size: 20,
+        }
+    }
+}
+
+/// The final result of a run, as `/wait` and `/join` report it.
+#[derive(Clone, Debug)]
+pub enum RunResult {
+    /// The graph finished or paused in `interrupt()`: final values (with `__interrupt__` when
+    /// paused).
+    Values(Value),
+    /// The graph failed.
+    Error {
+        /// Exception-like kind (`ValueError`, `GraphRecursionError`, ...).
+        kind: String,
+        /// Message.
+        message: String,
+    },
+    /// Cancelled (interrupt) or timed out: the values reached so far.
+    Stopped(Value),
+    /// Rolled back: nothing remains.
+    RolledBack,
+}
+
+impl RunResult {
+    /// The body of `/wait` and `/join`.
+    pub fn to_body(&self) -> Value {
+        match self {
+            RunResult::Values(v) | RunResult::Stopped(v) => v.clone(),
+            RunResult::Error { kind, message } => {
+                json!({"__error__": {"error": kind, "message": message}})
+            }
+            RunResult::RolledBack => json!({}),
+        }
+    }
+}
+
+/// A run this process is responsible for (pending or running).
+struct RunHandle {
+    run_id: String,
+    thread_id: String,
+    owner: String,
+    cancel: CancellationToken,
+    /// First cancel request wins.
+    action: Mutex<Option<CancelAction>>,
+    /// Set once when the run has fully finished (row, thread and stream finalized).
+    done: watch::Sender<Option<RunResult>>,
+}
+
+impl RunHandle {
+    fn request_cancel(&self, action: CancelAction) {
+        let mut slot = self.action.lock();
+        if slot.is_none() {
+            *slot = Some(action);
+        }
+        drop(slot);
+        self.cancel.cancel();
+    }
+
+    fn cancel_action(&self) -> Option<CancelAction> {
+        *self.action.lock()
+    }
+}
+
+/// Live runs and the per-thread queue.
+#[derive(Default)]
+struct Registry {
+    /// Live runs by run id.
+    runs: HashMap<String, Arc<RunHandle>>,
+    /// The newest run of each thread with live runs: a new run waits for it to finish, which
+    /// makes the runs of a thread execute one at a time, in creation order.
+    tails: HashMap<String, Arc<RunHandle>>,
+}
+
+/// The run kernel. Cheap to share (`Arc<Runtime>`).
+pub struct Runtime {
+    stores: Stores,
+    graphs: Arc<Graphs>,
+    bridge: Arc<dyn StreamBridge>,
+    config: RuntimeConfig,
+    /// Live runs of this process. Why a sync mutex: every access is a lookup or an
+    /// insert/remove, never held across an await.
+    live: Mutex<Registry>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    http: reqwest::Client,
+    counters: Counters,
+}
+
+/// Run counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Runs created since start.
+    pub created: std::sync::atomic::AtomicU64,
+    /// Runs waiting to start.
+    pub pending: std::sync::atomic::AtomicI64,
+    /// Runs executing.
+    pub running: std::sync::atomic::AtomicI64,
+    /// Runs finished since start.
+    pub finished: std::sync::atomic::AtomicU64,
+}
+
+/// What `create_run` returns.
+#[derive(Clone, Debug)]
+pub struct CreatedRun {
+    /// The run row as created (status pending).
+    pub run: Run,
+    /// Requested options the caller needs (stream modes, on_disconnect...).
+    pub request: RunCreate,
+}
+
+impl Runtime {
+    /// A runtime over these stores, graphs and bridge.
+    pub fn new(
+        stores: Stores,
+        graphs: Graphs,
+        bridge: Arc<dyn StreamBridge>,
+        config: RuntimeConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            stores,
+            graphs: Arc::new(graphs),
+            bridge,
+            config,
+            live: Mutex::new(Registry::default()),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            http: reqwest::Client::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The stores.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// The graph registry.
+    pub fn graphs(&self) -> &Arc<Graphs> {
+        &self.graphs
+    }
+
+    /// The stream bridge.
+    pub fn bridge(&self) -> &Arc<dyn StreamBridge> {
+        &self.bridge
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Run counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Creates the system assistant of every registered graph (idempotent).
+    pub async fn register_system_assistants(&self) -> Result<(), RuntimeError> {
+        for graph_id in self.graphs.ids() {
+            let id = system_assistant_id(graph_id);
+            if self.stores.assistants.get("system", &id).await?.is_none() {
+                match self
+                    .stores
+                    .assistants
+                    .create("system", Assistant::system(graph_id))
+                    .await
+                {
+                    Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves an assistant id or graph name to the assistant record.
+    pub async fn resolve_assistant(
+        &self,
+        owner: &str,
+        assistant_id: &str,
+    ) -> Result<Assistant, RuntimeError> {
+        if self.graphs.contains(assistant_id) {
+            let id = system_assistant_id(assistant_id);
+            if let Some(a) = self.stores.assistants.get(owner, &id).await? {
+                return Ok(a);
+            }
+            return Ok(Assistant::system(assistant_id));
+        }
+        if let Some(a) = self.stores.assistants.get(owner, assistant_id).await?
+            && self.graphs.contains(&a.graph_id)
+        {
+            return Ok(a);
+        }
+        Err(RuntimeError::Invalid(format!(
+            "Invalid assistant: '{assistant_id}'. Must be either:\n- A valid assistant UUID, or\n- One of the registered graphs: {}",
+            self.graphs.ids().join(", ")
+        )))
+    }
+
+    fn live_runs_of_thread(&self, thread_id: &str) -> Vec<Arc<RunHandle>> {
+        self.live
+            .lock()
+            .runs
+            .values()
+            .filter(|h| h.thread_id == thread_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a run (stateful when `thread_id` is given, otherwise on a new temporary thread)
+    /// and schedules it. Applies the multitask strategy atomically for the thread.
+    pub async fn create_run(
+        self: &Arc<Self>,
+        owner: &str,
+        thread_id: Option<&str>,
+        request: RunCreate,
+    ) -> Result<CreatedRun, RuntimeError> {
+        if self.shutdown.is_cancelled() {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        let assistant = self.resolve_assistant(owner, &request.assistant_id).await?;
+        let temporary = thread_id.is_none();
+        let thread = match thread_id {
+            Some(tid) => match self.stores.threads.get(owner, tid).await? {
+                Some(t) => t,
+                None if request.if_not_exists_create => {
+                    match self
+                        .stores
+                        .threads
+                        .create(owner, Thread::new(tid, Map::new()))
+                        .await
+                    {
+                        Ok(t) => t,
+                        Err(StoreError::Conflict(_)) => {
+                            return Err(RuntimeError::NotFound(
+                                "Thread or assistant not found.".into(),
+                            ));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => {
+                    return Err(RuntimeError::NotFound(
+                        "Thread or assistant not found.".into(),
+                    ));
+                }
+            },
+            None => {
+                let tid = uuid::Uuid::now_v7().to_string();
+                self.stores
+                    .threads
+                    .create(owner, Thread::new(tid, Map::new()))
+                    .await?
+            }
+        };
+        let strategy = request
+            .multitask_strategy
+            .unwrap_or(self.config.default_multitask_strategy);
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let run = self.build_run(
+            owner, &run_id, &thread, &assistant, &request, strategy, temporary,
+        );
+
+        // The multitask decision and the registration of the new run happen under the registry
+        // lock, so two concurrent creates on one thread cannot both see it idle.
+        let handle = Arc::new(RunHandle {
+            run_id: run_id.clone(),
+            thread_id: thread.thread_id.clone(),
+            owner: owner.to_string(),
+            cancel: self.shutdown.child_token(),
+            action: Mutex::new(None),
+            done: watch::channel(None).0,
+        });
+        let (to_cancel, prev) = {
+            let mut live = self.live.lock();
+            let active: Vec<Arc<RunHandle>> = live
+                .runs
+                .values()
+                .filter(|h| h.thread_id == thread.thread_id && h.cancel_action().is_none())
+                .cloned()
+                .collect();
+            if strategy == MultitaskStrategy::Reject && !active.is_empty() {
+                return Err(RuntimeError::Conflict(
+                    "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.".into(),
+                ));
+            }
+            live.runs.insert(run_id.clone(), handle.clone());
+            let prev = live.tails.insert(thread.thread_id.clone(), handle.clone());
+            let to_cancel: Vec<(Arc<RunHandle>, CancelAction)> = match strategy {
+                MultitaskStrategy::Interrupt => active
+                    .into_iter()
+                    .map(|h| (h, CancelAction::Interrupt))
+                    .collect(),
+                MultitaskStrategy::Rollback => active
+                    .into_iter()
+                    .map(|h| (h, CancelAction::Rollback))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (to_cancel, prev)
+        };
+        if let Err(e) = self.stores.runs.put(&run).await {
+            self.forget(&handle);
+            handle.done.send_replace(Some(RunResult::RolledBack));
+            return Err(e.into());
+        }
+        for (h, action) in to_cancel {
+            h.request_cancel(action);
+        }
+        let mut thread_meta = Map::new();
+        if !thread.metadata.contains_key("graph_id") {
+            thread_meta.insert("graph_id".into(), json!(assistant.graph_id));
+        }
+        if !thread.metadata.contains_key("assistant_id") {
+            thread_meta.insert("assistant_id".into(), json!(assistant.assistant_id));
+        }
+        self.stores
+            .threads
+            .update(
+                owner,
+                &thread.thread_id,
+                ThreadUpdate {
+                    status: Some(ThreadStatus::Busy),
+                    metadata: (!thread_meta.is_empty()).then_some(thread_meta),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        self.counters
+            .created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .pending
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rt = self.clone();
+        let job = executor::Job {
+            run: run.clone(),
+            request: request.clone(),
+            graph_id: assistant.graph_id.clone(),
+            handle,
+            prev,
+        };
+        self.tracker.spawn(async move { rt.execute(job).await });
+        Ok(CreatedRun { run, request })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_run(
+        &self,
+        owner: &str,
+        run_id: &str,
+        thread: &Thread,
+        assistant: &Assistant,
+        req: &RunCreate,
+        strategy: MultitaskStrategy,
+        temporary: bool,
+    ) -> Run {
+        let mut metadata = thread.metadata.clone();
+        for (k, v) in &assistant.metadata {
+            metadata.insert(k.clone(), v.clone());
+        }
+        metadata.insert("graph_id".into(), json!(assistant.graph_id));
+        metadata.insert("assistant_id".into(), json!(assistant.assistant_id));
+        for (k, v) in &req.metadata {
+            metadata.insert(k.clone(), v.clone());
+        }
+        // configurable = assistant config + request config + internal keys
+        let mut configurable = assistant
+            .config
+            .get("configurable")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for (k, v) in req.configurable() {
+            configurable.insert(k, v);
+        }
+        configurable.insert("run_id".into(), json!(run_id));
+        configurable.insert("thread_id".into(), json!(thread.thread_id));
+        configurable.insert("graph_id".into(), json!(assistant.graph_id));
+        configurable.insert("assistant_id".into(), json!(assistant.assistant_id));
+        configurable.insert("user_id".into(), json!(owner));
+        configurable.insert("__after_seconds__".into(), json!(req.after_seconds));
+        let mut config = req.config.clone();
+        config.insert("configurable".into(), Value::Object(configurable));
+        config.insert("metadata".into(), Value::Object(metadata.clone()));
+        let mut context = assistant.context.as_object().cloned().unwrap_or_default();
+        for (k, v) in req.context.clone().unwrap_or_default() {
+            context.insert(k, v);
+        }
+        let kwargs = json!({
+            "input": req.input,
+            "command": req.command,
+            "config": config,
+            "context": context,
+            "stream_mode": req.stream_mode,
+            "interrupt_before": req.interrupt_before,
+            "interrupt_after": req.interrupt_after,
+            "webhook": req.webhook,
+            "feedback_keys": req.feedback_keys,
+            "temporary": temporary,
+            "subgraphs": req.stream_subgraphs,
+            "resumable": req.stream_resumable,
+            "checkpoint_during": req.checkpoint_during,
+            "durability": req.durability,
+        });
+        let mut run = Run::new(run_id, &thread.thread_id, &assistant.assistant_id, owner);
+        run.metadata = metadata;
+        run.kwargs = kwargs;
+        run.multitask_strategy = strategy.as_str().into();
+        run.temporary = temporary;
+        run
+    }
+
+    /// A run of the thread (404 when the thread or run is unknown to this owner).
+    pub async fn get_run(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        run_id: &str,
+    ) -> Result<Run, RuntimeError> {
+        match self.stores.runs.get(owner, run_id).await? {
+            Some(r) if r.thread_id == thread_id => Ok(r),
+            _ => Err(RuntimeError::NotFound("Not Found".into())),
+        }
+    }
+
+    /// A run by id regardless of thread (stateless routes).
+    pub async fn get_run_any(&self, owner: &str, run_id: &str) -> Result<Run, RuntimeError> {
+        self.stores
+            .runs
+            .get(owner, run_id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound("Not Found".into()))
+    }
+
+    /// Runs of a thread, newest first.
+    pub async fn list_runs(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        query: &RunListQuery,
+    ) -> Result<Vec<Run>, RuntimeError> {
+        self.require_thread(owner, thread_id).await?;
+        Ok(self
+            .stores
+            .runs
+            .list_by_thread(owner, thread_id, query)
+            .await?)
+    }
+
+    /// The thread, or 404 with the reference's message.
+    pub async fn require_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+    ) -> Result<Thread, RuntimeError> {
+        self.stores
+            .threads
+            .get(owner, thread_id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(format!("Thread with ID {thread_id} not found")))
+    }
+
+    /// Cancels a pending or running run. With `wait`, returns once it has fully stopped.
+    pub async fn cancel_run(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        run_id: &str,
+        action: CancelAction,
+        wait: bool,
+    ) -> Result<(), RuntimeError> {
+        let handle = self.live.lock().runs.get(run_id).cloned();
+        let Some(handle) = handle.filter(|h| h.thread_id == thread_id && h.owner == owner) else {
+            // Not live here: either unknown, or already finished.
+            return match self.stores.runs.get(owner, run_id).await? {
+                Some(r) if r.thread_id == thread_id && r.status.is_active() => {
+                    // A row that is active but has no live task (e.g. left over from a crash):
+                    // mark it interrupted so it does not stay active forever.
+                    self.stores
+                        .runs
+                        .transition(
+                            run_id,
+                            &[RunStatus::Pending, RunStatus::Running],
+                            RunStatus::Interrupted,
+                            None,
+                        )
+                        .await?;
+                    Ok(())
+                }
+                _ => Err(RuntimeError::NotFound("No runs found to cancel.".into())),
+            };
+        };
+        handle.request_cancel(action);
+        if wait {
+            let mut rx = handle.done.subscribe();
+            let _ = rx.wait_for(Option::is_some).await;
+        }
+        Ok(())
+    }
+
+    /// Cancels a run without waiting, from a synchronous context (a dropped SSE stream whose
+    /// run has `on_disconnect: cancel`). The task is owned by the runtime's tracker.
+    pub fn cancel_in_background(self: &Arc<Self>, owner: &str, thread_id: String, run_id: String) {
+        let handle = self.live.lock().runs.get(&run_id).cloned();
+        if let Some(h) = handle.filter(|h| h.owner == owner && h.thread_id == thread_id) {
+            h.request_cancel(CancelAction::Interrupt);
+        }
+    }
+
+    /// Cancels several runs (`POST /runs/cancel`): by ids on a thread, or every run of a status.
+    /// Returns how many were cancelled.
+    pub async fn cancel_many(
+        &self,
+        owner: &str,
+        thread_id: Option<&str>,
+        run_ids: Option<&[String]>,
+        status: Option<&str>,
+        action: CancelAction,
+    ) -> Result<usize, RuntimeError> {
+        let handles: Vec<Arc<RunHandle>> = self
+            .live
+            .lock()
+            .runs
+            .values()
+            .filter(|h| h.owner == owner)
+            .filter(|h| thread_id.is_none_or(|t| h.thread_id == t))
+            .filter(|h| run_ids.is_none_or(|ids| ids.iter().any(|id| *id == h.run_id)))
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for h in handles {
+            if let Some(status) = status {
+                let row = self.stores.runs.get(owner, &h.run_id).await?;
+                let matches = matches!(
+                    (status, row.map(|r| r.status)),
+                    ("all", Some(_))
+                        | ("pending", Some(RunStatus::Pending))
+                        | ("running", Some(RunStatus::Running))
+                );
+                if !matches {
+                    continue;
+                }
+            }
+            h.request_cancel(action);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Waits until the run has finished and returns its result. Works for runs that finished
+    /// long ago (built from the run row and the thread).
+    pub async fn wait_run(&self, owner: &str, run_id: &str) -> Result<RunResult, RuntimeError> {
+        let handle = self.live.lock().runs.get(run_id).cloned();
+        if let Some(h) = handle.filter(|h| h.owner == owner) {
+            let mut rx = h.done.subscribe();
+            if let Ok(v) = rx.wait_for(Option::is_some).await
+                && let Some(r) = v.clone()
+            {
+                return Ok(r);
+            }
+        }
+        let run = self.get_run_any(owner, run_id).await?;
+        self.result_from_rows(owner, &run).await
+    }
+
+    async fn result_from_rows(&self, owner: &str, run: &Run) -> Result<RunResult, RuntimeError> {
+        if run.status == RunStatus::Error {
+            let (kind, message) = executor::split_error(run.error.as_deref());
+            return Ok(RunResult::Error { kind, message });
+        }
+        let thread = self.stores.threads.get(owner, &run.thread_id).await?;
+        let mut values = thread
+            .as_ref()
+            .and_then(|t| t.values.clone())
+            .filter(|v| !v.is_null())
+            .unwrap_or_else(|| json!({}));
+        if let Some(Value::Object(map)) = thread.and_then(|t| t.interrupts) {
+            let list: Vec<Value> = map
+                .values()
+                .filter_map(Value::as_array)
+                .flatten()
+                .map(|i| {
+                    json!({"value": i.get("value").cloned().unwrap_or(Value::Null),
+                           "id": i.get("id").cloned().unwrap_or(Value::Null)})
+                })
+                .collect();
+            if !list.is_empty()
+                && let Some(obj) = values.as_object_mut()
+            {
+                obj.insert("__interrupt__".into(), Value::Array(list));
+            }
+        }
+        Ok(RunResult::Values(values))
+    }
+
+    /// Whether the run is live (pending or running) in this process.
+    pub fn is_live(&self, run_id: &str) -> bool {
+        self.live.lock().runs.contains_key(run_id)
+    }
+
+    /// Deletes a finished run (409 while it is active).
+    pub async fn delete_run(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        run_id: &str,
+    ) -> Result<(), RuntimeError> {
+        let run = self.get_run(owner, thread_id, run_id).await?;
+        if run.status.is_active() && self.is_live(run_id) {
+            return Err(RuntimeError::Conflict(
+                "Run is still active; cancel it before deleting it.".into(),
+            ));
+        }
+        self.stores.runs.delete(owner, run_id).await?;
+        let _ = self
+            .stores
+            .events
+            .delete_run(owner, thread_id, run_id)
+            .await;
+        Ok(())
+    }
+
+    /// Deletes a thread: cancels its live runs (and waits for them), then removes the thread,
+    /// its runs, run events and checkpoints.
+    pub async fn delete_thread(&self, owner: &str, thread_id: &str) -> Result<(), RuntimeError> {
+        self.require_thread(owner, thread_id).await?;
+        for h in self.live_runs_of_thread(thread_id) {
+            if h.owner != owner {
+                continue;
+            }
+            h.request_cancel(CancelAction::Interrupt);
+            let mut rx = h.done.subscribe();
+            let _ = rx.wait_for(Option::is_some).await;
+        }
+        self.stores.threads.delete(owner, thread_id).await?;
+        self.stores.runs.delete_by_thread(owner, thread_id).await?;
+        self.stores.events.delete_thread(owner, thread_id).await?;
+        self.stores
+            .checkpointer
+            .delete_thread(thread_id)
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Copies a thread with its checkpoints under a new id.
+    pub async fn copy_thread(&self, owner: &str, thread_id: &str) -> Result<Thread, RuntimeError> {
+        self.require_thread(owner, thread_id).await?;
+        let new_id = uuid::Uuid::now_v7().to_string();
+        let copy = self.stores.threads.copy(owner, thread_id, &new_id).await?;
+        self.stores
+            .checkpointer
+            .copy_thread(thread_id, &new_id)
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        Ok(copy)
+    }
+
+    /// Stops accepting runs, lets running runs stop at their next await (bounded by
+    /// `shutdown_grace`), ends every stream, and waits for the run tasks.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(self.config.shutdown_grace, self.tracker.wait()).await;
+        self.bridge.close().await;
+    }
+
+    /// Startup recovery: runs left pending or running by a previous process (it crashed or was
+    /// killed) have no task any more. They are marked `error` with a clear message, their streams
+    /// are ended and their threads' status corrected, so nothing stays active forever.
+    /// (Resuming them from their last checkpoint is the durability issue's job.)
+    pub async fn recover_orphans(&self) {
+        let inflight = match self.stores.runs.list_inflight(None).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list in-flight runs at startup");
+                return;
+            }
+        };
+        for run in inflight {
+            if self.is_live(&run.run_id) {
+                continue;
+            }
+            let err = executor::encode_error(
+                "ServerRestart",
+                "Server restarted before this run reached a durable final state.",
+            );
+            let _ = self
+                .stores
+                .runs
+                .transition(
+                    &run.run_id,
+                    &[RunStatus::Pending, RunStatus::Running],
+                    RunStatus::Error,
+                    Some(&err),
+                )
+                .await;
+            let _ = self
+                .stores
+                .threads
+                .update(
+                    &run.owner,
+                    &run.thread_id,
+                    ThreadUpdate {
+                        status: Some(ThreadStatus::Error),
+                        error: Some(Some(json!({"error": "ServerRestart",
+                            "message": "Server restarted before this run reached a durable final state."}))),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            let _ = self.bridge.publish_end(&run.run_id).await;
+            tracing::warn!(run_id = %run.run_id, "orphaned run from a previous process marked error");
+        }
+    }
+
+    /// A token cancelled when shutdown starts (SSE streams end on it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Number of live runs.
+    pub fn live_count(&self) -> usize {
+        self.live.lock().runs.len()
+    }
+
+    /// Removes a finished run from the registry (and from its thread's queue tail).
+    fn forget(&self, handle: &Arc<RunHandle>) {
+        let mut live = self.live.lock();
+        live.runs.remove(&handle.run_id);
+        if live
+            .tails
+            .get(&handle.thread_id)
+            .is_some_and(|t| Arc::ptr_eq(t, handle))
+        {
+            live.tails.remove(&handle.thread_id);
+        }
+    }
+}
+
+/// The bridge stream that carries every event of a thread's runs (`GET /threads/{id}/stream`).
+pub fn thread_stream_id(thread_id: &str) -> String {
+    format!("thread:{thread_id}")
+}

@@ -1,0 +1,523 @@
+//! The configuration file: where it is found, `$VAR` / `${VAR}` / `${VAR:-default}` substitution,
+//! YAML parsing, DeerFlow's section names, warnings for unknown keys and clear errors for invalid
+//! values. Every option has a default, so no file at all is a valid configuration.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use antler_bridge::MemoryBridgeConfig;
+use antler_runtime::{MultitaskStrategy, RuntimeConfig};
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
+
+/// Where the durable state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Everything in process memory (lost at exit).
+    Memory,
+    /// SQLite under `sqlite_dir`.
+    Sqlite,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listen address.
+    pub host: String,
+    /// Listen port (0 = any free port).
+    pub port: u16,
+    /// SSE heartbeat interval.
+    pub heartbeat: Duration,
+    /// Storage backend.
+    pub backend: Backend,
+    /// Directory of the SQLite database.
+    pub sqlite_dir: PathBuf,
+    /// In-memory stream bridge options.
+    pub bridge: MemoryBridgeConfig,
+    /// Run kernel options.
+    pub runtime: RuntimeConfig,
+    /// Register the six example graphs.
+    pub examples: bool,
+    /// Warnings found while loading (unknown keys...), logged at startup.
+    pub warnings: Vec<String>,
+    /// The file the configuration came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8123,
+            heartbeat: Duration::from_secs(15),
+            backend: Backend::Sqlite,
+            sqlite_dir: PathBuf::from(".antler"),
+            bridge: MemoryBridgeConfig::default(),
+            runtime: RuntimeConfig::default(),
+            examples: true,
+            warnings: Vec::new(),
+            source: None,
+        }
+    }
+}
+
+/// Finds the config file: `--config`, then `ANTLER_CONFIG`, then `DEER_FLOW_CONFIG_PATH`, then
+/// `./config.yaml`. An explicitly named file must exist; `./config.yaml` is optional.
+pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
+    if let Some(p) = explicit {
+        if !p.exists() {
+            bail!("config file {} does not exist", p.display());
+        }
+        return Ok(Some(p.to_path_buf()));
+    }
+    for var in ["ANTLER_CONFIG", "DEER_FLOW_CONFIG_PATH"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            let p = PathBuf::from(v);
+            if !p.exists() {
+                bail!("config file {} (from {var}) does not exist", p.display());
+            }
+            return Ok(Some(p));
+        }
+    }
+    let p = PathBuf::from("config.yaml");
+    Ok(p.exists().then_some(p))
+}
+
+/// Substitutes `$VAR`, `${VAR}` and `${VAR:-default}` in the raw text. `$$` is a literal `$`.
+/// A variable that is unset (and has no default) is an error naming it.
+pub fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c != b'$' {
+            let ch = text[i..].chars().next().unwrap_or('\0');
+            out.push(ch);
+            i += ch.len_utf8();
+            continue;
+        }
+        if bytes.get(i + 1) == Some(&b'$') {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        if bytes.get(i + 1) == Some(&b'{') {
+            let Some(close) = text[i + 2..].find('}') else {
+                bail!("unterminated ${{ in config at byte {i}");
+            };
+            let inner = &text[i + 2..i + 2 + close];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            if !is_var_name(name) {
+                bail!("invalid variable name '{name}' in config");
+            }
+            match (lookup(name), default) {
+                (Some(v), _) if !(v.is_empty() && default.is_some()) => out.push_str(&v),
+                (_, Some(d)) => out.push_str(d),
+                (None, None) => bail!("environment variable {name} is not set (used in config)"),
+                (Some(v), None) => out.push_str(&v),
+            }
+            i += 2 + close + 1;
+            continue;
+        }
+        let name_len = text[i + 1..]
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            .count();
+        if name_len == 0 || bytes[i + 1].is_ascii_digit() {
+            out.push('$');
+            i += 1;
+            continue;
+        }
+        let name = &text[i + 1..i + 1 + name_len];
+        match lookup(name) {
+            Some(v) => out.push_str(&v),
+            None => bail!("environment variable {name} is not set (used in config)"),
+        }
+        i += 1 + name_len;
+    }
+    Ok(out)
+}
+
+fn is_var_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+struct Reader<'a> {
+    warnings: &'a mut Vec<String>,
+}
+
+impl Reader<'_> {
+    /// Warns about keys of `section` that are not in `known`.
+    fn check_keys(&mut self, section: &str, map: &Map<String, Value>, known: &[&str]) {
+        for k in map.keys() {
+            if !known.contains(&k.as_str()) {
+                let path = if section.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{section}.{k}")
+                };
+                self.warnings
+                    .push(format!("unknown config key '{path}' ignored"));
+            }
+        }
+    }
+}
+
+fn section<'a>(root: &'a Map<String, Value>, name: &str) -> Result<Option<&'a Map<String, Value>>> {
+    match root.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(other) => bail!("config section '{name}' must be a mapping, got {other}"),
+    }
+}
+
+fn get_str(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<String>> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => bail!("config '{path}.{key}' must be a string, got {other}"),
+    }
+}
+
+fn get_f64(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<f64>> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let n = v
+                .as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+            match n {
+                Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n)),
+                _ => bail!("config '{path}.{key}' must be a non-negative number, got {v}"),
+            }
+        }
+    }
+}
+
+fn get_u64(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<u64>> {
+    match get_f64(m, path, key)? {
+        None => Ok(None),
+        Some(n) if n.fract() == 0.0 => Ok(Some(n as u64)),
+        Some(n) => bail!("config '{path}.{key}' must be an integer, got {n}"),
+    }
+}
+
+fn get_bool(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<bool>> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if matches!(s.as_str(), "true" | "false") => Ok(Some(s == "true")),
+        Some(other) => bail!("config '{path}.{key}' must be true or false, got {other}"),
+    }
+}
+
+/// Parses configuration text (already read from a file).
+pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+    let text = substitute(text, lookup)?;
+    let root: Value = if text.trim().is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_saphyr::from_str(&text).context("config is not valid YAML")?
+    };
+    let root = match root {
+        Value::Object(m) => m,
+        Value::Null => Map::new(),
+        other => bail!("config must be a mapping at the top level, got {other}"),
+    };
+    let mut cfg = Config::default();
+    let mut warnings = Vec::new();
+    let mut r = Reader {
+        warnings: &mut warnings,
+    };
+    r.check_keys(
+        "",
+        &root,
+        &[
+            "server",
+            "database",
+            "checkpointer",
+            "stream_bridge",
+            "run_events",
+            "runs",
+            "graphs",
+            "config_version",
+            "log_level",
+            // DeerFlow sections Antler does not use yet; accepted silently so a DeerFlow
+            // config.yaml loads without noise.
+            "models",
+            "tools",
+            "tool_groups",
+            "sandbox",
+            "skills",
+            "memory",
+            "title",
+            "summarization",
+            "subagents",
+            "channels",
+            "mcp_servers",
+            "agents",
+            "auth",
+            "run_ownership",
+        ],
+    );
+    if let Some(s) = section(&root, "server")? {
+        r.check_keys("server", s, &["host", "port", "heartbeat_seconds"]);
+        if let Some(h) = get_str(s, "server", "host")? {
+            cfg.host = h;
+        }
+        if let Some(p) = get_u64(s, "server", "port")? {
+            cfg.port = u16::try_from(p).context("config 'server.port' must be 0..65535")?;
+        }
+        if let Some(h) = get_f64(s, "server", "heartbeat_seconds")? {
+            if h < 0.1 {
+                bail!("config 'server.heartbeat_seconds' must be at least 0.1");
+            }
+            cfg.heartbeat = Duration::from_secs_f64(h);
+        }
+    }
+    if let Some(s) = section(&root, "database")? {
+        r.check_keys(
+            "database",
+            s,
+            &[
+                "backend",
+                "sqlite_dir",
+                "postgres_url",
+                "mysql_url",
+                "pool_size",
+            ],
+        );
+        if let Some(b) = get_str(s, "database", "backend")? {
+            cfg.backend = match b.as_str() {
+                "sqlite" => Backend::Sqlite,
+                "memory" => Backend::Memory,
+                "postgres" | "mysql" => bail!(
+                    "config 'database.backend: {b}' is not supported by this build yet; use sqlite or memory"
+                ),
+                other => bail!("config 'database.backend' must be sqlite or memory, got '{other}'"),
+            };
+        }
+        if let Some(d) = get_str(s, "database", "sqlite_dir")? {
+            cfg.sqlite_dir = PathBuf::from(d);
+        }
+    }
+    if let Some(s) = section(&root, "checkpointer")? {
+        // DeerFlow's legacy section: `type: memory|sqlite`.
+        r.check_keys("checkpointer", s, &["type", "connection_string"]);
+        if let Some(t) = get_str(s, "checkpointer", "type")? {
+            match t.as_str() {
+                "memory" => cfg.backend = Backend::Memory,
+                "sqlite" => cfg.backend = Backend::Sqlite,
+                other => {
+                    bail!("config 'checkpointer.type' must be memory or sqlite, got '{other}'")
+                }
+            }
+        }
+    }
+    if let Some(s) = section(&root, "stream_bridge")? {
+        r.check_keys(
+            "stream_bridge",
+            s,
+            &[
+                "type",
+                "queue_maxsize",
+                "max_bytes",
+                "terminal_ttl_seconds",
+                "abandoned_ttl_seconds",
+                "awaiting_input_ttl_seconds",
+                "cleanup_interval_seconds",
+                "redis_url",
+                "stream_ttl_seconds",
+                "max_connections",
+            ],
+        );
+        match get_str(s, "stream_bridge", "type")?.as_deref() {
+            None | Some("memory") => {}
+            Some("redis") => bail!(
+                "config 'stream_bridge.type: redis' is not supported by this build yet; use memory"
+            ),
+            Some(other) => bail!("config 'stream_bridge.type' must be memory, got '{other}'"),
+        }
+        let b = &mut cfg.bridge;
+        if let Some(n) = get_u64(s, "stream_bridge", "queue_maxsize")? {
+            b.queue_maxsize = n as usize;
+        }
+        if let Some(n) = get_u64(s, "stream_bridge", "max_bytes")? {
+            b.max_bytes = n as usize;
+        }
+        if let Some(n) = get_u64(s, "stream_bridge", "terminal_ttl_seconds")? {
+            b.terminal_ttl_seconds = n;
+        }
+        if let Some(n) = get_u64(s, "stream_bridge", "abandoned_ttl_seconds")? {
+            b.abandoned_ttl_seconds = n;
+        }
+        if let Some(n) = get_u64(s, "stream_bridge", "awaiting_input_ttl_seconds")? {
+            b.awaiting_input_ttl_seconds = n;
+        }
+        if let Some(n) = get_u64(s, "stream_bridge", "cleanup_interval_seconds")? {
+            b.cleanup_interval_seconds = n;
+        }
+        b.validate()
+            .map_err(|e| anyhow::anyhow!("config 'stream_bridge': {e}"))?;
+    }
+    if let Some(s) = section(&root, "run_events")? {
+        r.check_keys(
+            "run_events",
+            s,
+            &[
+                "backend",
+                "max_trace_content",
+                "track_token_usage",
+                "batch_size",
+            ],
+        );
+        if let Some(b) = get_str(s, "run_events", "backend")?
+            && !matches!(b.as_str(), "db" | "memory")
+        {
+            bail!("config 'run_events.backend' must be db or memory, got '{b}'");
+        }
+        if let Some(n) = get_u64(s, "run_events", "batch_size")? {
+            if n == 0 {
+                bail!("config 'run_events.batch_size' must be at least 1");
+            }
+            cfg.runtime.event_batch_size = n as usize;
+        }
+    }
+    if let Some(s) = section(&root, "runs")? {
+        r.check_keys(
+            "runs",
+            s,
+            &[
+                "default_multitask_strategy",
+                "timeout_seconds",
+                "stream_retention_seconds",
+                "shutdown_grace_seconds",
+                "webhook_attempts",
+            ],
+        );
+        if let Some(m) = get_str(s, "runs", "default_multitask_strategy")? {
+            cfg.runtime.default_multitask_strategy = MultitaskStrategy::parse(&m).with_context(|| {
+                format!("config 'runs.default_multitask_strategy' must be reject, interrupt, rollback or enqueue, got '{m}'")
+            })?;
+        }
+        if let Some(t) = get_f64(s, "runs", "timeout_seconds")? {
+            cfg.runtime.run_timeout = (t > 0.0).then(|| Duration::from_secs_f64(t));
+        }
+        if let Some(t) = get_f64(s, "runs", "stream_retention_seconds")? {
+            cfg.runtime.stream_cleanup_delay = Duration::from_secs_f64(t);
+        }
+        if let Some(t) = get_f64(s, "runs", "shutdown_grace_seconds")? {
+            cfg.runtime.shutdown_grace = Duration::from_secs_f64(t);
+        }
+        if let Some(n) = get_u64(s, "runs", "webhook_attempts")? {
+            cfg.runtime.webhook_attempts = n.clamp(1, 20) as u32;
+        }
+    }
+    if let Some(s) = section(&root, "graphs")? {
+        r.check_keys("graphs", s, &["examples"]);
+        if let Some(b) = get_bool(s, "graphs", "examples")? {
+            cfg.examples = b;
+        }
+    }
+    cfg.warnings = warnings;
+    Ok(cfg)
+}
+
+/// Loads the configuration from `path` (or defaults when None).
+pub fn load(path: Option<&Path>) -> Result<Config> {
+    let Some(path) = path else {
+        return Ok(Config::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut cfg = parse(&text, &|k| std::env::var(k).ok())
+        .with_context(|| format!("invalid config file {}", path.display()))?;
+    cfg.source = Some(path.to_path_buf());
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "PORT" => Some("9000".into()),
+            "DIR" => Some("/tmp/x".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn substitutes_all_three_forms() {
+        let s = substitute(
+            "a: $PORT\nb: ${DIR}\nc: ${NOPE:-dflt}\nd: $$x\ne: ${EMPTY:-d2}",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s, "a: 9000\nb: /tmp/x\nc: dflt\nd: $x\ne: d2");
+        assert!(
+            substitute("x: $NOPE", &env)
+                .unwrap_err()
+                .to_string()
+                .contains("NOPE")
+        );
+        assert!(substitute("x: ${NOPE}", &env).is_err());
+        assert_eq!(substitute("price: 5$", &env).unwrap(), "price: 5$");
+    }
+
+    #[test]
+    fn parses_sections_and_warns_on_unknown_keys() {
+        let cfg = parse(
+            "server:\n  port: $PORT\n  bogus: 1\ndatabase:\n  backend: sqlite\n  sqlite_dir: ${DIR}\nstream_bridge:\n  type: memory\n  queue_maxsize: 64\nruns:\n  default_multitask_strategy: reject\nweird: 2\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(cfg.port, 9000);
+        assert_eq!(cfg.sqlite_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.bridge.queue_maxsize, 64);
+        assert_eq!(
+            cfg.runtime.default_multitask_strategy,
+            MultitaskStrategy::Reject
+        );
+        assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
+        assert!(cfg.warnings.iter().any(|w| w.contains("server.bogus")));
+        assert!(cfg.warnings.iter().any(|w| w.contains("'weird'")));
+    }
+
+    #[test]
+    fn invalid_values_are_clear_errors() {
+        for (text, needle) in [
+            ("server:\n  port: 99999\n", "server.port"),
+            ("server:\n  port: abc\n", "server.port"),
+            ("database:\n  backend: oracle\n", "database.backend"),
+            (
+                "runs:\n  default_multitask_strategy: nope\n",
+                "default_multitask_strategy",
+            ),
+            ("stream_bridge: 3\n", "stream_bridge"),
+            ("- a\n- b\n", "mapping"),
+        ] {
+            let err = format!("{:#}", parse(text, &env).unwrap_err());
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn empty_config_is_the_default() {
+        let cfg = parse("", &env).unwrap();
+        assert_eq!(cfg.port, 8123);
+        assert_eq!(cfg.backend, Backend::Sqlite);
+        assert!(cfg.examples);
+    }
+}

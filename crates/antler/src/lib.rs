@@ -1,0 +1,128 @@
+//! `antler`: the server as a library — configuration, wiring of stores / bridge / runtime /
+//! gateway, and the shutdown sequence. The binary (`main.rs`) is a thin CLI over [`start`];
+//! end-to-end tests call [`start`] with port 0.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use antler_bridge::{MemoryBridge, StreamBridge};
+use antler_runtime::{Graphs, Runtime};
+use antler_store::Stores;
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::{Backend, Config};
+
+/// A running server.
+pub struct Server {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The run kernel.
+    pub runtime: Arc<Runtime>,
+    /// How long startup took (config loaded to listening).
+    pub startup: Duration,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Server {
+    /// Base URL, e.g. `http://127.0.0.1:8123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts the shutdown sequence and waits for it to finish.
+    pub async fn shutdown(self) -> Result<()> {
+        self.runtime.shutdown_token().cancel();
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Waits until the server stops (after [`Runtime::shutdown_token`] is cancelled).
+    pub async fn wait(self) -> Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+}
+
+async fn open_stores(cfg: &Config) -> Result<Stores> {
+    Ok(match cfg.backend {
+        Backend::Memory => Stores::memory(),
+        Backend::Sqlite => antler_store_sql::open_sqlite(&cfg.sqlite_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the SQLite database in {}",
+                    cfg.sqlite_dir.display()
+                )
+            })?,
+    })
+}
+
+/// Opens the stores, builds the runtime and the HTTP app, binds the listener and starts
+/// serving in the background. Returns once the server accepts connections.
+pub async fn start(cfg: Config) -> Result<Server> {
+    let started = Instant::now();
+    if let Some(src) = &cfg.source {
+        tracing::info!(config = %src.display(), "configuration loaded");
+    }
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let stores = open_stores(&cfg).await?;
+    let bridge: Arc<dyn StreamBridge> = Arc::new(
+        MemoryBridge::new(cfg.bridge.clone()).map_err(|e| anyhow::anyhow!("stream bridge: {e}"))?,
+    );
+    let graphs = if cfg.examples {
+        Graphs::new(antler_graph::examples::all())
+    } else {
+        Graphs::default()
+    };
+    let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
+    let addr = listener.local_addr()?;
+    let mut runtime_cfg = cfg.runtime.clone();
+    runtime_cfg.api_url = format!("http://{addr}");
+    let runtime = Runtime::new(stores.clone(), graphs, bridge, runtime_cfg);
+    runtime
+        .register_system_assistants()
+        .await
+        .context("cannot register the graphs' assistants")?;
+    runtime.recover_orphans().await;
+    let state = antler_gateway::AppState::new(runtime.clone(), cfg.heartbeat);
+    let app = antler_gateway::router(state);
+    let startup = started.elapsed();
+    tracing::info!(%addr, ready_ms = startup.as_millis() as u64, "antler ready");
+
+    // Shutdown order: (1) a signal arrives; (2) the runtime stops accepting runs, cancels the
+    // running ones at their next await (bounded by shutdown_grace) and closes the bridge, which
+    // ends every SSE stream; (3) axum stops accepting and drains connections, bounded by a hard
+    // deadline so a stuck client cannot hold the process.
+    let shutdown_rt = runtime.clone();
+    let token = runtime.shutdown_token();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        token.cancelled().await;
+        tracing::info!("shutting down");
+        shutdown_rt.shutdown().await;
+    });
+    let deadline = runtime.config().shutdown_grace + Duration::from_secs(5);
+    let shutdown_token = runtime.shutdown_token();
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            r = server => r.context("server error")?,
+            _ = async {
+                shutdown_token.cancelled().await;
+                tokio::time::sleep(deadline).await;
+            } => tracing::warn!("connections still open after the shutdown deadline; exiting"),
+        }
+        Ok(())
+    });
+    Ok(Server {
+        addr,
+        runtime,
+        startup,
+        task,
+    })
+}

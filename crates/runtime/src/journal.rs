@@ -1,0 +1,282 @@
+//! The run journal: lifecycle callbacks that persist run events in batches, count tokens by
+//! caller and model, and keep best-effort progress snapshots (at most one per 5 s) on the run row.
+//!
+//! It observes the engine's `updates` parts (the executor always asks the engine for them; they
+//! are only published when the client asked for them too): every AI / tool message a node
+//! returns becomes a message event, and `usage_metadata` on AI messages feeds the counters.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use antler_graph::{StreamMode, StreamPart};
+use antler_store::{NewRunEvent, Run, RunCompletion, RunProgress, RunStatus, Stores};
+use serde_json::{Value, json};
+
+use crate::{RunCreate, Runtime};
+
+/// Longest text kept for `last_ai_message` / `first_human_message`.
+const MAX_TEXT: usize = 2000;
+/// Trace content longer than this is truncated (seeds: 10,240).
+const MAX_TRACE_BYTES: usize = 10_240;
+/// Progress snapshots are written at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+pub(crate) struct Journal {
+    stores: Stores,
+    owner: String,
+    thread_id: String,
+    run_id: String,
+    batch_size: usize,
+    buffer: Vec<NewRunEvent>,
+    counters: RunCompletion,
+    last_progress: Instant,
+    dirty: bool,
+}
+
+fn text_of(content: Option<&Value>) -> Option<String> {
+    match content? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let s: String = parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("");
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+fn truncate(s: String) -> String {
+    if s.len() <= MAX_TEXT {
+        return s;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Which caller a message's tokens belong to: a `caller` hint in `additional_kwargs` or the
+/// `name` (`subagent:*`, `middleware:*`), else the lead agent.
+fn caller_of(msg: &Value) -> &str {
+    let hint = msg
+        .pointer("/additional_kwargs/caller")
+        .and_then(Value::as_str)
+        .or_else(|| msg.get("name").and_then(Value::as_str))
+        .unwrap_or("lead_agent");
+    if hint.starts_with("subagent:") {
+        "subagent"
+    } else if hint.starts_with("middleware:") {
+        "middleware"
+    } else {
+        "lead_agent"
+    }
+}
+
+impl Journal {
+    pub(crate) fn new(rt: &Arc<Runtime>, run: &Run, request: &RunCreate) -> Self {
+        let first_human_message = request
+            .input
+            .as_ref()
+            .and_then(|i| i.get("messages"))
+            .and_then(Value::as_array)
+            .and_then(|msgs| {
+                msgs.iter().find(|m| {
+                    matches!(
+                        m.get("type")
+                            .or_else(|| m.get("role"))
+                            .and_then(Value::as_str),
+                        Some("human" | "user")
+                    )
+                })
+            })
+            .and_then(|m| text_of(m.get("content")))
+            .map(truncate);
+        let counters = RunCompletion {
+            first_human_message,
+            ..Default::default()
+        };
+        Self {
+            stores: rt.stores().clone(),
+            owner: run.owner.clone(),
+            thread_id: run.thread_id.clone(),
+            run_id: run.run_id.clone(),
+            batch_size: rt.config().event_batch_size.max(1),
+            buffer: Vec::new(),
+            counters,
+            last_progress: Instant::now(),
+            dirty: false,
+        }
+    }
+
+    fn push(&mut self, event_type: &str, category: &str, content: Value, metadata: Value) {
+        let mut ev = NewRunEvent::new(&self.thread_id, &self.run_id, event_type, category, content);
+        ev.metadata = metadata;
+        self.buffer.push(ev);
+    }
+
+    async fn flush(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.buffer);
+        if let Err(e) = self.stores.events.append_batch(&self.owner, batch).await {
+            tracing::warn!(run_id = %self.run_id, error = %e, "run event batch not persisted");
+        }
+    }
+
+    /// `run.start` and the human input.
+    pub(crate) async fn start(&mut self) {
+        self.push(
+            "run.start",
+            "trace",
+            json!({"run_id": self.run_id}),
+            json!({}),
+        );
+        if let Some(h) = self.counters.first_human_message.clone() {
+            self.push(
+                "llm.human.input",
+                "message",
+                json!({"content": h}),
+                json!({}),
+            );
+        }
+    }
+
+    /// Observes one engine part.
+    pub(crate) async fn observe(&mut self, part: &StreamPart) {
+        if part.mode != StreamMode::Updates || !part.ns.is_empty() {
+            return;
+        }
+        let Some(updates) = part.data.as_object() else {
+            return;
+        };
+        for (node, update) in updates {
+            let Some(msgs) = update.get("messages") else {
+                continue;
+            };
+            let list: Vec<Value> = match msgs {
+                Value::Array(a) => a.clone(),
+                Value::Object(_) => vec![msgs.clone()],
+                _ => continue,
+            };
+            for m in list {
+                self.observe_message(node, m);
+            }
+        }
+        if self.buffer.len() >= self.batch_size {
+            self.flush().await;
+        }
+        if self.dirty && self.last_progress.elapsed() >= PROGRESS_EVERY {
+            self.dirty = false;
+            self.last_progress = Instant::now();
+            let c = &self.counters;
+            let progress = RunProgress {
+                total_input_tokens: Some(c.total_input_tokens),
+                total_output_tokens: Some(c.total_output_tokens),
+                total_tokens: Some(c.total_tokens),
+                llm_call_count: Some(c.llm_call_count),
+                lead_agent_tokens: Some(c.lead_agent_tokens),
+                subagent_tokens: Some(c.subagent_tokens),
+                middleware_tokens: Some(c.middleware_tokens),
+                message_count: Some(c.message_count),
+                last_ai_message: c.last_ai_message.clone(),
+                first_human_message: c.first_human_message.clone(),
+            };
+            let _ = self
+                .stores
+                .runs
+                .update_progress(&self.run_id, &progress)
+                .await;
+        }
+    }
+
+    fn observe_message(&mut self, node: &str, m: Value) {
+        let kind = m.get("type").and_then(Value::as_str).unwrap_or_default();
+        match kind {
+            "ai" | "AIMessageChunk" => {
+                let caller = caller_of(&m).to_string();
+                if let Some(u) = m.get("usage_metadata").filter(|u| u.is_object()) {
+                    let input = u.get("input_tokens").and_then(Value::as_i64).unwrap_or(0);
+                    let output = u.get("output_tokens").and_then(Value::as_i64).unwrap_or(0);
+                    let total = u
+                        .get("total_tokens")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(input + output);
+                    if total > 0 {
+                        let c = &mut self.counters;
+                        c.total_input_tokens += input;
+                        c.total_output_tokens += output;
+                        c.total_tokens += total;
+                        c.llm_call_count += 1;
+                        match caller.as_str() {
+                            "subagent" => c.subagent_tokens += total,
+                            "middleware" => c.middleware_tokens += total,
+                            _ => c.lead_agent_tokens += total,
+                        }
+                        self.dirty = true;
+                    }
+                }
+                let has_tools = m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
+                if caller == "lead_agent" && !has_tools {
+                    self.counters.message_count += 1;
+                    self.counters.last_ai_message = text_of(m.get("content")).map(truncate);
+                    self.dirty = true;
+                }
+                let event_type = if has_tools {
+                    "llm.ai.tool_call"
+                } else {
+                    "llm.ai.response"
+                };
+                self.push(
+                    event_type,
+                    "message",
+                    m,
+                    json!({"caller": caller, "node": node}),
+                );
+            }
+            "tool" => self.push("llm.tool.result", "message", m, json!({"node": node})),
+            _ => {}
+        }
+    }
+
+    /// The counters as the run row's completion fields.
+    pub(crate) fn completion(&self, status: RunStatus) -> RunCompletion {
+        let mut c = self.counters.clone();
+        c.status = None;
+        let _ = status;
+        c
+    }
+
+    /// `run.end` / `run.error`, then the final flush.
+    pub(crate) async fn finish(mut self, status: RunStatus, error: Option<&Value>) {
+        match status {
+            RunStatus::Error | RunStatus::Timeout => {
+                let mut content = error.cloned().unwrap_or(Value::Null);
+                let mut meta = json!({});
+                if let Ok(s) = serde_json::to_string(&content)
+                    && s.len() > MAX_TRACE_BYTES
+                {
+                    meta = json!({"content_truncated": true, "original_content_length": s.len()});
+                    let mut end = MAX_TRACE_BYTES;
+                    while !s.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    content = Value::String(s[..end].to_string());
+                }
+                self.push("run.error", "error", content, meta);
+            }
+            _ => {
+                let content = json!({"status": status.as_str()});
+                self.push("run.end", "outputs", content, json!({}));
+            }
+        }
+        self.flush().await;
+    }
+}

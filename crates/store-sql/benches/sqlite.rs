@@ -1,0 +1,190 @@
+//! SQLite store benchmarks: per-step checkpoint write cost at 10 and 1,000 messages (delta
+//! writes via `put_shared`, and full writes via `put` for comparison), and the store writes
+//! of one run's lifecycle.
+//!
+//! `cargo bench -p antler-store-sql --bench sqlite`
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use antler_graph::{ChannelValue, Checkpoint, Checkpointer};
+use antler_store::{
+    NewRunEvent, Run, RunCompletion, RunStatus, Stores, Thread, ThreadStatus, ThreadUpdate,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Map, Value, json};
+
+fn msg(i: usize) -> Value {
+    json!({
+        "type": "ai", "content": format!("this is message number {i} of a long conversation"),
+        "id": format!("msg-{i}"), "additional_kwargs": {}, "response_metadata": {}, "tool_calls": [],
+        "invalid_tool_calls": [], "usage_metadata": null, "name": null
+    })
+}
+
+fn push(list: &ChannelValue, v: Value) -> ChannelValue {
+    match list.clone() {
+        ChannelValue::List(mut items) => {
+            items.push_back(Arc::new(v));
+            ChannelValue::List(items)
+        }
+        other => other,
+    }
+}
+
+struct Chain {
+    cp: Arc<dyn Checkpointer>,
+    thread: String,
+    list: ChannelValue,
+    parent: Option<String>,
+    version: u64,
+}
+
+impl Chain {
+    async fn step(&mut self, shared: bool) {
+        self.version += 1;
+        self.list = push(&self.list, msg(self.version as usize));
+        let mut c = Checkpoint {
+            id: antler_graph::new_checkpoint_id(self.version as i64),
+            ts: antler_graph::now_ts(),
+            ..Default::default()
+        };
+        c.channel_versions.insert("messages".into(), self.version);
+        c.channel_versions.insert("title".into(), 1);
+        let mut nv = BTreeMap::new();
+        nv.insert("messages".to_string(), self.version);
+        let mut meta = Map::new();
+        meta.insert("source".into(), json!("loop"));
+        meta.insert("step".into(), json!(self.version));
+        meta.insert("run_id".into(), json!("bench-run"));
+        if shared {
+            let mut values = BTreeMap::new();
+            values.insert("messages".to_string(), self.list.clone());
+            self.cp
+                .put_shared(
+                    &self.thread,
+                    "",
+                    self.parent.as_deref(),
+                    &c,
+                    &values,
+                    &meta,
+                    &nv,
+                )
+                .await
+                .unwrap();
+        } else {
+            c.channel_values
+                .insert("messages".into(), self.list.to_value());
+            self.cp
+                .put(&self.thread, "", self.parent.as_deref(), &c, &meta, &nv)
+                .await
+                .unwrap();
+        }
+        self.parent = Some(c.id);
+    }
+}
+
+async fn chain(stores: &Stores, thread: &str, n: usize) -> Chain {
+    let list = ChannelValue::from_value(Value::Array((0..n).map(msg).collect()), true);
+    let mut ch = Chain {
+        cp: stores.checkpointer.clone(),
+        thread: thread.into(),
+        list,
+        parent: None,
+        version: n as u64,
+    };
+    ch.step(true).await;
+    ch
+}
+
+fn checkpoints(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stores = rt
+        .block_on(antler_store_sql::open_sqlite(dir.path()))
+        .unwrap();
+    let mut group = c.benchmark_group("checkpoint_step");
+    group.measurement_time(Duration::from_secs(5));
+    for n in [10usize, 1000] {
+        for (label, shared) in [("delta", true), ("full", false)] {
+            let mut ch = rt.block_on(chain(&stores, &format!("{label}-{n}"), n));
+            group.bench_function(format!("{label}/{n}_msgs"), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for _ in 0..iters {
+                            ch.step(shared).await;
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn run_lifecycle(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stores = rt
+        .block_on(antler_store_sql::open_sqlite(dir.path()))
+        .unwrap();
+    let mut group = c.benchmark_group("run_lifecycle");
+    group.measurement_time(Duration::from_secs(5));
+    let mut i = 0u64;
+    group.bench_function("create_thread_run_events_complete", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            rt.block_on(async {
+                for _ in 0..iters {
+                    i += 1;
+                    let tid = format!("t{i}");
+                    stores
+                        .threads
+                        .create("bench", Thread::new(&tid, Map::new()))
+                        .await
+                        .unwrap();
+                    let run = Run::new(format!("r{i}"), &tid, "a", "bench");
+                    stores.runs.put(&run).await.unwrap();
+                    stores
+                        .runs
+                        .transition(&run.run_id, &[RunStatus::Pending], RunStatus::Running, None)
+                        .await
+                        .unwrap();
+                    let busy = ThreadUpdate {
+                        status: Some(ThreadStatus::Busy),
+                        ..Default::default()
+                    };
+                    stores.threads.update("bench", &tid, busy).await.unwrap();
+                    let events = (0..5)
+                        .map(|j| NewRunEvent::new(&tid, &run.run_id, "x", "trace", json!(j)))
+                        .collect();
+                    stores.events.append_batch("bench", events).await.unwrap();
+                    let done = RunCompletion {
+                        status: Some(RunStatus::Success),
+                        total_tokens: 3,
+                        ..Default::default()
+                    };
+                    stores
+                        .runs
+                        .update_completion(&run.run_id, &done)
+                        .await
+                        .unwrap();
+                    let idle = ThreadUpdate {
+                        status: Some(ThreadStatus::Idle),
+                        values: Some(Some(json!({"messages": [msg(1)]}))),
+                        ..Default::default()
+                    };
+                    stores.threads.update("bench", &tid, idle).await.unwrap();
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, checkpoints, run_lifecycle);
+criterion_main!(benches);

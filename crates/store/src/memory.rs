@@ -1,0 +1,980 @@
+//! In-memory implementations of every repository trait (tests, `--memory` mode).
+//!
+//! Each store keeps its rows behind one `parking_lot::RwLock`; no lock is held across an
+//! `.await` (the methods do not await while holding it), so they cannot deadlock.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use parking_lot::RwLock;
+use serde_json::{Map, Value};
+
+use crate::error::{StoreError, StoreResult};
+use crate::records::*;
+use crate::time;
+use crate::traits::*;
+use crate::util;
+
+fn order(ord: Ordering, sort: SortOrder) -> Ordering {
+    match sort {
+        SortOrder::Asc => ord,
+        SortOrder::Desc => ord.reverse(),
+    }
+}
+
+fn page<T>(items: Vec<T>, offset: usize, limit: usize) -> Vec<T> {
+    items.into_iter().skip(offset).take(limit).collect()
+}
+
+// ------------------------------------------------------------------------ assistants
+
+struct AssistantEntry {
+    current: Assistant,
+    versions: BTreeMap<i64, AssistantVersion>,
+}
+
+/// In-memory [`AssistantStore`].
+#[derive(Default)]
+pub struct MemoryAssistantStore {
+    rows: RwLock<HashMap<String, AssistantEntry>>,
+}
+
+fn visible(row_owner: &str, owner: &str) -> bool {
+    row_owner == owner || row_owner == SYSTEM_OWNER
+}
+
+fn assistant_matches(a: &Assistant, q: &AssistantSearch) -> bool {
+    q.graph_id.as_ref().is_none_or(|g| &a.graph_id == g)
+        && q.name
+            .as_ref()
+            .is_none_or(|n| a.name.to_lowercase().contains(&n.to_lowercase()))
+        && util::contains_top_level(&a.metadata, &q.metadata)
+}
+
+impl MemoryAssistantStore {
+    fn matching(&self, owner: &str, q: &AssistantSearch) -> Vec<Assistant> {
+        self.rows
+            .read()
+            .values()
+            .filter(|e| visible(&e.current.owner, owner) && assistant_matches(&e.current, q))
+            .map(|e| e.current.clone())
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl AssistantStore for MemoryAssistantStore {
+    async fn create(&self, owner: &str, mut assistant: Assistant) -> StoreResult<Assistant> {
+        assistant.owner = owner.to_string();
+        assistant.created_at = time::truncate(assistant.created_at);
+        assistant.updated_at = time::truncate(assistant.updated_at);
+        let mut rows = self.rows.write();
+        if rows.contains_key(&assistant.assistant_id) {
+            return Err(StoreError::Conflict(format!(
+                "assistant {} already exists",
+                assistant.assistant_id
+            )));
+        }
+        let mut versions = BTreeMap::new();
+        let mut v = assistant.to_version();
+        v.created_at = assistant.created_at;
+        versions.insert(assistant.version, v);
+        rows.insert(
+            assistant.assistant_id.clone(),
+            AssistantEntry {
+                current: assistant.clone(),
+                versions,
+            },
+        );
+        Ok(assistant)
+    }
+
+    async fn get(&self, owner: &str, assistant_id: &str) -> StoreResult<Option<Assistant>> {
+        Ok(self
+            .rows
+            .read()
+            .get(assistant_id)
+            .filter(|e| visible(&e.current.owner, owner))
+            .map(|e| e.current.clone()))
+    }
+
+    async fn update(
+        &self,
+        owner: &str,
+        assistant_id: &str,
+        patch: AssistantPatch,
+    ) -> StoreResult<Assistant> {
+        let mut rows = self.rows.write();
+        let entry = rows
+            .get_mut(assistant_id)
+            .filter(|e| e.current.owner == owner)
+            .ok_or(StoreError::NotFound)?;
+        let mut next = entry.current.clone();
+        if let Some(g) = patch.graph_id {
+            next.graph_id = g;
+        }
+        if let Some(c) = patch.config {
+            next.config = c;
+        }
+        if let Some(c) = patch.context {
+            next.context = c;
+        }
+        if let Some(m) = patch.metadata {
+            util::merge_metadata(&mut next.metadata, m);
+        }
+        if let Some(n) = patch.name {
+            next.name = n;
+        }
+        if let Some(d) = patch.description {
+            next.description = Some(d);
+        }
+        next.version = entry.versions.keys().next_back().copied().unwrap_or(0) + 1;
+        next.updated_at = time::now();
+        entry.versions.insert(next.version, next.to_version());
+        entry.current = next.clone();
+        Ok(next)
+    }
+
+    async fn delete(&self, owner: &str, assistant_id: &str) -> StoreResult<()> {
+        let mut rows = self.rows.write();
+        match rows.get(assistant_id) {
+            Some(e) if e.current.owner == owner => {
+                rows.remove(assistant_id);
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn search(&self, owner: &str, q: &AssistantSearch) -> StoreResult<(Vec<Assistant>, u64)> {
+        let mut all = self.matching(owner, q);
+        all.sort_by(|a, b| {
+            let ord = match q.sort_by {
+                AssistantSortBy::AssistantId => a.assistant_id.cmp(&b.assistant_id),
+                AssistantSortBy::GraphId => a.graph_id.cmp(&b.graph_id),
+                AssistantSortBy::Name => a.name.cmp(&b.name),
+                AssistantSortBy::CreatedAt => a.created_at.cmp(&b.created_at),
+                AssistantSortBy::UpdatedAt => a.updated_at.cmp(&b.updated_at),
+            }
+            .then_with(|| a.assistant_id.cmp(&b.assistant_id));
+            order(ord, q.sort_order)
+        });
+        let total = all.len() as u64;
+        Ok((page(all, q.offset, q.limit), total))
+    }
+
+    async fn count(&self, owner: &str, q: &AssistantSearch) -> StoreResult<u64> {
+        Ok(self.matching(owner, q).len() as u64)
+    }
+
+    async fn versions(
+        &self,
+        owner: &str,
+        assistant_id: &str,
+        q: &VersionQuery,
+    ) -> StoreResult<Vec<AssistantVersion>> {
+        let rows = self.rows.read();
+        let entry = rows
+            .get(assistant_id)
+            .filter(|e| visible(&e.current.owner, owner))
+            .ok_or(StoreError::NotFound)?;
+        let all: Vec<AssistantVersion> = entry
+            .versions
+            .values()
+            .rev()
+            .filter(|v| util::contains_top_level(&v.metadata, &q.metadata))
+            .cloned()
+            .collect();
+        Ok(page(all, q.offset, q.limit))
+    }
+
+    async fn set_latest(
+        &self,
+        owner: &str,
+        assistant_id: &str,
+        version: i64,
+    ) -> StoreResult<Assistant> {
+        let mut rows = self.rows.write();
+        let entry = rows
+            .get_mut(assistant_id)
+            .filter(|e| e.current.owner == owner)
+            .ok_or(StoreError::NotFound)?;
+        let v = entry
+            .versions
+            .get(&version)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        let cur = &mut entry.current;
+        cur.version = v.version;
+        cur.graph_id = v.graph_id;
+        cur.config = v.config;
+        cur.context = v.context;
+        cur.metadata = v.metadata;
+        cur.name = v.name;
+        cur.description = v.description;
+        cur.updated_at = time::now();
+        Ok(cur.clone())
+    }
+}
+
+// ------------------------------------------------------------------------ threads
+
+/// In-memory [`ThreadStore`].
+#[derive(Default)]
+pub struct MemoryThreadStore {
+    rows: RwLock<HashMap<String, Thread>>,
+}
+
+fn thread_matches(t: &Thread, q: &ThreadSearch) -> bool {
+    q.ids
+        .as_ref()
+        .is_none_or(|ids| ids.iter().any(|i| i == &t.thread_id))
+        && q.status.is_none_or(|s| t.status == s)
+        && util::contains_top_level(&t.metadata, &q.metadata)
+        && util::value_contains_top_level(t.values.as_ref(), &q.values)
+}
+
+impl MemoryThreadStore {
+    fn matching(&self, owner: &str, q: &ThreadSearch) -> Vec<Thread> {
+        self.rows
+            .read()
+            .values()
+            .filter(|t| t.owner == owner && thread_matches(t, q))
+            .cloned()
+            .collect()
+    }
+}
+
+fn apply_thread_update(t: &mut Thread, u: ThreadUpdate, now: DateTime<Utc>) {
+    let mut state_changed = false;
+    if let Some(s) = u.status {
+        t.status = s;
+    }
+    if let Some(v) = u.values {
+        t.values = v;
+        state_changed = true;
+    }
+    if let Some(e) = u.error {
+        t.error = e;
+    }
+    if let Some(i) = u.interrupts {
+        t.interrupts = i;
+        state_changed = true;
+    }
+    if let Some(c) = u.config {
+        t.config = c;
+    }
+    if let Some(m) = u.metadata {
+        util::merge_metadata(&mut t.metadata, m);
+    }
+    t.updated_at = now;
+    if state_changed {
+        t.state_updated_at = now;
+    }
+}
+
+#[async_trait::async_trait]
+impl ThreadStore for MemoryThreadStore {
+    async fn create(&self, owner: &str, mut thread: Thread) -> StoreResult<Thread> {
+        thread.owner = owner.to_string();
+        thread.created_at = time::truncate(thread.created_at);
+        thread.updated_at = time::truncate(thread.updated_at);
+        thread.state_updated_at = time::truncate(thread.state_updated_at);
+        let mut rows = self.rows.write();
+        if rows.contains_key(&thread.thread_id) {
+            return Err(StoreError::Conflict(format!(
+                "thread {} already exists",
+                thread.thread_id
+            )));
+        }
+        rows.insert(thread.thread_id.clone(), thread.clone());
+        Ok(thread)
+    }
+
+    async fn get(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Thread>> {
+        Ok(self
+            .rows
+            .read()
+            .get(thread_id)
+            .filter(|t| t.owner == owner)
+            .cloned())
+    }
+
+    async fn patch_metadata(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        metadata: Map<String, Value>,
+    ) -> StoreResult<Thread> {
+        self.update(
+            owner,
+            thread_id,
+            ThreadUpdate {
+                metadata: Some(metadata),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    async fn update(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        update: ThreadUpdate,
+    ) -> StoreResult<Thread> {
+        let mut rows = self.rows.write();
+        let t = rows
+            .get_mut(thread_id)
+            .filter(|t| t.owner == owner)
+            .ok_or(StoreError::NotFound)?;
+        apply_thread_update(t, update, time::now());
+        Ok(t.clone())
+    }
+
+    async fn delete(&self, owner: &str, thread_id: &str) -> StoreResult<()> {
+        let mut rows = self.rows.write();
+        match rows.get(thread_id) {
+            Some(t) if t.owner == owner => {
+                rows.remove(thread_id);
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn search(&self, owner: &str, q: &ThreadSearch) -> StoreResult<Vec<Thread>> {
+        let mut all = self.matching(owner, q);
+        all.sort_by(|a, b| {
+            let ord = match q.sort_by {
+                ThreadSortBy::ThreadId => a.thread_id.cmp(&b.thread_id),
+                ThreadSortBy::Status => a.status.as_str().cmp(b.status.as_str()),
+                ThreadSortBy::CreatedAt => a.created_at.cmp(&b.created_at),
+                ThreadSortBy::UpdatedAt => a.updated_at.cmp(&b.updated_at),
+                ThreadSortBy::StateUpdatedAt => a.state_updated_at.cmp(&b.state_updated_at),
+            }
+            .then_with(|| a.thread_id.cmp(&b.thread_id));
+            order(ord, q.sort_order)
+        });
+        Ok(page(all, q.offset, q.limit))
+    }
+
+    async fn count(&self, owner: &str, q: &ThreadSearch) -> StoreResult<u64> {
+        Ok(self.matching(owner, q).len() as u64)
+    }
+
+    async fn copy(&self, owner: &str, thread_id: &str, new_id: &str) -> StoreResult<Thread> {
+        let mut rows = self.rows.write();
+        let src = rows
+            .get(thread_id)
+            .filter(|t| t.owner == owner)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        if rows.contains_key(new_id) {
+            return Err(StoreError::Conflict(format!(
+                "thread {new_id} already exists"
+            )));
+        }
+        let copy = copy_of(&src, new_id, time::now());
+        rows.insert(new_id.to_string(), copy.clone());
+        Ok(copy)
+    }
+}
+
+/// The copy of a thread as [`ThreadStore::copy`] defines it.
+pub(crate) fn copy_of(src: &Thread, new_id: &str, now: DateTime<Utc>) -> Thread {
+    Thread {
+        thread_id: new_id.to_string(),
+        created_at: now,
+        updated_at: now,
+        state_updated_at: now,
+        metadata: src.metadata.clone(),
+        status: if src.status == ThreadStatus::Busy {
+            ThreadStatus::Idle
+        } else {
+            src.status
+        },
+        config: src.config.clone(),
+        values: src.values.clone(),
+        error: src.error.clone(),
+        interrupts: src.interrupts.clone(),
+        owner: src.owner.clone(),
+    }
+}
+
+// ------------------------------------------------------------------------ runs
+
+/// Rows of [`MemoryRunStore`] with a per-thread index (queue queries stay O(runs of the thread)).
+#[derive(Default)]
+struct RunRows {
+    by_id: HashMap<String, Run>,
+    by_thread: HashMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl RunRows {
+    fn remove(&mut self, run_id: &str) -> Option<Run> {
+        let run = self.by_id.remove(run_id)?;
+        if let Some(ids) = self.by_thread.get_mut(&run.thread_id) {
+            ids.remove(run_id);
+            if ids.is_empty() {
+                self.by_thread.remove(&run.thread_id);
+            }
+        }
+        Some(run)
+    }
+
+    fn of_thread(&self, thread_id: &str) -> impl Iterator<Item = &Run> {
+        self.by_thread
+            .get(thread_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter().filter_map(|id| self.by_id.get(id)))
+    }
+}
+
+/// In-memory [`RunStore`].
+#[derive(Default)]
+pub struct MemoryRunStore {
+    rows: RwLock<RunRows>,
+}
+
+fn oldest_first(runs: &mut [Run]) {
+    runs.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.run_id.cmp(&b.run_id))
+    });
+}
+
+impl MemoryRunStore {
+    fn collect(&self, f: impl Fn(&Run) -> bool) -> Vec<Run> {
+        let mut v: Vec<Run> = self
+            .rows
+            .read()
+            .by_id
+            .values()
+            .filter(|r| f(r))
+            .cloned()
+            .collect();
+        oldest_first(&mut v);
+        v
+    }
+
+    fn collect_thread(&self, thread_id: &str, f: impl Fn(&Run) -> bool) -> Vec<Run> {
+        let mut v: Vec<Run> = self
+            .rows
+            .read()
+            .of_thread(thread_id)
+            .filter(|r| f(r))
+            .cloned()
+            .collect();
+        oldest_first(&mut v);
+        v
+    }
+
+    fn modify(&self, run_id: &str, f: impl FnOnce(&mut Run) -> bool) -> bool {
+        self.rows.write().by_id.get_mut(run_id).is_some_and(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl RunStore for MemoryRunStore {
+    async fn put(&self, run: &Run) -> StoreResult<()> {
+        let mut rows = self.rows.write();
+        if rows.by_id.contains_key(&run.run_id) {
+            return Err(StoreError::Conflict(format!(
+                "run {} already exists",
+                run.run_id
+            )));
+        }
+        let mut run = run.clone();
+        run.created_at = time::truncate(run.created_at);
+        run.updated_at = time::truncate(run.updated_at);
+        run.started_at = run.started_at.map(time::truncate);
+        run.finished_at = run.finished_at.map(time::truncate);
+        rows.by_thread
+            .entry(run.thread_id.clone())
+            .or_default()
+            .insert(run.run_id.clone());
+        rows.by_id.insert(run.run_id.clone(), run);
+        Ok(())
+    }
+
+    async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>> {
+        Ok(self
+            .rows
+            .read()
+            .by_id
+            .get(run_id)
+            .filter(|r| r.owner == owner)
+            .cloned())
+    }
+
+    async fn list_by_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        q: &RunListQuery,
+    ) -> StoreResult<Vec<Run>> {
+        let mut v = self.collect_thread(thread_id, |r| {
+            r.owner == owner && q.status.is_none_or(|s| r.status == s)
+        });
+        v.reverse();
+        Ok(page(v, q.offset, q.limit))
+    }
+
+    async fn update_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        Ok(self.modify(run_id, |r| {
+            util::apply_status(r, status, error, time::now());
+            true
+        }))
+    }
+
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        to: RunStatus,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        Ok(self.modify(run_id, |r| {
+            if from.contains(&r.status) {
+                util::apply_status(r, to, error, time::now());
+                true
+            } else {
+                false
+            }
+        }))
+    }
+
+    async fn delete(&self, owner: &str, run_id: &str) -> StoreResult<()> {
+        let mut rows = self.rows.write();
+        match rows.by_id.get(run_id) {
+            Some(r) if r.owner == owner => {
+                rows.remove(run_id);
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
+        let mut rows = self.rows.write();
+        let doomed: Vec<String> = rows
+            .of_thread(thread_id)
+            .filter(|r| r.owner == owner)
+            .map(|r| r.run_id.clone())
+            .collect();
+        for id in &doomed {
+            rows.remove(id);
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    async fn update_model_name(&self, run_id: &str, model_name: Option<&str>) -> StoreResult<bool> {
+        Ok(self.modify(run_id, |r| {
+            r.model_name = model_name.map(str::to_string);
+            r.updated_at = time::now();
+            true
+        }))
+    }
+
+    async fn update_completion(
+        &self,
+        run_id: &str,
+        completion: &RunCompletion,
+    ) -> StoreResult<bool> {
+        Ok(self.modify(run_id, |r| {
+            util::apply_completion(r, completion, time::now());
+            true
+        }))
+    }
+
+    async fn update_progress(&self, run_id: &str, progress: &RunProgress) -> StoreResult<()> {
+        self.modify(run_id, |r| {
+            util::apply_progress(r, progress, time::now());
+            true
+        });
+        Ok(())
+    }
+
+    async fn list_pending(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
+        Ok(self
+            .collect(|r| r.status == RunStatus::Pending && before.is_none_or(|b| r.created_at < b)))
+    }
+
+    async fn list_inflight(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
+        Ok(self.collect(|r| r.status.is_active() && before.is_none_or(|b| r.created_at < b)))
+    }
+
+    async fn aggregate_tokens_by_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        include_active: bool,
+    ) -> StoreResult<TokenAggregate> {
+        let runs = self.collect_thread(thread_id, |r| {
+            r.owner == owner && util::counts_for_tokens(r.status, include_active)
+        });
+        Ok(util::aggregate(&runs))
+    }
+
+    async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+        let runs = self.collect_thread(thread_id, |r| r.status.is_active());
+        Ok(runs
+            .iter()
+            .find(|r| r.status == RunStatus::Running)
+            .or_else(|| runs.first())
+            .cloned())
+    }
+
+    async fn next_pending_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+        Ok(self
+            .collect_thread(thread_id, |r| r.status == RunStatus::Pending)
+            .into_iter()
+            .next())
+    }
+}
+
+// ------------------------------------------------------------------------ run events
+
+/// Events of one thread; each row keeps its owner (as the SQL tables do).
+#[derive(Default)]
+struct ThreadEvents {
+    next_seq: i64,
+    events: Vec<(String, RunEvent)>,
+}
+
+/// In-memory [`RunEventStore`].
+#[derive(Default)]
+pub struct MemoryRunEventStore {
+    threads: RwLock<HashMap<String, ThreadEvents>>,
+}
+
+fn event_matches(e: &RunEvent, q: &RunEventQuery) -> bool {
+    q.run_id.as_ref().is_none_or(|r| &e.run_id == r)
+        && q.category.as_ref().is_none_or(|c| &e.category == c)
+        && (q.event_types.is_empty() || q.event_types.iter().any(|t| t == &e.event_type))
+}
+
+/// Applies the cursor/limit rules of [`RunEventQuery`] to events sorted by seq.
+pub(crate) fn window(events: Vec<RunEvent>, q: &RunEventQuery) -> Vec<RunEvent> {
+    let limit = q.limit.unwrap_or(usize::MAX);
+    match q.before_seq {
+        Some(before) => {
+            let below: Vec<RunEvent> = events.into_iter().filter(|e| e.seq < before).collect();
+            let skip = below.len().saturating_sub(limit);
+            below.into_iter().skip(skip).collect()
+        }
+        None => {
+            let after = q.after_seq.unwrap_or(0);
+            events
+                .into_iter()
+                .filter(|e| e.seq > after)
+                .take(limit)
+                .collect()
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RunEventStore for MemoryRunEventStore {
+    async fn append_batch(
+        &self,
+        owner: &str,
+        events: Vec<NewRunEvent>,
+    ) -> StoreResult<Vec<RunEvent>> {
+        let mut threads = self.threads.write();
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let t = threads.entry(e.thread_id.clone()).or_default();
+            t.next_seq += 1;
+            let ev = RunEvent {
+                thread_id: e.thread_id,
+                run_id: e.run_id,
+                seq: t.next_seq,
+                event_type: e.event_type,
+                category: e.category,
+                content: e.content,
+                metadata: e.metadata,
+                created_at: time::truncate(e.created_at),
+            };
+            t.events.push((owner.to_string(), ev.clone()));
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    async fn list(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        q: &RunEventQuery,
+    ) -> StoreResult<Vec<RunEvent>> {
+        let threads = self.threads.read();
+        let Some(t) = threads.get(thread_id) else {
+            return Ok(Vec::new());
+        };
+        let matching: Vec<RunEvent> = t
+            .events
+            .iter()
+            .filter(|(o, e)| o == owner && event_matches(e, q))
+            .map(|(_, e)| e.clone())
+            .collect();
+        Ok(window(matching, q))
+    }
+
+    async fn count(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        run_id: Option<&str>,
+        category: Option<&str>,
+    ) -> StoreResult<u64> {
+        let threads = self.threads.read();
+        Ok(threads
+            .get(thread_id)
+            .map(|t| {
+                t.events
+                    .iter()
+                    .filter(|(o, e)| {
+                        o == owner
+                            && run_id.is_none_or(|r| e.run_id == r)
+                            && category.is_none_or(|c| e.category == c)
+                    })
+                    .count() as u64
+            })
+            .unwrap_or(0))
+    }
+
+    async fn delete_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
+        let mut threads = self.threads.write();
+        let Some(t) = threads.get_mut(thread_id) else {
+            return Ok(0);
+        };
+        let before = t.events.len();
+        // next_seq is kept: a later append on the same thread id still gets fresh seqs.
+        t.events.retain(|(o, _)| o != owner);
+        Ok((before - t.events.len()) as u64)
+    }
+
+    async fn delete_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
+        let mut threads = self.threads.write();
+        let Some(t) = threads.get_mut(thread_id) else {
+            return Ok(0);
+        };
+        let before = t.events.len();
+        t.events
+            .retain(|(o, e)| !(o == owner && e.run_id == run_id));
+        Ok((before - t.events.len()) as u64)
+    }
+}
+
+// ------------------------------------------------------------------------ feedback
+
+/// In-memory [`FeedbackStore`].
+#[derive(Default)]
+pub struct MemoryFeedbackStore {
+    rows: RwLock<HashMap<String, Feedback>>,
+}
+
+#[async_trait::async_trait]
+impl FeedbackStore for MemoryFeedbackStore {
+    async fn create(&self, owner: &str, mut feedback: Feedback) -> StoreResult<Feedback> {
+        feedback.owner = owner.to_string();
+        feedback.created_at = time::truncate(feedback.created_at);
+        let mut rows = self.rows.write();
+        if rows.contains_key(&feedback.feedback_id) {
+            return Err(StoreError::Conflict(format!(
+                "feedback {} already exists",
+                feedback.feedback_id
+            )));
+        }
+        rows.insert(feedback.feedback_id.clone(), feedback.clone());
+        Ok(feedback)
+    }
+
+    async fn upsert(&self, owner: &str, mut feedback: Feedback) -> StoreResult<Feedback> {
+        feedback.owner = owner.to_string();
+        feedback.created_at = time::truncate(feedback.created_at);
+        let mut rows = self.rows.write();
+        let existing = rows
+            .values()
+            .find(|f| {
+                f.owner == owner && f.thread_id == feedback.thread_id && f.run_id == feedback.run_id
+            })
+            .map(|f| f.feedback_id.clone());
+        if let Some(id) = existing {
+            rows.remove(&id);
+            feedback.feedback_id = id;
+        } else if rows.contains_key(&feedback.feedback_id) {
+            return Err(StoreError::Conflict(format!(
+                "feedback {} already exists",
+                feedback.feedback_id
+            )));
+        }
+        rows.insert(feedback.feedback_id.clone(), feedback.clone());
+        Ok(feedback)
+    }
+
+    async fn get(&self, owner: &str, feedback_id: &str) -> StoreResult<Option<Feedback>> {
+        Ok(self
+            .rows
+            .read()
+            .get(feedback_id)
+            .filter(|f| f.owner == owner)
+            .cloned())
+    }
+
+    async fn list_by_run(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        run_id: &str,
+    ) -> StoreResult<Vec<Feedback>> {
+        let mut v: Vec<Feedback> = self
+            .rows
+            .read()
+            .values()
+            .filter(|f| f.owner == owner && f.thread_id == thread_id && f.run_id == run_id)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.feedback_id.cmp(&b.feedback_id))
+        });
+        Ok(v)
+    }
+
+    async fn delete(&self, owner: &str, feedback_id: &str) -> StoreResult<()> {
+        let mut rows = self.rows.write();
+        match rows.get(feedback_id) {
+            Some(f) if f.owner == owner => {
+                rows.remove(feedback_id);
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn delete_by_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
+        let mut rows = self.rows.write();
+        let before = rows.len();
+        rows.retain(|_, f| !(f.owner == owner && f.thread_id == thread_id && f.run_id == run_id));
+        Ok((before - rows.len()) as u64)
+    }
+}
+
+// ------------------------------------------------------------------------ store items
+
+/// Items of one owner keyed by (namespace, key).
+type OwnerItems = BTreeMap<(Vec<String>, String), StoreItem>;
+
+/// In-memory [`ItemStore`]: owner -> (namespace, key) -> item.
+#[derive(Default)]
+pub struct MemoryItemStore {
+    rows: RwLock<HashMap<String, OwnerItems>>,
+}
+
+#[async_trait::async_trait]
+impl ItemStore for MemoryItemStore {
+    async fn put(
+        &self,
+        owner: &str,
+        namespace: &[String],
+        key: &str,
+        value: Value,
+    ) -> StoreResult<StoreItem> {
+        util::validate_namespace(namespace)?;
+        util::validate_key(key)?;
+        util::validate_item_value(&value)?;
+        let now = time::now();
+        let mut rows = self.rows.write();
+        let items = rows.entry(owner.to_string()).or_default();
+        let k = (namespace.to_vec(), key.to_string());
+        let created_at = items.get(&k).map(|i| i.created_at).unwrap_or(now);
+        let item = StoreItem {
+            namespace: namespace.to_vec(),
+            key: key.to_string(),
+            value,
+            created_at,
+            updated_at: now,
+        };
+        items.insert(k, item.clone());
+        Ok(item)
+    }
+
+    async fn get(
+        &self,
+        owner: &str,
+        namespace: &[String],
+        key: &str,
+    ) -> StoreResult<Option<StoreItem>> {
+        util::validate_namespace(namespace)?;
+        Ok(self
+            .rows
+            .read()
+            .get(owner)
+            .and_then(|items| items.get(&(namespace.to_vec(), key.to_string())))
+            .cloned())
+    }
+
+    async fn delete(&self, owner: &str, namespace: &[String], key: &str) -> StoreResult<bool> {
+        util::validate_namespace(namespace)?;
+        Ok(self
+            .rows
+            .write()
+            .get_mut(owner)
+            .and_then(|items| items.remove(&(namespace.to_vec(), key.to_string())))
+            .is_some())
+    }
+
+    async fn search(&self, owner: &str, q: &ItemSearch) -> StoreResult<Vec<SearchItem>> {
+        util::validate_prefix(&q.namespace_prefix)?;
+        let rows = self.rows.read();
+        let Some(items) = rows.get(owner) else {
+            return Ok(Vec::new());
+        };
+        let mut hits: Vec<&StoreItem> = items
+            .values()
+            .filter(|i| {
+                util::has_prefix(&i.namespace, &q.namespace_prefix)
+                    && util::value_contains_top_level(Some(&i.value), &q.filter)
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            b.updated_at
+                .cmp(&a.updated_at)
+                .then_with(|| a.namespace.cmp(&b.namespace))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        Ok(hits
+            .into_iter()
+            .skip(q.offset)
+            .take(q.limit)
+            .map(|i| SearchItem {
+                item: i.clone(),
+                score: None,
+            })
+            .collect())
+    }
+
+    async fn list_namespaces(
+        &self,
+        owner: &str,
+        q: &NamespaceQuery,
+    ) -> StoreResult<Vec<Vec<String>>> {
+        let rows = self.rows.read();
+        let all: Vec<Vec<String>> = rows
+            .get(owner)
+            .map(|items| items.keys().map(|(ns, _)| ns.clone()).collect())
+            .unwrap_or_default();
+        Ok(util::filter_namespaces(all, q))
+    }
+}

@@ -1,0 +1,486 @@
+//! The repository traits (one per aggregate) and their query/patch types.
+//!
+//! Every method that reads or writes user data takes `owner: &str` and filters by it: a row of
+//! another owner behaves exactly like a missing row (`None` / [`StoreError::NotFound`]).
+//! Methods used only by the runtime on rows it already owns (run status transitions, queue
+//! queries, recovery scans) are keyed by id alone.
+//!
+//! [`StoreError::NotFound`]: crate::StoreError::NotFound
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::StoreResult;
+use crate::records::*;
+
+/// Default page size of searches (LangGraph's default).
+pub const DEFAULT_LIMIT: usize = 10;
+
+// ------------------------------------------------------------------------ assistants
+
+/// Changes applied by [`AssistantStore::update`]; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AssistantPatch {
+    pub graph_id: Option<String>,
+    /// Replaces the config.
+    pub config: Option<Value>,
+    /// Replaces the context.
+    pub context: Option<Value>,
+    /// Merged into the current metadata (top-level keys).
+    pub metadata: Option<Map<String, Value>>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Sort keys of [`AssistantStore::search`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AssistantSortBy {
+    AssistantId,
+    GraphId,
+    Name,
+    #[default]
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl std::str::FromStr for AssistantSortBy {
+    type Err = crate::StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "assistant_id" => AssistantSortBy::AssistantId,
+            "graph_id" => AssistantSortBy::GraphId,
+            "name" => AssistantSortBy::Name,
+            "created_at" => AssistantSortBy::CreatedAt,
+            "updated_at" => AssistantSortBy::UpdatedAt,
+            other => {
+                return Err(crate::StoreError::InvalidArgument(format!(
+                    "invalid sort_by '{other}' (expected assistant_id, graph_id, name, created_at or updated_at)"
+                )));
+            }
+        })
+    }
+}
+
+/// Filters and paging of [`AssistantStore::search`] / [`AssistantStore::count`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssistantSearch {
+    pub graph_id: Option<String>,
+    /// Case-insensitive substring of the name.
+    pub name: Option<String>,
+    /// Every top-level key must be equal in the assistant's metadata.
+    pub metadata: Map<String, Value>,
+    pub limit: usize,
+    pub offset: usize,
+    pub sort_by: AssistantSortBy,
+    pub sort_order: SortOrder,
+}
+
+impl Default for AssistantSearch {
+    fn default() -> Self {
+        AssistantSearch {
+            graph_id: None,
+            name: None,
+            metadata: Map::new(),
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+            sort_by: AssistantSortBy::CreatedAt,
+            sort_order: SortOrder::Desc,
+        }
+    }
+}
+
+/// Filters and paging of [`AssistantStore::versions`] (newest version first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionQuery {
+    pub metadata: Map<String, Value>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Default for VersionQuery {
+    fn default() -> Self {
+        VersionQuery {
+            metadata: Map::new(),
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        }
+    }
+}
+
+/// Assistants and their versions.
+///
+/// Visibility: an owner sees its own assistants and the [`SYSTEM_OWNER`]'s (one per graph).
+/// Writes (update, delete, set_latest) need the exact owner, so a user cannot change a system
+/// assistant; pass [`SYSTEM_OWNER`] to manage those.
+#[async_trait::async_trait]
+pub trait AssistantStore: Send + Sync {
+    /// Inserts version 1 (or `assistant.version`) owned by `owner`. Conflict if the id exists
+    /// (for any owner); `if_exists: do_nothing` is the caller's business.
+    async fn create(&self, owner: &str, assistant: Assistant) -> StoreResult<Assistant>;
+    /// The current version.
+    async fn get(&self, owner: &str, assistant_id: &str) -> StoreResult<Option<Assistant>>;
+    /// Writes a new version (max version + 1) and makes it current; returns it.
+    async fn update(
+        &self,
+        owner: &str,
+        assistant_id: &str,
+        patch: AssistantPatch,
+    ) -> StoreResult<Assistant>;
+    /// Deletes the assistant and all its versions.
+    async fn delete(&self, owner: &str, assistant_id: &str) -> StoreResult<()>;
+    /// One page, plus the total number of matches.
+    async fn search(
+        &self,
+        owner: &str,
+        query: &AssistantSearch,
+    ) -> StoreResult<(Vec<Assistant>, u64)>;
+    /// Number of matches (limit/offset/sort ignored).
+    async fn count(&self, owner: &str, query: &AssistantSearch) -> StoreResult<u64>;
+    /// Versions, newest first.
+    async fn versions(
+        &self,
+        owner: &str,
+        assistant_id: &str,
+        query: &VersionQuery,
+    ) -> StoreResult<Vec<AssistantVersion>>;
+    /// Makes an existing version current again (updated_at = now); returns the assistant.
+    async fn set_latest(
+        &self,
+        owner: &str,
+        assistant_id: &str,
+        version: i64,
+    ) -> StoreResult<Assistant>;
+}
+
+// ------------------------------------------------------------------------ threads
+
+/// Sort keys of [`ThreadStore::search`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThreadSortBy {
+    ThreadId,
+    Status,
+    #[default]
+    CreatedAt,
+    UpdatedAt,
+    StateUpdatedAt,
+}
+
+impl std::str::FromStr for ThreadSortBy {
+    type Err = crate::StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "thread_id" => ThreadSortBy::ThreadId,
+            "status" => ThreadSortBy::Status,
+            "created_at" => ThreadSortBy::CreatedAt,
+            "updated_at" => ThreadSortBy::UpdatedAt,
+            "state_updated_at" => ThreadSortBy::StateUpdatedAt,
+            other => {
+                return Err(crate::StoreError::InvalidArgument(format!(
+                    "invalid sort_by '{other}' (expected thread_id, status, created_at, updated_at or state_updated_at)"
+                )));
+            }
+        })
+    }
+}
+
+/// Filters and paging of [`ThreadStore::search`] / [`ThreadStore::count`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadSearch {
+    /// Only these ids.
+    pub ids: Option<Vec<String>>,
+    /// Every top-level key must be equal in the thread's metadata.
+    pub metadata: Map<String, Value>,
+    /// Every top-level key must be equal in the thread's values.
+    pub values: Map<String, Value>,
+    pub status: Option<ThreadStatus>,
+    pub sort_by: ThreadSortBy,
+    pub sort_order: SortOrder,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Default for ThreadSearch {
+    fn default() -> Self {
+        ThreadSearch {
+            ids: None,
+            metadata: Map::new(),
+            values: Map::new(),
+            status: None,
+            sort_by: ThreadSortBy::CreatedAt,
+            sort_order: SortOrder::Desc,
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        }
+    }
+}
+
+/// State changes applied by [`ThreadStore::update`]; `None` keeps the current value.
+///
+/// For `values`, `error`, `interrupts`: `Some(None)` removes the key from the wire shape,
+/// `Some(Some(v))` sets it (`v` may be `null`). Changing `values` or `interrupts` also moves
+/// `state_updated_at`; every update moves `updated_at`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThreadUpdate {
+    pub status: Option<ThreadStatus>,
+    pub values: Option<Option<Value>>,
+    pub error: Option<Option<Value>>,
+    pub interrupts: Option<Option<Value>>,
+    pub config: Option<Value>,
+    /// Merged into the current metadata (top-level keys).
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Threads.
+#[async_trait::async_trait]
+pub trait ThreadStore: Send + Sync {
+    /// Inserts the thread owned by `owner`. Conflict if the id exists (for any owner).
+    async fn create(&self, owner: &str, thread: Thread) -> StoreResult<Thread>;
+    async fn get(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Thread>>;
+    /// Merges `metadata` into the thread's metadata (PATCH /threads/{id}); returns the thread.
+    async fn patch_metadata(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        metadata: Map<String, Value>,
+    ) -> StoreResult<Thread>;
+    /// Applies state changes (status, values, error, interrupts, config, metadata merge).
+    async fn update(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        update: ThreadUpdate,
+    ) -> StoreResult<Thread>;
+    async fn delete(&self, owner: &str, thread_id: &str) -> StoreResult<()>;
+    async fn search(&self, owner: &str, query: &ThreadSearch) -> StoreResult<Vec<Thread>>;
+    /// Number of matches (limit/offset/sort ignored).
+    async fn count(&self, owner: &str, query: &ThreadSearch) -> StoreResult<u64>;
+    /// A new thread `new_id` with the source's metadata, config, values, error and interrupts;
+    /// status copied except `busy`, which becomes `idle`. Conflict if `new_id` exists.
+    async fn copy(&self, owner: &str, thread_id: &str, new_id: &str) -> StoreResult<Thread>;
+}
+
+// ------------------------------------------------------------------------ runs
+
+/// Paging of [`RunStore::list_by_thread`] (newest first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunListQuery {
+    pub limit: usize,
+    pub offset: usize,
+    pub status: Option<RunStatus>,
+}
+
+impl Default for RunListQuery {
+    fn default() -> Self {
+        RunListQuery {
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+            status: None,
+        }
+    }
+}
+
+/// Runs: the seeds' RunStore contract plus what a per-thread queue needs.
+///
+/// Status transitions set `updated_at`; the first move to `running` sets `started_at`, a
+/// terminal status sets `finished_at`.
+#[async_trait::async_trait]
+pub trait RunStore: Send + Sync {
+    /// Inserts a run (owner = `run.owner`). Conflict if the id exists.
+    async fn put(&self, run: &Run) -> StoreResult<()>;
+    async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>>;
+    /// Runs of a thread, newest first.
+    async fn list_by_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        query: &RunListQuery,
+    ) -> StoreResult<Vec<Run>>;
+    /// Sets the status (and `error` when given). Returns whether a row changed.
+    async fn update_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> StoreResult<bool>;
+    /// Compare-and-set: moves the run to `to` only if its status is one of `from` (e.g. the
+    /// pending -> running claim). Returns whether it moved.
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        to: RunStatus,
+        error: Option<&str>,
+    ) -> StoreResult<bool>;
+    async fn delete(&self, owner: &str, run_id: &str) -> StoreResult<()>;
+    /// Deletes every run of a thread; returns how many.
+    async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64>;
+    async fn update_model_name(&self, run_id: &str, model_name: Option<&str>) -> StoreResult<bool>;
+    /// Final figures (+ status when given, + error). Returns whether a row changed.
+    async fn update_completion(
+        &self,
+        run_id: &str,
+        completion: &RunCompletion,
+    ) -> StoreResult<bool>;
+    /// Best-effort snapshot while running; never changes status.
+    async fn update_progress(&self, run_id: &str, progress: &RunProgress) -> StoreResult<()>;
+    /// Pending runs created before `before` (all when None), oldest first.
+    async fn list_pending(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>>;
+    /// Pending or running runs created before `before` (all when None), oldest first.
+    async fn list_inflight(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>>;
+    /// Token usage of the thread's finished runs (success, error, interrupted, timeout), plus
+    /// pending/running ones when `include_active`. Runs without a model count as `unknown`.
+    async fn aggregate_tokens_by_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        include_active: bool,
+    ) -> StoreResult<TokenAggregate>;
+    /// The oldest active run of the thread (running preferred over pending).
+    async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>>;
+    /// The oldest pending run of the thread.
+    async fn next_pending_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>>;
+}
+
+// ------------------------------------------------------------------------ run events
+
+/// Query of [`RunEventStore::list`], results always in ascending `seq`.
+///
+/// With `before_seq`: the LAST `limit` events with seq < cursor. Otherwise: the FIRST `limit`
+/// events with seq > `after_seq` (0 when None). `limit: None` = no limit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunEventQuery {
+    pub run_id: Option<String>,
+    pub category: Option<String>,
+    /// Only these event types (all when empty).
+    pub event_types: Vec<String>,
+    pub after_seq: Option<i64>,
+    pub before_seq: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+/// Persisted run events with a per-thread sequence.
+#[async_trait::async_trait]
+pub trait RunEventStore: Send + Sync {
+    /// Appends in order, assigning strictly increasing `seq` per thread atomically (unique
+    /// `(thread_id, seq)`); returns the stored events.
+    async fn append_batch(
+        &self,
+        owner: &str,
+        events: Vec<NewRunEvent>,
+    ) -> StoreResult<Vec<RunEvent>>;
+    async fn list(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        query: &RunEventQuery,
+    ) -> StoreResult<Vec<RunEvent>>;
+    /// Number of events of the thread (optionally of one run / category).
+    async fn count(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        run_id: Option<&str>,
+        category: Option<&str>,
+    ) -> StoreResult<u64>;
+    /// Deletes all events of the thread; returns how many.
+    async fn delete_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64>;
+    /// Deletes all events of one run; returns how many.
+    async fn delete_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64>;
+}
+
+// ------------------------------------------------------------------------ feedback
+
+/// Feedback on runs.
+#[async_trait::async_trait]
+pub trait FeedbackStore: Send + Sync {
+    /// Inserts (owner = `owner`, overriding `feedback.owner`). Conflict if the id exists.
+    async fn create(&self, owner: &str, feedback: Feedback) -> StoreResult<Feedback>;
+    /// Replaces the owner's feedback on (thread, run) if any (keeping its id), else inserts.
+    async fn upsert(&self, owner: &str, feedback: Feedback) -> StoreResult<Feedback>;
+    async fn get(&self, owner: &str, feedback_id: &str) -> StoreResult<Option<Feedback>>;
+    /// Feedback of the owner on a run, oldest first.
+    async fn list_by_run(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        run_id: &str,
+    ) -> StoreResult<Vec<Feedback>>;
+    async fn delete(&self, owner: &str, feedback_id: &str) -> StoreResult<()>;
+    /// Deletes the owner's feedback on a run; returns how many.
+    async fn delete_by_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64>;
+}
+
+// ------------------------------------------------------------------------ store items
+
+/// Query of [`ItemStore::search`]: newest `updated_at` first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemSearch {
+    pub namespace_prefix: Vec<String>,
+    /// Every top-level key must be equal in the item's value.
+    pub filter: Map<String, Value>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Default for ItemSearch {
+    fn default() -> Self {
+        ItemSearch {
+            namespace_prefix: Vec::new(),
+            filter: Map::new(),
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        }
+    }
+}
+
+/// Query of [`ItemStore::list_namespaces`]. Labels `"*"` in prefix/suffix match any label.
+/// Results are sorted, truncated to `max_depth` labels and deduplicated before paging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceQuery {
+    pub prefix: Option<Vec<String>>,
+    pub suffix: Option<Vec<String>>,
+    pub max_depth: Option<usize>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Default for NamespaceQuery {
+    fn default() -> Self {
+        NamespaceQuery {
+            prefix: None,
+            suffix: None,
+            max_depth: None,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+/// The LangGraph store API (namespaced JSON documents), per owner.
+///
+/// Namespaces are non-empty lists of non-empty labels without `.`; values are JSON objects.
+#[async_trait::async_trait]
+pub trait ItemStore: Send + Sync {
+    /// Creates or replaces (keeping `created_at`).
+    async fn put(
+        &self,
+        owner: &str,
+        namespace: &[String],
+        key: &str,
+        value: Value,
+    ) -> StoreResult<StoreItem>;
+    async fn get(
+        &self,
+        owner: &str,
+        namespace: &[String],
+        key: &str,
+    ) -> StoreResult<Option<StoreItem>>;
+    /// Returns whether an item was deleted (deleting a missing item is not an error).
+    async fn delete(&self, owner: &str, namespace: &[String], key: &str) -> StoreResult<bool>;
+    async fn search(&self, owner: &str, query: &ItemSearch) -> StoreResult<Vec<SearchItem>>;
+    async fn list_namespaces(
+        &self,
+        owner: &str,
+        query: &NamespaceQuery,
+    ) -> StoreResult<Vec<Vec<String>>>;
+}

@@ -1,0 +1,124 @@
+"""Helpers shared by the test modules: inputs, stream collection, polling, message extraction."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from langgraph_sdk.client import LangGraphClient
+from langgraph_sdk.schema import StreamPart
+
+# `slow` sleeps `configurable.delay` seconds in each of its three steps.
+FAST = {"configurable": {"delay": 0.05}}
+GRAPHS = {"echo", "slow", "interrupt", "fail", "chat", "parent"}
+FAKE_REPLY = "hello from the fake model"
+TERMINAL = {"success", "error", "interrupted", "timeout"}
+
+
+def human(text: str = "hi") -> dict[str, Any]:
+    return {"messages": [{"role": "human", "content": text}]}
+
+
+def slow_config(delay: float = 0.05) -> dict[str, Any]:
+    return {"configurable": {"delay": delay}}
+
+
+async def collect(stream: AsyncIterator[StreamPart], limit: float = 60.0) -> list[StreamPart]:
+    """Every part of a stream, until the server ends it (bounded by `limit` seconds)."""
+
+    async def run() -> list[StreamPart]:
+        return [p async for p in stream]
+
+    return await asyncio.wait_for(run(), limit)
+
+
+def core(parts: Iterable[StreamPart]) -> list[StreamPart]:
+    """The parts both servers send: drops Antler's final `end` event (the reference has none)."""
+    return [p for p in parts if p.event != "end"]
+
+
+def sig(parts: Iterable[StreamPart]) -> list[tuple[str, Any, str | None]]:
+    """(event, data, id) of each part, for exact comparisons of Antler streams. The final `end` frame
+    has no `id:` line, and the SDK reports the last id it saw for it, so its id is left out."""
+    return [(p.event, p.data, None if p.event == "end" else p.id) for p in parts]
+
+
+def seq_ids(parts: Iterable[StreamPart]) -> list[tuple[int, int]]:
+    """Antler's `<unix_ms>-<seq>` ids of every part but `end`, as (ms, seq)."""
+    out = []
+    for p in core(parts):
+        assert p.id, f"event {p.event!r} has no id"
+        ms, seq = p.id.split("-")
+        out.append((int(ms), int(seq)))
+    return out
+
+
+def events(parts: Iterable[StreamPart]) -> list[str]:
+    return [p.event for p in core(parts)]
+
+
+def of(parts: Iterable[StreamPart], event: str) -> list[Any]:
+    """The data of every part named `event`."""
+    return [p.data for p in parts if p.event == event]
+
+
+def msgs(messages: Iterable[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(type, content) of each LangChain message dict; `role: human` input counts as `human`."""
+    out = []
+    for m in messages:
+        kind = m.get("type") or {"user": "human", "assistant": "ai"}.get(m.get("role", ""), m.get("role"))
+        out.append((kind, m.get("content")))
+    return out
+
+
+def contents(messages: Iterable[dict[str, Any]]) -> list[Any]:
+    return [m.get("content") for m in messages]
+
+
+async def wait_run(
+    client: LangGraphClient, thread_id: str, run_id: str, statuses: Iterable[str] = TERMINAL, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Poll runs.get until the run's status is one of `statuses`."""
+    wanted = set(statuses)
+    deadline = time.monotonic() + timeout
+    while True:
+        run = await client.runs.get(thread_id, run_id)
+        if run["status"] in wanted:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {run['status']!r} after {timeout}s (wanted {sorted(wanted)})")
+        await asyncio.sleep(0.05)
+
+
+async def wait_thread(
+    client: LangGraphClient, thread_id: str, statuses: Iterable[str], timeout: float = 30.0
+) -> dict[str, Any]:
+    wanted = set(statuses)
+    deadline = time.monotonic() + timeout
+    while True:
+        thread = await client.threads.get(thread_id)
+        if thread["status"] in wanted:
+            return thread
+        if time.monotonic() > deadline:
+            raise AssertionError(f"thread {thread_id} still {thread['status']!r} after {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def wait_state_messages(client: LangGraphClient, thread_id: str, n: int, timeout: float = 30.0) -> dict[str, Any]:
+    """Poll the thread state until it holds at least `n` messages."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await client.threads.get_state(thread_id)
+        if len((state.get("values") or {}).get("messages") or []) >= n:
+            return state
+        if time.monotonic() > deadline:
+            raise AssertionError(f"thread {thread_id} never reached {n} messages: {state.get('values')}")
+        await asyncio.sleep(0.05)
+
+
+async def system_assistant(client: LangGraphClient, graph_id: str) -> dict[str, Any]:
+    found = await client.assistants.search(graph_id=graph_id, metadata={"created_by": "system"}, limit=10)
+    assert len(found) == 1, found
+    return found[0]
