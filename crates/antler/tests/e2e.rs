@@ -237,7 +237,7 @@ async fn wait_returns_values_errors_and_interrupts() {
 }
 
 #[tokio::test]
-async fn fail_stream_ends_with_error_then_end() {
+async fn fail_stream_ends_with_the_error_event() {
     let app = App::start().await;
     let t = app.thread().await;
     let (_, ev) = stream(
@@ -246,7 +246,7 @@ async fn fail_stream_ends_with_error_then_end() {
         json!({"assistant_id": "fail", "input": human("x"), "stream_mode": ["values", "updates"]}),
     )
     .await;
-    assert_eq!(names(&ev), vec!["metadata", "values", "error", "end"]);
+    assert_eq!(names(&ev), vec!["metadata", "values", "error"]);
     assert_eq!(
         ev[2].data,
         json!({"error": "ValueError", "message": "boom"})

@@ -306,6 +306,7 @@ async fn garbage_never_produces_a_5xx() -> anyhow::Result<()> {
         "%00",
         "echo",
         "a.b",
+        "%FF",
     ];
     for route in antler_gateway::routes::all_docs() {
         let method = Method::from_bytes(route.method.as_bytes())?;
@@ -339,6 +340,17 @@ async fn garbage_never_produces_a_5xx() -> anyhow::Result<()> {
             }
         }
     }
+    // An oversized body is a JSON 413, not a crash.
+    let big = vec![b' '; 3 * 1024 * 1024];
+    let resp = app
+        .client
+        .post(app.url("/threads/search"))
+        .body(big)
+        .send()
+        .await?;
+    let (status, body) = json_of(resp).await?;
+    assert_eq!(status, 413);
+    assert!(body["detail"].is_string());
     // The server is still healthy.
     assert_eq!(app.get("/ok").await?.status().as_u16(), 200);
     Ok(())
@@ -1002,5 +1014,98 @@ async fn thread_create_with_supersteps_applies_updates() -> anyhow::Result<()> {
     assert_eq!(status, 422);
     let (status, _) = json_of(app.get("/threads/no-graph").await?).await?;
     assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn copy_and_delete_carry_checkpoints_and_runs() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let t = create_thread(&app, json!({})).await?;
+    let tid = t["thread_id"].as_str().unwrap_or_default().to_owned();
+    let (status, out) = json_of(
+        app.post_json(
+            &format!("/threads/{tid}/runs/wait"),
+            json!({"assistant_id": "echo", "input": {"messages": [{"role": "human", "content": "hi"}]}}),
+        )
+        .await?,
+    )
+    .await?;
+    assert_eq!(status, 200, "{out}");
+
+    let resp = app
+        .client
+        .post(app.url(&format!("/threads/{tid}/copy")))
+        .send()
+        .await?;
+    let (status, copy) = json_of(resp).await?;
+    assert_eq!(status, 200);
+    let cid = copy["thread_id"].as_str().unwrap_or_default().to_owned();
+    let (_, state) = json_of(app.get(&format!("/threads/{cid}/state")).await?).await?;
+    assert_eq!(
+        state["values"]["messages"][1]["content"],
+        json!("echo: hi"),
+        "{state}"
+    );
+    let (_, runs) = json_of(app.get(&format!("/threads/{cid}/runs")).await?).await?;
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+    assert_eq!(runs[0]["thread_id"], json!(cid));
+    assert_eq!(runs[0]["status"], json!("success"));
+
+    let (_, runs) = json_of(app.get(&format!("/threads/{tid}/runs")).await?).await?;
+    let run_id = runs[0]["run_id"].as_str().unwrap_or_default().to_owned();
+    let resp = app
+        .client
+        .delete(app.url(&format!("/threads/{tid}")))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 204);
+    let (status, _) = json_of(app.get(&format!("/threads/{tid}/runs/{run_id}")).await?).await?;
+    assert_eq!(status, 404);
+    let history = app
+        .state
+        .stores
+        .checkpointer
+        .list(&tid, None, &antler_graph::ListOptions::default())
+        .await?;
+    assert!(history.is_empty());
+    // The copy is untouched.
+    let (_, state) = json_of(app.get(&format!("/threads/{cid}/state")).await?).await?;
+    assert_eq!(state["values"]["messages"][1]["content"], json!("echo: hi"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn system_assistants_are_read_only_and_select_is_validated() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let resp = app
+        .client
+        .patch(app.url("/assistants/echo"))
+        .json(&json!({"metadata": {"x": 1}}))
+        .send()
+        .await?;
+    let (status, body) = json_of(resp).await?;
+    assert_eq!(status, 403, "{body}");
+    let resp = app
+        .client
+        .delete(app.url(&format!("/assistants/{ECHO_ID}")))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 403);
+    let (status, _) = json_of(app.get("/assistants/echo").await?).await?;
+    assert_eq!(status, 200);
+
+    let (status, body) = json_of(
+        app.post_json("/threads/search", json!({"select": ["nope"]}))
+            .await?,
+    )
+    .await?;
+    assert_eq!(status, 422);
+    assert!(body["detail"].as_str().unwrap_or_default().contains("nope"));
+    let (status, _) = json_of(
+        app.post_json("/assistants/search", json!({"select": ["nope"]}))
+            .await?,
+    )
+    .await?;
+    assert_eq!(status, 422);
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! - `send_fan_out_10`: a run with a 10-way `Send` fan-out;
 //! - `grow/{msgs}msgs/{steps}steps`: runs of `steps` supersteps, each appending one message,
 //!   forked from a thread that already holds `msgs` messages. Per-step cost at a thread length =
-//!   (t(50 steps) - t(10 steps)) / 40, which excludes the one-off load of the thread.
+//!   (t(60 steps) - t(10 steps)) / 50, which excludes the one-off load of the thread.
 //!
 //! Run: `cargo bench -p antler-graph --bench engine`.
 
@@ -188,7 +188,7 @@ fn benches(c: &mut Criterion) {
             ))
             .expect("seed run");
         let base_id = base.checkpoint.map(|c| c.checkpoint_id);
-        for steps in [10i64, 50] {
+        for steps in [10i64, 60] {
             let g = looping(steps);
             c.bench_function(&format!("grow/{msgs}msgs/{steps}steps"), |b| {
                 b.to_async(&rt).iter(|| async {

@@ -1124,7 +1124,10 @@ pub mod conformance {
         assert_eq!(tuple.checkpoint.id, c.id);
         assert_eq!(tuple.checkpoint.channel_versions, c.channel_versions);
         assert!(tuple.checkpoint.channel_values.is_empty());
-        let as_json: Map<String, Value> = shared.iter().map(|(k, v)| (k.clone(), v.to_value())).collect();
+        let as_json: Map<String, Value> = shared
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_value()))
+            .collect();
         assert_eq!(
             Value::Object(as_json),
             json!({"messages": [{"id": "1"}, {"id": "2"}], "title": "x"})

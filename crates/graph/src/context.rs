@@ -306,7 +306,14 @@ impl NodeContext {
         };
         // keep key order: run meta, ls_integration, langgraph_*, checkpoint_ns, ls_*
         let i = &self.inner;
-        let task_meta = build_task_meta(&i.base_meta, i.step, &i.node, &i.triggers, &i.path, &i.checkpoint_ns);
+        let task_meta = build_task_meta(
+            &i.base_meta,
+            i.step,
+            &i.node,
+            &i.triggers,
+            &i.path,
+            &i.checkpoint_ns,
+        );
         let mut ordered = with_integration(&task_meta, "langchain_chat_model");
         ordered.insert("checkpoint_ns".into(), json!(cns));
         ordered.insert("ls_provider".into(), json!(info.ls_provider));

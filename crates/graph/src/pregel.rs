@@ -74,7 +74,8 @@ impl Channels {
         fn into_list(cv: ChannelValue) -> imbl::Vector<Arc<Value>> {
             match cv {
                 ChannelValue::List(items) => items,
-                ChannelValue::Value(v) => match Arc::try_unwrap(v).unwrap_or_else(|a| (*a).clone()) {
+                ChannelValue::Value(v) => match Arc::try_unwrap(v).unwrap_or_else(|a| (*a).clone())
+                {
                     Value::Array(items) => items.into_iter().map(Arc::new).collect(),
                     _ => imbl::Vector::new(),
                 },
@@ -85,7 +86,8 @@ impl Channels {
             match g.reducer(&k) {
                 Some(Reducer::AddMessages) => {
                     let list = MessageList::new(into_list(v));
-                    ch.values.insert(k.clone(), ChannelValue::List(list.items.clone()));
+                    ch.values
+                        .insert(k.clone(), ChannelValue::List(list.items.clone()));
                     ch.msgs.insert(k, list);
                 }
                 Some(Reducer::Append) => {
@@ -837,7 +839,10 @@ impl Exec {
             let node_run_id = uuid::Uuid::now_v7().to_string();
             let events = this.emitter.wants(StreamMode::Events);
             let ev_meta = if events {
-                Some(Self::with_integration(&this.task_meta(&t, step), "langgraph"))
+                Some(Self::with_integration(
+                    &this.task_meta(&t, step),
+                    "langgraph",
+                ))
             } else {
                 None
             };
@@ -888,7 +893,10 @@ impl Exec {
                         }),
                     };
                     // a panicking node fails its task instead of tearing down the run
-                    match std::panic::AssertUnwindSafe(f(input.clone(), ctx)).catch_unwind().await {
+                    match std::panic::AssertUnwindSafe(f(input.clone(), ctx))
+                        .catch_unwind()
+                        .await
+                    {
                         Ok(r) => r,
                         Err(payload) => {
                             let msg = payload
@@ -1088,6 +1096,10 @@ impl Exec {
         }
 
         let mut resuming = false;
+        let limit = i64::try_from(self.cfg.recursion_limit).unwrap_or(i64::MAX / 4);
+        // LangGraph: stop = (step of the loaded checkpoint + 1) + limit + 1 when resuming, or
+        // (step of the input checkpoint) + limit + 1 for new input
+        let mut stop = cur_step.max(-2) + 1 + limit + 1;
         // channels changed before the first step (command updates), saved with it
         let mut pending_new: Vec<String> = Vec::new();
         let input = match input {
@@ -1117,6 +1129,7 @@ impl Exec {
                 self.emit_checkpoint(&ch, &id, parent.as_deref(), "input", step, &next);
                 cur_id = Some(id);
                 cur_step = step;
+                stop = step + limit + 1;
             }
             RunInput::Command(cmd) => {
                 resuming = true;
@@ -1195,7 +1208,9 @@ impl Exec {
                         pending_new.extend(updated);
                     } else {
                         let step = cur_step + 1;
-                        let new_id = self.save(&ch, Some(&id), "input", step, updated, &[]).await?;
+                        let new_id = self
+                            .save(&ch, Some(&id), "input", step, updated, &[])
+                            .await?;
                         let next = prepare(gi, &ch, &new_id, step + 1, &self.ns);
                         self.emit_checkpoint(&ch, &new_id, Some(&id), "input", step, &next);
                         pending = Pending::default();
@@ -1214,10 +1229,17 @@ impl Exec {
             }
         }
 
-        let mut node_steps = 0usize;
         let mut first = true;
         while let Some(id) = cur_id.clone() {
             let step = cur_step + 1;
+            // LangGraph checks the limit before looking for tasks
+            if step > stop {
+                return Err(GraphError::new(
+                    "GraphRecursionError",
+                    recursion_message(self.cfg.recursion_limit),
+                )
+                .into());
+            }
             let tasks = prepare(gi, &ch, &id, step, &self.ns);
             if tasks.is_empty() {
                 break;
@@ -1234,16 +1256,6 @@ impl Exec {
                 return Ok(self.finish(&ch, Some(&id), Vec::new(), next, events_root));
             }
             first = false;
-            if !is_input_step {
-                if node_steps >= self.cfg.recursion_limit {
-                    return Err(GraphError::new(
-                        "GraphRecursionError",
-                        recursion_message(self.cfg.recursion_limit),
-                    )
-                    .into());
-                }
-                node_steps += 1;
-            }
 
             // run (tasks read one shared snapshot of the channels)
             let snapshot = Arc::new(ch.clone());
@@ -1701,7 +1713,7 @@ impl CompiledGraph {
         metadata: Map<String, Value>,
     ) -> Result<CheckpointRef, GraphError> {
         let gi = &self.inner;
-        let (tuple, values) = match cp.get_tuple_shared(thread_id, "", checkpoint_id).await? {
+        let (tuple, shared) = match cp.get_tuple_shared(thread_id, "", checkpoint_id).await? {
             Some((t, v)) => (Some(t), v),
             None => (None, BTreeMap::new()),
         };
@@ -1711,7 +1723,7 @@ impl CompiledGraph {
                 format!("Checkpoint {id} not found"),
             ));
         }
-        let mut ch = Channels::load(gi, tuple.as_ref(), values);
+        let mut ch = Channels::load(gi, tuple.as_ref(), shared);
         let cur_step = tuple
             .as_ref()
             .and_then(|t| t.metadata.get("step").and_then(Value::as_i64))

@@ -748,15 +748,40 @@ async fn chat_message_ids_follow_streaming() {
 async fn command_input_update_and_goto() {
     let g = examples::echo().unwrap();
     let cp = mem();
-    run(&g, &cp, RunInput::Values(json!({"messages": ["hi"]})), cfg("t", &[])).await.0.unwrap();
-    let cmd = Command { update: Some(json!({"title": "renamed"})), ..Default::default() };
-    let out = run(&g, &cp, RunInput::Command(cmd), cfg("t", &[])).await.0.unwrap();
+    run(
+        &g,
+        &cp,
+        RunInput::Values(json!({"messages": ["hi"]})),
+        cfg("t", &[]),
+    )
+    .await
+    .0
+    .unwrap();
+    let cmd = Command {
+        update: Some(json!({"title": "renamed"})),
+        ..Default::default()
+    };
+    let out = run(&g, &cp, RunInput::Command(cmd), cfg("t", &[]))
+        .await
+        .0
+        .unwrap();
     assert_eq!(out.values["title"], "renamed");
     let st = g.get_state(cp.as_ref(), "t", None, false).await.unwrap();
     assert_eq!(st.values["title"], "renamed", "command update persisted");
-    let cmd: Command = serde_json::from_value(json!({"goto": "echo", "update": {"messages": [{"role": "user", "content": "again"}]}})).unwrap();
-    let out = run(&g, &cp, RunInput::Command(cmd), cfg("t", &[])).await.0.unwrap();
-    let texts: Vec<String> = out.values["messages"].as_array().unwrap().iter().map(content_text).collect();
+    let cmd: Command = serde_json::from_value(
+        json!({"goto": "echo", "update": {"messages": [{"role": "user", "content": "again"}]}}),
+    )
+    .unwrap();
+    let out = run(&g, &cp, RunInput::Command(cmd), cfg("t", &[]))
+        .await
+        .0
+        .unwrap();
+    let texts: Vec<String> = out.values["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(content_text)
+        .collect();
     assert_eq!(texts, ["hi", "echo: hi", "again", "echo: again"]);
 }
 
@@ -774,6 +799,12 @@ async fn panicking_node_fails_the_run() {
         .compile()
         .unwrap();
     let cp = mem();
-    let err = run(&g, &cp, RunInput::Values(json!({})), cfg("t", &[])).await.0.unwrap_err();
-    assert_eq!((err.kind.as_str(), err.message.as_str()), ("PanicError", "kaboom"));
+    let err = run(&g, &cp, RunInput::Values(json!({})), cfg("t", &[]))
+        .await
+        .0
+        .unwrap_err();
+    assert_eq!(
+        (err.kind.as_str(), err.message.as_str()),
+        ("PanicError", "kaboom")
+    );
 }

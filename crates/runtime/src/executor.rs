@@ -160,42 +160,40 @@ impl Runtime {
             }
         };
 
-        // 4. Run the graph.
-        let ending = match self.graphs.get(&graph_id).cloned() {
-            None => Ending::Failed(GraphError {
-                kind: "GraphNotFound".into(),
-                message: format!("graph '{graph_id}' is not registered"),
-            }),
-            Some(graph) => {
-                let (input, config) = self.graph_inputs(&run, &request);
-                let fut = graph.run(
-                    self.stores.checkpointer.clone(),
-                    input,
-                    config,
-                    sink,
-                    handle.cancel.clone(),
-                );
-                let timed = async {
-                    match self.config.run_timeout {
-                        Some(t) => tokio::time::timeout(t, fut).await.ok(),
-                        None => Some(fut.await),
-                    }
-                };
-                match timed.await {
-                    None => Ending::TimedOut,
-                    Some(Ok(outcome)) => Ending::Finished(outcome),
-                    Some(Err(e)) => match handle.cancel_action() {
-                        Some(action) if handle.cancel.is_cancelled() => Ending::Cancelled(action),
-                        _ if self.shutdown.is_cancelled() => {
-                            Ending::Cancelled(CancelAction::Interrupt)
-                        }
-                        _ => Ending::Failed(e),
-                    },
-                }
+        // 4. Run the graph, concurrently with the forwarder (same task: no extra spawn). The
+        //    sink (and with it the channel's sender) is dropped when the graph future completes,
+        //    which ends the forwarder after it has published everything.
+        let graph_part = async {
+            let Some(graph) = self.graphs.get(&graph_id).cloned() else {
+                drop(sink);
+                return Ending::Failed(GraphError {
+                    kind: "GraphNotFound".into(),
+                    message: format!("graph '{graph_id}' is not registered"),
+                });
+            };
+            let (input, config) = self.graph_inputs(&run, &request);
+            let fut = graph.run(
+                self.stores.checkpointer.clone(),
+                input,
+                config,
+                sink,
+                handle.cancel.clone(),
+            );
+            let timed = match self.config.run_timeout {
+                Some(t) => tokio::time::timeout(t, fut).await.ok(),
+                None => Some(fut.await),
+            };
+            match timed {
+                None => Ending::TimedOut,
+                Some(Ok(outcome)) => Ending::Finished(outcome),
+                Some(Err(e)) => match handle.cancel_action() {
+                    Some(action) if handle.cancel.is_cancelled() => Ending::Cancelled(action),
+                    _ if self.shutdown.is_cancelled() => Ending::Cancelled(CancelAction::Interrupt),
+                    _ => Ending::Failed(e),
+                },
             }
         };
-        // The sink (and with it the sender) is dropped with the graph future: the forwarder ends.
-        let journal = forwarder.await;
+        let (ending, journal) = tokio::join!(graph_part, forwarder);
 
         // 5. Finalize: row, thread, stream, journal, webhook.
         self.counters.running.fetch_sub(1, Ordering::Relaxed);
@@ -282,8 +280,10 @@ impl Runtime {
     /// Publishes to a thread's stream. That stream never ends on purpose, but the bridge ends
     /// streams nobody published to for a long time: then it is dropped and started afresh.
     async fn publish_thread(&self, thread_stream: &str, event: &str, data: Arc<str>) {
-        if let Err(antler_bridge::BridgeError::StreamEnded { .. }) =
-            self.bridge.publish(thread_stream, event, data.clone()).await
+        if let Err(antler_bridge::BridgeError::StreamEnded { .. }) = self
+            .bridge
+            .publish(thread_stream, event, data.clone())
+            .await
         {
             self.bridge.cleanup(thread_stream, Duration::ZERO).await;
             let _ = self.bridge.publish(thread_stream, event, data).await;
@@ -301,7 +301,8 @@ impl Runtime {
             .await;
         let done = json!({"status": "run_done", "run_id": run_id});
         if let Ok(s) = serde_json::to_string(&done) {
-            self.publish_thread(thread_stream, "metadata", s.into()).await;
+            self.publish_thread(thread_stream, "metadata", s.into())
+                .await;
         }
     }
 
@@ -425,7 +426,8 @@ impl Runtime {
                         ),
                     );
                 }
-                let ts = if paused || !interrupts.is_empty() {
+                let at_breakpoint = snapshot.as_ref().is_some_and(|s| !s.next.is_empty());
+                let ts = if paused || !interrupts.is_empty() || at_breakpoint {
                     ThreadStatus::Interrupted
                 } else {
                     ThreadStatus::Idle

@@ -290,6 +290,11 @@ impl Runtime {
         {
             return Ok(a);
         }
+        if uuid::Uuid::parse_str(assistant_id).is_ok() {
+            return Err(RuntimeError::NotFound(
+                "Thread or assistant not found.".into(),
+            ));
+        }
         Err(RuntimeError::Invalid(format!(
             "Invalid assistant: '{assistant_id}'. Must be either:\n- A valid assistant UUID, or\n- One of the registered graphs: {}",
             self.graphs.ids().join(", ")

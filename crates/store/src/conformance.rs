@@ -853,6 +853,31 @@ pub async fn runs(stores: &Stores) {
         "update missing"
     ));
 
+    // concurrent claims: exactly one caller moves a pending run to running
+    let contested = mk(6, &other_thread, &alice);
+    ok(s.put(&contested).await, "put contested");
+    let mut claims = Vec::new();
+    for _ in 0..8 {
+        let runs = stores.runs.clone();
+        let id = contested.run_id.clone();
+        claims.push(tokio::spawn(async move {
+            runs.transition(&id, &[RunStatus::Pending], RunStatus::Running, None)
+                .await
+        }));
+    }
+    let mut won = 0;
+    for c in claims {
+        match c.await {
+            Ok(r) => won += usize::from(ok(r, "concurrent claim")),
+            Err(e) => panic!("claim task failed: {e}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one concurrent claim succeeds");
+    ok(
+        s.delete(&alice, &contested.run_id).await,
+        "delete contested",
+    );
+
     // inflight / pending scans
     let pending = ok(s.list_pending(None).await, "pending");
     let mine: Vec<&str> = pending

@@ -15,12 +15,12 @@ use serde_json::{Map, Value, json};
 
 use antler_graph::CompiledGraph;
 use antler_store::{
-    Assistant, AssistantPatch, AssistantSearch, AssistantSortBy, SortOrder, StoreError,
-    VersionQuery, system_assistant_id,
+    Assistant, AssistantPatch, AssistantSearch, AssistantSortBy, SYSTEM_OWNER, SortOrder,
+    StoreError, VersionQuery, system_assistant_id,
 };
 
 use crate::error::{ApiError, ApiResult, Json, LenientJson, Path, Query, page};
-use crate::routes::{RouteDoc, pagination_headers, project, to_values};
+use crate::routes::{RouteDoc, pagination_headers, project, to_values, validate_select};
 use crate::state::{AppState, DEFAULT_OWNER};
 
 /// Routes documented in `/openapi.json`.
@@ -138,6 +138,22 @@ pub async fn load_assistant(state: &AppState, raw_id: &str) -> ApiResult<Assista
         .get(DEFAULT_OWNER, &id)
         .await?
         .ok_or_else(ApiError::not_found_plain)
+}
+
+/// Users may read the graphs' system assistants but not change them (they belong to the
+/// server, and every user sees them): 403 with a hint instead of a misleading 404.
+fn ensure_writable(assistant: &Assistant) -> ApiResult<()> {
+    if assistant.owner == SYSTEM_OWNER {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Assistant {} is the system assistant of graph '{}' and cannot be modified; create your own with POST /assistants",
+                assistant.assistant_id, assistant.graph_id
+            ),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn graph_of<'a>(state: &'a AppState, assistant: &Assistant) -> ApiResult<&'a CompiledGraph> {
@@ -314,10 +330,25 @@ fn assistant_search(body: &SearchBody) -> ApiResult<AssistantSearch> {
     })
 }
 
+/// Fields `select` may name on assistant searches.
+const ASSISTANT_FIELDS: &[&str] = &[
+    "assistant_id",
+    "graph_id",
+    "name",
+    "description",
+    "config",
+    "context",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "version",
+];
+
 async fn search(
     State(state): State<AppState>,
     LenientJson(body): LenientJson<SearchBody>,
 ) -> ApiResult<Response> {
+    validate_select(body.select.as_deref(), ASSISTANT_FIELDS)?;
     let query = assistant_search(&body)?;
     let (items, total) = state
         .stores
@@ -383,6 +414,7 @@ async fn patch(
     LenientJson(body): LenientJson<PatchBody>,
 ) -> ApiResult<Json<Assistant>> {
     let current = load_assistant(&state, &assistant_id).await?;
+    ensure_writable(&current)?;
     if let Some(graph_id) = &body.graph_id
         && !state.graphs.contains(graph_id)
     {
@@ -415,8 +447,13 @@ async fn delete(
     State(state): State<AppState>,
     Path(assistant_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = resolve_assistant_id(&state, &assistant_id)?;
-    state.stores.assistants.delete(DEFAULT_OWNER, &id).await?;
+    let assistant = load_assistant(&state, &assistant_id).await?;
+    ensure_writable(&assistant)?;
+    state
+        .stores
+        .assistants
+        .delete(DEFAULT_OWNER, &assistant.assistant_id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -651,6 +688,7 @@ async fn set_latest(
     Json(body): Json<LatestBody>,
 ) -> ApiResult<Json<Assistant>> {
     let assistant = load_assistant(&state, &assistant_id).await?;
+    ensure_writable(&assistant)?;
     Ok(Json(
         state
             .stores

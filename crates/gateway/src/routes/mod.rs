@@ -90,6 +90,19 @@ pub fn project(items: Vec<Value>, select: Option<&[String]>) -> Vec<Value> {
     }
 }
 
+/// Checks that every `select`ed field is one of `allowed` (422 naming the bad one otherwise).
+pub fn validate_select(select: Option<&[String]>, allowed: &[&str]) -> ApiResult<()> {
+    for field in select.unwrap_or_default() {
+        if !allowed.contains(&field.as_str()) {
+            return Err(ApiError::unprocessable(format!(
+                "Invalid value for 'select': '{field}' is not one of {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Serializes records to JSON values (for projection).
 pub(crate) fn to_values<T: serde::Serialize>(items: &[T]) -> ApiResult<Vec<Value>> {
     items
@@ -117,8 +130,10 @@ mod tests {
     fn projection_keeps_selected_keys() {
         let items = vec![json!({"a": 1, "b": 2, "c": 3})];
         let keys = vec!["a".to_owned(), "c".to_owned()];
-        assert_eq!(project(items.clone(), Some(&keys)), vec![json!({"a": 1, "c": 3})]);
+        assert_eq!(
+            project(items.clone(), Some(&keys)),
+            vec![json!({"a": 1, "c": 3})]
+        );
         assert_eq!(project(items.clone(), None), items);
     }
-
 }

@@ -557,11 +557,44 @@ async fn join_run(
     wait_response(&st, &thread_id, &run_id, false)
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of the join-stream routes. `stream_mode` may be repeated
+/// (`?stream_mode=custom&stream_mode=updates`), so it is collected by hand.
+#[derive(Debug, Default)]
 struct JoinStreamParams {
-    #[serde(default, deserialize_with = "de_flag")]
     cancel_on_disconnect: Option<bool>,
     stream_mode: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for JoinStreamParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let mut out = JoinStreamParams::default();
+        let mut modes: Vec<String> = Vec::new();
+        let query = parts.uri.query().unwrap_or_default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "cancel_on_disconnect" => {
+                    out.cancel_on_disconnect = Some(crate::error::parse_flag(&v).ok_or_else(|| {
+                        ApiError::unprocessable(format!(
+                            "Invalid query parameter 'cancel_on_disconnect': '{v}' is not a boolean"
+                        ))
+                    })?);
+                }
+                "stream_mode" => modes.push(v.into_owned()),
+                _ => {}
+            }
+        }
+        if modes.len() == 1 {
+            out.stream_mode = modes.pop();
+        } else if modes.len() > 1 {
+            out.stream_mode = Some(modes.join(","));
+        }
+        Ok(out)
+    }
 }
 
 /// `stream_mode` query: a single mode, a comma list, or a JSON list; empty = all modes.
@@ -576,13 +609,14 @@ fn mode_filter(raw: Option<&str>) -> Option<Vec<String>> {
         raw.split(',').map(|s| s.trim().to_string()).collect()
     };
     let modes: Vec<String> = modes.into_iter().filter(|m| !m.is_empty()).collect();
-    (!modes.is_empty()).then_some(modes)
+    // `run_modes` (the thread stream's default) means: whatever each run streams.
+    (!modes.is_empty() && !modes.iter().any(|m| m == "run_modes")).then_some(modes)
 }
 
 async fn join_stream(
     State(st): State<AppState>,
     Path((thread_id, run_id)): Path<(String, String)>,
-    Query(p): Query<JoinStreamParams>,
+    p: JoinStreamParams,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     validate_thread_id(&thread_id)?;
@@ -625,7 +659,7 @@ async fn join_stream(
 async fn thread_stream(
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
-    Query(p): Query<JoinStreamParams>,
+    p: JoinStreamParams,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     validate_thread_id(&thread_id)?;
@@ -665,7 +699,7 @@ fn passes(filter: &Option<Vec<String>>, event: &str) -> bool {
     };
     let base = event.split('|').next().unwrap_or(event);
     let base = base.split('/').next().unwrap_or(base);
-    if matches!(base, "metadata" | "error" | "end" | "gap") {
+    if matches!(base, "error" | "end" | "gap") {
         return true;
     }
     modes
@@ -706,6 +740,8 @@ async fn sse_body(
     filter: Option<Vec<String>>,
     cancel_on_disconnect: Option<(String, String)>,
 ) -> ApiResult<Body> {
+    // A thread stream outlives its runs' errors; a run stream ends with its error.
+    let error_final = !stream_id.starts_with("thread:");
     let rt = st.runtime.clone();
     let sub = rt
         .bridge()
@@ -739,6 +775,11 @@ async fn sse_body(
                         Tick::Item(BridgeItem::Event(ev)) => {
                             if !passes(&filter, &ev.event) {
                                 continue;
+                            }
+                            if error_final && ev.event == "error" {
+                                // A run error is final: the stream ends with it (no `end`).
+                                guard.disarm();
+                                return Some((Ok(sse::event(&ev)), (ticks, guard, filter, true)));
                             }
                             sse::event(&ev)
                         }

@@ -23,7 +23,7 @@ use antler_store::{
 use crate::error::{ApiError, ApiResult, Json, LenientJson, Path, validate_thread_id};
 use crate::routes::assistants::parse_sort_order;
 use crate::routes::runs::rt_err;
-use crate::routes::{RouteDoc, pagination_headers, project, to_values};
+use crate::routes::{RouteDoc, pagination_headers, project, to_values, validate_select};
 use crate::state::{AppState, DEFAULT_OWNER};
 
 /// Routes documented in `/openapi.json`.
@@ -325,6 +325,20 @@ struct SearchBody {
     extract: Option<Map<String, Value>>,
 }
 
+/// Fields `select` may name on thread searches.
+const THREAD_FIELDS: &[&str] = &[
+    "thread_id",
+    "created_at",
+    "updated_at",
+    "state_updated_at",
+    "metadata",
+    "config",
+    "status",
+    "values",
+    "interrupts",
+    "error",
+];
+
 fn parse_status(raw: Option<&str>) -> ApiResult<Option<ThreadStatus>> {
     raw.map(|s| {
         s.parse::<ThreadStatus>().map_err(|_| {
@@ -350,6 +364,7 @@ async fn search(
     LenientJson(body): LenientJson<SearchBody>,
 ) -> ApiResult<Response> {
     let (limit, offset) = crate::error::page(body.limit, body.offset, 10)?;
+    validate_select(body.select.as_deref(), THREAD_FIELDS)?;
     if let Some(ids) = &body.ids {
         for id in ids {
             validate_thread_id(id)?;
@@ -579,7 +594,9 @@ async fn prune(
                 }
             }
             PruneStrategy::KeepLatest => {
-                if state.stores.threads.get(DEFAULT_OWNER, id).await?.is_some() {
+                // A busy thread is writing checkpoints right now: leave it alone.
+                let thread = state.stores.threads.get(DEFAULT_OWNER, id).await?;
+                if thread.is_some_and(|t| t.status != ThreadStatus::Busy) {
                     keep_latest_checkpoints(&state, id).await?;
                     pruned += 1;
                 }
