@@ -68,6 +68,7 @@ def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     data_dir.mkdir()
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
+    env.setdefault("NO_COLOR", "1")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(binary), "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)],

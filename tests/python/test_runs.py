@@ -3,6 +3,7 @@ join_stream, delete, create_batch, stateless runs, the `fail` graph."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -306,3 +307,26 @@ async def test_wait_then_thread_status_idle(client, thread_id):
     await client.runs.wait(thread_id, "slow", input=human("go"), config=FAST)
     thread = await wait_thread(client, thread_id, ("idle",))
     assert msgs(thread["values"]["messages"]) == SLOW_DONE
+
+
+async def test_thread_is_busy_while_a_run_is_active(client, thread_id):
+    run = await client.runs.create(thread_id, "slow", input=human("go"), config=slow_config(0.3))
+    await wait_run(client, thread_id, run["run_id"], statuses=("running",))
+    assert (await client.threads.get(thread_id))["status"] == "busy"
+    busy = await client.threads.search(status="busy", limit=100)
+    assert thread_id in {t["thread_id"] for t in busy}
+    await client.runs.join(thread_id, run["run_id"])
+    assert (await client.threads.get(thread_id))["status"] == "idle"
+    assert thread_id not in {t["thread_id"] for t in await client.threads.search(status="busy", limit=100)}
+
+
+async def test_concurrent_runs_on_separate_threads(client):
+    async def one(i: int) -> tuple[str, list]:
+        tid = (await client.threads.create())["thread_id"]
+        out = await client.runs.wait(tid, "echo", input=human(f"n{i}"))
+        return tid, msgs(out["messages"])
+
+    results = await asyncio.gather(*(one(i) for i in range(20)))
+    assert [m for _, m in results] == [[("human", f"n{i}"), ("ai", f"echo: n{i}")] for i in range(20)]
+    for i, (tid, _) in enumerate(results):
+        assert (await client.threads.get(tid))["values"]["title"] == f"n{i}"

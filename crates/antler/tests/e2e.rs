@@ -641,3 +641,94 @@ async fn state_history_and_update_state() {
     assert_eq!(old["values"]["title"], "hey");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn webhook_receives_the_finished_run() {
+    use axum::routing::post;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let hook = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(v): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    let hook_task = tokio::spawn(async move { axum::serve(listener, hook).await });
+    let app = App::start().await;
+    let t = app.thread().await;
+    let (s, run) = app
+        .post(
+            &format!("/threads/{t}/runs"),
+            json!({"assistant_id": "echo", "input": human("hook"),
+                   "webhook": format!("http://{hook_addr}/hook")}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got["run_id"], run["run_id"]);
+    assert_eq!(got["status"], "success");
+    hook_task.abort();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn after_seconds_delays_the_start() {
+    let app = App::start().await;
+    let t = app.thread().await;
+    let started = std::time::Instant::now();
+    let (_, run) = app
+        .post(
+            &format!("/threads/{t}/runs"),
+            json!({"assistant_id": "echo", "input": human("later"), "after_seconds": 0.5}),
+        )
+        .await;
+    let rid = run["run_id"].as_str().unwrap();
+    let (_, r) = app.get(&format!("/threads/{t}/runs/{rid}")).await;
+    assert_eq!(r["status"], "pending");
+    let (_, v) = app.get(&format!("/threads/{t}/runs/{rid}/join")).await;
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert_eq!(v["messages"][1]["content"], "echo: later");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_interrupts_running_runs_and_ends_streams() {
+    let app = App::start_with(|c| c.runtime.shutdown_grace = Duration::from_secs(2)).await;
+    let t = app.thread().await;
+    let resp = app
+        .http
+        .post(app.u(&format!("/threads/{t}/runs/stream")))
+        .json(&json!({"assistant_id": "slow", "input": human("go"),
+                      "config": {"configurable": {"delay": 30}}, "stream_mode": "custom"}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    // wait for the run to start (first custom event)
+    let mut buf = String::new();
+    while !buf.contains("event: custom") {
+        let chunk = body.next().await.unwrap().unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let runtime = app.server.as_ref().unwrap().runtime.clone();
+    let started = std::time::Instant::now();
+    let mut app = app;
+    let server = app.server.take().unwrap();
+    server.shutdown().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // the stream ended (the body finishes)
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "stream did not end on shutdown");
+    assert_eq!(runtime.live_count(), 0);
+}

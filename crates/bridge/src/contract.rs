@@ -101,6 +101,10 @@ pub trait StreamBridge: Send + Sync + 'static {
         self.subscribe(stream_id, last_event_id).await
     }
 
+    /// Id of the newest event of the stream (None when it has none or does not exist). A
+    /// subscriber that wants only what comes next (live tail) subscribes after this id.
+    async fn latest_event_id(&self, stream_id: &str) -> Option<String>;
+
     /// True if the stream has been published to (or ended) and not cleaned up yet. A stream that
     /// only has waiting subscribers does not exist.
     async fn exists(&self, stream_id: &str) -> bool;

@@ -643,6 +643,12 @@ impl StreamBridge for MemoryBridge {
         }
     }
 
+    async fn latest_event_id(&self, stream_id: &str) -> Option<String> {
+        let stream = self.inner.get(stream_id)?;
+        let log = stream.log.read();
+        log.events.back().map(|e| e.id.clone())
+    }
+
     async fn exists(&self, stream_id: &str) -> bool {
         self.inner
             .get(stream_id)

@@ -1109,3 +1109,30 @@ async fn system_assistants_are_read_only_and_select_is_validated() -> anyhow::Re
     assert_eq!(status, 422);
     Ok(())
 }
+
+#[tokio::test]
+async fn cors_headers_reach_streaming_responses() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let t = create_thread(&app, json!({})).await?;
+    let tid = t["thread_id"].as_str().unwrap_or_default().to_owned();
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/threads/{tid}/runs/stream")))
+        .header("origin", "http://localhost:3000")
+        .json(&json!({"assistant_id": "echo", "input": {"messages": [{"role": "human", "content": "hi"}]}}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(
+        h["access-control-expose-headers"]
+            .to_str()?
+            .contains("content-location")
+    );
+    assert!(h["content-location"].to_str()?.contains(&tid));
+    assert_eq!(h["vary"], "Origin");
+    let body = resp.text().await?;
+    assert!(body.contains("event: metadata"), "{body}");
+    Ok(())
+}

@@ -37,7 +37,8 @@ impl Emitter {
 
     pub fn emit(&self, mode: StreamMode, data: Value) {
         if self.wants(mode) {
-            let ns = if self.subgraphs {
+            // events are never namespaced (astream_events nests by parent_ids)
+            let ns = if self.subgraphs && mode != StreamMode::Events {
                 self.ns.clone()
             } else {
                 Vec::new()
@@ -90,7 +91,7 @@ pub(crate) fn build_task_meta(
 pub(crate) fn with_integration(meta: &Map<String, Value>, integration: &str) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in meta {
-        if !TASK_KEYS.contains(&k.as_str()) {
+        if !TASK_KEYS.contains(&k.as_str()) && k != "checkpoint_ns" {
             out.insert(k.clone(), v.clone());
         }
     }
@@ -99,6 +100,9 @@ pub(crate) fn with_integration(meta: &Map<String, Value>, integration: &str) -> 
         if TASK_KEYS.contains(&k.as_str()) {
             out.insert(k.clone(), v.clone());
         }
+    }
+    if let Some(ns) = meta.get("checkpoint_ns") {
+        out.insert("checkpoint_ns".into(), ns.clone());
     }
     out
 }
@@ -290,8 +294,9 @@ impl NodeContext {
     /// Whether token chunks are listened to (messages or events mode): a model client may skip
     /// streaming otherwise.
     pub fn streaming(&self) -> bool {
-        self.inner.emitter.wants(StreamMode::Messages)
-            || self.inner.emitter.wants(StreamMode::Events)
+        // the run's modes, whatever the namespace: LangChain streams whenever a handler exists
+        let m = self.inner.emitter.modes;
+        m & (StreamMode::Messages.bit() | StreamMode::Events.bit()) != 0
     }
 
     /// Starts a chat-model call: emits `on_chat_model_start` (events mode) and returns the handle
@@ -348,7 +353,7 @@ impl NodeContext {
                     "event": "on_chat_model_start",
                     "data": {"input": {"messages": [info.input]}},
                     "name": call.name,
-                    "tags": [],
+                    "tags": ["seq:step:1"],
                     "run_id": call.run_id,
                     "metadata": *call.metadata,
                     "parent_ids": call.parent_ids,
@@ -394,7 +399,11 @@ impl ModelCall {
     /// Streams one `AIMessageChunk` JSON.
     pub fn chunk(&self, chunk: Value) {
         let em = &self.ctx.inner.emitter;
-        if let Some(id) = chunk.get("id").and_then(Value::as_str) {
+        // only what was really sent counts as streamed (subgraph output may be filtered out,
+        // then the parent sends the whole message when the node returns it)
+        if let Some(id) = chunk.get("id").and_then(Value::as_str)
+            && em.wants(StreamMode::Messages)
+        {
             em.streamed.lock().insert(id.to_string());
         }
         if em.wants(StreamMode::Events) {
@@ -405,7 +414,7 @@ impl ModelCall {
                     "data": {"chunk": chunk},
                     "run_id": self.run_id,
                     "name": self.name,
-                    "tags": [],
+                    "tags": ["seq:step:1"],
                     "metadata": *self.metadata,
                     "parent_ids": self.parent_ids,
                 }),
@@ -420,7 +429,11 @@ impl ModelCall {
     /// node returns it).
     pub fn end(self, message: &Value) {
         let em = &self.ctx.inner.emitter;
-        if let Some(id) = message.get("id").and_then(Value::as_str) {
+        // only what was really sent counts as streamed (subgraph output may be filtered out,
+        // then the parent sends the whole message when the node returns it)
+        if let Some(id) = message.get("id").and_then(Value::as_str)
+            && em.wants(StreamMode::Messages)
+        {
             em.streamed.lock().insert(id.to_string());
         }
         if em.wants(StreamMode::Events) {
@@ -431,7 +444,7 @@ impl ModelCall {
                     "data": {"output": message, "input": {"messages": [self.input]}},
                     "run_id": self.run_id,
                     "name": self.name,
-                    "tags": [],
+                    "tags": ["seq:step:1"],
                     "metadata": *self.metadata,
                     "parent_ids": self.parent_ids,
                 }),

@@ -654,7 +654,19 @@ impl Exec {
     }
 
     fn task_meta(&self, t: &Task, step: i64) -> Map<String, Value> {
-        crate::context::build_task_meta(&self.base_meta, step, &t.name, &t.triggers, &t.path, &t.ns)
+        let mut m = crate::context::build_task_meta(
+            &self.base_meta,
+            step,
+            &t.name,
+            &t.triggers,
+            &t.path,
+            &t.ns,
+        );
+        if !self.ns.is_empty() {
+            // inside a subgraph, LangChain's config metadata carries the graph's namespace
+            m.insert("checkpoint_ns".into(), json!(self.ns));
+        }
+        m
     }
 
     fn with_integration(meta: &Map<String, Value>, integration: &str) -> Map<String, Value> {
@@ -811,10 +823,22 @@ impl Exec {
                     Some(v) => v.to_value(),
                     None => Value::Null,
                 };
-                let (update, writes, _) = match this.output_writes(NodeOutput::Update(raw)) {
-                    Ok(x) => x,
-                    Err(r) => return r,
+                // raw input writes (the reducers coerce them), as LangGraph stores them
+                let writes: Vec<(String, Value)> = match &raw {
+                    Value::Object(o) => o
+                        .iter()
+                        .filter(|(k, _)| gi.reducer(k).is_some())
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    Value::Null => Vec::new(),
+                    other => {
+                        return TaskResult::Failed {
+                            kind: "InvalidUpdateError".into(),
+                            message: format!("Expected dict, got {other}"),
+                        };
+                    }
                 };
+                let update = raw;
                 return match this.edge_writes(&ch_for_edges, START, &writes, &[]) {
                     Ok(edges) => {
                         let mut all = writes;
@@ -917,6 +941,7 @@ impl Exec {
                         open_interrupt,
                         &node_run_id,
                         &checkpoint_id,
+                        step,
                     )
                     .await
                 }
@@ -977,6 +1002,7 @@ impl Exec {
         open_interrupt: bool,
         node_run_id: &str,
         checkpoint_id: &str,
+        step: i64,
     ) -> Result<NodeOutput, NodeError> {
         let existing = self
             .cp
@@ -998,6 +1024,24 @@ impl Exec {
         parents.insert(self.ns.clone(), json!(checkpoint_id));
         let mut parent_ids = self.parent_ids.clone();
         parent_ids.push(node_run_id.to_string());
+        // events: the subgraph is a chain of its own ("LangGraph", Python's default name)
+        let sub_events = if self.emitter.wants(StreamMode::Events) {
+            let sub_run_id = uuid::Uuid::now_v7().to_string();
+            let mut meta = Self::with_integration(&self.task_meta(t, step), "langgraph");
+            meta.insert("checkpoint_ns".into(), json!(t.ns));
+            let iv = input.to_value();
+            self.emitter.emit(
+                StreamMode::Events,
+                json!({"event": "on_chain_start", "data": {"input": iv}, "name": "LangGraph",
+                       "tags": ["seq:step:1"], "run_id": sub_run_id, "metadata": meta,
+                       "parent_ids": parent_ids}),
+            );
+            let outer_ids = parent_ids.clone();
+            parent_ids.push(sub_run_id.clone());
+            Some((sub_run_id, meta, iv, outer_ids))
+        } else {
+            None
+        };
         let child = Exec {
             g: sub.clone(),
             cp: self.cp.clone(),
@@ -1022,6 +1066,14 @@ impl Exec {
                     return Err(NodeError::Interrupt(crate::types::InterruptSignal(
                         outcome.interrupts,
                     )));
+                }
+                if let Some((run_id, meta, iv, ids)) = sub_events {
+                    self.emitter.emit(
+                        StreamMode::Events,
+                        json!({"event": "on_chain_end", "data": {"output": outcome.values, "input": iv},
+                               "run_id": run_id, "name": "LangGraph", "tags": ["seq:step:1"],
+                               "metadata": meta, "parent_ids": ids}),
+                    );
                 }
                 // the subgraph's output: its state keys that the parent knows
                 let mut update = Map::new();
@@ -1440,11 +1492,11 @@ impl Exec {
             .map(|i| json!({"value": i.value, "id": i.id}))
             .collect();
         if error.is_none() && interrupts.is_empty() {
-            self.emitter
-                .emit(StreamMode::Updates, json!({ t.name.clone(): update }));
             if self.emitter.wants(StreamMode::Messages) {
                 self.emit_returned_messages(ch, t, _step, update);
             }
+            self.emitter
+                .emit(StreamMode::Updates, json!({ t.name.clone(): update }));
         }
         let want_tasks = self.emitter.wants(StreamMode::Tasks);
         let want_debug = self.emitter.wants(StreamMode::Debug);
@@ -1655,20 +1707,22 @@ impl CompiledGraph {
                     }
                     Value::Object(m)
                 });
-                let state = match gi.node(&task.name).map(|n| &n.kind) {
+                let (checkpoint, state) = match gi.node(&task.name).map(|n| &n.kind) {
                     Some(NodeKind::Subgraph(sub)) => {
-                        if subgraphs {
+                        let state = if subgraphs {
                             match cp.get_tuple(&t.thread_id, &task.ns, None).await? {
                                 Some(st) => Some(sub.snapshot(cp, &st, true).await?.to_value()),
                                 None => None,
                             }
                         } else {
-                            Some(
-                                json!({"configurable": {"thread_id": t.thread_id, "checkpoint_ns": task.ns}}),
-                            )
-                        }
+                            None
+                        };
+                        (
+                            Some(json!({"thread_id": t.thread_id, "checkpoint_ns": task.ns})),
+                            state,
+                        )
                     }
-                    _ => None,
+                    _ => (None, None),
                 };
                 snaps.push(TaskSnapshot {
                     id: task.id.clone(),
@@ -1676,7 +1730,7 @@ impl CompiledGraph {
                     path: task.path.clone(),
                     error,
                     interrupts,
-                    checkpoint: None,
+                    checkpoint,
                     state,
                     result,
                 });

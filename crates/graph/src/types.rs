@@ -498,9 +498,9 @@ pub struct TaskSnapshot {
     /// Interrupts raised by the task.
     #[serde(serialize_with = "ser_interrupts")]
     pub interrupts: Vec<Interrupt>,
-    /// Always null here.
+    /// For subgraph tasks: `{"thread_id", "checkpoint_ns"}` of the subgraph's checkpoints.
     pub checkpoint: Option<Value>,
-    /// Subgraph state (snapshot when asked for subgraphs, else its config), or null.
+    /// Subgraph state snapshot when asked for subgraphs, else null.
     pub state: Option<Value>,
     /// The task's writes, when it completed.
     pub result: Option<Value>,

@@ -398,3 +398,14 @@ capture_test!(stream_subgraphs, "06-stream-subgraphs", 2);
 capture_test!(interrupt_resume, "11-interrupt-resume", 7);
 capture_test!(fail_and_recursion, "12-fail", 4);
 capture_test!(thread_state, "03-thread-state", 7);
+
+/// Scenarios recorded from the reference peer (langgraph-api 0.16.7 serving
+/// `shared/peers/graphs`) beyond the shipped captures: events of chat/parent, subgraph
+/// streams, breakpoints, every mode around an interrupt, failures, update_state as `__start__`.
+#[tokio::test]
+async fn peer_recordings() {
+    let all: Value = serde_json::from_str(include_str!("fixtures/peer.json")).expect("fixtures");
+    let h = Harness::new();
+    let n = h.replay("peer", &all["peer"]).await;
+    assert!(n >= 25, "only {n} scenarios checked");
+}

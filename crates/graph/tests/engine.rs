@@ -808,3 +808,38 @@ async fn panicking_node_fails_the_run() {
         ("PanicError", "kaboom")
     );
 }
+
+/// LangGraph 1.2 checks the limit before looking for tasks: a graph needing k node steps
+/// needs `recursion_limit >= k + 1` (verified against the Python library).
+#[tokio::test]
+async fn recursion_limit_matches_langgraph_off_by_one() {
+    fn chain(k: usize) -> CompiledGraph {
+        let mut g = StateGraph::new("c").channel("n", Reducer::LastValue);
+        for i in 0..k {
+            g = g.node(&format!("n{i}"), move |_i, _c| async move {
+                Ok(NodeOutput::Update(json!({"n": i})))
+            });
+        }
+        g = g.edge(START, "n0");
+        for i in 1..k {
+            g = g.edge(&format!("n{}", i - 1), &format!("n{i}"));
+        }
+        g.compile().unwrap()
+    }
+    for (k, limit, ok) in [
+        (1, 1, false),
+        (2, 2, false),
+        (3, 3, false),
+        (3, 4, true),
+        (1, 2, true),
+    ] {
+        let cp = mem();
+        let mut c = cfg("t", &[]);
+        c.recursion_limit = limit;
+        let r = run(&chain(k), &cp, RunInput::Values(json!({})), c).await.0;
+        assert_eq!(r.is_ok(), ok, "k={k} limit={limit}: {r:?}");
+        if let Err(e) = r {
+            assert_eq!(e.kind, "GraphRecursionError");
+        }
+    }
+}

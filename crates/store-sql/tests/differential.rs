@@ -20,7 +20,14 @@ fn scalar() -> impl Strategy<Value = Value> {
         Just(json!(false)),
         Just(Value::Null),
         Just(json!([1, 2])),
+        Just(json!([1.0, 2])),
+        Just(json!([2, 1])),
+        Just(json!([])),
         Just(json!({"x": "y"})),
+        Just(json!({"x": "y", "n": 1})),
+        Just(json!({"n": 1.0, "x": "y"})),
+        Just(json!({"n": {"deep": [true, null]}})),
+        Just(json!({})),
     ]
 }
 

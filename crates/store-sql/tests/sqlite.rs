@@ -143,3 +143,142 @@ async fn unchanged_channels_are_stored_once() {
     assert_eq!(latest.checkpoint.channel_values["messages"], json!(big));
     assert_eq!(latest.checkpoint.channel_values["counter"], json!(19));
 }
+
+#[tokio::test]
+async fn huge_inputs_are_rejected_or_handled_not_500() {
+    let stores = open_sqlite_url("sqlite::memory:").await.unwrap();
+    stores
+        .threads
+        .create("alice", Thread::new("t1", Map::new()))
+        .await
+        .unwrap();
+    // 40,000 ids: more than SQLite's bound-variable limit
+    let mut ids: Vec<String> = (0..40_000).map(|i| format!("id-{i}")).collect();
+    ids.push("t1".into());
+    let q = antler_store::ThreadSearch {
+        ids: Some(ids),
+        ..Default::default()
+    };
+    assert_eq!(stores.threads.count("alice", &q).await.unwrap(), 1);
+    // a filter with thousands of keys would exceed SQLite's expression depth
+    let big: Map<String, serde_json::Value> =
+        (0..5_000).map(|i| (format!("k{i}"), json!(i))).collect();
+    let q = antler_store::ThreadSearch {
+        metadata: big,
+        ..Default::default()
+    };
+    let err = stores.threads.search("alice", &q).await.unwrap_err();
+    assert!(
+        matches!(err, antler_store::StoreError::InvalidArgument(_)),
+        "{err:?}"
+    );
+    // a key with a quote cannot be expressed as a JSON path
+    let mut odd = Map::new();
+    odd.insert("a\"b".into(), json!(1));
+    let q = antler_store::ThreadSearch {
+        metadata: odd,
+        ..Default::default()
+    };
+    assert!(matches!(
+        stores.threads.count("alice", &q).await,
+        Err(antler_store::StoreError::InvalidArgument(_))
+    ));
+    // keys with spaces, dots and non-ASCII work
+    let mut md = Map::new();
+    md.insert("a.b c".into(), json!("x"));
+    md.insert("ключ".into(), json!({"n": [1, {"z": null}]}));
+    stores
+        .threads
+        .create("alice", Thread::new("t2", md.clone()))
+        .await
+        .unwrap();
+    let q = antler_store::ThreadSearch {
+        metadata: md,
+        ..Default::default()
+    };
+    let found = stores.threads.search("alice", &q).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].thread_id, "t2");
+}
+
+/// 32 concurrent "runs" (thread + run rows, status changes, events, checkpoints) on one file
+/// through two pools: no busy/locked error may surface, every seq is unique.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_run_lifecycles_never_fail() {
+    use antler_store::{Run, RunCompletion, RunStatus, ThreadStatus, ThreadUpdate};
+    let dir = tempfile::tempdir().unwrap();
+    let a = open_sqlite(dir.path()).await.unwrap();
+    let b = open_sqlite(dir.path()).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..32 {
+        let stores = if w % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            for i in 0..8 {
+                let tid = format!("t{w}-{i}");
+                stores
+                    .threads
+                    .create("o", Thread::new(&tid, Map::new()))
+                    .await?;
+                let run = Run::new(format!("r{w}-{i}"), &tid, "a", "o");
+                stores.runs.put(&run).await?;
+                stores
+                    .runs
+                    .transition(&run.run_id, &[RunStatus::Pending], RunStatus::Running, None)
+                    .await?;
+                let busy = ThreadUpdate {
+                    status: Some(ThreadStatus::Busy),
+                    ..Default::default()
+                };
+                stores.threads.update("o", &tid, busy).await?;
+                let mut c = Checkpoint {
+                    id: antler_graph::new_checkpoint_id(0),
+                    ts: antler_graph::now_ts(),
+                    ..Default::default()
+                };
+                c.channel_versions.insert("messages".into(), 1);
+                c.channel_values
+                    .insert("messages".into(), json!([{"content": "hi"}]));
+                let nv: BTreeMap<String, u64> = [("messages".to_string(), 1)].into();
+                stores
+                    .checkpointer
+                    .put(&tid, "", None, &c, &Map::new(), &nv)
+                    .await
+                    .map_err(|e| antler_store::StoreError::Backend(e.to_string()))?;
+                let events = (0..5)
+                    .map(|j| NewRunEvent::new("shared-thread", &run.run_id, "x", "trace", json!(j)))
+                    .collect();
+                stores.events.append_batch("o", events).await?;
+                let done = RunCompletion {
+                    status: Some(RunStatus::Success),
+                    ..Default::default()
+                };
+                stores.runs.update_completion(&run.run_id, &done).await?;
+                let idle = ThreadUpdate {
+                    status: Some(ThreadStatus::Idle),
+                    ..Default::default()
+                };
+                stores.threads.update("o", &tid, idle).await?;
+            }
+            Ok::<(), antler_store::StoreError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let all = a
+        .events
+        .list("o", "shared-thread", &RunEventQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=32 * 8 * 5).collect::<Vec<i64>>()
+    );
+    assert_eq!(
+        a.threads
+            .count("o", &antler_store::ThreadSearch::default())
+            .await
+            .unwrap(),
+        256
+    );
+}

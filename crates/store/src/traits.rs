@@ -5,6 +5,10 @@
 //! Methods used only by the runtime on rows it already owns (run status transitions, queue
 //! queries, recovery scans) are keyed by id alone.
 //!
+//! Filters (`metadata`, `values`, item `filter`) are top-level containment: every key of the
+//! filter must be present with an equal value, where equality is [`crate::util::json_eq`]
+//! (numbers by value, objects regardless of key order, arrays element-wise).
+//!
 //! [`StoreError::NotFound`]: crate::StoreError::NotFound
 
 use chrono::{DateTime, Utc};

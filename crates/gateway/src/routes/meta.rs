@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
@@ -20,6 +20,7 @@ pub const DOCS: &[RouteDoc] = &[
     RouteDoc::new("GET", "/info", "Server information", "System"),
     RouteDoc::new("GET", "/metrics", "Prometheus metrics", "System"),
     RouteDoc::new("GET", "/openapi.json", "This OpenAPI document", "System"),
+    RouteDoc::new("GET", "/docs", "Human-readable route list", "System"),
 ];
 
 /// The system routes, relative to the API root.
@@ -29,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/info", get(info))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/docs", get(docs))
 }
 
 async fn ok() -> Json<Value> {
@@ -73,6 +75,38 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn openapi() -> Json<Value> {
     Json(openapi_document(&all_docs()))
+}
+
+async fn docs() -> Html<String> {
+    Html(docs_page(&all_docs()))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A self-contained HTML page listing every route (no external assets, so it works offline).
+pub fn docs_page(docs: &[RouteDoc]) -> String {
+    let mut rows = String::new();
+    for d in docs {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>\n",
+            html_escape(d.tag),
+            html_escape(d.method),
+            html_escape(d.path),
+            html_escape(d.summary)
+        ));
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Antler API</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}td{{padding:2px 12px}}</style></head>\
+         <body><h1>Antler API</h1><p>Every route is served at the root and under <code>/api</code>. \
+         Machine-readable: <a href=\"openapi.json\">openapi.json</a>.</p>\
+         <table><tr><th>Tag</th><th>Method</th><th>Path</th><th>Summary</th></tr>\n{rows}</table></body></html>"
+    )
 }
 
 /// Builds an OpenAPI 3.1 document from route descriptions: one operation per (path, method),
@@ -247,6 +281,13 @@ mod tests {
         assert_eq!(ops["get"]["parameters"][0]["name"], "thread_id");
         assert!(ops["delete"].is_object());
         assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn docs_page_escapes_and_lists_routes() {
+        let page = docs_page(&[RouteDoc::new("GET", "/a/{id}", "x < y", "T")]);
+        assert!(page.contains("/a/{id}"));
+        assert!(page.contains("x &lt; y"));
     }
 
     #[test]

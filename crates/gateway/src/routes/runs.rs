@@ -626,13 +626,10 @@ async fn join_stream(
         Ok(r) => r,
         Err(RuntimeError::NotFound(_)) => {
             // The reference answers 200 with an error event for an unknown run.
-            let body = futures::stream::iter(vec![
-                Ok::<_, std::convert::Infallible>(sse::error(
-                    "HTTPException",
-                    "404: Run not found",
-                )),
-                Ok(sse::end()),
-            ]);
+            let body = futures::stream::iter(vec![Ok::<_, std::convert::Infallible>(sse::error(
+                "HTTPException",
+                "404: Run not found",
+            ))]);
             return Ok(sse_response(
                 Body::from_stream(body),
                 Some((&location, &content_location)),
@@ -668,8 +665,12 @@ async fn thread_stream(
         .await
         .map_err(rt_err)?;
     let filter = mode_filter(p.stream_mode.as_deref());
-    let last = last_event_id(&headers);
     let stream_id = antler_runtime::thread_stream_id(&thread_id);
+    // Without Last-Event-ID a thread stream starts live (what the thread does from now on).
+    let last = match last_event_id(&headers) {
+        Some(id) => Some(id),
+        None => st.runtime.bridge().latest_event_id(&stream_id).await,
+    };
     let body = sse_body(&st, &stream_id, last.as_deref(), filter, None).await?;
     Ok(sse_response(body, None))
 }
@@ -820,7 +821,8 @@ mod tests {
         );
         let f = Some(vec!["messages-tuple".to_string()]);
         assert!(passes(&f, "messages|child:1"));
-        assert!(passes(&f, "metadata"));
+        assert!(!passes(&f, "metadata"));
+        assert!(passes(&f, "error"));
         assert!(!passes(&f, "values"));
         let f = Some(vec!["messages".to_string()]);
         assert!(passes(&f, "messages/partial"));

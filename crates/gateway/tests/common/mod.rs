@@ -24,7 +24,11 @@ impl TestApp {
         });
         Ok(Self {
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            // A bound on every request, so a route that never answers fails the test instead
+            // of hanging it.
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
             state,
         })
     }

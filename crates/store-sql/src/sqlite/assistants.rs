@@ -115,7 +115,7 @@ fn push_search_filters(
         qb.push_bind(n.clone());
         qb.push(")) > 0");
     }
-    push_json_filter(qb, "metadata", &q.metadata)
+    push_json_filter(qb, "assistants.metadata", &q.metadata)
 }
 
 #[async_trait::async_trait]
@@ -309,7 +309,7 @@ impl AssistantStore for SqliteAssistantStore {
                     "SELECT * FROM assistant_versions WHERE assistant_id = ",
                 );
                 qb.push_bind(assistant_id.to_string());
-                push_json_filter(&mut qb, "metadata", &q.metadata)?;
+                push_json_filter(&mut qb, "assistant_versions.metadata", &q.metadata)?;
                 qb.push(" ORDER BY version DESC LIMIT ");
                 qb.push_bind(lim(q.limit));
                 qb.push(" OFFSET ");

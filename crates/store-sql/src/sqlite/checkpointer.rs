@@ -652,7 +652,7 @@ impl Checkpointer for SqliteCheckpointer {
             qb.push(" AND checkpoint_id < ");
             qb.push_bind(before.clone());
         }
-        push_json_filter(&mut qb, "metadata", &opts.filter).map_err(storage)?;
+        push_json_filter(&mut qb, "checkpoints.metadata", &opts.filter).map_err(storage)?;
         qb.push(" ORDER BY checkpoint_id DESC, checkpoint_ns DESC");
         if let Some(limit) = opts.limit {
             qb.push(" LIMIT ");

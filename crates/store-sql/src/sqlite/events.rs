@@ -146,12 +146,11 @@ impl RunEventStore for SqliteRunEventStore {
                     q.category.as_deref(),
                 );
                 if !q.event_types.is_empty() {
-                    qb.push(" AND event_type IN (");
-                    let mut sep = qb.separated(", ");
-                    for t in &q.event_types {
-                        sep.push_bind(t.clone());
-                    }
-                    qb.push(")");
+                    qb.push(" AND event_type IN (SELECT j.value FROM json_each(");
+                    qb.push_bind(
+                        serde_json::to_string(&q.event_types).unwrap_or_else(|_| "[]".into()),
+                    );
+                    qb.push(") AS j)");
                 }
                 let limit = q.limit.map(lim).unwrap_or(-1);
                 match q.before_seq {

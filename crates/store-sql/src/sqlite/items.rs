@@ -138,7 +138,7 @@ impl ItemStore for SqliteItemStore {
                     QueryBuilder::<Sqlite>::new("SELECT * FROM store_items WHERE owner = ");
                 qb.push_bind(owner.to_string());
                 push_prefix(&mut qb, &q.namespace_prefix);
-                push_json_filter(&mut qb, "value", &q.filter)?;
+                push_json_filter(&mut qb, "store_items.value", &q.filter)?;
                 qb.push(" ORDER BY updated_at DESC, namespace ASC, key ASC LIMIT ");
                 qb.push_bind(lim(q.limit));
                 qb.push(" OFFSET ");

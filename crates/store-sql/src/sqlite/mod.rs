@@ -313,84 +313,145 @@ fn simple_key(key: &str) -> bool {
     !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Pushes the JSON path of a top-level key: inlined for plain keys (so expression indexes on
-/// `json_extract(col, '$.key')` apply), bound otherwise.
-fn push_path(qb: &mut QueryBuilder<Sqlite>, key: &str) -> StoreResult<()> {
+/// Nested filter values deeper than this compare as JSON text (key order then matters).
+const MAX_FILTER_DEPTH: usize = 8;
+
+/// Most values (keys, array items, nested) one filter may hold.
+const MAX_FILTER_NODES: usize = 200;
+
+/// Appends one segment (object key) to a JSON path.
+fn path_key(path: &str, key: &str) -> StoreResult<String> {
     if simple_key(key) {
-        qb.push(format!("'$.{key}'"));
-        Ok(())
+        Ok(format!("{path}.{key}"))
     } else if key.contains('"') {
         Err(StoreError::InvalidArgument(format!(
             "filter key {key:?} must not contain '\"'"
         )))
     } else {
-        qb.push_bind(format!("$.\"{key}\""));
-        Ok(())
+        Ok(format!("{path}.\"{key}\""))
     }
 }
 
-/// Appends ` AND <col>.<key> == value` for every top-level key of `filter` (containment with
-/// top-level equality, the same rule as `antler_store::util::contains_top_level`).
-/// `column` must be a trusted, static column name.
+/// Pushes a JSON path: inlined when it is made of plain keys and indexes (so expression
+/// indexes on `json_extract(col, '$.key')` apply), bound otherwise.
+fn push_path(qb: &mut QueryBuilder<Sqlite>, path: &str) {
+    let plain = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$' | b'[' | b']'));
+    if plain {
+        qb.push(format!("'{path}'"));
+    } else {
+        qb.push_bind(path.to_string());
+    }
+}
+
+fn push_fn(qb: &mut QueryBuilder<Sqlite>, func: &str, column: &str, path: &str) {
+    qb.push(format!("{func}({column}, "));
+    push_path(qb, path);
+    qb.push(")");
+}
+
+/// Pushes a condition true when the JSON at `path` of `column` equals `value`, with the
+/// semantics of `antler_store::util::json_eq`: numbers compare by value, objects regardless
+/// of key order, arrays element-wise.
+fn push_json_eq(
+    qb: &mut QueryBuilder<Sqlite>,
+    column: &str,
+    path: &str,
+    value: &Value,
+    depth: usize,
+    budget: &mut usize,
+) -> StoreResult<()> {
+    // SQLite caps expression depth (1000): refuse filters that would build huge queries.
+    *budget = budget.checked_sub(1).ok_or_else(|| {
+        StoreError::InvalidArgument(format!(
+            "filter too large (at most {MAX_FILTER_NODES} values)"
+        ))
+    })?;
+    match value {
+        Value::Null => {
+            push_fn(qb, "json_type", column, path);
+            qb.push(" = 'null'");
+        }
+        Value::Bool(b) => {
+            push_fn(qb, "json_type", column, path);
+            qb.push(if *b { " = 'true'" } else { " = 'false'" });
+        }
+        Value::Number(n) => {
+            qb.push("(");
+            push_fn(qb, "json_type", column, path);
+            qb.push(" IN ('integer', 'real') AND ");
+            push_fn(qb, "json_extract", column, path);
+            qb.push(" = ");
+            match n.as_i64() {
+                Some(i) => qb.push_bind(i),
+                None => qb.push_bind(n.as_f64().unwrap_or(f64::NAN)),
+            };
+            qb.push(")");
+        }
+        Value::String(s) => {
+            qb.push("(");
+            push_fn(qb, "json_extract", column, path);
+            qb.push(" = ");
+            qb.push_bind(s.clone());
+            qb.push(" AND ");
+            push_fn(qb, "json_type", column, path);
+            qb.push(" = 'text')");
+        }
+        _ if depth >= MAX_FILTER_DEPTH => {
+            qb.push("(");
+            push_fn(qb, "json_type", column, path);
+            qb.push(" IN ('object', 'array') AND ");
+            push_fn(qb, "json_extract", column, path);
+            qb.push(" = json(");
+            qb.push_bind(value.to_string());
+            qb.push("))");
+        }
+        Value::Array(items) => {
+            qb.push("(");
+            push_fn(qb, "json_type", column, path);
+            qb.push(" = 'array' AND ");
+            push_fn(qb, "json_array_length", column, path);
+            qb.push(" = ");
+            qb.push_bind(lim(items.len()));
+            for (i, item) in items.iter().enumerate() {
+                qb.push(" AND ");
+                push_json_eq(qb, column, &format!("{path}[{i}]"), item, depth + 1, budget)?;
+            }
+            qb.push(")");
+        }
+        Value::Object(map) => {
+            qb.push("(");
+            push_fn(qb, "json_type", column, path);
+            qb.push(format!(
+                " = 'object' AND (SELECT COUNT(*) FROM json_each({column}, "
+            ));
+            push_path(qb, path);
+            qb.push(")) = ");
+            qb.push_bind(lim(map.len()));
+            for (k, v) in map {
+                qb.push(" AND ");
+                push_json_eq(qb, column, &path_key(path, k)?, v, depth + 1, budget)?;
+            }
+            qb.push(")");
+        }
+    }
+    Ok(())
+}
+
+/// Appends ` AND <column>.<key> == value` for every top-level key of `filter` (containment
+/// with top-level equality, the rule of `antler_store::util::contains_top_level`).
+/// `column` must be a trusted, static, table-qualified column name (`threads.metadata`):
+/// unqualified, a column named like one of `json_each`'s (`value`, `key`) would resolve to it.
 pub(crate) fn push_json_filter(
     qb: &mut QueryBuilder<Sqlite>,
     column: &'static str,
     filter: &Map<String, Value>,
 ) -> StoreResult<()> {
+    let mut budget = MAX_FILTER_NODES;
     for (key, value) in filter {
         qb.push(" AND ");
-        let typ = |qb: &mut QueryBuilder<Sqlite>| -> StoreResult<()> {
-            qb.push(format!("json_type({column}, "));
-            push_path(qb, key)?;
-            qb.push(")");
-            Ok(())
-        };
-        let extract = |qb: &mut QueryBuilder<Sqlite>| -> StoreResult<()> {
-            qb.push(format!("json_extract({column}, "));
-            push_path(qb, key)?;
-            qb.push(")");
-            Ok(())
-        };
-        match value {
-            Value::Null => {
-                typ(qb)?;
-                qb.push(" = 'null'");
-            }
-            Value::Bool(b) => {
-                typ(qb)?;
-                qb.push(if *b { " = 'true'" } else { " = 'false'" });
-            }
-            Value::Number(n) => {
-                qb.push("(");
-                typ(qb)?;
-                qb.push(" IN ('integer', 'real') AND ");
-                extract(qb)?;
-                qb.push(" = ");
-                match n.as_i64() {
-                    Some(i) => qb.push_bind(i),
-                    None => qb.push_bind(n.as_f64().unwrap_or(f64::NAN)),
-                };
-                qb.push(")");
-            }
-            Value::String(s) => {
-                qb.push("(");
-                extract(qb)?;
-                qb.push(" = ");
-                qb.push_bind(s.clone());
-                qb.push(" AND ");
-                typ(qb)?;
-                qb.push(" = 'text')");
-            }
-            Value::Array(_) | Value::Object(_) => {
-                qb.push("(");
-                typ(qb)?;
-                qb.push(" IN ('object', 'array') AND ");
-                extract(qb)?;
-                qb.push(" = json(");
-                qb.push_bind(value.to_string());
-                qb.push("))");
-            }
-        }
+        push_json_eq(qb, column, &path_key("$", key)?, value, 0, &mut budget)?;
     }
     Ok(())
 }

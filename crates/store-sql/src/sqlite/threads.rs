@@ -75,23 +75,17 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, owner: &str, q: &ThreadSearch) ->
     qb.push(" WHERE owner = ");
     qb.push_bind(owner.to_string());
     if let Some(ids) = &q.ids {
-        if ids.is_empty() {
-            qb.push(" AND 0");
-        } else {
-            qb.push(" AND thread_id IN (");
-            let mut sep = qb.separated(", ");
-            for id in ids {
-                sep.push_bind(id.clone());
-            }
-            qb.push(")");
-        }
+        // one bound JSON array, whatever the number of ids (no SQLite variable limit)
+        qb.push(" AND thread_id IN (SELECT j.value FROM json_each(");
+        qb.push_bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()));
+        qb.push(") AS j)");
     }
     if let Some(s) = q.status {
         qb.push(" AND status = ");
         qb.push_bind(s.as_str());
     }
-    push_json_filter(qb, "metadata", &q.metadata)?;
-    push_json_filter(qb, "state_values", &q.values)
+    push_json_filter(qb, "threads.metadata", &q.metadata)?;
+    push_json_filter(qb, "threads.state_values", &q.values)
 }
 
 #[async_trait::async_trait]
