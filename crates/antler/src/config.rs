@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use antler_bridge::MemoryBridgeConfig;
+use antler_auth::{AuthConfig, AuthMode};
+use antler_bridge::{MemoryBridgeConfig, RedisBridgeConfig};
 use antler_runtime::{MultitaskStrategy, RuntimeConfig};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
@@ -34,10 +35,15 @@ pub struct Config {
     pub sqlite_dir: PathBuf,
     /// In-memory stream bridge options.
     pub bridge: MemoryBridgeConfig,
+    /// `Some` when `stream_bridge.type: redis`: the Redis Streams bridge and its options
+    /// (`bridge` is then unused).
+    pub redis_bridge: Option<RedisBridgeConfig>,
     /// Run kernel options.
     pub runtime: RuntimeConfig,
     /// Register the six example graphs.
     pub examples: bool,
+    /// Authentication (`auth:` section).
+    pub auth: AuthConfig,
     /// Warnings found while loading (unknown keys...), logged at startup.
     pub warnings: Vec<String>,
     /// The file the configuration came from, if any.
@@ -53,8 +59,10 @@ impl Default for Config {
             backend: Backend::Sqlite,
             sqlite_dir: PathBuf::from(".antler"),
             bridge: MemoryBridgeConfig::default(),
+            redis_bridge: None,
             runtime: RuntimeConfig::default(),
             examples: true,
+            auth: AuthConfig::default(),
             warnings: Vec::new(),
             source: None,
         }
@@ -338,15 +346,20 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 "redis_url",
                 "stream_ttl_seconds",
                 "max_connections",
+                "key_prefix",
+                "block_ms",
+                "response_timeout_ms",
+                "max_retries",
+                "wait_timeout_seconds",
             ],
         );
-        match get_str(s, "stream_bridge", "type")?.as_deref() {
-            None | Some("memory") => {}
-            Some("redis") => bail!(
-                "config 'stream_bridge.type: redis' is not supported by this build yet; use memory"
-            ),
-            Some(other) => bail!("config 'stream_bridge.type' must be memory, got '{other}'"),
-        }
+        let redis = match get_str(s, "stream_bridge", "type")?.as_deref() {
+            None | Some("memory") => false,
+            Some("redis") => true,
+            Some(other) => {
+                bail!("config 'stream_bridge.type' must be memory or redis, got '{other}'")
+            }
+        };
         let b = &mut cfg.bridge;
         if let Some(n) = get_u64(s, "stream_bridge", "queue_maxsize")? {
             b.queue_maxsize = n as usize;
@@ -365,6 +378,48 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         }
         if let Some(n) = get_u64(s, "stream_bridge", "cleanup_interval_seconds")? {
             b.cleanup_interval_seconds = n;
+        }
+        if redis {
+            // DeerFlow's fallbacks: the key, then DEER_FLOW_STREAM_BRIDGE_REDIS_URL, then REDIS_URL
+            // (then the bridge's default, redis://127.0.0.1:6379/0).
+            let redis_url = get_str(s, "stream_bridge", "redis_url")?
+                .filter(|u| !u.trim().is_empty())
+                .or_else(|| {
+                    antler_bridge::redis_bridge::REDIS_URL_ENV
+                        .iter()
+                        .find_map(|k| lookup(k).filter(|v| !v.trim().is_empty()))
+                });
+            let mut rc = RedisBridgeConfig {
+                redis_url,
+                ..RedisBridgeConfig::default()
+            };
+            if let Some(n) = get_u64(s, "stream_bridge", "queue_maxsize")? {
+                rc.queue_maxsize = n as usize;
+            }
+            if let Some(n) = get_u64(s, "stream_bridge", "stream_ttl_seconds")? {
+                rc.stream_ttl_seconds = n;
+            }
+            if let Some(n) = get_u64(s, "stream_bridge", "awaiting_input_ttl_seconds")? {
+                rc.awaiting_input_ttl_seconds = n;
+            }
+            if let Some(p) = get_str(s, "stream_bridge", "key_prefix")? {
+                rc.key_prefix = p;
+            }
+            if let Some(n) = get_u64(s, "stream_bridge", "block_ms")? {
+                rc.block_ms = n;
+            }
+            if let Some(n) = get_u64(s, "stream_bridge", "response_timeout_ms")? {
+                rc.response_timeout_ms = n;
+            }
+            if let Some(n) = get_u64(s, "stream_bridge", "max_retries")? {
+                rc.max_retries = n.min(100) as u32;
+            }
+            if let Some(n) = get_u64(s, "stream_bridge", "wait_timeout_seconds")? {
+                rc.wait_timeout_seconds = n;
+            }
+            rc.validate()
+                .map_err(|e| anyhow::anyhow!("config 'stream_bridge': {e}"))?;
+            cfg.redis_bridge = Some(rc);
         }
         b.validate()
             .map_err(|e| anyhow::anyhow!("config 'stream_bridge': {e}"))?;
@@ -428,8 +483,92 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             cfg.examples = b;
         }
     }
+    if let Some(s) = section(&root, "auth")? {
+        parse_auth(&mut r, s, &mut cfg.auth)?;
+    }
+    if cfg.auth.jwt_secret.is_none()
+        && let Some(v) = lookup("AUTH_JWT_SECRET").filter(|v| !v.is_empty())
+    {
+        cfg.auth.jwt_secret = Some(v);
+    }
+    cfg.auth
+        .validate()
+        .map_err(|e| anyhow::anyhow!("config {e}"))?;
     cfg.warnings = warnings;
     Ok(cfg)
+}
+
+fn parse_auth(r: &mut Reader<'_>, s: &Map<String, Value>, a: &mut AuthConfig) -> Result<()> {
+    r.check_keys(
+        "auth",
+        s,
+        &[
+            "mode",
+            "enabled",
+            "jwt_secret",
+            "allow_registration",
+            "token_expiry_days",
+            "trusted_header",
+            "trusted_secret_header",
+            "trusted_secret",
+            "trusted_proxies",
+            "lockout_threshold",
+            "lockout_seconds",
+        ],
+    );
+    if let Some(m) = get_str(s, "auth", "mode")? {
+        a.mode = AuthMode::parse(&m).with_context(|| {
+            format!("config 'auth.mode' must be none, api_key, local or trusted_header, got '{m}'")
+        })?;
+    } else if get_bool(s, "auth", "enabled")? == Some(true) {
+        a.mode = AuthMode::Local;
+    }
+    if let Some(v) = get_str(s, "auth", "jwt_secret")?.filter(|v| !v.is_empty()) {
+        a.jwt_secret = Some(v);
+    }
+    if let Some(b) = get_bool(s, "auth", "allow_registration")? {
+        a.allow_registration = b;
+    }
+    if let Some(d) = get_u64(s, "auth", "token_expiry_days")? {
+        if !(1..=30).contains(&d) {
+            bail!("config 'auth.token_expiry_days' must be 1..30, got {d}");
+        }
+        a.token_expiry = Duration::from_secs(d * 86_400);
+    }
+    if let Some(h) = get_str(s, "auth", "trusted_header")? {
+        a.trusted_header = h.to_ascii_lowercase();
+    }
+    if let Some(h) = get_str(s, "auth", "trusted_secret_header")? {
+        a.trusted_secret_header = h.to_ascii_lowercase();
+    }
+    if let Some(v) = get_str(s, "auth", "trusted_secret")?.filter(|v| !v.is_empty()) {
+        a.trusted_secret = Some(v);
+    }
+    match s.get("trusted_proxies") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            a.trusted_proxies = items
+                .iter()
+                .map(|v| match v {
+                    Value::String(ip) if ip.parse::<std::net::IpAddr>().is_ok() => Ok(ip.clone()),
+                    other => bail!(
+                        "config 'auth.trusted_proxies' entries must be IP addresses, got {other}"
+                    ),
+                })
+                .collect::<Result<_>>()?;
+        }
+        Some(other) => bail!("config 'auth.trusted_proxies' must be a list, got {other}"),
+    }
+    if let Some(n) = get_u64(s, "auth", "lockout_threshold")? {
+        if n == 0 {
+            bail!("config 'auth.lockout_threshold' must be at least 1");
+        }
+        a.lockout_threshold = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    if let Some(t) = get_f64(s, "auth", "lockout_seconds")? {
+        a.lockout_duration = Duration::from_secs_f64(t);
+    }
+    Ok(())
 }
 
 /// Loads the configuration from `path` (or defaults when None).
@@ -511,6 +650,79 @@ mod tests {
             let err = format!("{:#}", parse(text, &env).unwrap_err());
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn redis_stream_bridge_section() {
+        let cfg = parse(
+            "stream_bridge:\n  type: redis\n  redis_url: redis://h:1/0\n  queue_maxsize: 32\n  stream_ttl_seconds: 60\n  key_prefix: 'x:'\n",
+            &env,
+        )
+        .unwrap();
+        let rc = cfg.redis_bridge.expect("redis bridge");
+        assert_eq!(rc.redis_url.as_deref(), Some("redis://h:1/0"));
+        assert_eq!(
+            (
+                rc.queue_maxsize,
+                rc.stream_ttl_seconds,
+                rc.key_prefix.as_str()
+            ),
+            (32, 60, "x:")
+        );
+        let fallback = |k: &str| match k {
+            "REDIS_URL" => Some("redis://r:2/0".to_owned()),
+            _ => None,
+        };
+        let cfg = parse("stream_bridge:\n  type: redis\n", &fallback).unwrap();
+        let rc = cfg.redis_bridge.expect("redis bridge");
+        assert_eq!(rc.redis_url.as_deref(), Some("redis://r:2/0"));
+        let first = |k: &str| match k {
+            "DEER_FLOW_STREAM_BRIDGE_REDIS_URL" => Some("redis://d:3/0".to_owned()),
+            "REDIS_URL" => Some("redis://r:2/0".to_owned()),
+            _ => None,
+        };
+        let cfg = parse("stream_bridge:\n  type: redis\n", &first).unwrap();
+        assert_eq!(
+            cfg.redis_bridge.and_then(|r| r.redis_url).as_deref(),
+            Some("redis://d:3/0")
+        );
+        assert!(parse("stream_bridge:\n  type: kafka\n", &env).is_err());
+        assert!(
+            parse("stream_bridge:\n  type: memory\n", &env)
+                .unwrap()
+                .redis_bridge
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn auth_section_parses_and_hides_secrets() {
+        let lookup = |k: &str| match k {
+            "JWT" => Some("a-jwt-secret-of-some-length".to_owned()),
+            "PROXY" => Some("proxy-shared-secret-123".to_owned()),
+            _ => None,
+        };
+        let cfg = parse(
+            "auth:\n  mode: trusted_header\n  jwt_secret: $JWT\n  allow_registration: false\n  trusted_header: X-User\n  trusted_secret: ${PROXY}\n  trusted_proxies: [127.0.0.1]\n",
+            &lookup,
+        )
+        .unwrap();
+        assert_eq!(cfg.auth.mode, AuthMode::TrustedHeader);
+        assert_eq!(cfg.auth.trusted_header, "x-user");
+        assert!(!cfg.auth.allow_registration);
+        assert_eq!(cfg.auth.trusted_proxies, vec!["127.0.0.1".to_owned()]);
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("a-jwt-secret"), "{shown}");
+        assert!(!shown.contains("proxy-shared-secret"), "{shown}");
+        for (text, needle) in [
+            ("auth:\n  mode: magic\n", "auth.mode"),
+            ("auth:\n  mode: trusted_header\n", "trusted_secret"),
+            ("auth:\n  token_expiry_days: 90\n", "token_expiry_days"),
+        ] {
+            let err = format!("{:#}", parse(text, &env).unwrap_err());
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        assert_eq!(parse("", &env).unwrap().auth.mode, AuthMode::None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use antler_bridge::{MemoryBridge, StreamBridge};
+use antler_bridge::{MemoryBridge, RedisBridge, StreamBridge};
 use antler_runtime::{Graphs, Runtime};
 use antler_store::Stores;
 use anyhow::{Context, Result};
@@ -25,6 +25,8 @@ pub struct Server {
     pub runtime: Arc<Runtime>,
     /// How long startup took (config loaded to listening).
     pub startup: Duration,
+    /// Accounts and API keys (tests create keys through it).
+    pub auth: Arc<antler_auth::Auth>,
     task: JoinHandle<Result<()>>,
 }
 
@@ -44,6 +46,71 @@ impl Server {
     pub async fn wait(self) -> Result<()> {
         self.task.await.context("server task panicked")?
     }
+}
+
+/// Name of the file that keeps the generated session-token secret (0600).
+pub const JWT_SECRET_FILE: &str = ".jwt_secret";
+
+/// The auth service of a configuration: accounts in `<sqlite_dir>/auth.db` (in memory with
+/// `database.backend: memory`). `mode: none` opens nothing. The session-token secret is
+/// `auth.jwt_secret` / `AUTH_JWT_SECRET`, else one generated once and kept in
+/// `<sqlite_dir>/.jwt_secret` (random per process with the memory backend).
+pub async fn open_auth(cfg: &Config) -> Result<Arc<antler_auth::Auth>> {
+    if cfg.auth.mode == antler_auth::AuthMode::None {
+        return Ok(Arc::new(antler_auth::Auth::disabled()));
+    }
+    let mut auth_cfg = cfg.auth.clone();
+    let store: Arc<dyn antler_auth::AuthStore> = match cfg.backend {
+        Backend::Memory => Arc::new(antler_auth::MemoryAuthStore::new()),
+        Backend::Sqlite => {
+            if auth_cfg.jwt_secret.is_none() && auth_cfg.mode == antler_auth::AuthMode::Local {
+                auth_cfg.jwt_secret = Some(persistent_jwt_secret(&cfg.sqlite_dir)?);
+            }
+            Arc::new(open_auth_store(cfg).await?)
+        }
+    };
+    let auth = antler_auth::Auth::new(auth_cfg, store).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    Ok(Arc::new(auth))
+}
+
+/// Opens `<sqlite_dir>/auth.db` (the CLI's `keys` commands use it directly).
+pub async fn open_auth_store(cfg: &Config) -> Result<antler_auth::SqliteAuthStore> {
+    antler_auth::SqliteAuthStore::open(&cfg.sqlite_dir)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the auth database in {}",
+                cfg.sqlite_dir.display()
+            )
+        })
+}
+
+fn persistent_jwt_secret(dir: &std::path::Path) -> Result<String> {
+    let path = dir.join(JWT_SECRET_FILE);
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_owned();
+        if s.len() >= 32 {
+            return Ok(s);
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let secret = antler_auth::apikey::random_token(48);
+    // Created 0600 from the start: the secret is never readable by others, not even briefly.
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut file = opts
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(file = %path.display(), "generated the session-token secret");
+    Ok(secret)
 }
 
 async fn open_stores(cfg: &Config) -> Result<Stores> {
@@ -71,9 +138,19 @@ pub async fn start(cfg: Config) -> Result<Server> {
         tracing::warn!("{w}");
     }
     let stores = open_stores(&cfg).await?;
-    let bridge: Arc<dyn StreamBridge> = Arc::new(
-        MemoryBridge::new(cfg.bridge.clone()).map_err(|e| anyhow::anyhow!("stream bridge: {e}"))?,
-    );
+    let bridge: Arc<dyn StreamBridge> = match &cfg.redis_bridge {
+        Some(rc) => {
+            let bridge = RedisBridge::connect(rc.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("stream bridge (redis): {e}"))?;
+            tracing::info!(prefix = %rc.key_prefix, "stream bridge: redis");
+            Arc::new(bridge)
+        }
+        None => Arc::new(
+            MemoryBridge::new(cfg.bridge.clone())
+                .map_err(|e| anyhow::anyhow!("stream bridge: {e}"))?,
+        ),
+    };
     let graphs = if cfg.examples {
         Graphs::new(antler_graph::examples::all())
     } else {
@@ -91,7 +168,10 @@ pub async fn start(cfg: Config) -> Result<Server> {
         .await
         .context("cannot register the graphs' assistants")?;
     runtime.recover_orphans().await;
-    let state = antler_gateway::AppState::new(runtime.clone(), cfg.heartbeat);
+    let auth = open_auth(&cfg).await?;
+    tracing::info!(mode = auth.mode().as_str(), "authentication");
+    let state =
+        antler_gateway::AppState::new(runtime.clone(), cfg.heartbeat).with_auth(auth.clone());
     let app = antler_gateway::router(state);
     let startup = started.elapsed();
     tracing::info!(%addr, ready_ms = startup.as_millis() as u64, "antler ready");
@@ -102,7 +182,12 @@ pub async fn start(cfg: Config) -> Result<Server> {
     // deadline so a stuck client cannot hold the process.
     let shutdown_rt = runtime.clone();
     let token = runtime.shutdown_token();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    // Connect info: the login lockout keys failures by client address.
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         token.cancelled().await;
         tracing::info!("shutting down");
         shutdown_rt.shutdown().await;
@@ -123,6 +208,7 @@ pub async fn start(cfg: Config) -> Result<Server> {
         addr,
         runtime,
         startup,
+        auth,
         task,
     })
 }

@@ -35,11 +35,49 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Manage API keys (kept hashed in `<data dir>/auth.db`).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// Configuration file (else the usual lookup).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Directory of the SQLite databases (overrides `database.sqlite_dir`).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Check a configuration file and print the effective settings.
     CheckConfig {
         /// Configuration file (else the usual lookup).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysAction {
+    /// Create a key acting as user NAME (created if unknown); prints the key once.
+    Create {
+        /// User id or login name the key acts as.
+        #[arg(long)]
+        user: String,
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+        /// Make the user an admin (may use the `/v1/admin/*` routes).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List keys (never their values).
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key id (as printed by `create` and `list`).
+        id: String,
     },
 }
 
@@ -69,6 +107,22 @@ fn main() -> Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(serve(cfg))
+        }
+        Command::Keys {
+            action,
+            config,
+            data_dir,
+        } => {
+            let path = config::locate(config.as_deref())?;
+            let mut cfg = config::load(path.as_deref())?;
+            if let Some(d) = data_dir {
+                cfg.sqlite_dir = d;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(keys(cfg, action))
         }
         Command::CheckConfig { config } => {
             let path = config::locate(config.as_deref())?;
@@ -111,6 +165,69 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+async fn keys(cfg: Config, action: KeysAction) -> Result<()> {
+    let store = antler::open_auth_store(&cfg).await?;
+    let mut auth_cfg = cfg.auth.clone();
+    // Key management works whatever the serving mode is.
+    auth_cfg.mode = antler_auth::AuthMode::ApiKey;
+    let auth = antler_auth::Auth::new(auth_cfg, std::sync::Arc::new(store))
+        .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    match action {
+        KeysAction::Create { user, name, admin } => {
+            let mut user = auth
+                .ensure_user(&user)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if admin && user.role != antler_auth::Role::Admin {
+                user = auth
+                    .set_role(&user.id, antler_auth::Role::Admin)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            let (rec, key) = auth
+                .create_api_key(&user.id, name.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "created key {} for user {} (shown once; store it now)",
+                rec.id, user.id
+            );
+            println!("{key}");
+        }
+        KeysAction::List { user } => {
+            let keys = auth
+                .list_api_keys(user.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{:<18} {:<24} {:<16} {:<28} status",
+                "id", "user", "name", "created"
+            );
+            for k in keys {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<18} {:<24} {:<16} {:<28} {status}",
+                    k.id,
+                    k.user_id,
+                    k.name.as_deref().unwrap_or("-"),
+                    k.created_at.to_rfc3339()
+                );
+            }
+        }
+        KeysAction::Revoke { id } => {
+            auth.revoke_api_key(None, &id)
+                .await
+                .map_err(|e| anyhow::anyhow!("key {id}: {e}"))?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(cfg: Config) -> Result<()> {

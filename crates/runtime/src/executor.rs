@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use antler_graph::{
-    Command, GraphError, Interrupts, RunConfig, RunInput, RunOutcome, StreamPart, StreamSink,
+    Checkpointer, Command, GraphError, Interrupts, MemoryCheckpointer, RunConfig, RunInput,
+    RunOutcome, StreamPart, StreamSink,
 };
 use antler_store::{Run, RunStatus, ThreadStatus, ThreadUpdate};
 use serde_json::{Map, Value, json};
@@ -72,6 +73,14 @@ impl Runtime {
         let owner = run.owner.clone();
         let run_id = run.run_id.clone();
         let thread_id = run.thread_id.clone();
+        // A stateless run whose temporary thread is deleted when it ends keeps its checkpoints
+        // in memory: nothing of it outlives the run, so writing them to disk would be pure cost.
+        let ephemeral = run.temporary && request.on_completion_delete;
+        let checkpointer: Arc<dyn Checkpointer> = if ephemeral {
+            Arc::new(MemoryCheckpointer::new())
+        } else {
+            self.stores.checkpointer.clone()
+        };
 
         // 1. Wait for our turn (the previous run of the thread) and `after_seconds`; a cancel
         //    while waiting ends the run without executing it.
@@ -112,18 +121,6 @@ impl Runtime {
             }
         }
         self.counters.running.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .stores
-            .threads
-            .update(
-                &owner,
-                &thread_id,
-                ThreadUpdate {
-                    status: Some(ThreadStatus::Busy),
-                    ..Default::default()
-                },
-            )
-            .await;
 
         // 3. Stream plumbing: the engine's sink is synchronous, so parts go through an unbounded
         //    channel to a forwarder that shapes, serializes once and publishes in order.
@@ -139,7 +136,7 @@ impl Runtime {
             &json!({"run_id": run_id, "attempt": 1}),
         )
         .await;
-        let mut journal = Journal::new(&self, &run, &request);
+        let mut journal = Journal::new(&self, &run, &request, !ephemeral);
         journal.start().await;
         let forwarder = {
             let rt = self.clone();
@@ -173,7 +170,7 @@ impl Runtime {
             };
             let (input, config) = self.graph_inputs(&run, &request);
             let fut = graph.run(
-                self.stores.checkpointer.clone(),
+                checkpointer.clone(),
                 input,
                 config,
                 sink,
@@ -197,12 +194,14 @@ impl Runtime {
 
         // 5. Finalize: row, thread, stream, journal, webhook.
         self.counters.running.fetch_sub(1, Ordering::Relaxed);
-        let result = self.finalize(&run, &request, ending, journal).await;
+        let result = self
+            .finalize(&run, checkpointer.as_ref(), ephemeral, ending, journal)
+            .await;
         self.end_streams(&run_id, &thread_stream, &result).await;
         if let Some(url) = request.webhook.clone() {
             self.send_webhook(url, &owner, &run_id).await;
         }
-        if run.temporary && request.on_completion_delete {
+        if ephemeral {
             let _ = self.delete_thread_rows(&owner, &thread_id).await;
         }
         self.forget(&handle);
@@ -359,7 +358,8 @@ impl Runtime {
     async fn finalize(
         &self,
         run: &Run,
-        request: &RunCreate,
+        checkpointer: &dyn Checkpointer,
+        ephemeral: bool,
         ending: Ending,
         journal: Journal,
     ) -> RunResult {
@@ -373,11 +373,7 @@ impl Runtime {
         );
         // Rollback first: remove what the run wrote.
         if let Ending::Cancelled(CancelAction::Rollback) = ending {
-            let _ = self
-                .stores
-                .checkpointer
-                .delete_run(thread_id, &run.run_id)
-                .await;
+            let _ = checkpointer.delete_run(thread_id, &run.run_id).await;
             let _ = self.stores.runs.delete(owner, &run.run_id).await;
             let _ = self
                 .stores
@@ -387,10 +383,7 @@ impl Runtime {
         }
         // Current state of the thread (values + pending interrupts).
         let snapshot = match graph {
-            Some(g) => g
-                .get_state(self.stores.checkpointer.as_ref(), thread_id, None, false)
-                .await
-                .ok(),
+            Some(g) => g.get_state(checkpointer, thread_id, None, false).await.ok(),
             None => None,
         };
         let values = snapshot
@@ -470,22 +463,14 @@ impl Runtime {
         };
         let rolled_back = matches!(ending, Ending::Cancelled(CancelAction::Rollback));
         if !rolled_back {
-            let stored_error = error.as_ref().map(|e| e.to_string());
-            let completion = journal.completion(status);
+            // Status, error and the final counters in one write.
+            let mut completion = journal.completion();
+            completion.status = Some(status);
+            completion.error = error.as_ref().map(|e| e.to_string());
             let _ = self
                 .stores
                 .runs
                 .update_completion(&run.run_id, &completion)
-                .await;
-            let _ = self
-                .stores
-                .runs
-                .transition(
-                    &run.run_id,
-                    &[RunStatus::Running, RunStatus::Pending],
-                    status,
-                    stored_error.as_deref(),
-                )
                 .await;
         }
         journal.finish(status, error.as_ref()).await;
@@ -503,7 +488,10 @@ impl Runtime {
         if let Some(t) = title {
             meta.insert("title".into(), Value::String(t));
         }
-        let _ = request;
+        if ephemeral {
+            // The temporary thread is deleted right after: no point updating it.
+            return result;
+        }
         let update = ThreadUpdate {
             status: Some(if queued {
                 ThreadStatus::Busy
@@ -533,9 +521,9 @@ impl Runtime {
         owner: &str,
         thread_id: &str,
     ) -> Result<(), crate::RuntimeError> {
+        // Its checkpoints lived in memory and its run events were not persisted.
         self.stores.threads.delete(owner, thread_id).await?;
-        let _ = self.stores.events.delete_thread(owner, thread_id).await;
-        let _ = self.stores.checkpointer.delete_thread(thread_id).await;
+        let _ = self.stores.runs.delete_by_thread(owner, thread_id).await;
         Ok(())
     }
 }

@@ -27,6 +27,7 @@ pub(crate) struct Journal {
     thread_id: String,
     run_id: String,
     batch_size: usize,
+    persist: bool,
     buffer: Vec<NewRunEvent>,
     counters: RunCompletion,
     last_progress: Instant,
@@ -77,7 +78,8 @@ fn caller_of(msg: &Value) -> &str {
 }
 
 impl Journal {
-    pub(crate) fn new(rt: &Arc<Runtime>, run: &Run, request: &RunCreate) -> Self {
+    /// `persist: false` keeps the counters but writes no run events (ephemeral runs).
+    pub(crate) fn new(rt: &Arc<Runtime>, run: &Run, request: &RunCreate, persist: bool) -> Self {
         let first_human_message = request
             .input
             .as_ref()
@@ -105,6 +107,7 @@ impl Journal {
             thread_id: run.thread_id.clone(),
             run_id: run.run_id.clone(),
             batch_size: rt.config().event_batch_size.max(1),
+            persist,
             buffer: Vec::new(),
             counters,
             last_progress: Instant::now(),
@@ -113,6 +116,9 @@ impl Journal {
     }
 
     fn push(&mut self, event_type: &str, category: &str, content: Value, metadata: Value) {
+        if !self.persist {
+            return;
+        }
         let mut ev = NewRunEvent::new(&self.thread_id, &self.run_id, event_type, category, content);
         ev.metadata = metadata;
         self.buffer.push(ev);
@@ -247,10 +253,9 @@ impl Journal {
     }
 
     /// The counters as the run row's completion fields.
-    pub(crate) fn completion(&self, status: RunStatus) -> RunCompletion {
+    pub(crate) fn completion(&self) -> RunCompletion {
         let mut c = self.counters.clone();
         c.status = None;
-        let _ = status;
         c
     }
 

@@ -324,16 +324,22 @@ impl Runtime {
         }
         let assistant = self.resolve_assistant(owner, &request.assistant_id).await?;
         let temporary = thread_id.is_none();
+        // A thread created for this run is born busy and tagged with its graph: no extra update.
+        let fresh_thread = |tid: &str| {
+            let mut meta = Map::new();
+            meta.insert("graph_id".into(), json!(assistant.graph_id));
+            meta.insert("assistant_id".into(), json!(assistant.assistant_id));
+            let mut t = Thread::new(tid, meta);
+            t.status = ThreadStatus::Busy;
+            t
+        };
+        let mut created_now = false;
         let thread = match thread_id {
             Some(tid) => match self.stores.threads.get(owner, tid).await? {
                 Some(t) => t,
                 None if request.if_not_exists_create => {
-                    match self
-                        .stores
-                        .threads
-                        .create(owner, Thread::new(tid, Map::new()))
-                        .await
-                    {
+                    created_now = true;
+                    match self.stores.threads.create(owner, fresh_thread(tid)).await {
                         Ok(t) => t,
                         Err(StoreError::Conflict(_)) => {
                             return Err(RuntimeError::NotFound(
@@ -350,10 +356,11 @@ impl Runtime {
                 }
             },
             None => {
+                created_now = true;
                 let tid = uuid::Uuid::now_v7().to_string();
                 self.stores
                     .threads
-                    .create(owner, Thread::new(tid, Map::new()))
+                    .create(owner, fresh_thread(&tid))
                     .await?
             }
         };
@@ -412,24 +419,28 @@ impl Runtime {
             h.request_cancel(action);
         }
         let mut thread_meta = Map::new();
-        if !thread.metadata.contains_key("graph_id") {
+        if created_now {
+            // already busy and tagged (see `fresh_thread`)
+        } else if !thread.metadata.contains_key("graph_id") {
             thread_meta.insert("graph_id".into(), json!(assistant.graph_id));
         }
         if !thread.metadata.contains_key("assistant_id") {
             thread_meta.insert("assistant_id".into(), json!(assistant.assistant_id));
         }
-        self.stores
-            .threads
-            .update(
-                owner,
-                &thread.thread_id,
-                ThreadUpdate {
-                    status: Some(ThreadStatus::Busy),
-                    metadata: (!thread_meta.is_empty()).then_some(thread_meta),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        if !created_now {
+            self.stores
+                .threads
+                .update(
+                    owner,
+                    &thread.thread_id,
+                    ThreadUpdate {
+                        status: Some(ThreadStatus::Busy),
+                        metadata: (!thread_meta.is_empty()).then_some(thread_meta),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
         self.counters
             .created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
