@@ -128,14 +128,9 @@ impl Runtime {
         let sink: StreamSink = Arc::new(move |part| {
             let _ = tx.send(part);
         });
+        // (`metadata` was published when the run was created, so a stream's first byte does
+        // not wait for the run to start.)
         let thread_stream = thread_stream_id(&thread_id);
-        self.publish(
-            &run_id,
-            &thread_stream,
-            "metadata",
-            &json!({"run_id": run_id, "attempt": 1}),
-        )
-        .await;
         let mut journal = Journal::new(&self, &run, &request, !ephemeral);
         journal.start().await;
         let forwarder = {
@@ -265,7 +260,13 @@ impl Runtime {
         (input, config)
     }
 
-    async fn publish(&self, run_id: &str, thread_stream: &str, event: &str, data: &Value) {
+    pub(crate) async fn publish(
+        &self,
+        run_id: &str,
+        thread_stream: &str,
+        event: &str,
+        data: &Value,
+    ) {
         let data: Arc<str> = match serde_json::to_string(data) {
             Ok(s) => s.into(),
             Err(_) => return,

@@ -183,6 +183,9 @@ pub struct Runtime {
     shutdown: CancellationToken,
     http: reqwest::Client,
     counters: Counters,
+    /// The system assistant of each graph (read-only records, cached so that resolving a graph
+    /// name on every run create costs no query).
+    system_assistants: parking_lot::RwLock<HashMap<String, Assistant>>,
 }
 
 /// Run counters for `/metrics`.
@@ -225,6 +228,7 @@ impl Runtime {
             shutdown: CancellationToken::new(),
             http: reqwest::Client::new(),
             counters: Counters::default(),
+            system_assistants: parking_lot::RwLock::new(HashMap::new()),
         })
     }
 
@@ -257,17 +261,27 @@ impl Runtime {
     pub async fn register_system_assistants(&self) -> Result<(), RuntimeError> {
         for graph_id in self.graphs.ids() {
             let id = system_assistant_id(graph_id);
-            if self.stores.assistants.get("system", &id).await?.is_none() {
-                match self
+            let record = match self.stores.assistants.get("system", &id).await? {
+                Some(a) => a,
+                None => match self
                     .stores
                     .assistants
                     .create("system", Assistant::system(graph_id))
                     .await
                 {
-                    Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    Ok(a) => a,
+                    Err(StoreError::Conflict(_)) => self
+                        .stores
+                        .assistants
+                        .get("system", &id)
+                        .await?
+                        .unwrap_or_else(|| Assistant::system(graph_id)),
                     Err(e) => return Err(e.into()),
-                }
-            }
+                },
+            };
+            self.system_assistants
+                .write()
+                .insert(graph_id.clone(), record);
         }
         Ok(())
     }
@@ -279,11 +293,23 @@ impl Runtime {
         assistant_id: &str,
     ) -> Result<Assistant, RuntimeError> {
         if self.graphs.contains(assistant_id) {
+            if let Some(a) = self.system_assistants.read().get(assistant_id) {
+                return Ok(a.clone());
+            }
             let id = system_assistant_id(assistant_id);
             if let Some(a) = self.stores.assistants.get(owner, &id).await? {
                 return Ok(a);
             }
             return Ok(Assistant::system(assistant_id));
+        }
+        let cached = self
+            .system_assistants
+            .read()
+            .values()
+            .find(|a| a.assistant_id == assistant_id)
+            .cloned();
+        if let Some(a) = cached {
+            return Ok(a);
         }
         if let Some(a) = self.stores.assistants.get(owner, assistant_id).await?
             && self.graphs.contains(&a.graph_id)
@@ -415,6 +441,13 @@ impl Runtime {
             handle.done.send_replace(Some(RunResult::RolledBack));
             return Err(e.into());
         }
+        self.publish(
+            &run_id,
+            &thread_stream_id(&thread.thread_id),
+            "metadata",
+            &json!({"run_id": run_id, "attempt": 1}),
+        )
+        .await;
         for (h, action) in to_cancel {
             h.request_cancel(action);
         }
