@@ -1,5 +1,5 @@
-//! The shared conformance suite every [`StreamBridge`] implementation runs (memory now, Redis
-//! later): `conformance::run_all(bridge).await` from a `#[tokio::test]`.
+//! The shared conformance suite every [`StreamBridge`] implementation runs (memory and Redis):
+//! `conformance::run_all(bridge).await` from a `#[tokio::test]`.
 //!
 //! Requirements on the bridge under test: it retains at least 4 events per stream, trims below
 //! 20,000 events, and it is used by nobody else (the suite ends by calling `close()`). Every

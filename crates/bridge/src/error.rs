@@ -1,6 +1,6 @@
 //! The crate's one public error type, [`BridgeError`].
 //!
-//! Every bridge implementation (memory today, Redis later) reports failures through this enum so
+//! Every bridge implementation (memory and Redis) reports failures through this enum so
 //! the runtime and the gateway can map them without knowing the backend.
 
 /// Errors returned by a [`crate::StreamBridge`] implementation.

@@ -6,6 +6,8 @@
 //! - [`StreamBridge`], the backend-neutral contract ([`contract`]), with [`Subscription`] and
 //!   the item types [`BridgeEvent`], [`BridgeItem`], [`GapInfo`];
 //! - [`MemoryBridge`], the in-process implementation, and its [`MemoryBridgeConfig`];
+//! - [`RedisBridge`], the Redis Streams implementation for several replicas, and its
+//!   [`RedisBridgeConfig`];
 //! - [`sse`], the SSE frame encoder used by the gateway;
 //! - [`conformance`], the test suite every implementation runs.
 //!
@@ -18,6 +20,7 @@ pub mod contract;
 pub mod error;
 pub mod event;
 pub mod memory;
+pub mod redis_bridge;
 pub mod sse;
 pub mod subscription;
 
@@ -25,4 +28,5 @@ pub use contract::{BridgeStats, StreamBridge};
 pub use error::BridgeError;
 pub use event::{BridgeEvent, BridgeItem, GapInfo, format_event_id, parse_event_id};
 pub use memory::{MemoryBridge, MemoryBridgeConfig};
+pub use redis_bridge::{RedisBridge, RedisBridgeConfig};
 pub use subscription::{HeartbeatStream, Subscription, Tick};

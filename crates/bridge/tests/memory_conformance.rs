@@ -1,5 +1,5 @@
-//! Runs the public conformance suite against the memory bridge from outside the crate, the way
-//! other implementations (Redis) will.
+//! Runs the public conformance suite against the memory bridge from outside the crate, as
+//! `redis_bridge.rs` does for the Redis bridge.
 
 use std::sync::Arc;
 
