@@ -1005,5 +1005,28 @@ async fn secrets_never_reach_run_kwargs() {
     let run = &runs.json()[0];
     assert_eq!(run["kwargs"]["config"]["configurable"]["model"], "m1");
     assert_eq!(run["metadata"]["purpose"], "test");
+    // Stored configs and metadata are cleaned the same way.
+    let r = alice
+        .post(
+            "/assistants",
+            json!({"graph_id": "echo", "config": {"configurable": {"api_key": "sk-asst", "model": "m2"}},
+                   "metadata": {"password": "pw-asst", "team": "x"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        !r.text.contains("sk-asst") && !r.text.contains("pw-asst"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.json()["config"]["configurable"]["model"], "m2");
+    let r = alice
+        .post(
+            "/threads",
+            json!({"metadata": {"github_token": "ghp-secret", "project": "p"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["metadata"], json!({"project": "p"}));
     app.stop().await;
 }

@@ -5,8 +5,10 @@
 //! JSON `{"detail": ...}` errors for every failure (unknown route 404, wrong method 405 with
 //! `allow`, bad input 422); request metrics; and the OpenAPI document generated from the
 //! route tables. Handlers are thin: they validate and extract, call the stores / runtime, and
-//! map the result.
+//! map the result. Every request is authenticated first ([`auth`]); handlers act as the
+//! request's [`Caller`], never as a fixed owner.
 
+pub mod auth;
 pub mod error;
 pub mod middleware;
 pub mod routes;
@@ -15,6 +17,7 @@ pub mod state;
 use axum::Router;
 use axum::http::StatusCode;
 
+pub use auth::Caller;
 pub use error::{ApiError, ApiResult};
 pub use state::{AppState, DEFAULT_OWNER, Graphs, Metrics};
 
@@ -27,6 +30,7 @@ pub fn api_routes() -> Router<AppState> {
         .merge(routes::store::router())
         .merge(routes::runs::router())
         .merge(routes::state::router())
+        .merge(routes::auth::router())
 }
 
 /// The whole application: every route at `/` and under `/api`, CORS, JSON errors, metrics.
@@ -36,6 +40,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api.clone())
         .nest("/api", api)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::metrics,

@@ -18,9 +18,9 @@ use antler_store::Stores;
 pub use antler_runtime::Graphs;
 use parking_lot::Mutex;
 
-/// The owner every request acts as until authentication lands: every store call that reads or
-/// writes user data passes it.
-pub const DEFAULT_OWNER: &str = "default";
+/// The owner every request acts as when auth is off (`auth.mode: none`). Handlers never use
+/// it directly: they pass the request's [`crate::auth::Caller`].
+pub const DEFAULT_OWNER: &str = antler_auth::DEFAULT_USER_ID;
 
 /// Request counters served at `GET /metrics` (run gauges come from the runtime's
 /// [`Counters`]).
@@ -181,6 +181,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Interval between SSE heartbeat comments (`: heartbeat`).
     pub heartbeat_interval: Duration,
+    /// Who is calling: credentials -> actor, account operations (`auth.mode`).
+    pub auth: Arc<antler_auth::Auth>,
 }
 
 impl AppState {
@@ -193,7 +195,14 @@ impl AppState {
             runtime,
             metrics: Arc::new(Metrics::default()),
             heartbeat_interval,
+            auth: Arc::new(antler_auth::Auth::disabled()),
         }
+    }
+
+    /// Sets the auth service (the default is `mode: none`: everyone is `default`).
+    pub fn with_auth(mut self, auth: Arc<antler_auth::Auth>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Everything in memory (stores, stream bridge) with the default runtime options: for

@@ -19,9 +19,10 @@ use antler_store::{
     StoreError, VersionQuery, system_assistant_id,
 };
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Json, LenientJson, Path, Query, page};
 use crate::routes::{RouteDoc, pagination_headers, project, to_values, validate_select};
-use crate::state::{AppState, DEFAULT_OWNER};
+use crate::state::AppState;
 
 /// Routes documented in `/openapi.json`.
 pub const DOCS: &[RouteDoc] = &[
@@ -130,12 +131,12 @@ pub fn resolve_assistant_id(state: &AppState, raw: &str) -> ApiResult<String> {
 }
 
 /// Loads an assistant visible to the caller (404 `Not Found` otherwise).
-pub async fn load_assistant(state: &AppState, raw_id: &str) -> ApiResult<Assistant> {
+pub async fn load_assistant(state: &AppState, owner: &str, raw_id: &str) -> ApiResult<Assistant> {
     let id = resolve_assistant_id(state, raw_id)?;
     state
         .stores
         .assistants
-        .get(DEFAULT_OWNER, &id)
+        .get(owner, &id)
         .await?
         .ok_or_else(ApiError::not_found_plain)
 }
@@ -224,9 +225,16 @@ fn context_from_config(config: &Map<String, Value>) -> Value {
 }
 
 async fn create(
+    caller: Caller,
     State(state): State<AppState>,
-    Json(body): Json<CreateBody>,
+    Json(mut body): Json<CreateBody>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
+    crate::auth::strip_stored_secrets(
+        body.config.as_mut(),
+        body.context.as_mut(),
+        body.metadata.as_mut(),
+    );
     if !state.graphs.contains(&body.graph_id) {
         return Err(unknown_graph(&state, &body.graph_id));
     }
@@ -238,11 +246,7 @@ async fn create(
     };
     let if_exists = body.if_exists.unwrap_or_default();
     if body.assistant_id.is_some()
-        && let Some(existing) = state
-            .stores
-            .assistants
-            .get(DEFAULT_OWNER, &assistant_id)
-            .await?
+        && let Some(existing) = state.stores.assistants.get(owner, &assistant_id).await?
     {
         return match if_exists {
             IfExists::DoNothing => Ok(Json(existing).into_response()),
@@ -264,19 +268,14 @@ async fn create(
     assistant.config = Value::Object(config);
     assistant.metadata = body.metadata.unwrap_or_default();
     assistant.description = body.description;
-    match state
-        .stores
-        .assistants
-        .create(DEFAULT_OWNER, assistant)
-        .await
-    {
+    match state.stores.assistants.create(owner, assistant).await {
         Ok(created) => Ok(Json(created).into_response()),
         Err(StoreError::Conflict(_)) => match if_exists {
             IfExists::DoNothing => {
                 let existing = state
                     .stores
                     .assistants
-                    .get(DEFAULT_OWNER, &assistant_id)
+                    .get(owner, &assistant_id)
                     .await?
                     .ok_or_else(|| {
                         ApiError::conflict(format!("Assistant {assistant_id} already exists"))
@@ -345,16 +344,14 @@ const ASSISTANT_FIELDS: &[&str] = &[
 ];
 
 async fn search(
+    caller: Caller,
     State(state): State<AppState>,
     LenientJson(body): LenientJson<SearchBody>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_select(body.select.as_deref(), ASSISTANT_FIELDS)?;
     let query = assistant_search(&body)?;
-    let (items, total) = state
-        .stores
-        .assistants
-        .search(DEFAULT_OWNER, &query)
-        .await?;
+    let (items, total) = state.stores.assistants.search(owner, &query).await?;
     let headers = pagination_headers(total, query.offset, items.len());
     let items = project(to_values(&items)?, body.select.as_deref());
     Ok((headers, Json(items)).into_response())
@@ -371,25 +368,27 @@ struct CountBody {
 }
 
 async fn count(
+    caller: Caller,
     State(state): State<AppState>,
     LenientJson(body): LenientJson<CountBody>,
 ) -> ApiResult<Json<u64>> {
+    let owner = caller.owner();
     let query = AssistantSearch {
         graph_id: body.graph_id,
         name: body.name,
         metadata: body.metadata.unwrap_or_default(),
         ..AssistantSearch::default()
     };
-    Ok(Json(
-        state.stores.assistants.count(DEFAULT_OWNER, &query).await?,
-    ))
+    Ok(Json(state.stores.assistants.count(owner, &query).await?))
 }
 
 async fn get_one(
+    caller: Caller,
     State(state): State<AppState>,
     Path(assistant_id): Path<String>,
 ) -> ApiResult<Json<Assistant>> {
-    load_assistant(&state, &assistant_id).await.map(Json)
+    let owner = caller.owner();
+    load_assistant(&state, owner, &assistant_id).await.map(Json)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -409,11 +408,18 @@ struct PatchBody {
 }
 
 async fn patch(
+    caller: Caller,
     State(state): State<AppState>,
     Path(assistant_id): Path<String>,
-    LenientJson(body): LenientJson<PatchBody>,
+    LenientJson(mut body): LenientJson<PatchBody>,
 ) -> ApiResult<Json<Assistant>> {
-    let current = load_assistant(&state, &assistant_id).await?;
+    let owner = caller.owner();
+    crate::auth::strip_stored_secrets(
+        body.config.as_mut(),
+        body.context.as_mut(),
+        body.metadata.as_mut(),
+    );
+    let current = load_assistant(&state, owner, &assistant_id).await?;
     ensure_writable(&current)?;
     if let Some(graph_id) = &body.graph_id
         && !state.graphs.contains(graph_id)
@@ -438,21 +444,23 @@ async fn patch(
     let updated = state
         .stores
         .assistants
-        .update(DEFAULT_OWNER, &current.assistant_id, patch)
+        .update(owner, &current.assistant_id, patch)
         .await?;
     Ok(Json(updated))
 }
 
 async fn delete(
+    caller: Caller,
     State(state): State<AppState>,
     Path(assistant_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let assistant = load_assistant(&state, &assistant_id).await?;
+    let owner = caller.owner();
+    let assistant = load_assistant(&state, owner, &assistant_id).await?;
     ensure_writable(&assistant)?;
     state
         .stores
         .assistants
-        .delete(DEFAULT_OWNER, &assistant.assistant_id)
+        .delete(owner, &assistant.assistant_id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -479,12 +487,14 @@ fn parse_xray(raw: Option<&str>) -> ApiResult<bool> {
 }
 
 async fn graph(
+    caller: Caller,
     State(state): State<AppState>,
     Path(assistant_id): Path<String>,
     Query(q): Query<GraphQuery>,
 ) -> ApiResult<Json<Value>> {
+    let owner = caller.owner();
     let xray = parse_xray(q.xray.as_deref())?;
-    let assistant = load_assistant(&state, &assistant_id).await?;
+    let assistant = load_assistant(&state, owner, &assistant_id).await?;
     let graph = graph_of(&state, &assistant)?;
     Ok(Json(graph.drawable(xray)))
 }
@@ -567,10 +577,12 @@ fn graph_schemas(graph_id: &str, graph: &CompiledGraph) -> Map<String, Value> {
 }
 
 async fn schemas(
+    caller: Caller,
     State(state): State<AppState>,
     Path(assistant_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let assistant = load_assistant(&state, &assistant_id).await?;
+    let owner = caller.owner();
+    let assistant = load_assistant(&state, owner, &assistant_id).await?;
     let graph = graph_of(&state, &assistant)?;
     let mut out = Map::new();
     out.insert("graph_id".into(), json!(assistant.graph_id));
@@ -604,11 +616,12 @@ fn collect_subgraphs(
 
 async fn subgraphs_impl(
     state: &AppState,
+    owner: &str,
     assistant_id: &str,
     namespace: Option<&str>,
     recurse: bool,
 ) -> ApiResult<Json<Value>> {
-    let assistant = load_assistant(state, assistant_id).await?;
+    let assistant = load_assistant(state, owner, assistant_id).await?;
     let graph = graph_of(state, &assistant)?;
     let mut found = Vec::new();
     collect_subgraphs(None, graph, recurse, &mut found);
@@ -625,20 +638,32 @@ async fn subgraphs_impl(
 }
 
 async fn subgraphs(
+    caller: Caller,
     State(state): State<AppState>,
     Path(assistant_id): Path<String>,
     Query(q): Query<SubgraphQuery>,
 ) -> ApiResult<Json<Value>> {
-    subgraphs_impl(&state, &assistant_id, None, q.recurse.unwrap_or(false)).await
+    let owner = caller.owner();
+    subgraphs_impl(
+        &state,
+        owner,
+        &assistant_id,
+        None,
+        q.recurse.unwrap_or(false),
+    )
+    .await
 }
 
 async fn subgraphs_ns(
+    caller: Caller,
     State(state): State<AppState>,
     Path((assistant_id, namespace)): Path<(String, String)>,
     Query(q): Query<SubgraphQuery>,
 ) -> ApiResult<Json<Value>> {
+    let owner = caller.owner();
     subgraphs_impl(
         &state,
+        owner,
         &assistant_id,
         Some(&namespace),
         q.recurse.unwrap_or(false),
@@ -657,12 +682,14 @@ struct VersionsBody {
 }
 
 async fn versions(
+    caller: Caller,
     State(state): State<AppState>,
     Path(assistant_id): Path<String>,
     LenientJson(body): LenientJson<VersionsBody>,
 ) -> ApiResult<Json<Vec<antler_store::AssistantVersion>>> {
+    let owner = caller.owner();
     let (limit, offset) = page(body.limit, body.offset, 10)?;
-    let assistant = load_assistant(&state, &assistant_id).await?;
+    let assistant = load_assistant(&state, owner, &assistant_id).await?;
     let query = VersionQuery {
         metadata: body.metadata.unwrap_or_default(),
         limit,
@@ -672,7 +699,7 @@ async fn versions(
         state
             .stores
             .assistants
-            .versions(DEFAULT_OWNER, &assistant.assistant_id, &query)
+            .versions(owner, &assistant.assistant_id, &query)
             .await?,
     ))
 }
@@ -683,17 +710,19 @@ struct LatestBody {
 }
 
 async fn set_latest(
+    caller: Caller,
     State(state): State<AppState>,
     Path(assistant_id): Path<String>,
     Json(body): Json<LatestBody>,
 ) -> ApiResult<Json<Assistant>> {
-    let assistant = load_assistant(&state, &assistant_id).await?;
+    let owner = caller.owner();
+    let assistant = load_assistant(&state, owner, &assistant_id).await?;
     ensure_writable(&assistant)?;
     Ok(Json(
         state
             .stores
             .assistants
-            .set_latest(DEFAULT_OWNER, &assistant.assistant_id, body.version)
+            .set_latest(owner, &assistant.assistant_id, body.version)
             .await?,
     ))
 }

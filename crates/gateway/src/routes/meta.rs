@@ -153,6 +153,19 @@ pub fn openapi_document(docs: &[RouteDoc]) -> Value {
                 "422": {"description": "Validation Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}},
             }),
         );
+        if !crate::auth::is_public(doc.path) {
+            // `{}`: with `auth.mode: none` no credentials are needed.
+            op.insert(
+                "security".into(),
+                json!([{}, {"ApiKeyAuth": []}, {"BearerAuth": []}, {"CookieAuth": []}]),
+            );
+            if let Some(Value::Object(responses)) = op.get_mut("responses") {
+                responses.insert(
+                    "401".into(),
+                    json!({"description": "Missing or invalid credentials"}),
+                );
+            }
+        }
         let entry = paths
             .entry(doc.path.to_owned())
             .or_insert_with(|| Value::Object(Map::new()));
@@ -168,6 +181,11 @@ pub fn openapi_document(docs: &[RouteDoc]) -> Value {
         },
         "paths": paths,
         "components": {
+            "securitySchemes": {
+                "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "BearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "CookieAuth": {"type": "apiKey", "in": "cookie", "name": "access_token"},
+            },
             "schemas": {
                 "ErrorResponse": {
                     "type": "object",

@@ -3,6 +3,7 @@
 //! is generated; a test checks that every documented route is actually served).
 
 pub mod assistants;
+pub mod auth;
 pub mod meta;
 pub mod runs;
 pub mod state;
@@ -54,6 +55,7 @@ pub fn all_docs() -> Vec<RouteDoc> {
         runs::DOCS,
         store::DOCS,
         meta::DOCS,
+        auth::DOCS,
     ] {
         docs.extend_from_slice(table);
     }

@@ -22,11 +22,12 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::error::{
     ApiError, ApiResult, Json, LenientJson, Path, Query, de_flag, parse_run_id, validate_thread_id,
 };
 use crate::routes::{RouteDoc, project, to_values};
-use crate::state::{AppState, DEFAULT_OWNER};
+use crate::state::AppState;
 
 /// Routes documented in `/openapi.json`.
 pub const DOCS: &[RouteDoc] = &[
@@ -176,16 +177,17 @@ fn last_event_id(headers: &HeaderMap) -> Option<String> {
 
 async fn create(
     rt: &Arc<Runtime>,
+    owner: &str,
     thread_id: Option<&str>,
-    body: Value,
+    mut body: Value,
 ) -> ApiResult<antler_runtime::CreatedRun> {
     if let Some(t) = thread_id {
         validate_thread_id(t)?;
     }
+    // Secrets a client put in config / context / metadata never reach run kwargs.
+    crate::auth::strip_secrets(&mut body);
     let req = RunCreate::parse(&body).map_err(rt_err)?;
-    rt.create_run(DEFAULT_OWNER, thread_id, req)
-        .await
-        .map_err(rt_err)
+    rt.create_run(owner, thread_id, req).await.map_err(rt_err)
 }
 
 fn run_paths(thread_id: Option<&str>, run_id: &str) -> (String, String) {
@@ -201,11 +203,13 @@ fn run_paths(thread_id: Option<&str>, run_id: &str) -> (String, String) {
 // ------------------------------------------------------------------ create
 
 async fn create_background(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
-    let created = create(&st.runtime, Some(&thread_id), body).await?;
+    let owner = caller.owner();
+    let created = create(&st.runtime, owner, Some(&thread_id), body).await?;
     let (content_location, _) = run_paths(Some(&thread_id), &created.run.run_id);
     let mut resp = Json(&created.run).into_response();
     resp.headers_mut()
@@ -214,10 +218,12 @@ async fn create_background(
 }
 
 async fn stateless_background(
+    caller: Caller,
     State(st): State<AppState>,
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
-    let created = create(&st.runtime, None, body).await?;
+    let owner = caller.owner();
+    let created = create(&st.runtime, owner, None, body).await?;
     let (content_location, _) = run_paths(None, &created.run.run_id);
     let mut resp = Json(&created.run).into_response();
     resp.headers_mut()
@@ -226,9 +232,11 @@ async fn stateless_background(
 }
 
 async fn stateless_batch(
+    caller: Caller,
     State(st): State<AppState>,
     Json(body): Json<Value>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     let Value::Array(items) = body else {
         return Err(ApiError::unprocessable(
             "Request body must be a list of run-create objects",
@@ -236,14 +244,15 @@ async fn stateless_batch(
     };
     // Validate every item first so a bad item creates nothing.
     let mut reqs = Vec::with_capacity(items.len());
-    for item in &items {
-        reqs.push(RunCreate::parse(item).map_err(rt_err)?);
+    for mut item in items {
+        crate::auth::strip_secrets(&mut item);
+        reqs.push(RunCreate::parse(&item).map_err(rt_err)?);
     }
     let mut runs = Vec::with_capacity(reqs.len());
     for req in reqs {
         let created = st
             .runtime
-            .create_run(DEFAULT_OWNER, None, req)
+            .create_run(owner, None, req)
             .await
             .map_err(rt_err)?;
         runs.push(created.run);
@@ -252,26 +261,31 @@ async fn stateless_batch(
 }
 
 async fn create_stream(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     headers: HeaderMap,
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     let _ = headers;
-    let created = create(&st.runtime, Some(&thread_id), body).await?;
-    stream_created(&st, Some(&thread_id), created).await
+    let created = create(&st.runtime, owner, Some(&thread_id), body).await?;
+    stream_created(&st, owner, Some(&thread_id), created).await
 }
 
 async fn stateless_stream(
+    caller: Caller,
     State(st): State<AppState>,
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
-    let created = create(&st.runtime, None, body).await?;
-    stream_created(&st, None, created).await
+    let owner = caller.owner();
+    let created = create(&st.runtime, owner, None, body).await?;
+    stream_created(&st, owner, None, created).await
 }
 
 async fn stream_created(
     st: &AppState,
+    owner: &str,
     path_thread: Option<&str>,
     created: antler_runtime::CreatedRun,
 ) -> ApiResult<Response> {
@@ -279,18 +293,21 @@ async fn stream_created(
     let (content_location, location) = run_paths(path_thread, &run_id);
     let cancel_on_disconnect = (created.request.on_disconnect == OnDisconnect::Cancel)
         .then(|| (created.run.thread_id.clone(), run_id.clone()));
-    let body = sse_body(st, &run_id, None, None, cancel_on_disconnect).await?;
+    let body = sse_body(st, owner, &run_id, None, None, cancel_on_disconnect).await?;
     Ok(sse_response(body, Some((&location, &content_location))))
 }
 
 async fn create_wait(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
-    let created = create(&st.runtime, Some(&thread_id), body).await?;
+    let owner = caller.owner();
+    let created = create(&st.runtime, owner, Some(&thread_id), body).await?;
     wait_response(
         &st,
+        owner,
         &created.run.thread_id,
         &created.run.run_id,
         created.request.on_disconnect == OnDisconnect::Cancel,
@@ -298,12 +315,15 @@ async fn create_wait(
 }
 
 async fn stateless_wait(
+    caller: Caller,
     State(st): State<AppState>,
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
-    let created = create(&st.runtime, None, body).await?;
+    let owner = caller.owner();
+    let created = create(&st.runtime, owner, None, body).await?;
     wait_response(
         &st,
+        owner,
         &created.run.thread_id,
         &created.run.run_id,
         created.request.on_disconnect == OnDisconnect::Cancel,
@@ -313,6 +333,7 @@ async fn stateless_wait(
 /// A chunked JSON body: a bare `\n` every 5 s while the run is pending, then the result.
 fn wait_response(
     st: &AppState,
+    owner: &str,
     thread_id: &str,
     run_id: &str,
     cancel_on_disconnect: bool,
@@ -320,11 +341,13 @@ fn wait_response(
     let rt = st.runtime.clone();
     let guard = DisconnectGuard::new(
         rt.clone(),
+        owner,
         cancel_on_disconnect.then(|| (thread_id.to_string(), run_id.to_string())),
     );
     let run_id_owned = run_id.to_string();
+    let owner_owned = owner.to_owned();
     let result = async move {
-        let r = rt.wait_run(DEFAULT_OWNER, &run_id_owned).await;
+        let r = rt.wait_run(&owner_owned, &run_id_owned).await;
         (r, guard)
     };
     let period = Duration::from_secs(5);
@@ -376,10 +399,12 @@ struct ListParams {
 }
 
 async fn list_runs(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let (limit, offset) = crate::error::page(p.limit, p.offset, 10)?;
     let status = match p.status.as_deref() {
@@ -393,7 +418,7 @@ async fn list_runs(
     let runs = st
         .runtime
         .list_runs(
-            DEFAULT_OWNER,
+            owner,
             &thread_id,
             &RunListQuery {
                 limit,
@@ -414,27 +439,31 @@ async fn list_runs(
 }
 
 async fn get_run(
+    caller: Caller,
     State(st): State<AppState>,
     Path((thread_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let run_id = parse_run_id(&run_id)?;
     let run = st
         .runtime
-        .get_run(DEFAULT_OWNER, &thread_id, &run_id)
+        .get_run(owner, &thread_id, &run_id)
         .await
         .map_err(rt_err)?;
     Ok(Json(run).into_response())
 }
 
 async fn delete_run(
+    caller: Caller,
     State(st): State<AppState>,
     Path((thread_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let run_id = parse_run_id(&run_id)?;
     st.runtime
-        .delete_run(DEFAULT_OWNER, &thread_id, &run_id)
+        .delete_run(owner, &thread_id, &run_id)
         .await
         .map_err(rt_err)?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -461,16 +490,18 @@ fn parse_action(a: Option<&str>) -> ApiResult<CancelAction> {
 }
 
 async fn cancel_run(
+    caller: Caller,
     State(st): State<AppState>,
     Path((thread_id, run_id)): Path<(String, String)>,
     Query(p): Query<CancelParams>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let run_id = parse_run_id(&run_id)?;
     let action = parse_action(p.action.as_deref())?;
     let wait = p.wait.unwrap_or(false);
     st.runtime
-        .cancel_run(DEFAULT_OWNER, &thread_id, &run_id, action, wait)
+        .cancel_run(owner, &thread_id, &run_id, action, wait)
         .await
         .map_err(rt_err)?;
     if wait {
@@ -501,10 +532,12 @@ struct CancelManyParams {
 }
 
 async fn cancel_many(
+    caller: Caller,
     State(st): State<AppState>,
     Query(p): Query<CancelManyParams>,
     LenientJson(body): LenientJson<CancelManyBody>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     let action = parse_action(p.action.as_deref())?;
     if let Some(s) = body.status.as_deref()
         && !["pending", "running", "all"].contains(&s)
@@ -526,7 +559,7 @@ async fn cancel_many(
     let n = st
         .runtime
         .cancel_many(
-            DEFAULT_OWNER,
+            owner,
             body.thread_id.as_deref(),
             body.run_ids.as_deref(),
             body.status.as_deref(),
@@ -545,16 +578,18 @@ async fn cancel_many(
 // ------------------------------------------------------------------ join
 
 async fn join_run(
+    caller: Caller,
     State(st): State<AppState>,
     Path((thread_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let run_id = parse_run_id(&run_id)?;
     st.runtime
-        .get_run(DEFAULT_OWNER, &thread_id, &run_id)
+        .get_run(owner, &thread_id, &run_id)
         .await
         .map_err(rt_err)?;
-    wait_response(&st, &thread_id, &run_id, false)
+    wait_response(&st, owner, &thread_id, &run_id, false)
 }
 
 /// Query of the join-stream routes. `stream_mode` may be repeated
@@ -614,15 +649,17 @@ fn mode_filter(raw: Option<&str>) -> Option<Vec<String>> {
 }
 
 async fn join_stream(
+    caller: Caller,
     State(st): State<AppState>,
     Path((thread_id, run_id)): Path<(String, String)>,
     p: JoinStreamParams,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let run_id = parse_run_id(&run_id)?;
     let (content_location, location) = run_paths(Some(&thread_id), &run_id);
-    let run = match st.runtime.get_run(DEFAULT_OWNER, &thread_id, &run_id).await {
+    let run = match st.runtime.get_run(owner, &thread_id, &run_id).await {
         Ok(r) => r,
         Err(RuntimeError::NotFound(_)) => {
             // The reference answers 200 with an error event for an unknown run.
@@ -649,19 +686,21 @@ async fn join_stream(
             Some((&location, &content_location)),
         ));
     }
-    let body = sse_body(&st, &run_id, last.as_deref(), filter, cancel).await?;
+    let body = sse_body(&st, owner, &run_id, last.as_deref(), filter, cancel).await?;
     Ok(sse_response(body, Some((&location, &content_location))))
 }
 
 async fn thread_stream(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     p: JoinStreamParams,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     st.runtime
-        .require_thread(DEFAULT_OWNER, &thread_id)
+        .require_thread(owner, &thread_id)
         .await
         .map_err(rt_err)?;
     let filter = mode_filter(p.stream_mode.as_deref());
@@ -671,7 +710,7 @@ async fn thread_stream(
         Some(id) => Some(id),
         None => st.runtime.bridge().latest_event_id(&stream_id).await,
     };
-    let body = sse_body(&st, &stream_id, last.as_deref(), filter, None).await?;
+    let body = sse_body(&st, owner, &stream_id, last.as_deref(), filter, None).await?;
     Ok(sse_response(body, None))
 }
 
@@ -712,12 +751,18 @@ fn passes(filter: &Option<Vec<String>>, event: &str) -> bool {
 /// (`on_disconnect: cancel`). Disarmed once the stream has ended normally.
 struct DisconnectGuard {
     rt: Arc<Runtime>,
+    /// The caller the run belongs to (the cancel acts as them).
+    owner: String,
     target: Option<(String, String)>,
 }
 
 impl DisconnectGuard {
-    fn new(rt: Arc<Runtime>, target: Option<(String, String)>) -> Self {
-        Self { rt, target }
+    fn new(rt: Arc<Runtime>, owner: &str, target: Option<(String, String)>) -> Self {
+        Self {
+            rt,
+            owner: owner.to_owned(),
+            target,
+        }
     }
 
     fn disarm(&mut self) {
@@ -728,14 +773,14 @@ impl DisconnectGuard {
 impl Drop for DisconnectGuard {
     fn drop(&mut self) {
         if let Some((thread_id, run_id)) = self.target.take() {
-            self.rt
-                .cancel_in_background(DEFAULT_OWNER, thread_id, run_id);
+            self.rt.cancel_in_background(&self.owner, thread_id, run_id);
         }
     }
 }
 
 async fn sse_body(
     st: &AppState,
+    owner: &str,
     stream_id: &str,
     last_event_id: Option<&str>,
     filter: Option<Vec<String>>,
@@ -749,7 +794,7 @@ async fn sse_body(
         .subscribe(stream_id, last_event_id)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let guard = DisconnectGuard::new(rt.clone(), cancel_on_disconnect);
+    let guard = DisconnectGuard::new(rt.clone(), owner, cancel_on_disconnect);
     let shutdown = rt.shutdown_token();
     let heartbeat = st.heartbeat_interval;
     let ticks = sub.with_heartbeat(heartbeat);

@@ -8,12 +8,13 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::auth::Caller;
 use crate::error::{
     ApiError, ApiResult, Json, LenientJson, Path, Query, de_flag, validate_thread_id,
 };
 use crate::routes::RouteDoc;
 use crate::routes::runs::rt_err;
-use crate::state::{AppState, DEFAULT_OWNER};
+use crate::state::AppState;
 
 /// Routes documented in `/openapi.json`.
 pub const DOCS: &[RouteDoc] = &[
@@ -83,34 +84,33 @@ struct StateParams {
 }
 
 async fn get_state(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     Query(p): Query<StateParams>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let v = st
         .runtime
-        .get_state(
-            DEFAULT_OWNER,
-            &thread_id,
-            None,
-            p.subgraphs.unwrap_or(false),
-        )
+        .get_state(owner, &thread_id, None, p.subgraphs.unwrap_or(false))
         .await
         .map_err(rt_err)?;
     Ok(Json(v).into_response())
 }
 
 async fn state_at_checkpoint(
+    caller: Caller,
     State(st): State<AppState>,
     Path((thread_id, checkpoint_id)): Path<(String, String)>,
     Query(p): Query<StateParams>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let v = st
         .runtime
         .get_state(
-            DEFAULT_OWNER,
+            owner,
             &thread_id,
             Some(&checkpoint_id),
             p.subgraphs.unwrap_or(false),
@@ -137,10 +137,12 @@ struct CheckpointBody {
 }
 
 async fn state_at_checkpoint_body(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     Json(body): Json<CheckpointBody>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let id = body
         .checkpoint
@@ -153,7 +155,7 @@ async fn state_at_checkpoint_body(
     let v = st
         .runtime
         .get_state(
-            DEFAULT_OWNER,
+            owner,
             &thread_id,
             Some(&id),
             body.subgraphs.unwrap_or(false),
@@ -172,10 +174,12 @@ struct UpdateBody {
 }
 
 async fn update_state(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     Json(body): Json<UpdateBody>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let checkpoint_id = body.checkpoint_id.or_else(|| {
         body.checkpoint
@@ -193,7 +197,7 @@ async fn update_state(
     let v = st
         .runtime
         .update_state(
-            DEFAULT_OWNER,
+            owner,
             &thread_id,
             values,
             body.as_node.as_deref(),
@@ -224,7 +228,12 @@ fn checkpoint_ref(v: Option<&Value>) -> Option<String> {
     }
 }
 
-async fn history(st: &AppState, thread_id: &str, body: HistoryBody) -> ApiResult<Response> {
+async fn history(
+    st: &AppState,
+    owner: &str,
+    thread_id: &str,
+    body: HistoryBody,
+) -> ApiResult<Response> {
     validate_thread_id(thread_id)?;
     let limit = match body.limit {
         None => 10,
@@ -248,18 +257,20 @@ async fn history(st: &AppState, thread_id: &str, body: HistoryBody) -> ApiResult
     };
     let items = st
         .runtime
-        .history(DEFAULT_OWNER, thread_id, &q)
+        .history(owner, thread_id, &q)
         .await
         .map_err(rt_err)?;
     Ok(Json(items).into_response())
 }
 
 async fn history_post(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     LenientJson(body): LenientJson<HistoryBody>,
 ) -> ApiResult<Response> {
-    history(&st, &thread_id, body).await
+    let owner = caller.owner();
+    history(&st, owner, &thread_id, body).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,14 +281,16 @@ struct HistoryParams {
 }
 
 async fn history_get(
+    caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     Query(p): Query<HistoryParams>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     let body = HistoryBody {
         limit: p.limit,
         before: p.before.map(Value::String),
         ..Default::default()
     };
-    history(&st, &thread_id, body).await
+    history(&st, owner, &thread_id, body).await
 }

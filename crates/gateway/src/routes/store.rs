@@ -15,9 +15,10 @@ use serde_json::{Map, Value, json};
 
 use antler_store::{ItemSearch, NamespaceQuery, StoreItem};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Json, LenientJson, parse_flag};
 use crate::routes::RouteDoc;
-use crate::state::{AppState, DEFAULT_OWNER};
+use crate::state::AppState;
 
 /// Routes documented in `/openapi.json`.
 pub const DOCS: &[RouteDoc] = &[
@@ -80,9 +81,11 @@ struct PutBody {
 }
 
 async fn put_item(
+    caller: Caller,
     State(state): State<AppState>,
     Json(body): Json<PutBody>,
 ) -> ApiResult<StatusCode> {
+    let owner = caller.owner();
     validate_namespace(&body.namespace, false)?;
     validate_key(&body.key)?;
     if body.ttl.is_some_and(|t| !t.is_finite() || t < 0.0) {
@@ -93,12 +96,7 @@ async fn put_item(
     state
         .stores
         .items
-        .put(
-            DEFAULT_OWNER,
-            &body.namespace,
-            &body.key,
-            Value::Object(body.value),
-        )
+        .put(owner, &body.namespace, &body.key, Value::Object(body.value))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -125,17 +123,16 @@ fn parse_get_query(query: &str) -> ApiResult<(Vec<String>, String)> {
     Ok((namespace, key))
 }
 
-async fn get_item(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Option<StoreItem>>> {
+async fn get_item(
+    caller: Caller,
+    State(state): State<AppState>,
+    uri: Uri,
+) -> ApiResult<Json<Option<StoreItem>>> {
+    let owner = caller.owner();
     let (namespace, key) = parse_get_query(uri.query().unwrap_or_default())?;
     validate_namespace(&namespace, true)?;
     validate_key(&key)?;
-    Ok(Json(
-        state
-            .stores
-            .items
-            .get(DEFAULT_OWNER, &namespace, &key)
-            .await?,
-    ))
+    Ok(Json(state.stores.items.get(owner, &namespace, &key).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,16 +143,18 @@ struct DeleteBody {
 }
 
 async fn delete_item(
+    caller: Caller,
     State(state): State<AppState>,
     Json(body): Json<DeleteBody>,
 ) -> ApiResult<StatusCode> {
+    let owner = caller.owner();
     let namespace = body.namespace.unwrap_or_default();
     validate_namespace(&namespace, true)?;
     validate_key(&body.key)?;
     state
         .stores
         .items
-        .delete(DEFAULT_OWNER, &namespace, &body.key)
+        .delete(owner, &namespace, &body.key)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -179,9 +178,11 @@ struct SearchBody {
 }
 
 async fn search(
+    caller: Caller,
     State(state): State<AppState>,
     LenientJson(body): LenientJson<SearchBody>,
 ) -> ApiResult<Json<Value>> {
+    let owner = caller.owner();
     let (limit, offset) = crate::error::page(body.limit, body.offset, 10)?;
     let prefix = body.namespace_prefix.unwrap_or_default();
     validate_namespace(&prefix, true)?;
@@ -191,7 +192,7 @@ async fn search(
         limit,
         offset,
     };
-    let items = state.stores.items.search(DEFAULT_OWNER, &query).await?;
+    let items = state.stores.items.search(owner, &query).await?;
     Ok(Json(json!({ "items": items })))
 }
 
@@ -210,9 +211,11 @@ struct NamespacesBody {
 }
 
 async fn namespaces(
+    caller: Caller,
     State(state): State<AppState>,
     LenientJson(body): LenientJson<NamespacesBody>,
 ) -> ApiResult<Json<Value>> {
+    let owner = caller.owner();
     let (limit, offset) = crate::error::page(body.limit, body.offset, 100)?;
     let max_depth = match body.max_depth {
         None => None,
@@ -230,11 +233,7 @@ async fn namespaces(
         limit,
         offset,
     };
-    let namespaces = state
-        .stores
-        .items
-        .list_namespaces(DEFAULT_OWNER, &query)
-        .await?;
+    let namespaces = state.stores.items.list_namespaces(owner, &query).await?;
     Ok(Json(json!({ "namespaces": namespaces })))
 }
 

@@ -20,11 +20,12 @@ use antler_store::{
     Run, RunListQuery, StoreError, Thread, ThreadSearch, ThreadSortBy, ThreadStatus,
 };
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Json, LenientJson, Path, validate_thread_id};
 use crate::routes::assistants::parse_sort_order;
 use crate::routes::runs::rt_err;
 use crate::routes::{RouteDoc, pagination_headers, project, to_values, validate_select};
-use crate::state::{AppState, DEFAULT_OWNER};
+use crate::state::AppState;
 
 /// Routes documented in `/openapi.json`.
 pub const DOCS: &[RouteDoc] = &[
@@ -76,12 +77,12 @@ pub fn thread_err(thread_id: &str) -> impl Fn(StoreError) -> ApiError + '_ {
 }
 
 /// Loads a thread of the caller after validating its id (422 / 404 otherwise).
-pub async fn load_thread(state: &AppState, thread_id: &str) -> ApiResult<Thread> {
+pub async fn load_thread(state: &AppState, owner: &str, thread_id: &str) -> ApiResult<Thread> {
     validate_thread_id(thread_id)?;
     state
         .stores
         .threads
-        .get(DEFAULT_OWNER, thread_id)
+        .get(owner, thread_id)
         .await
         .map_err(thread_err(thread_id))?
         .ok_or_else(|| ApiError::thread_not_found(thread_id))
@@ -115,9 +116,12 @@ struct CreateBody {
 }
 
 async fn create(
+    caller: Caller,
     State(state): State<AppState>,
-    Json(body): Json<CreateBody>,
+    Json(mut body): Json<CreateBody>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
+    crate::auth::strip_stored_secrets(None, None, body.metadata.as_mut());
     if body
         .ttl
         .as_ref()
@@ -137,18 +141,18 @@ async fn create(
     };
     let if_exists = body.if_exists.unwrap_or_default();
     let thread = Thread::new(thread_id.clone(), body.metadata.unwrap_or_default());
-    match state.stores.threads.create(DEFAULT_OWNER, thread).await {
+    match state.stores.threads.create(owner, thread).await {
         Ok(created) if supersteps.is_empty() => Ok(Json(created).into_response()),
         Ok(_) => {
-            if let Err(err) = apply_supersteps(&state, &thread_id, supersteps).await {
+            if let Err(err) = apply_supersteps(&state, owner, &thread_id, supersteps).await {
                 // Leave no half-initialized thread behind.
-                let _ = delete_thread_fully(&state, &thread_id).await;
+                let _ = delete_thread_fully(&state, owner, &thread_id).await;
                 return Err(err);
             }
-            Ok(Json(load_thread(&state, &thread_id).await?).into_response())
+            Ok(Json(load_thread(&state, owner, &thread_id).await?).into_response())
         }
         Err(StoreError::Conflict(_)) => {
-            let existing = state.stores.threads.get(DEFAULT_OWNER, &thread_id).await?;
+            let existing = state.stores.threads.get(owner, &thread_id).await?;
             match (if_exists, existing) {
                 (IfExists::DoNothing, Some(existing)) => Ok(Json(existing).into_response()),
                 _ => Err(ApiError::conflict(format!(
@@ -204,6 +208,7 @@ fn parse_supersteps(
 
 async fn apply_supersteps(
     state: &AppState,
+    owner: &str,
     thread_id: &str,
     steps: Vec<Superstep>,
 ) -> ApiResult<()> {
@@ -216,13 +221,7 @@ async fn apply_supersteps(
             };
             state
                 .runtime
-                .update_state(
-                    DEFAULT_OWNER,
-                    thread_id,
-                    values,
-                    Some(&update.as_node),
-                    None,
-                )
+                .update_state(owner, thread_id, values, Some(&update.as_node), None)
                 .await
                 .map_err(rt_err)?;
         }
@@ -231,10 +230,12 @@ async fn apply_supersteps(
 }
 
 async fn get_one(
+    caller: Caller,
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
 ) -> ApiResult<Json<Thread>> {
-    load_thread(&state, &thread_id).await.map(Json)
+    let owner = caller.owner();
+    load_thread(&state, owner, &thread_id).await.map(Json)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -246,10 +247,13 @@ struct PatchBody {
 }
 
 async fn patch(
+    caller: Caller,
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
-    LenientJson(body): LenientJson<PatchBody>,
+    LenientJson(mut body): LenientJson<PatchBody>,
 ) -> ApiResult<Json<Thread>> {
+    let owner = caller.owner();
+    crate::auth::strip_stored_secrets(None, None, body.metadata.as_mut());
     validate_thread_id(&thread_id)?;
     if body
         .ttl
@@ -263,7 +267,7 @@ async fn patch(
     let updated = state
         .stores
         .threads
-        .patch_metadata(DEFAULT_OWNER, &thread_id, body.metadata.unwrap_or_default())
+        .patch_metadata(owner, &thread_id, body.metadata.unwrap_or_default())
         .await
         .map_err(thread_err(&thread_id))?;
     Ok(Json(updated))
@@ -272,17 +276,15 @@ async fn patch(
 /// Deletes a thread through the runtime: its live runs are cancelled (and awaited) first,
 /// then the thread, its runs, run events and checkpoints are removed. Returns false when the
 /// thread did not exist.
-pub async fn delete_thread_fully(state: &AppState, thread_id: &str) -> ApiResult<bool> {
-    if state
-        .stores
-        .threads
-        .get(DEFAULT_OWNER, thread_id)
-        .await?
-        .is_none()
-    {
+pub async fn delete_thread_fully(
+    state: &AppState,
+    owner: &str,
+    thread_id: &str,
+) -> ApiResult<bool> {
+    if state.stores.threads.get(owner, thread_id).await?.is_none() {
         return Ok(false);
     }
-    match state.runtime.delete_thread(DEFAULT_OWNER, thread_id).await {
+    match state.runtime.delete_thread(owner, thread_id).await {
         Ok(()) => Ok(true),
         Err(RuntimeError::NotFound(_) | RuntimeError::Store(StoreError::NotFound)) => Ok(false),
         Err(other) => Err(rt_err(other)),
@@ -290,11 +292,13 @@ pub async fn delete_thread_fully(state: &AppState, thread_id: &str) -> ApiResult
 }
 
 async fn delete(
+    caller: Caller,
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let owner = caller.owner();
     validate_thread_id(&thread_id)?;
-    if delete_thread_fully(&state, &thread_id).await? {
+    if delete_thread_fully(&state, owner, &thread_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::thread_not_found(&thread_id))
@@ -360,9 +364,11 @@ fn extract_path<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 async fn search(
+    caller: Caller,
     State(state): State<AppState>,
     LenientJson(body): LenientJson<SearchBody>,
 ) -> ApiResult<Response> {
+    let owner = caller.owner();
     let (limit, offset) = crate::error::page(body.limit, body.offset, 10)?;
     validate_select(body.select.as_deref(), THREAD_FIELDS)?;
     if let Some(ids) = &body.ids {
@@ -398,8 +404,8 @@ async fn search(
         limit,
         offset,
     };
-    let threads = state.stores.threads.search(DEFAULT_OWNER, &query).await?;
-    let total = state.stores.threads.count(DEFAULT_OWNER, &query).await?;
+    let threads = state.stores.threads.search(owner, &query).await?;
+    let total = state.stores.threads.count(owner, &query).await?;
     let headers = pagination_headers(total, offset, threads.len());
     let mut items = to_values(&threads)?;
     if let Some(extract) = body.extract.as_ref().filter(|e| !e.is_empty()) {
@@ -440,22 +446,22 @@ struct CountBody {
 }
 
 async fn count(
+    caller: Caller,
     State(state): State<AppState>,
     LenientJson(body): LenientJson<CountBody>,
 ) -> ApiResult<Json<u64>> {
+    let owner = caller.owner();
     let query = ThreadSearch {
         metadata: body.metadata.unwrap_or_default(),
         values: body.values.unwrap_or_default(),
         status: parse_status(body.status.as_deref())?,
         ..ThreadSearch::default()
     };
-    Ok(Json(
-        state.stores.threads.count(DEFAULT_OWNER, &query).await?,
-    ))
+    Ok(Json(state.stores.threads.count(owner, &query).await?))
 }
 
 /// All runs of a thread (newest first), paging through the store.
-async fn all_runs(state: &AppState, thread_id: &str) -> ApiResult<Vec<Run>> {
+async fn all_runs(state: &AppState, owner: &str, thread_id: &str) -> ApiResult<Vec<Run>> {
     let mut out = Vec::new();
     let limit = 500;
     loop {
@@ -467,7 +473,7 @@ async fn all_runs(state: &AppState, thread_id: &str) -> ApiResult<Vec<Run>> {
         let page = state
             .stores
             .runs
-            .list_by_thread(DEFAULT_OWNER, thread_id, &query)
+            .list_by_thread(owner, thread_id, &query)
             .await?;
         let done = page.len() < limit;
         out.extend(page);
@@ -488,15 +494,17 @@ fn retarget_kwargs(kwargs: &mut Value, new_thread_id: &str) {
 }
 
 async fn copy(
+    caller: Caller,
     State(state): State<AppState>,
     Path(thread_id): Path<String>,
 ) -> ApiResult<Json<Thread>> {
-    let source = load_thread(&state, &thread_id).await?;
+    let owner = caller.owner();
+    let source = load_thread(&state, owner, &thread_id).await?;
     let new_id = new_thread_id();
     let copied = state
         .stores
         .threads
-        .copy(DEFAULT_OWNER, &source.thread_id, &new_id)
+        .copy(owner, &source.thread_id, &new_id)
         .await
         .map_err(thread_err(&thread_id))?;
     state
@@ -504,13 +512,13 @@ async fn copy(
         .checkpointer
         .copy_thread(&source.thread_id, &new_id)
         .await?;
-    let mut runs = all_runs(&state, &source.thread_id).await?;
+    let mut runs = all_runs(&state, owner, &source.thread_id).await?;
     runs.reverse(); // oldest first, so the copies keep their relative order
     for run in runs.into_iter().filter(|r| r.status.is_terminal()) {
         let mut copy = run;
         copy.run_id = uuid::Uuid::now_v7().to_string();
         copy.thread_id = new_id.clone();
-        copy.owner = DEFAULT_OWNER.to_owned();
+        copy.owner = owner.to_owned();
         retarget_kwargs(&mut copy.kwargs, &new_id);
         state.stores.runs.put(&copy).await?;
     }
@@ -577,9 +585,11 @@ async fn keep_latest_checkpoints(state: &AppState, thread_id: &str) -> ApiResult
 }
 
 async fn prune(
+    caller: Caller,
     State(state): State<AppState>,
     Json(body): Json<PruneBody>,
 ) -> ApiResult<Json<Value>> {
+    let owner = caller.owner();
     for id in &body.thread_ids {
         validate_thread_id(id)?;
     }
@@ -589,13 +599,13 @@ async fn prune(
     for id in unique {
         match strategy {
             PruneStrategy::Delete => {
-                if delete_thread_fully(&state, id).await? {
+                if delete_thread_fully(&state, owner, id).await? {
                     pruned += 1;
                 }
             }
             PruneStrategy::KeepLatest => {
                 // A busy thread is writing checkpoints right now: leave it alone.
-                let thread = state.stores.threads.get(DEFAULT_OWNER, id).await?;
+                let thread = state.stores.threads.get(owner, id).await?;
                 if thread.is_some_and(|t| t.status != ThreadStatus::Busy) {
                     keep_latest_checkpoints(&state, id).await?;
                     pruned += 1;
