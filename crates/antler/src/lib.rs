@@ -183,6 +183,14 @@ pub async fn start(cfg: Config) -> Result<Server> {
     let shutdown_rt = runtime.clone();
     let token = runtime.shutdown_token();
     // Connect info: the login lockout keys failures by client address.
+    // TCP_NODELAY: responses are written in several pieces (headers, then SSE frames or the
+    // `/wait` body); with Nagle's algorithm on, the second piece waits for the client's delayed
+    // ACK (~40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

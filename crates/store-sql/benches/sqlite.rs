@@ -98,6 +98,9 @@ async fn chain(stores: &Stores, thread: &str, n: usize) -> Chain {
     ch
 }
 
+/// Steps measured on one chain before it is rebuilt, so the thread length stays near `n`.
+const STEPS_PER_CHAIN: u64 = 64;
+
 fn checkpoints(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -106,22 +109,57 @@ fn checkpoints(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("checkpoint_step");
     group.measurement_time(Duration::from_secs(5));
+    let mut chains = 0u64;
     for n in [10usize, 1000] {
         for (label, shared) in [("delta", true), ("full", false)] {
-            let mut ch = rt.block_on(chain(&stores, &format!("{label}-{n}"), n));
             group.bench_function(format!("{label}/{n}_msgs"), |b| {
                 b.iter_custom(|iters| {
-                    let start = Instant::now();
+                    let mut total = Duration::ZERO;
                     rt.block_on(async {
-                        for _ in 0..iters {
-                            ch.step(shared).await;
+                        let mut done = 0;
+                        while done < iters {
+                            chains += 1;
+                            let mut ch = chain(&stores, &format!("{label}-{n}-{chains}"), n).await;
+                            for _ in 0..STEPS_PER_CHAIN.min(iters - done) {
+                                let start = Instant::now();
+                                ch.step(shared).await;
+                                total += start.elapsed();
+                                done += 1;
+                            }
                         }
                     });
-                    start.elapsed()
+                    total
                 })
             });
         }
     }
+    group.finish();
+}
+
+fn single_writes(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stores = rt
+        .block_on(antler_store_sql::open_sqlite(dir.path()))
+        .unwrap();
+    let run = Run::new("r-single", "t-single", "a", "bench");
+    rt.block_on(stores.runs.put(&run)).unwrap();
+    let mut group = c.benchmark_group("single_write");
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("runs.update_status", |b| {
+        b.to_async(&rt).iter(|| async {
+            stores
+                .runs
+                .update_status("r-single", RunStatus::Running, None)
+                .await
+                .unwrap();
+        })
+    });
+    group.bench_function("runs.get", |b| {
+        b.to_async(&rt).iter(|| async {
+            stores.runs.get("bench", "r-single").await.unwrap();
+        })
+    });
     group.finish();
 }
 
@@ -186,5 +224,5 @@ fn run_lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, checkpoints, run_lifecycle);
+criterion_group!(benches, checkpoints, single_writes, run_lifecycle);
 criterion_main!(benches);

@@ -270,3 +270,28 @@ async fn removing_messages_writes_a_full_value() {
     assert_eq!(fulls, 2);
     assert_eq!(messages_at(&*cp, "t", Some(&c2)).await, json!([msg(1)]));
 }
+
+#[tokio::test]
+async fn the_delta_cache_keeps_the_threads_in_use() {
+    // more threads than the cache holds: the one being written is never the one evicted
+    let (_dir, pool, cp) = setup().await;
+    for t in 0..300 {
+        let thread = format!("t{t}");
+        let mut list = ChannelValue::from_value(json!([]), true);
+        let mut parent: Option<String> = None;
+        for i in 0..3 {
+            list = push(&list, msg(i));
+            parent = Some(step(&*cp, &thread, parent.as_deref(), &list, i as u64 + 1, "r").await);
+        }
+    }
+    let deltas: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM checkpoint_blobs WHERE base_id IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(deltas, 600);
+    assert_eq!(
+        messages_at(&*cp, "t7", None).await,
+        json!([msg(0), msg(1), msg(2)])
+    );
+}

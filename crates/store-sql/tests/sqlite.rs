@@ -183,6 +183,17 @@ async fn huge_inputs_are_rejected_or_handled_not_500() {
         stores.threads.count("alice", &q).await,
         Err(antler_store::StoreError::InvalidArgument(_))
     ));
+    // ... but such a key can still be written (read-modify-write fallback of update)
+    let mut odd = Map::new();
+    odd.insert("a\"b".into(), json!(1));
+    let t = stores
+        .threads
+        .patch_metadata("alice", "t1", odd)
+        .await
+        .unwrap();
+    assert_eq!(t.metadata.get("a\"b"), Some(&json!(1)));
+    let t = stores.threads.get("alice", "t1").await.unwrap().unwrap();
+    assert_eq!(t.metadata.get("a\"b"), Some(&json!(1)));
     // keys with spaces, dots and non-ASCII work
     let mut md = Map::new();
     md.insert("a.b c".into(), json!("x"));

@@ -68,27 +68,72 @@ struct ListEntry {
 type HeadKey = (String, String);
 type ListKey = (String, String, String);
 
-#[derive(Default)]
+/// A small map that evicts its least recently used entry beyond `cap` (O(cap) scan on
+/// eviction: caps are small and an eviction is cheap next to the database write it follows).
+struct Lru<K, V> {
+    map: HashMap<K, (u64, V)>,
+    tick: u64,
+    cap: usize,
+}
+
+impl<K: Clone + std::hash::Hash + Eq, V> Lru<K, V> {
+    fn new(cap: usize) -> Self {
+        Lru {
+            map: HashMap::new(),
+            tick: 0,
+            cap,
+        }
+    }
+
+    fn get(&mut self, k: &K) -> Option<&V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(k).map(|e| {
+            e.0 = tick;
+            &e.1
+        })
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        self.tick += 1;
+        self.map.insert(k, (self.tick, v));
+        if self.map.len() > self.cap
+            && let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+        {
+            self.map.remove(&oldest);
+        }
+    }
+
+    fn retain(&mut self, mut f: impl FnMut(&K) -> bool) {
+        self.map.retain(|k, _| f(k));
+    }
+}
+
 struct Caches {
     /// (thread, ns) -> (id, channel -> blob id) of the last checkpoint this process wrote:
     /// saves reading the parent's head on the next step.
-    heads: HashMap<HeadKey, (String, BTreeMap<String, i64>)>,
+    heads: Lru<HeadKey, (String, BTreeMap<String, i64>)>,
     /// (thread, ns, channel) -> the list most recently written, usable as a delta base.
-    lists: HashMap<ListKey, ListEntry>,
+    lists: Lru<ListKey, ListEntry>,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches {
+            heads: Lru::new(HEAD_CACHE_CAP),
+            lists: Lru::new(LIST_CACHE_CAP),
+        }
+    }
 }
 
 impl Caches {
     fn forget_thread(&mut self, thread_id: &str) {
-        self.heads.retain(|(t, _), _| t != thread_id);
-        self.lists.retain(|(t, _, _), _| t != thread_id);
-    }
-}
-
-fn evict_one<K: Clone + std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, cap: usize) {
-    if map.len() > cap
-        && let Some(k) = map.keys().next().cloned()
-    {
-        map.remove(&k);
+        self.heads.retain(|(t, _)| t != thread_id);
+        self.lists.retain(|(t, _, _)| t != thread_id);
     }
 }
 
@@ -311,7 +356,12 @@ impl SqliteCheckpointer {
         let (blobs, depths) = self
             .db
             .retry(|| async move {
-                let mut tx = self.db.begin().await?;
+                // No transaction: blobs are written first (fresh ids, `ON CONFLICT DO NOTHING`
+                // so a retry is idempotent) and the checkpoint row last, so a failure in
+                // between leaves at most unreferenced blobs; the process write lock orders
+                // concurrent writers. Saves the BEGIN/COMMIT round trips on every step.
+                let _write = self.db.lock_write().await;
+                let mut tx = self.db.pool.acquire().await.map_err(map_err)?;
                 // blob ids of the parent, for the channels this checkpoint did not change
                 let parent_blobs = match (cached_ref, parent_id) {
                     (Some(b), _) => b.clone(),
@@ -359,45 +409,52 @@ impl SqliteCheckpointer {
                 }
                 let mut depths: Vec<i64> = Vec::with_capacity(plans_ref.len());
                 for plan in plans_ref {
-                    let mut payload = plan.payload.clone();
-                    if let Payload::Delta { base_id, .. } = &payload {
-                        let exists: Option<i64> = sqlx::query_scalar(
-                            "SELECT 1 FROM checkpoint_blobs WHERE thread_id = ? AND checkpoint_ns = ? AND blob_id = ?",
+                    let mut depth = 0;
+                    let mut written = false;
+                    if let Payload::Delta { base_id, depth: d, suffix } = &plan.payload {
+                        // a delta only if its base still exists (it may have been rolled back)
+                        let done = sqlx::query(
+                            "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, blob_id, channel, version, base_id, depth, value) \
+                             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM checkpoint_blobs \
+                             WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND blob_id = ?6) \
+                             ON CONFLICT DO NOTHING",
                         )
                         .bind(thread_id)
                         .bind(checkpoint_ns)
+                        .bind(plan.blob_id)
+                        .bind(&plan.channel)
+                        .bind(version_i64(plan.version))
                         .bind(base_id)
-                        .fetch_optional(&mut *tx)
+                        .bind(d)
+                        .bind(suffix)
+                        .execute(&mut *tx)
                         .await
                         .map_err(map_err)?;
-                        if exists.is_none() {
-                            // the base was deleted (rollback, delete): write the full list
-                            let full = match &plan.list {
-                                Some(list) => Some(channel_json(list).map_err(to_backend)?),
-                                None => None,
-                            };
-                            payload = Payload::Full(full);
+                        if done.rows_affected() > 0 {
+                            depth = *d;
+                            written = true;
                         }
                     }
-                    let (base_id, depth, value) = match payload {
-                        Payload::Full(v) => (None, 0, v),
-                        Payload::Delta { base_id, depth, suffix } => (Some(base_id), depth, Some(suffix)),
-                    };
-                    sqlx::query(
-                        "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, blob_id, channel, version, base_id, depth, value) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(thread_id)
-                    .bind(checkpoint_ns)
-                    .bind(plan.blob_id)
-                    .bind(&plan.channel)
-                    .bind(version_i64(plan.version))
-                    .bind(base_id)
-                    .bind(depth)
-                    .bind(value)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                    if !written {
+                        let full = match (&plan.payload, &plan.list) {
+                            (Payload::Full(v), _) => v.clone(),
+                            (Payload::Delta { .. }, Some(list)) => Some(channel_json(list).map_err(to_backend)?),
+                            (Payload::Delta { .. }, None) => None,
+                        };
+                        sqlx::query(
+                            "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, blob_id, channel, version, base_id, depth, value) \
+                             VALUES (?, ?, ?, ?, ?, NULL, 0, ?) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(thread_id)
+                        .bind(checkpoint_ns)
+                        .bind(plan.blob_id)
+                        .bind(&plan.channel)
+                        .bind(version_i64(plan.version))
+                        .bind(full)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    }
                     blobs.insert(plan.channel.clone(), plan.blob_id);
                     depths.push(depth);
                 }
@@ -427,7 +484,6 @@ impl SqliteCheckpointer {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
                 Ok((blobs, depths))
             })
             .await
@@ -450,9 +506,7 @@ impl SqliteCheckpointer {
                 );
             }
         }
-        evict_one(&mut cache.lists, LIST_CACHE_CAP);
         cache.heads.insert(head_key, (checkpoint.id.clone(), blobs));
-        evict_one(&mut cache.heads, HEAD_CACHE_CAP);
         Ok(())
     }
 }
@@ -727,28 +781,28 @@ impl Checkpointer for SqliteCheckpointer {
             .collect::<Result<Vec<_>, _>>()
             .map_err(serde_err)?;
         let encoded = &encoded;
+        // one multi-row upsert: atomic on its own, no transaction needed
         self.db
             .retry(|| async move {
-                let mut tx = self.db.begin().await?;
-                for (idx, (channel, value)) in encoded.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?) \
-                         ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) \
-                         DO UPDATE SET channel = excluded.channel, value = excluded.value",
-                    )
-                    .bind(thread_id)
-                    .bind(checkpoint_ns)
-                    .bind(checkpoint_id)
-                    .bind(task_id)
-                    .bind(lim(idx))
-                    .bind(*channel)
-                    .bind(value)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                }
-                tx.commit().await.map_err(map_err)
+                let _write = self.db.lock_write().await;
+                let mut qb = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value) ",
+                );
+                qb.push_values(encoded.iter().enumerate(), |mut row, (idx, (channel, value))| {
+                    row.push_bind(thread_id.to_string())
+                        .push_bind(checkpoint_ns.to_string())
+                        .push_bind(checkpoint_id.to_string())
+                        .push_bind(task_id.to_string())
+                        .push_bind(lim(idx))
+                        .push_bind(channel.to_string())
+                        .push_bind(value.clone());
+                });
+                qb.push(
+                    " ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) \
+                     DO UPDATE SET channel = excluded.channel, value = excluded.value",
+                );
+                qb.build().execute(&self.db.pool).await.map_err(map_err)?;
+                Ok(())
             })
             .await
             .map_err(storage)

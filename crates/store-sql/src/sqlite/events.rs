@@ -92,35 +92,35 @@ impl RunEventStore for SqliteRunEventStore {
                 let mut out = Vec::with_capacity(events.len());
                 for e in events {
                     let slot = next.entry(e.thread_id.as_str()).or_insert(1);
-                    let seq = *slot;
-                    *slot += 1;
-                    let created_at = time::truncate(e.created_at);
-                    sqlx::query(
-                        "INSERT INTO run_events (thread_id, run_id, owner, seq, event_type, category, content, metadata, created_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&e.thread_id)
-                    .bind(&e.run_id)
-                    .bind(owner)
-                    .bind(seq)
-                    .bind(&e.event_type)
-                    .bind(&e.category)
-                    .bind(json(&e.content))
-                    .bind(json(&e.metadata))
-                    .bind(ts(&created_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
                     out.push(RunEvent {
                         thread_id: e.thread_id.clone(),
                         run_id: e.run_id.clone(),
-                        seq,
+                        seq: *slot,
                         event_type: e.event_type.clone(),
                         category: e.category.clone(),
                         content: e.content.clone(),
                         metadata: e.metadata.clone(),
-                        created_at,
+                        created_at: time::truncate(e.created_at),
                     });
+                    *slot += 1;
+                }
+                // one multi-row INSERT per chunk (SQLite binds at most 32,766 values)
+                for chunk in out.chunks(1000) {
+                    let mut qb = QueryBuilder::<Sqlite>::new(
+                        "INSERT INTO run_events (thread_id, run_id, owner, seq, event_type, category, content, metadata, created_at) ",
+                    );
+                    qb.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.thread_id.clone())
+                            .push_bind(e.run_id.clone())
+                            .push_bind(owner.to_string())
+                            .push_bind(e.seq)
+                            .push_bind(e.event_type.clone())
+                            .push_bind(e.category.clone())
+                            .push_bind(json(&e.content))
+                            .push_bind(json(&e.metadata))
+                            .push_bind(ts(&e.created_at));
+                    });
+                    qb.build().execute(&mut *tx).await.map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)?;
                 Ok(out)
@@ -205,14 +205,15 @@ impl RunEventStore for SqliteRunEventStore {
     async fn delete_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
         self.db
             .retry(|| async {
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let done = sqlx::query("DELETE FROM run_events WHERE thread_id = ? AND owner = ?")
                     .bind(thread_id)
                     .bind(owner)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
                 Ok(done.rows_affected())
             })
             .await
@@ -221,17 +222,18 @@ impl RunEventStore for SqliteRunEventStore {
     async fn delete_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
         self.db
             .retry(|| async {
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let done = sqlx::query(
                     "DELETE FROM run_events WHERE thread_id = ? AND run_id = ? AND owner = ?",
                 )
                 .bind(thread_id)
                 .bind(run_id)
                 .bind(owner)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
                 Ok(done.rows_affected())
             })
             .await

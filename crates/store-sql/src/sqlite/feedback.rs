@@ -65,9 +65,11 @@ impl FeedbackStore for SqliteFeedbackStore {
         let fr = &f;
         self.db
             .retry(|| async move {
-                let mut tx = self.db.begin().await?;
-                insert(&mut tx, fr).await?;
-                tx.commit().await.map_err(map_err)
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
+                insert(&mut conn, fr).await?;
+                Ok(())
             })
             .await?;
         Ok(f)
@@ -148,17 +150,19 @@ impl FeedbackStore for SqliteFeedbackStore {
     async fn delete(&self, owner: &str, feedback_id: &str) -> StoreResult<()> {
         self.db
             .retry(|| async {
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let done = sqlx::query("DELETE FROM feedback WHERE feedback_id = ? AND owner = ?")
                     .bind(feedback_id)
                     .bind(owner)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(map_err)?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
                 }
-                tx.commit().await.map_err(map_err)
+                Ok(())
             })
             .await
     }
@@ -166,17 +170,18 @@ impl FeedbackStore for SqliteFeedbackStore {
     async fn delete_by_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
         self.db
             .retry(|| async {
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let done = sqlx::query(
                     "DELETE FROM feedback WHERE owner = ? AND thread_id = ? AND run_id = ?",
                 )
                 .bind(owner)
                 .bind(thread_id)
                 .bind(run_id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
                 Ok(done.rows_affected())
             })
             .await

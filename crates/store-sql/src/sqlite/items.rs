@@ -61,7 +61,9 @@ impl ItemStore for SqliteItemStore {
         self.db
             .retry(|| async move {
                 let now = time::now();
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let row = sqlx::query(
                     "INSERT INTO store_items (owner, namespace, key, value, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
                      ON CONFLICT (owner, namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at \
@@ -73,11 +75,10 @@ impl ItemStore for SqliteItemStore {
                 .bind(json(value))
                 .bind(ts(&now))
                 .bind(ts(&now))
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(map_err)?;
                 let item = row_to_item(&row)?;
-                tx.commit().await.map_err(map_err)?;
                 Ok(item)
             })
             .await
@@ -113,17 +114,18 @@ impl ItemStore for SqliteItemStore {
         let ns = util::join_namespace(namespace);
         self.db
             .retry(|| async {
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let done = sqlx::query(
                     "DELETE FROM store_items WHERE owner = ? AND namespace = ? AND key = ?",
                 )
                 .bind(owner)
                 .bind(&ns)
                 .bind(key)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
                 Ok(done.rows_affected() > 0)
             })
             .await

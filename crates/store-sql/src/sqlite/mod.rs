@@ -101,6 +101,8 @@ async fn connect(opts: SqliteConnectOptions, in_memory: bool) -> StoreResult<Sql
     };
     let pool = pool_opts
         .acquire_timeout(Duration::from_secs(30))
+        // in-process database: no dead sockets to detect, skip the ping on every acquire
+        .test_before_acquire(false)
         .connect_with(opts)
         .await
         .map_err(map_err)?;
@@ -174,7 +176,34 @@ impl std::ops::DerefMut for WriteTx {
 
 const MAX_ATTEMPTS: u32 = 8;
 
+/// A statement rebuilt on every retry (binds are owned).
+pub(crate) type Stmt = sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>;
+
 impl Db {
+    /// Takes this process's write lock without a transaction, for
+    /// sequences of autocommit statements whose partial completion is harmless.
+    pub(crate) async fn lock_write(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.write_lock.clone().lock_owned().await
+    }
+
+    /// Runs one write statement in autocommit mode (a single statement is atomic on its own;
+    /// skipping BEGIN/COMMIT saves two round trips to the connection's worker thread), under
+    /// the process write lock, with retries.
+    pub(crate) async fn execute_one<F>(
+        &self,
+        build: F,
+    ) -> StoreResult<sqlx::sqlite::SqliteQueryResult>
+    where
+        F: Fn() -> Stmt + Send + Sync,
+    {
+        let build = &build;
+        self.retry(|| async move {
+            let _guard = self.lock_write().await;
+            build().execute(&self.pool).await.map_err(map_err)
+        })
+        .await
+    }
+
     /// Starts a write transaction with `BEGIN IMMEDIATE` (takes the writer lock up front).
     pub(crate) async fn begin(&self) -> StoreResult<WriteTx> {
         let guard = self.write_lock.clone().lock_owned().await;
@@ -320,7 +349,7 @@ const MAX_FILTER_DEPTH: usize = 8;
 const MAX_FILTER_NODES: usize = 200;
 
 /// Appends one segment (object key) to a JSON path.
-fn path_key(path: &str, key: &str) -> StoreResult<String> {
+pub(crate) fn path_key(path: &str, key: &str) -> StoreResult<String> {
     if simple_key(key) {
         Ok(format!("{path}.{key}"))
     } else if key.contains('"') {

@@ -6,7 +6,7 @@ use antler_store::{
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::*;
 
@@ -46,69 +46,13 @@ fn row_to_run(row: &SqliteRow) -> StoreResult<Run> {
     })
 }
 
-/// Writes every mutable column of `r` (used after applying a change in Rust, inside the
-/// transaction that read the row, so the read-modify-write is atomic).
-async fn write_back(conn: &mut SqliteConnection, r: &Run) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE runs SET status = ?, error = ?, model_name = ?, total_input_tokens = ?, total_output_tokens = ?, \
-         total_tokens = ?, llm_call_count = ?, lead_agent_tokens = ?, subagent_tokens = ?, middleware_tokens = ?, \
-         message_count = ?, last_ai_message = ?, first_human_message = ?, updated_at = ?, started_at = ?, \
-         finished_at = ? WHERE run_id = ?",
-    )
-    .bind(r.status.as_str())
-    .bind(&r.error)
-    .bind(&r.model_name)
-    .bind(r.total_input_tokens)
-    .bind(r.total_output_tokens)
-    .bind(r.total_tokens)
-    .bind(r.llm_call_count)
-    .bind(r.lead_agent_tokens)
-    .bind(r.subagent_tokens)
-    .bind(r.middleware_tokens)
-    .bind(r.message_count)
-    .bind(&r.last_ai_message)
-    .bind(&r.first_human_message)
-    .bind(ts(&r.updated_at))
-    .bind(ts_opt(&r.started_at))
-    .bind(ts_opt(&r.finished_at))
-    .bind(&r.run_id)
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-async fn fetch(conn: &mut SqliteConnection, run_id: &str) -> StoreResult<Option<Run>> {
-    sqlx::query("SELECT * FROM runs WHERE run_id = ?")
-        .bind(run_id)
-        .fetch_optional(conn)
-        .await
-        .map_err(map_err)?
-        .map(|r| row_to_run(&r))
-        .transpose()
-}
-
 impl SqliteRunStore {
-    /// Read-modify-write of one run in a write transaction; `f` returns whether to save.
-    async fn modify<F>(&self, run_id: &str, f: F) -> StoreResult<bool>
+    /// Runs one single-row UPDATE (rebuilt on each retry); returns whether a row changed.
+    async fn update_one<F>(&self, build: F) -> StoreResult<bool>
     where
-        F: Fn(&mut Run) -> bool + Send + Sync,
+        F: Fn() -> Stmt + Send + Sync,
     {
-        let f = &f;
-        self.db
-            .retry(|| async move {
-                let mut tx = self.db.begin().await?;
-                let Some(mut run) = fetch(&mut tx, run_id).await? else {
-                    return Ok(false);
-                };
-                if !f(&mut run) {
-                    return Ok(false);
-                }
-                write_back(&mut tx, &run).await?;
-                tx.commit().await.map_err(map_err)?;
-                Ok(true)
-            })
-            .await
+        Ok(self.db.execute_one(build).await?.rows_affected() > 0)
     }
 
     async fn scan(
@@ -148,7 +92,9 @@ impl RunStore for SqliteRunStore {
         let r = &run;
         self.db
             .retry(|| async move {
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let res = sqlx::query(
                     "INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \
                      model_name, error, total_input_tokens, total_output_tokens, total_tokens, llm_call_count, \
@@ -181,7 +127,7 @@ impl RunStore for SqliteRunStore {
                 .bind(ts(&r.updated_at))
                 .bind(ts_opt(&r.started_at))
                 .bind(ts_opt(&r.finished_at))
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(map_err);
                 match res {
@@ -190,7 +136,7 @@ impl RunStore for SqliteRunStore {
                     }
                     other => other?,
                 };
-                tx.commit().await.map_err(map_err)
+                Ok(())
             })
             .await
     }
@@ -243,9 +189,18 @@ impl RunStore for SqliteRunStore {
         status: RunStatus,
         error: Option<&str>,
     ) -> StoreResult<bool> {
-        self.modify(run_id, |r| {
-            util::apply_status(r, status, error, time::now());
-            true
+        let now = ts(&time::now());
+        self.update_one(|| {
+            sqlx::query(
+                "UPDATE runs SET status = ?1, error = COALESCE(?2, error), updated_at = ?3, \
+             started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END, \
+             finished_at = CASE WHEN ?1 IN ('pending', 'running') THEN finished_at ELSE ?3 END \
+             WHERE run_id = ?4",
+            )
+            .bind(status.as_str())
+            .bind(error.map(str::to_string))
+            .bind(now.clone())
+            .bind(run_id.to_string())
         })
         .await
     }
@@ -257,13 +212,22 @@ impl RunStore for SqliteRunStore {
         to: RunStatus,
         error: Option<&str>,
     ) -> StoreResult<bool> {
-        self.modify(run_id, |r| {
-            if from.contains(&r.status) {
-                util::apply_status(r, to, error, time::now());
-                true
-            } else {
-                false
-            }
+        let now = ts(&time::now());
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let from = serde_json::to_string(&from).unwrap_or_else(|_| "[]".into());
+        self.update_one(|| {
+            sqlx::query(
+                "UPDATE runs SET status = ?1, error = COALESCE(?2, error), updated_at = ?3, \
+             started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END, \
+             finished_at = CASE WHEN ?1 IN ('pending', 'running') THEN finished_at ELSE ?3 END \
+             WHERE run_id = ?4 \
+                 AND status IN (SELECT j.value FROM json_each(?5) AS j)",
+            )
+            .bind(to.as_str())
+            .bind(error.map(str::to_string))
+            .bind(now.clone())
+            .bind(run_id.to_string())
+            .bind(from.clone())
         })
         .await
     }
@@ -271,17 +235,19 @@ impl RunStore for SqliteRunStore {
     async fn delete(&self, owner: &str, run_id: &str) -> StoreResult<()> {
         self.db
             .retry(|| async {
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let done = sqlx::query("DELETE FROM runs WHERE run_id = ? AND owner = ?")
                     .bind(run_id)
                     .bind(owner)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(map_err)?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
                 }
-                tx.commit().await.map_err(map_err)
+                Ok(())
             })
             .await
     }
@@ -289,44 +255,84 @@ impl RunStore for SqliteRunStore {
     async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
         self.db
             .retry(|| async {
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let done = sqlx::query("DELETE FROM runs WHERE thread_id = ? AND owner = ?")
                     .bind(thread_id)
                     .bind(owner)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
                 Ok(done.rows_affected())
             })
             .await
     }
 
     async fn update_model_name(&self, run_id: &str, model_name: Option<&str>) -> StoreResult<bool> {
-        self.modify(run_id, |r| {
-            r.model_name = model_name.map(str::to_string);
-            r.updated_at = time::now();
-            true
+        let now = ts(&time::now());
+        self.update_one(|| {
+            sqlx::query("UPDATE runs SET model_name = ?, updated_at = ? WHERE run_id = ?")
+                .bind(model_name.map(str::to_string))
+                .bind(now.clone())
+                .bind(run_id.to_string())
         })
         .await
     }
 
-    async fn update_completion(
-        &self,
-        run_id: &str,
-        completion: &RunCompletion,
-    ) -> StoreResult<bool> {
-        self.modify(run_id, |r| {
-            util::apply_completion(r, completion, time::now());
-            true
+    async fn update_completion(&self, run_id: &str, c: &RunCompletion) -> StoreResult<bool> {
+        let now = ts(&time::now());
+        self.update_one(|| {
+            sqlx::query(
+                "UPDATE runs SET status = COALESCE(?1, status), total_input_tokens = ?2, total_output_tokens = ?3, \
+                 total_tokens = ?4, llm_call_count = ?5, lead_agent_tokens = ?6, subagent_tokens = ?7, \
+                 middleware_tokens = ?8, message_count = ?9, last_ai_message = ?10, first_human_message = ?11, \
+                 error = COALESCE(?12, error), updated_at = ?13, \
+                 started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?13 ELSE started_at END, \
+                 finished_at = CASE WHEN ?1 IS NULL OR ?1 IN ('pending', 'running') THEN finished_at ELSE ?13 END \
+                 WHERE run_id = ?14",
+            )
+            .bind(c.status.map(|s| s.as_str()))
+            .bind(c.total_input_tokens)
+            .bind(c.total_output_tokens)
+            .bind(c.total_tokens)
+            .bind(c.llm_call_count)
+            .bind(c.lead_agent_tokens)
+            .bind(c.subagent_tokens)
+            .bind(c.middleware_tokens)
+            .bind(c.message_count)
+            .bind(c.last_ai_message.clone())
+            .bind(c.first_human_message.clone())
+            .bind(c.error.clone())
+            .bind(now.clone())
+            .bind(run_id.to_string())
         })
         .await
     }
 
-    async fn update_progress(&self, run_id: &str, progress: &RunProgress) -> StoreResult<()> {
-        self.modify(run_id, |r| {
-            util::apply_progress(r, progress, time::now());
-            true
+    async fn update_progress(&self, run_id: &str, p: &RunProgress) -> StoreResult<()> {
+        let now = ts(&time::now());
+        self.update_one(|| {
+            sqlx::query(
+                "UPDATE runs SET total_input_tokens = COALESCE(?, total_input_tokens), \
+                 total_output_tokens = COALESCE(?, total_output_tokens), total_tokens = COALESCE(?, total_tokens), \
+                 llm_call_count = COALESCE(?, llm_call_count), lead_agent_tokens = COALESCE(?, lead_agent_tokens), \
+                 subagent_tokens = COALESCE(?, subagent_tokens), middleware_tokens = COALESCE(?, middleware_tokens), \
+                 message_count = COALESCE(?, message_count), last_ai_message = COALESCE(?, last_ai_message), \
+                 first_human_message = COALESCE(?, first_human_message), updated_at = ? WHERE run_id = ?",
+            )
+            .bind(p.total_input_tokens)
+            .bind(p.total_output_tokens)
+            .bind(p.total_tokens)
+            .bind(p.llm_call_count)
+            .bind(p.lead_agent_tokens)
+            .bind(p.subagent_tokens)
+            .bind(p.middleware_tokens)
+            .bind(p.message_count)
+            .bind(p.last_ai_message.clone())
+            .bind(p.first_human_message.clone())
+            .bind(now.clone())
+            .bind(run_id.to_string())
         })
         .await
         .map(|_| ())

@@ -88,6 +88,58 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, owner: &str, q: &ThreadSearch) ->
     push_json_filter(qb, "threads.state_values", &q.values)
 }
 
+/// `UPDATE threads SET ... RETURNING *` applying a [`ThreadUpdate`] in one statement.
+fn single_update(
+    owner: &str,
+    thread_id: &str,
+    u: &ThreadUpdate,
+) -> StoreResult<QueryBuilder<Sqlite>> {
+    let now = ts(&time::now());
+    let mut qb = QueryBuilder::<Sqlite>::new("UPDATE threads SET updated_at = ");
+    qb.push_bind(now.clone());
+    if let Some(s) = u.status {
+        qb.push(", status = ");
+        qb.push_bind(s.as_str());
+    }
+    let mut state_changed = false;
+    for (column, field) in [
+        ("state_values", &u.values),
+        ("error", &u.error),
+        ("interrupts", &u.interrupts),
+    ] {
+        if let Some(v) = field {
+            qb.push(format!(", {column} = "));
+            qb.push_bind(v.as_ref().map(json));
+            state_changed |= column != "error";
+        }
+    }
+    if state_changed {
+        qb.push(", state_updated_at = ");
+        qb.push_bind(now);
+    }
+    if let Some(c) = &u.config {
+        qb.push(", config = ");
+        qb.push_bind(json(c));
+    }
+    if let Some(m) = u.metadata.as_ref().filter(|m| !m.is_empty()) {
+        qb.push(", metadata = json_set(metadata");
+        for (k, v) in m {
+            qb.push(", ");
+            qb.push_bind(path_key("$", k)?);
+            qb.push(", json(");
+            qb.push_bind(json(v));
+            qb.push(")");
+        }
+        qb.push(")");
+    }
+    qb.push(" WHERE thread_id = ");
+    qb.push_bind(thread_id.to_string());
+    qb.push(" AND owner = ");
+    qb.push_bind(owner.to_string());
+    qb.push(" RETURNING *");
+    Ok(qb)
+}
+
 #[async_trait::async_trait]
 impl ThreadStore for SqliteThreadStore {
     async fn create(&self, owner: &str, mut thread: Thread) -> StoreResult<Thread> {
@@ -98,9 +150,11 @@ impl ThreadStore for SqliteThreadStore {
         let t = &thread;
         self.db
             .retry(|| async move {
-                let mut tx = self.db.begin().await?;
-                insert(&mut tx, t).await?;
-                tx.commit().await.map_err(map_err)
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
+                insert(&mut conn, t).await?;
+                Ok(())
             })
             .await?;
         Ok(thread)
@@ -144,6 +198,30 @@ impl ThreadStore for SqliteThreadStore {
         thread_id: &str,
         update: ThreadUpdate,
     ) -> StoreResult<Thread> {
+        // Fast path: one `UPDATE ... RETURNING *` (metadata merged with json_set) when every
+        // metadata key can be written as a JSON path; otherwise read-modify-write below.
+        let mergeable = update
+            .metadata
+            .as_ref()
+            .is_none_or(|m| m.keys().all(|k| path_key("$", k).is_ok()));
+        if mergeable {
+            let update = &update;
+            let row = self
+                .db
+                .retry(|| async move {
+                    let _write = self.db.lock_write().await;
+                    let mut qb = single_update(owner, thread_id, update)?;
+                    qb.build()
+                        .fetch_optional(&self.db.pool)
+                        .await
+                        .map_err(map_err)
+                })
+                .await?;
+            return match row {
+                Some(row) => row_to_thread(&row),
+                None => Err(StoreError::NotFound),
+            };
+        }
         let update = &update;
         self.db
             .retry(|| async move {
@@ -201,17 +279,19 @@ impl ThreadStore for SqliteThreadStore {
     async fn delete(&self, owner: &str, thread_id: &str) -> StoreResult<()> {
         self.db
             .retry(|| async {
-                let mut tx = self.db.begin().await?;
+                // one statement: autocommit under the process write lock
+                let _write = self.db.lock_write().await;
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let done = sqlx::query("DELETE FROM threads WHERE thread_id = ? AND owner = ?")
                     .bind(thread_id)
                     .bind(owner)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(map_err)?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
                 }
-                tx.commit().await.map_err(map_err)
+                Ok(())
             })
             .await
     }
