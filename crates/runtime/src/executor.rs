@@ -75,7 +75,7 @@ impl Runtime {
         let thread_id = run.thread_id.clone();
         // A stateless run whose temporary thread is deleted when it ends keeps its checkpoints
         // in memory: nothing of it outlives the run, so writing them to disk would be pure cost.
-        let ephemeral = run.temporary && request.on_completion_delete;
+        let ephemeral = handle.ephemeral;
         let checkpointer: Arc<dyn Checkpointer> = if ephemeral {
             Arc::new(MemoryCheckpointer::new())
         } else {
@@ -107,7 +107,7 @@ impl Runtime {
 
         // 2. pending -> running (exactly once).
         match self
-            .stores
+            .rows(ephemeral)
             .runs
             .transition(&run_id, &[RunStatus::Pending], RunStatus::Running, None)
             .await
@@ -130,7 +130,12 @@ impl Runtime {
         });
         // (`metadata` was published when the run was created, so a stream's first byte does
         // not wait for the run to start.)
-        let thread_stream = thread_stream_id(&thread_id);
+        // Nobody can join an ephemeral run's temporary thread: no thread stream for it.
+        let thread_stream = if ephemeral {
+            String::new()
+        } else {
+            thread_stream_id(&thread_id)
+        };
         let mut journal = Journal::new(&self, &run, &request, !ephemeral);
         journal.start().await;
         let forwarder = {
@@ -280,6 +285,9 @@ impl Runtime {
     /// Publishes to a thread's stream. That stream never ends on purpose, but the bridge ends
     /// streams nobody published to for a long time: then it is dropped and started afresh.
     async fn publish_thread(&self, thread_stream: &str, event: &str, data: Arc<str>) {
+        if thread_stream.is_empty() {
+            return;
+        }
         if let Err(antler_bridge::BridgeError::StreamEnded { .. }) = self
             .bridge
             .publish(thread_stream, event, data.clone())
@@ -310,12 +318,16 @@ impl Runtime {
     async fn finish_unstarted(&self, handle: &Arc<RunHandle>, run: &Run, action: CancelAction) {
         let result = match action {
             CancelAction::Rollback => {
-                let _ = self.stores.runs.delete(&run.owner, &run.run_id).await;
+                let _ = self
+                    .rows(handle.ephemeral)
+                    .runs
+                    .delete(&run.owner, &run.run_id)
+                    .await;
                 RunResult::RolledBack
             }
             CancelAction::Interrupt => {
                 let _ = self
-                    .stores
+                    .rows(handle.ephemeral)
                     .runs
                     .transition(
                         &run.run_id,
@@ -327,7 +339,8 @@ impl Runtime {
                 RunResult::Stopped(Value::Object(Map::new()))
             }
         };
-        self.settle_thread_status(&run.owner, &run.thread_id).await;
+        self.settle_thread_status(&run.owner, &run.thread_id, handle.ephemeral)
+            .await;
         let _ = self.bridge.publish_end(&run.run_id).await;
         self.bridge
             .cleanup(&run.run_id, self.config.stream_cleanup_delay)
@@ -338,11 +351,11 @@ impl Runtime {
     }
 
     /// After a run that did not execute: the thread is idle again unless other runs are queued.
-    async fn settle_thread_status(&self, owner: &str, thread_id: &str) {
+    async fn settle_thread_status(&self, owner: &str, thread_id: &str, ephemeral: bool) {
         let others = self.live_runs_of_thread(thread_id).len() > 1;
         if !others {
             let _ = self
-                .stores
+                .rows(ephemeral)
                 .threads
                 .update(
                     owner,
@@ -375,7 +388,7 @@ impl Runtime {
         // Rollback first: remove what the run wrote.
         if let Ending::Cancelled(CancelAction::Rollback) = ending {
             let _ = checkpointer.delete_run(thread_id, &run.run_id).await;
-            let _ = self.stores.runs.delete(owner, &run.run_id).await;
+            let _ = self.rows(ephemeral).runs.delete(owner, &run.run_id).await;
             let _ = self
                 .stores
                 .events
@@ -469,7 +482,7 @@ impl Runtime {
             completion.status = Some(status);
             completion.error = error.as_ref().map(|e| e.to_string());
             let _ = self
-                .stores
+                .rows(ephemeral)
                 .runs
                 .update_completion(&run.run_id, &completion)
                 .await;
@@ -509,7 +522,11 @@ impl Runtime {
             config: Some(json!({"configurable": {}})),
             metadata: (!meta.is_empty()).then_some(meta),
         };
-        let _ = self.stores.threads.update(owner, thread_id, update).await;
+        let _ = self
+            .rows(ephemeral)
+            .threads
+            .update(owner, thread_id, update)
+            .await;
         if matches!(result, RunResult::Values(_)) && thread_status == ThreadStatus::Interrupted {
             self.bridge.mark_awaiting_input(&run.run_id).await;
         }
@@ -523,8 +540,12 @@ impl Runtime {
         thread_id: &str,
     ) -> Result<(), crate::RuntimeError> {
         // Its checkpoints lived in memory and its run events were not persisted.
-        self.stores.threads.delete(owner, thread_id).await?;
-        let _ = self.stores.runs.delete_by_thread(owner, thread_id).await;
+        self.rows(true).threads.delete(owner, thread_id).await?;
+        let _ = self
+            .rows(true)
+            .runs
+            .delete_by_thread(owner, thread_id)
+            .await;
         Ok(())
     }
 }

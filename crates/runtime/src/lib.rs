@@ -136,6 +136,9 @@ impl RunResult {
 /// A run this process is responsible for (pending or running).
 struct RunHandle {
     run_id: String,
+    /// A stateless run whose temporary thread is deleted at the end: its thread and run rows
+    /// live in [`Runtime::ephemeral`], its checkpoints in a per-run memory checkpointer.
+    ephemeral: bool,
     thread_id: String,
     owner: String,
     cancel: CancellationToken,
@@ -183,6 +186,9 @@ pub struct Runtime {
     shutdown: CancellationToken,
     http: reqwest::Client,
     counters: Counters,
+    /// In-memory rows of ephemeral runs (stateless runs with `on_completion: delete`): nothing
+    /// of them outlives the run, so they never touch the database.
+    ephemeral: Stores,
     /// The system assistant of each graph (read-only records, cached so that resolving a graph
     /// name on every run create costs no query).
     system_assistants: parking_lot::RwLock<HashMap<String, Assistant>>,
@@ -229,12 +235,22 @@ impl Runtime {
             http: reqwest::Client::new(),
             counters: Counters::default(),
             system_assistants: parking_lot::RwLock::new(HashMap::new()),
+            ephemeral: Stores::memory(),
         })
     }
 
     /// The stores.
     pub fn stores(&self) -> &Stores {
         &self.stores
+    }
+
+    /// Where the rows of a run live: the durable stores, or the in-memory ones of ephemeral runs.
+    pub(crate) fn rows(&self, ephemeral: bool) -> &Stores {
+        if ephemeral {
+            &self.ephemeral
+        } else {
+            &self.stores
+        }
     }
 
     /// The graph registry.
@@ -350,6 +366,8 @@ impl Runtime {
         }
         let assistant = self.resolve_assistant(owner, &request.assistant_id).await?;
         let temporary = thread_id.is_none();
+        let ephemeral = temporary && request.on_completion_delete;
+        let rows = self.rows(ephemeral);
         // A thread created for this run is born busy and tagged with its graph: no extra update.
         let fresh_thread = |tid: &str| {
             let mut meta = Map::new();
@@ -361,11 +379,11 @@ impl Runtime {
         };
         let mut created_now = false;
         let thread = match thread_id {
-            Some(tid) => match self.stores.threads.get(owner, tid).await? {
+            Some(tid) => match rows.threads.get(owner, tid).await? {
                 Some(t) => t,
                 None if request.if_not_exists_create => {
                     created_now = true;
-                    match self.stores.threads.create(owner, fresh_thread(tid)).await {
+                    match rows.threads.create(owner, fresh_thread(tid)).await {
                         Ok(t) => t,
                         Err(StoreError::Conflict(_)) => {
                             return Err(RuntimeError::NotFound(
@@ -384,10 +402,7 @@ impl Runtime {
             None => {
                 created_now = true;
                 let tid = uuid::Uuid::now_v7().to_string();
-                self.stores
-                    .threads
-                    .create(owner, fresh_thread(&tid))
-                    .await?
+                rows.threads.create(owner, fresh_thread(&tid)).await?
             }
         };
         let strategy = request
@@ -402,6 +417,7 @@ impl Runtime {
         // lock, so two concurrent creates on one thread cannot both see it idle.
         let handle = Arc::new(RunHandle {
             run_id: run_id.clone(),
+            ephemeral,
             thread_id: thread.thread_id.clone(),
             owner: owner.to_string(),
             cancel: self.shutdown.child_token(),
@@ -436,14 +452,19 @@ impl Runtime {
             };
             (to_cancel, prev)
         };
-        if let Err(e) = self.stores.runs.put(&run).await {
+        if let Err(e) = rows.runs.put(&run).await {
             self.forget(&handle);
             handle.done.send_replace(Some(RunResult::RolledBack));
             return Err(e.into());
         }
+        let thread_stream = if ephemeral {
+            String::new()
+        } else {
+            thread_stream_id(&thread.thread_id)
+        };
         self.publish(
             &run_id,
-            &thread_stream_id(&thread.thread_id),
+            &thread_stream,
             "metadata",
             &json!({"run_id": run_id, "attempt": 1}),
         )
@@ -566,7 +587,11 @@ impl Runtime {
         thread_id: &str,
         run_id: &str,
     ) -> Result<Run, RuntimeError> {
-        match self.stores.runs.get(owner, run_id).await? {
+        let found = match self.ephemeral.runs.get(owner, run_id).await? {
+            Some(r) => Some(r),
+            None => self.stores.runs.get(owner, run_id).await?,
+        };
+        match found {
             Some(r) if r.thread_id == thread_id => Ok(r),
             _ => Err(RuntimeError::NotFound("Not Found".into())),
         }
@@ -574,6 +599,9 @@ impl Runtime {
 
     /// A run by id regardless of thread (stateless routes).
     pub async fn get_run_any(&self, owner: &str, run_id: &str) -> Result<Run, RuntimeError> {
+        if let Some(r) = self.ephemeral.runs.get(owner, run_id).await? {
+            return Ok(r);
+        }
         self.stores
             .runs
             .get(owner, run_id)

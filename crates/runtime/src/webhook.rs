@@ -7,8 +7,8 @@ use crate::Runtime;
 
 impl Runtime {
     pub(crate) async fn send_webhook(&self, url: String, owner: &str, run_id: &str) {
-        let body = match self.stores.runs.get(owner, run_id).await {
-            Ok(Some(run)) => serde_json::to_value(&run).unwrap_or_default(),
+        let body = match self.get_run_any(owner, run_id).await {
+            Ok(run) => serde_json::to_value(&run).unwrap_or_default(),
             _ => serde_json::json!({"run_id": run_id}),
         };
         let attempts = self.config.webhook_attempts.max(1);
