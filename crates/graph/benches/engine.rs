@@ -6,10 +6,15 @@
 //!   forked from a thread that already holds `msgs` messages. Per-step cost at a thread length =
 //!   (t(60 steps) - t(10 steps)) / 50, which excludes the one-off load of the thread.
 //!
-//! Run: `cargo bench -p antler-graph --bench engine`.
+//! Run: `cargo bench -p antler-graph --bench engine`. The bench uses mimalloc as the global
+//! allocator (the engine's persistent vectors/maps allocate 0.5–1 KiB nodes, which glibc's
+//! malloc handles 3–4x slower; the server binary should use mimalloc too).
 
 use std::hint::black_box;
 use std::sync::Arc;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use antler_graph::*;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -157,13 +162,16 @@ fn benches(c: &mut Criterion) {
     });
 
     let fan = fan_out();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
     c.bench_function("send_fan_out_10", |b| {
         b.to_async(&rt).iter(|| async {
+            // a fresh thread each time: the `results` list would grow otherwise
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let out = fan
                 .run(
                     cp.clone(),
                     RunInput::Values(json!({})),
-                    RunConfig::new("fan", "r"),
+                    RunConfig::new(format!("fan-{n}"), "r"),
                     noop_sink(),
                     CancellationToken::new(),
                 )

@@ -275,9 +275,7 @@ pub fn new_checkpoint_id(step: i64) -> String {
 
 /// Current time as RFC3339 UTC with microseconds and `+00:00`.
 pub fn now_ts() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-        .to_string()
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
 // ---------------------------------------------------------------- in-memory implementation

@@ -225,7 +225,6 @@ pub(crate) struct CtxInner {
     pub checkpoint_ns: String,
     pub resume: Vec<Value>,
     pub interrupt_count: Mutex<usize>,
-    pub interrupt_id: String,
     pub emitter: Emitter,
     pub cancel: CancellationToken,
     pub node_run_id: String,
@@ -276,7 +275,7 @@ impl NodeContext {
             Some(v) => Ok(v.clone()),
             None => Err(NodeError::Interrupt(InterruptSignal(vec![Interrupt {
                 value,
-                id: self.inner.interrupt_id.clone(),
+                id: crate::pregel::interrupt_id(&self.inner.checkpoint_ns),
             }]))),
         }
     }
@@ -337,7 +336,9 @@ impl NodeContext {
         }
         let run_id = uuid::Uuid::now_v7().to_string();
         let mut parent_ids = self.inner.parent_ids.clone();
-        parent_ids.push(self.inner.node_run_id.clone());
+        if !self.inner.node_run_id.is_empty() {
+            parent_ids.push(self.inner.node_run_id.clone());
+        }
         let call = ModelCall {
             ctx: self.clone(),
             metadata: Arc::new(ordered),

@@ -114,8 +114,9 @@ pub fn content_text(m: &Value) -> String {
     }
 }
 
-/// Error of message coercion.
-#[derive(Debug, Clone, PartialEq)]
+/// Error of message coercion (Python's `ValueError` text).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
 pub struct MessageError(pub String);
 
 fn canonical_type(raw: &str) -> Option<&'static str> {
@@ -131,9 +132,33 @@ fn canonical_type(raw: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether `o` already has the canonical shape (fast path of coercion).
+fn is_canonical(o: &Map<String, Value>) -> bool {
+    let base = matches!(o.get("id"), Some(Value::String(id)) if !id.is_empty())
+        && o.contains_key("content")
+        && o.get("additional_kwargs").is_some_and(Value::is_object)
+        && o.get("response_metadata").is_some_and(Value::is_object)
+        && o.contains_key("name");
+    base && match o.get("type").and_then(Value::as_str) {
+        Some("human" | "system") => true,
+        Some("ai") => {
+            o.contains_key("tool_calls")
+                && o.contains_key("invalid_tool_calls")
+                && o.contains_key("usage_metadata")
+        }
+        Some("tool") => o.contains_key("tool_call_id") && o.contains_key("status"),
+        _ => false,
+    }
+}
+
 /// Coerces one message-like value into the canonical LangChain JSON shape (chunks become whole
 /// messages, as `add_messages` does). Assigns a uuid4 id when missing.
 pub fn coerce_message(v: &Value) -> Result<Value, MessageError> {
+    if let Value::Object(o) = v
+        && is_canonical(o)
+    {
+        return Ok(v.clone());
+    }
     match v {
         Value::String(s) => Ok(human_message(s.clone())),
         Value::Object(o) => {
@@ -250,7 +275,7 @@ pub struct MessageList {
     /// The messages in order.
     pub items: imbl::Vector<Arc<Value>>,
     /// id -> position in `items`.
-    pub index: imbl::HashMap<String, usize>,
+    index: imbl::HashMap<Arc<str>, usize>,
 }
 
 impl MessageList {
@@ -259,7 +284,7 @@ impl MessageList {
         let index = items
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| message_id(m).map(|id| (id.to_string(), i)))
+            .filter_map(|(i, m)| message_id(m).map(|id| (Arc::<str>::from(id), i)))
             .collect();
         Self { items, index }
     }
@@ -281,16 +306,13 @@ impl MessageList {
             *self = MessageList::default();
             incoming = rest;
         }
-        let mut removed = false;
         for m in incoming {
             let id = message_id(&m).unwrap_or_default().to_string();
             if message_type(&m) == Some("remove") {
-                match self.index.get(&id).copied() {
+                match self.index.get(id.as_str()).copied() {
                     Some(pos) => {
                         self.items.remove(pos);
-                        self.index.remove(&id);
-                        removed = true;
-                        // positions after `pos` shifted: rebuild lazily below
+                        // positions after `pos` shifted: rebuild the index
                         self.reindex();
                     }
                     None => {
@@ -301,17 +323,16 @@ impl MessageList {
                 }
                 continue;
             }
-            match self.index.get(&id).copied() {
+            match self.index.get(id.as_str()).copied() {
                 Some(pos) => {
                     self.items.set(pos, Arc::new(m));
                 }
                 None => {
-                    self.index.insert(id, self.items.len());
+                    self.index.insert(Arc::from(id), self.items.len());
                     self.items.push_back(Arc::new(m));
                 }
             }
         }
-        let _ = removed;
         Ok(())
     }
 

@@ -183,8 +183,9 @@ impl Channels {
                             .insert(k.clone(), ChannelValue::Value(Arc::new(v.clone())));
                     }
                     Some(Reducer::Append) => {
-                        let mut items = match self.values.get(k) {
-                            Some(ChannelValue::List(items)) => items.clone(),
+                        // take the list out so it is not shared while we push (no copy)
+                        let mut items = match self.values.remove(k.as_str()) {
+                            Some(ChannelValue::List(items)) => items,
                             _ => imbl::Vector::new(),
                         };
                         match v {
@@ -194,6 +195,8 @@ impl Channels {
                         self.values.insert(k.clone(), ChannelValue::List(items));
                     }
                     Some(Reducer::AddMessages) => {
+                        // drop the second reference to the list so the push is in place
+                        self.values.remove(k.as_str());
                         let list = self.msgs.entry(k.clone()).or_default();
                         list.add(v)
                             .map_err(|e| GraphError::new("ValueError", e.0))?;
@@ -297,12 +300,22 @@ pub(crate) struct Task {
     ns: String,
 }
 
+impl Task {
+    /// Sort key of LangGraph's `task_path_str`: `__pregel_pull` before `__pregel_push`.
+    fn order_key(&self) -> (u8, String, u64) {
+        match self.path.get(1) {
+            Some(Value::Number(n)) => (1, String::new(), n.as_u64().unwrap_or(0)),
+            _ => (0, self.name.clone(), 0),
+        }
+    }
+}
+
 fn task_id(checkpoint_id: &str, ns: &str, step: i64, name: &str, path: &str) -> String {
     let key = format!("{checkpoint_id}|{ns}|{step}|{name}|{path}");
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).to_string()
 }
 
-fn interrupt_id(task_ns: &str) -> String {
+pub(crate) fn interrupt_id(task_ns: &str) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, task_ns.as_bytes())
         .simple()
         .to_string()
@@ -330,7 +343,7 @@ fn prepare(g: &GraphInner, ch: &Channels, checkpoint_id: &str, step: i64, ns: &s
                 ns: task_ns(ns, name, &id),
                 id,
                 name: name.to_string(),
-                path: json!(["__pregel_push", i]),
+                path: json!(["__pregel_push", i, false]),
                 triggers: vec!["__pregel_push".to_string()],
                 trigger_channels: vec![TASKS.to_string()],
                 arg: Some(item.get("arg").cloned().unwrap_or(Value::Null)),
@@ -486,6 +499,8 @@ struct Exec {
     parent_ids: Vec<String>,
     /// Base metadata for messages/events: run metadata + thread_id.
     base_meta: Arc<Map<String, Value>>,
+    /// Run metadata + configurable scalars, as LangGraph stores with each checkpoint.
+    stored_base: Arc<Map<String, Value>>,
     is_root: bool,
 }
 
@@ -522,6 +537,11 @@ impl Exec {
         if !c.contains_key("thread_id") {
             c.insert("thread_id".into(), json!(self.cfg.thread_id));
         }
+        if !self.ns.is_empty() {
+            let mut map = self.parents.clone();
+            map.insert(self.ns.clone(), json!(id));
+            c.insert("checkpoint_map".into(), Value::Object(map));
+        }
         c.insert("checkpoint_id".into(), json!(id));
         json!({ "configurable": c })
     }
@@ -535,16 +555,15 @@ impl Exec {
     }
 
     fn stored_metadata(&self, source: &str, step: i64) -> Map<String, Value> {
-        let mut m = self.cfg.metadata.clone();
-        if !m.contains_key("run_id") {
-            m.insert("run_id".into(), json!(self.cfg.run_id));
-        }
-        if !m.contains_key("thread_id") {
-            m.insert("thread_id".into(), json!(self.cfg.thread_id));
-        }
+        let mut m = Map::new();
         m.insert("source".into(), json!(source));
         m.insert("step".into(), json!(step));
         m.insert("parents".into(), Value::Object(self.parents.clone()));
+        for (k, v) in self.stored_base.iter() {
+            if !m.contains_key(k) {
+                m.insert(k.clone(), v.clone());
+            }
+        }
         m
     }
 
@@ -594,6 +613,7 @@ impl Exec {
         Ok(id)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn emit_checkpoint(
         &self,
         ch: &Channels,
@@ -602,6 +622,8 @@ impl Exec {
         source: &str,
         step: i64,
         next: &[Task],
+        resumed_meta: Option<&Map<String, Value>>,
+        pending: Option<&Pending>,
     ) {
         let cp_mode = self.emitter.wants(StreamMode::Checkpoints);
         let dbg_mode = self.emitter.wants(StreamMode::Debug);
@@ -612,12 +634,20 @@ impl Exec {
         payload.insert("config".into(), self.checkpoint_config(id));
         payload.insert(
             "parent_config".into(),
-            parent.map_or(Value::Null, |p| self.checkpoint_config(p)),
+            match (parent, resumed_meta) {
+                (None, _) => Value::Null,
+                (Some(p), Some(_)) => json!({"configurable": {
+                    "thread_id": self.cfg.thread_id, "checkpoint_ns": self.ns, "checkpoint_id": p}}),
+                (Some(p), None) => self.checkpoint_config(p),
+            },
         );
         payload.insert("values".into(), ch.state_values(self.g()));
         payload.insert(
             "metadata".into(),
-            json!({"source": source, "step": step, "parents": self.parents}),
+            match resumed_meta {
+                Some(m) => Value::Object(m.clone()),
+                None => json!({"source": source, "step": step, "parents": self.parents}),
+            },
         );
         payload.insert(
             "next".into(),
@@ -627,7 +657,18 @@ impl Exec {
             "tasks".into(),
             Value::Array(
                 next.iter()
-                    .map(|t| json!({"id": t.id, "name": t.name, "interrupts": [], "state": null}))
+                    .map(|t| {
+                        let state = match self.g().node(&t.name).map(|n| &n.kind) {
+                            Some(NodeKind::Subgraph(_)) => json!({"configurable": {
+                                "thread_id": self.cfg.thread_id, "checkpoint_ns": t.ns}}),
+                            _ => Value::Null,
+                        };
+                        let ints: Vec<Value> = pending
+                            .and_then(|p| p.interrupts.get(&t.id))
+                            .map(|(_, l)| l.iter().map(Interrupt::to_stream_value).collect())
+                            .unwrap_or_default();
+                        json!({"id": t.id, "name": t.name, "interrupts": ints, "state": state})
+                    })
                     .collect(),
             ),
         );
@@ -642,6 +683,34 @@ impl Exec {
             self.emitter.emit(
                 StreamMode::Debug,
                 json!({"step": step, "timestamp": now_ts(), "type": "checkpoint", "payload": payload}),
+            );
+        }
+    }
+
+    /// On resume LangGraph re-emits the checkpoint it continues from.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_current_checkpoint(
+        &self,
+        ch: &Channels,
+        id: Option<&str>,
+        parent: Option<&str>,
+        source: &str,
+        step: i64,
+        meta: &Map<String, Value>,
+        pending: &Pending,
+    ) {
+        let Some(id) = id else { return };
+        if self.emitter.wants(StreamMode::Checkpoints) || self.emitter.wants(StreamMode::Debug) {
+            let next = prepare(self.g(), ch, id, step + 1, &self.ns);
+            self.emit_checkpoint(
+                ch,
+                id,
+                parent,
+                source,
+                step,
+                &next,
+                Some(meta),
+                Some(pending),
             );
         }
     }
@@ -750,8 +819,35 @@ impl Exec {
             }
         };
         let mut writes = Vec::new();
+        // the update as streams show it: built only when a mode will show it
+        let keep = self.emitter.modes
+            & (StreamMode::Updates.bit()
+                | StreamMode::Tasks.bit()
+                | StreamMode::Debug.bit()
+                | StreamMode::Events.bit()
+                | StreamMode::Messages.bit())
+            != 0;
         let update = match update {
             Value::Null => Value::Null,
+            Value::Object(o) if !keep => {
+                for (k, v) in o {
+                    let v = match g.reducer(&k) {
+                        None => continue,
+                        Some(Reducer::AddMessages) => match &v {
+                            Value::Array(_) => messages::coerce_messages(&v).map(Value::Array),
+                            Value::Null => Ok(Value::Null),
+                            single => messages::coerce_message(single),
+                        }
+                        .map_err(|e| TaskResult::Failed {
+                            kind: "ValueError".into(),
+                            message: e.0,
+                        })?,
+                        Some(_) => v,
+                    };
+                    writes.push((k, v));
+                }
+                Value::Object(Map::new())
+            }
             Value::Object(o) => {
                 let mut coerced = Map::new();
                 for (k, v) in o {
@@ -860,8 +956,13 @@ impl Exec {
                     message: format!("Node {} does not exist", t.name),
                 };
             };
-            let node_run_id = uuid::Uuid::now_v7().to_string();
             let events = this.emitter.wants(StreamMode::Events);
+            // only events mode shows run ids
+            let node_run_id = if events {
+                uuid::Uuid::now_v7().to_string()
+            } else {
+                String::new()
+            };
             let ev_meta = if events {
                 Some(Self::with_integration(
                     &this.task_meta(&t, step),
@@ -870,14 +971,7 @@ impl Exec {
             } else {
                 None
             };
-            let input_value = if events
-                || this.emitter.wants(StreamMode::Tasks)
-                || this.emitter.wants(StreamMode::Debug)
-            {
-                Some(input.to_value())
-            } else {
-                None
-            };
+            let input_value = if events { Some(input.to_value()) } else { None };
             if let (Some(m), Some(iv)) = (&ev_meta, &input_value) {
                 this.emitter.emit(
                     StreamMode::Events,
@@ -885,16 +979,6 @@ impl Exec {
                            "tags": [format!("graph:step:{step}")], "run_id": node_run_id,
                            "metadata": m, "parent_ids": this.parent_ids}),
                 );
-            }
-            if let Some(iv) = &input_value {
-                let rec = json!({"id": t.id, "name": t.name, "input": iv, "triggers": t.triggers, "metadata": this.cfg.metadata});
-                this.emitter.emit(StreamMode::Tasks, rec.clone());
-                if this.emitter.wants(StreamMode::Debug) {
-                    this.emitter.emit(
-                        StreamMode::Debug,
-                        json!({"step": step, "timestamp": now_ts(), "type": "task", "payload": rec}),
-                    );
-                }
             }
             let output: Result<NodeOutput, NodeError> = match &spec.kind {
                 NodeKind::Func(f) => {
@@ -907,7 +991,6 @@ impl Exec {
                             checkpoint_ns: t.ns.clone(),
                             resume,
                             interrupt_count: Mutex::new(0),
-                            interrupt_id: interrupt_id(&t.ns),
                             emitter: this.emitter.clone(),
                             cancel: this.cancel.clone(),
                             node_run_id: node_run_id.clone(),
@@ -1058,9 +1141,10 @@ impl Exec {
             cancel: self.cancel.clone(),
             parent_ids,
             base_meta: self.base_meta.clone(),
+            stored_base: self.stored_base.clone(),
             is_root: false,
         };
-        match Box::pin(child.execute(run_input, None)).await {
+        match Box::pin(child.execute(run_input)).await {
             Ok(outcome) => {
                 if !outcome.interrupts.is_empty() {
                     return Err(NodeError::Interrupt(crate::types::InterruptSignal(
@@ -1095,12 +1179,8 @@ impl Exec {
         }
     }
 
-    /// The loop. `parent_cp` is the checkpoint id the parent is at (for `parents` metadata).
-    async fn execute(
-        self,
-        input: RunInput,
-        _parent_cp: Option<String>,
-    ) -> Result<RunOutcome, ExecError> {
+    /// The loop: load, apply the input, run supersteps until done, paused or failed.
+    async fn execute(self, input: RunInput) -> Result<RunOutcome, ExecError> {
         let thread = self.cfg.thread_id.clone();
         let checkpoint_id = if self.is_root {
             self.cfg.checkpoint_id.clone()
@@ -1130,13 +1210,30 @@ impl Exec {
             .as_ref()
             .map(|t| Pending::parse(&t.pending_writes))
             .unwrap_or_default();
+        let loaded_parent = tuple.as_ref().and_then(|t| t.parent_checkpoint_id.clone());
+        let loaded_meta = tuple
+            .as_ref()
+            .map(|t| t.metadata.clone())
+            .unwrap_or_default();
+        let loaded_source = tuple
+            .as_ref()
+            .and_then(|t| {
+                t.metadata
+                    .get("source")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "loop".to_string());
         drop(tuple);
 
         let events_root = self.is_root && self.emitter.wants(StreamMode::Events);
         if events_root {
             let iv = match &input {
                 RunInput::Values(v) => v.clone(),
-                RunInput::Command(c) => serde_json::to_value(c).unwrap_or(Value::Null),
+                RunInput::Command(c) => json!({
+                    "graph": c.graph, "update": c.update, "resume": c.resume,
+                    "goto": if c.goto.is_empty() { Value::Null } else { serde_json::to_value(&c.goto).unwrap_or(Value::Null) },
+                }),
                 RunInput::Null => Value::Null,
             };
             self.emitter.emit(
@@ -1155,6 +1252,8 @@ impl Exec {
         // channels changed before the first step (command updates), saved with it
         let mut pending_new: Vec<String> = Vec::new();
         let input = match input {
+            // a null input is a continuation, as on the wire
+            RunInput::Values(Value::Null) => RunInput::Null,
             RunInput::Command(cmd) if cur_id.is_none() && cmd.resume.is_none() => {
                 RunInput::Values(cmd.update.unwrap_or(Value::Null))
             }
@@ -1178,7 +1277,16 @@ impl Exec {
                     .save(&ch, parent.as_deref(), "input", step, updated, &[])
                     .await?;
                 let next = prepare(gi, &ch, &id, step + 1, &self.ns);
-                self.emit_checkpoint(&ch, &id, parent.as_deref(), "input", step, &next);
+                self.emit_checkpoint(
+                    &ch,
+                    &id,
+                    parent.as_deref(),
+                    "input",
+                    step,
+                    &next,
+                    None,
+                    None,
+                );
                 cur_id = Some(id);
                 cur_step = step;
                 stop = step + limit + 1;
@@ -1206,6 +1314,13 @@ impl Exec {
                         }
                         _ => None,
                     };
+                    if by_id.is_none() && open.len() > 1 {
+                        return Err(GraphError::new(
+                            "RuntimeError",
+                            "When there are multiple pending interrupts, you must specify the interrupt id when resuming. Docs: https://docs.langchain.com/oss/python/langgraph/interrupts#handling-multiple-interrupts.",
+                        )
+                        .into());
+                    }
                     for (task_id, interrupts) in &open {
                         let value = match &by_id {
                             Some(m) => interrupts.iter().find_map(|i| m.get(&i.id).cloned()),
@@ -1264,13 +1379,31 @@ impl Exec {
                             .save(&ch, Some(&id), "input", step, updated, &[])
                             .await?;
                         let next = prepare(gi, &ch, &new_id, step + 1, &self.ns);
-                        self.emit_checkpoint(&ch, &new_id, Some(&id), "input", step, &next);
+                        self.emit_checkpoint(
+                            &ch,
+                            &new_id,
+                            Some(&id),
+                            "input",
+                            step,
+                            &next,
+                            None,
+                            None,
+                        );
                         pending = Pending::default();
                         cur_id = Some(new_id);
                         cur_step = step;
                     }
                 }
                 self.emit_values(&ch);
+                self.emit_current_checkpoint(
+                    &ch,
+                    cur_id.as_deref(),
+                    loaded_parent.as_deref(),
+                    &loaded_source,
+                    cur_step,
+                    &loaded_meta,
+                    &pending,
+                );
             }
             RunInput::Null => {
                 resuming = true;
@@ -1278,6 +1411,32 @@ impl Exec {
                     return Ok(self.finish(&ch, None, Vec::new(), Vec::new(), events_root));
                 }
                 self.emit_values(&ch);
+                self.emit_current_checkpoint(
+                    &ch,
+                    cur_id.as_deref(),
+                    loaded_parent.as_deref(),
+                    &loaded_source,
+                    cur_step,
+                    &loaded_meta,
+                    &pending,
+                );
+                if checkpoint_id.is_some() {
+                    // time travel: LangGraph re-runs the checkpoint's tasks instead of reusing
+                    // their old writes, on a fork (source "fork") unless it is one already
+                    pending = Pending::default();
+                    if let Some(id) = cur_id
+                        .clone()
+                        .filter(|_| loaded_source != "update" && loaded_source != "fork")
+                    {
+                        let step = cur_step + 1;
+                        let new_id = self
+                            .save(&ch, Some(&id), "fork", step, Vec::new(), &[])
+                            .await?;
+                        pending = Pending::default();
+                        cur_id = Some(new_id);
+                        cur_step = step;
+                    }
+                }
             }
         }
 
@@ -1308,6 +1467,28 @@ impl Exec {
                 return Ok(self.finish(&ch, Some(&id), Vec::new(), next, events_root));
             }
             first = false;
+
+            // task records first, for every task of the step (as LangGraph's tick does)
+            if self.emitter.wants(StreamMode::Tasks) || self.emitter.wants(StreamMode::Debug) {
+                let mut state: Option<Value> = None;
+                for t in tasks
+                    .iter()
+                    .filter(|t| t.name != START && !pending.done.contains_key(&t.id))
+                {
+                    let iv = match &t.arg {
+                        Some(a) => a.clone(),
+                        None => state.get_or_insert_with(|| ch.state_values(gi)).clone(),
+                    };
+                    let rec = json!({"id": t.id, "name": t.name, "input": iv, "triggers": t.triggers, "metadata": self.cfg.metadata});
+                    self.emitter.emit(StreamMode::Tasks, rec.clone());
+                    if self.emitter.wants(StreamMode::Debug) {
+                        self.emitter.emit(
+                            StreamMode::Debug,
+                            json!({"step": step, "timestamp": now_ts(), "type": "task", "payload": rec}),
+                        );
+                    }
+                }
+            }
 
             // run (tasks read one shared snapshot of the channels)
             let snapshot = Arc::new(ch.clone());
@@ -1343,15 +1524,18 @@ impl Exec {
                 }
                 r = running => r,
             };
+            // the tasks are done: release their view so the writes below mutate in place
+            drop(snapshot);
 
             // record
             let mut failure: Option<GraphError> = None;
             let mut interrupts: Vec<Interrupt> = Vec::new();
+            let mut interrupted: Vec<(&Task, Vec<Interrupt>)> = Vec::new();
             let mut parent_cmd: Option<Command> = None;
-            let mut step_writes: Vec<Vec<(String, Value)>> = Vec::new();
+            let mut step_writes: Vec<(&Task, Vec<(String, Value)>)> = Vec::new();
             for ((t, result), cached) in tasks.iter().zip(results).zip(cached) {
                 if let Some(w) = cached {
-                    step_writes.push(w);
+                    step_writes.push((t, w));
                     continue;
                 }
                 let Some(result) = result else { continue };
@@ -1368,7 +1552,7 @@ impl Exec {
                         if t.name != START {
                             self.emit_task_result(&ch, t, step, &update, None, &[]);
                         }
-                        step_writes.push(writes);
+                        step_writes.push((t, writes));
                     }
                     TaskResult::Failed { kind, message } => {
                         let err = json!({"error": kind, "message": message});
@@ -1400,7 +1584,7 @@ impl Exec {
                                 )],
                             )
                             .await?;
-                        self.emit_task_result(&ch, t, step, &json!({}), None, &list);
+                        interrupted.push((t, list.clone()));
                         interrupts.extend(list);
                     }
                     TaskResult::Parent(cmd) => {
@@ -1436,6 +1620,10 @@ impl Exec {
                     }
                     self.emitter.emit(StreamMode::Values, v);
                 }
+                // LangGraph reports the interrupted tasks after the interrupt itself
+                for (t, list) in &interrupted {
+                    self.emit_task_result(&ch, t, step, &json!({}), None, list);
+                }
                 let next = tasks.iter().map(|t| t.name.clone()).collect();
                 return Ok(self.finish(&ch, Some(&id), interrupts, next, events_root));
             }
@@ -1443,7 +1631,10 @@ impl Exec {
             // apply
             let version = ch.next_version();
             let consumed = ch.consume(gi, &tasks, version);
-            let refs: Vec<&[(String, Value)]> = step_writes.iter().map(Vec::as_slice).collect();
+            // LangGraph applies writes sorted by task path: pulls (by node name), then pushes
+            step_writes.sort_by_key(|(t, _)| t.order_key());
+            let refs: Vec<&[(String, Value)]> =
+                step_writes.iter().map(|(_, w)| w.as_slice()).collect();
             let updated = ch.apply(gi, &refs, true, version)?;
             let mut extra = consumed;
             extra.append(&mut pending_new);
@@ -1461,7 +1652,7 @@ impl Exec {
             } else {
                 Vec::new()
             };
-            self.emit_checkpoint(&ch, &new_id, Some(&id), "loop", step, &next);
+            self.emit_checkpoint(&ch, &new_id, Some(&id), "loop", step, &next, None, None);
             if !is_input_step
                 && tasks
                     .iter()
@@ -1487,16 +1678,15 @@ impl Exec {
         error: Option<Value>,
         interrupts: &[Interrupt],
     ) {
-        let ints: Vec<Value> = interrupts
-            .iter()
-            .map(|i| json!({"value": i.value, "id": i.id}))
-            .collect();
+        let ints: Vec<Value> = interrupts.iter().map(Interrupt::to_stream_value).collect();
         if error.is_none() && interrupts.is_empty() {
             if self.emitter.wants(StreamMode::Messages) {
                 self.emit_returned_messages(ch, t, _step, update);
             }
-            self.emitter
-                .emit(StreamMode::Updates, json!({ t.name.clone(): update }));
+            if self.emitter.wants(StreamMode::Updates) {
+                self.emitter
+                    .emit(StreamMode::Updates, json!({ t.name.clone(): update }));
+            }
         }
         let want_tasks = self.emitter.wants(StreamMode::Tasks);
         let want_debug = self.emitter.wants(StreamMode::Debug);
@@ -1581,6 +1771,39 @@ impl Exec {
 
 // ---------------------------------------------------------------- public API
 
+/// LangGraph's `get_checkpoint_metadata`: run metadata then `configurable`, scalars only,
+/// without private (`__`) and per-task keys; plus `run_id` / `thread_id`.
+fn stored_base(cfg: &RunConfig) -> Map<String, Value> {
+    const EXCLUDED: &[&str] = &[
+        "checkpoint_id",
+        "checkpoint_ns",
+        "checkpoint_map",
+        "langgraph_step",
+        "langgraph_node",
+        "langgraph_triggers",
+        "langgraph_path",
+        "langgraph_checkpoint_ns",
+    ];
+    let mut m = Map::new();
+    for obj in [&cfg.metadata, &cfg.configurable] {
+        for (k, v) in obj {
+            if m.contains_key(k) || EXCLUDED.contains(&k.as_str()) || k.starts_with("__") {
+                continue;
+            }
+            if matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if !m.contains_key("run_id") {
+        m.insert("run_id".into(), json!(cfg.run_id));
+    }
+    if !m.contains_key("thread_id") {
+        m.insert("thread_id".into(), json!(cfg.thread_id));
+    }
+    m
+}
+
 fn base_meta(cfg: &RunConfig) -> Map<String, Value> {
     let mut m = cfg.metadata.clone();
     if !m.contains_key("thread_id") {
@@ -1615,6 +1838,7 @@ impl CompiledGraph {
             g: self.clone(),
             cp: checkpointer,
             base_meta: Arc::new(base_meta(&config)),
+            stored_base: Arc::new(stored_base(&config)),
             cfg: Arc::new(config),
             ns: String::new(),
             parents: Map::new(),
@@ -1628,7 +1852,17 @@ impl CompiledGraph {
             parent_ids: vec![root_id],
             ..exec
         };
-        match exec.execute(input, None).await {
+        let span = tracing::debug_span!(
+            "graph.run",
+            graph = %self.inner.name,
+            thread_id = %exec.cfg.thread_id,
+            run_id = %exec.cfg.run_id
+        );
+        let result = tracing::Instrument::instrument(exec.execute(input), span).await;
+        if let Err(ExecError::Graph(e)) = &result {
+            tracing::debug!(kind = %e.kind, "graph run ended with an error");
+        }
+        match result {
             Ok(o) => Ok(o),
             Err(ExecError::Graph(e)) => Err(e),
             Err(ExecError::Parent(_)) => Err(GraphError::new(
@@ -1781,7 +2015,7 @@ impl CompiledGraph {
         let cur_step = tuple
             .as_ref()
             .and_then(|t| t.metadata.get("step").and_then(Value::as_i64))
-            .unwrap_or(-2);
+            .unwrap_or(-1);
         let parent = tuple.as_ref().map(|t| t.checkpoint.id.clone());
         let as_node = match as_node {
             Some(n) => {
@@ -1813,6 +2047,7 @@ impl CompiledGraph {
             g: self.clone(),
             cp: Arc::new(crate::checkpoint::MemoryCheckpointer::new()),
             base_meta: Arc::new(Map::new()),
+            stored_base: Arc::new(Map::new()),
             cfg: Arc::new(RunConfig::new(thread_id, "")),
             ns: String::new(),
             parents: Map::new(),
@@ -1888,6 +2123,7 @@ impl CompiledGraph {
     }
 }
 
+/// Compile-time check: the run future is `Send` (the runtime spawns it).
 #[allow(dead_code)]
 fn _assert_send(g: CompiledGraph, cp: Arc<dyn Checkpointer>) {
     fn is_send<T: Send>(_: T) {}
@@ -1904,6 +2140,3 @@ fn _assert_send(g: CompiledGraph, cp: Arc<dyn Checkpointer>) {
             .await;
     });
 }
-
-#[allow(dead_code)]
-fn _unused(_: &ListOptions, _: HashSet<String>, _: Option<StreamSink>) {}

@@ -494,8 +494,9 @@ async fn subgraph_interrupt_pauses_parent_and_resumes() {
     assert_eq!(sub["next"], json!(["ask"]));
     assert_eq!(sub["metadata"]["parents"][""], json!(st.checkpoint_id));
     let shallow = g.get_state(cp.as_ref(), "t", None, false).await.unwrap();
+    assert!(shallow.tasks[0].state.is_none());
     assert!(
-        shallow.tasks[0].state.as_ref().unwrap()["configurable"]["checkpoint_ns"]
+        shallow.tasks[0].checkpoint.as_ref().unwrap()["checkpoint_ns"]
             .as_str()
             .unwrap()
             .starts_with("inner:")
@@ -842,4 +843,144 @@ async fn recursion_limit_matches_langgraph_off_by_one() {
             assert_eq!(e.kind, "GraphRecursionError");
         }
     }
+}
+
+/// Behaviours checked against the Python library (langgraph 1.2.22).
+#[tokio::test]
+async fn langgraph_parity_details() {
+    // a single resume value with several pending interrupts is an error
+    let g = double_interrupt();
+    let cp = mem();
+    run(&g, &cp, RunInput::Values(json!({})), cfg("a", &[]))
+        .await
+        .0
+        .unwrap();
+    let err = run(&g, &cp, resume(json!("v")), cfg("a", &[]))
+        .await
+        .0
+        .unwrap_err();
+    assert_eq!(err.kind, "RuntimeError");
+    assert!(
+        err.message
+            .starts_with("When there are multiple pending interrupts")
+    );
+
+    // push tasks come first in `next`, pull writes are applied before push writes
+    let g = StateGraph::new("d")
+        .channel("log", Reducer::Append)
+        .node("split", |_i, _c| async {
+            Ok(NodeOutput::Update(json!({})))
+        })
+        .node("work", |i: NodeInput, _c| async move {
+            Ok(NodeOutput::Update(
+                json!({"log": [i.arg().and_then(|a| a.get("n")).cloned()]}),
+            ))
+        })
+        .node("other", |_i, _c| async {
+            Ok(NodeOutput::Update(json!({"log": ["a"]})))
+        })
+        .edge(START, "split")
+        .conditional_edges(
+            "split",
+            |_i: &NodeInput| {
+                let mut r: Vec<Route> = (0..3)
+                    .map(|n| Route::Send {
+                        node: "work".into(),
+                        arg: json!({"n": n}),
+                    })
+                    .collect();
+                r.push(Route::to("other"));
+                r
+            },
+            None,
+        )
+        .compile()
+        .unwrap();
+    let mut c = cfg("d", &[]);
+    c.interrupt_before = Interrupts::Nodes(vec!["work".into()]);
+    run(&g, &cp, RunInput::Values(json!({"log": []})), c.clone())
+        .await
+        .0
+        .unwrap();
+    let st = g.get_state(cp.as_ref(), "d", None, false).await.unwrap();
+    assert_eq!(st.next, ["work", "work", "work", "other"]);
+    assert_eq!(st.tasks[1].path, json!(["__pregel_push", 1, false]));
+    let out = run(&g, &cp, RunInput::Null, c).await.0.unwrap();
+    assert_eq!(out.values, json!({"log": ["a", 0, 1, 2]}));
+
+    // update_state on an empty thread acts as input: step 0, next = START's targets
+    let e = examples::echo().unwrap();
+    e.update_state(
+        cp.as_ref(),
+        "e",
+        None,
+        json!({"messages": ["m"]}),
+        None,
+        Map::new(),
+    )
+    .await
+    .unwrap();
+    let st = e.get_state(cp.as_ref(), "e", None, false).await.unwrap();
+    assert_eq!(st.next, ["echo"]);
+    assert_eq!(st.metadata.unwrap()["step"], 0);
+}
+
+/// Replaying from an older checkpoint with a null input forks it and re-runs its tasks.
+#[tokio::test]
+async fn replay_from_checkpoint_forks_and_reruns() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let g = StateGraph::new("r")
+        .channel("log", Reducer::Append)
+        .node("a", move |_i, _c| {
+            let calls = c2.clone();
+            async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok(NodeOutput::Update(json!({"log": [format!("a{n}")]})))
+            }
+        })
+        .edge(START, "a")
+        .compile()
+        .unwrap();
+    let cp = mem();
+    run(
+        &g,
+        &cp,
+        RunInput::Values(json!({"log": ["in"]})),
+        cfg("t", &[]),
+    )
+    .await
+    .0
+    .unwrap();
+    let hist = g
+        .get_history(cp.as_ref(), "t", &ListOptions::default())
+        .await
+        .unwrap();
+    let step0 = hist
+        .iter()
+        .find(|h| h.metadata.as_ref().unwrap()["step"] == 0)
+        .unwrap();
+    let mut c = cfg("t", &[]);
+    c.checkpoint_id = step0.checkpoint_id.clone();
+    let out = run(&g, &cp, RunInput::Null, c).await.0.unwrap();
+    assert_eq!(out.values, json!({"log": ["in", "a2"]}));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let hist = g
+        .get_history(cp.as_ref(), "t", &ListOptions::default())
+        .await
+        .unwrap();
+    let meta: Vec<(i64, String)> = hist
+        .iter()
+        .take(2)
+        .map(|h| {
+            let m = h.metadata.as_ref().unwrap();
+            (
+                m["step"].as_i64().unwrap(),
+                m["source"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(meta, vec![(2, "loop".to_string()), (1, "fork".to_string())]);
+    assert_eq!(hist[1].parent_checkpoint_id, step0.checkpoint_id);
+    assert_eq!(hist[1].next, ["a"]);
 }
