@@ -18,6 +18,9 @@ use crate::events::{EventShaper, engine_modes};
 use crate::journal::Journal;
 use crate::{CancelAction, RunCreate, RunHandle, RunResult, Runtime, thread_stream_id};
 
+/// How long the stream of an ephemeral (stateless, deleted-on-completion) run is retained.
+const EPHEMERAL_STREAM_RETENTION: Duration = Duration::from_secs(10);
+
 /// Everything a run task needs.
 pub(crate) struct Job {
     pub run: Run,
@@ -26,6 +29,9 @@ pub(crate) struct Job {
     pub handle: Arc<RunHandle>,
     /// The previous run of the thread: this run starts after it has finished.
     pub prev: Option<Arc<RunHandle>>,
+    /// Thread changes of the run's creation (status busy, graph tags), applied by the task
+    /// so that the create request is acknowledged after one durable write (the run row).
+    pub thread_update: Option<ThreadUpdate>,
 }
 
 /// How the graph part of a run ended.
@@ -69,7 +75,15 @@ impl Runtime {
             graph_id,
             handle,
             prev,
+            thread_update,
         } = job;
+        if let Some(update) = thread_update {
+            let _ = self
+                .rows(handle.ephemeral)
+                .threads
+                .update(&run.owner, &run.thread_id, update)
+                .await;
+        }
         let owner = run.owner.clone();
         let run_id = run.run_id.clone();
         let thread_id = run.thread_id.clone();
@@ -304,9 +318,16 @@ impl Runtime {
             self.publish(run_id, thread_stream, "error", &data).await;
         }
         let _ = self.bridge.publish_end(run_id).await;
-        self.bridge
-            .cleanup(run_id, self.config.stream_cleanup_delay)
-            .await;
+        // An ephemeral run's stream can only be read by the request that created it (its
+        // temporary thread is gone): keep it just long enough for that reader.
+        let delay = if thread_stream.is_empty() {
+            self.config
+                .stream_cleanup_delay
+                .min(EPHEMERAL_STREAM_RETENTION)
+        } else {
+            self.config.stream_cleanup_delay
+        };
+        self.bridge.cleanup(run_id, delay).await;
         let done = json!({"status": "run_done", "run_id": run_id});
         if let Ok(s) = serde_json::to_string(&done) {
             self.publish_thread(thread_stream, "metadata", s.into())

@@ -481,20 +481,11 @@ impl Runtime {
         if !thread.metadata.contains_key("assistant_id") {
             thread_meta.insert("assistant_id".into(), json!(assistant.assistant_id));
         }
-        if !created_now {
-            self.stores
-                .threads
-                .update(
-                    owner,
-                    &thread.thread_id,
-                    ThreadUpdate {
-                        status: Some(ThreadStatus::Busy),
-                        metadata: (!thread_meta.is_empty()).then_some(thread_meta),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-        }
+        let thread_update = (!created_now).then(|| ThreadUpdate {
+            status: Some(ThreadStatus::Busy),
+            metadata: (!thread_meta.is_empty()).then_some(thread_meta),
+            ..Default::default()
+        });
         self.counters
             .created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -508,6 +499,7 @@ impl Runtime {
             graph_id: assistant.graph_id.clone(),
             handle,
             prev,
+            thread_update,
         };
         self.tracker.spawn(async move { rt.execute(job).await });
         Ok(CreatedRun { run, request })
