@@ -33,15 +33,20 @@ for c in $CONCURRENCIES; do
   t0=$(ticks)
   out=$(oha -z "$DURATION" -c "$c" --no-tui --output-format json -m POST \
     -H 'content-type: application/json' -d "$body" \
-    --rand-regex-url "http://127\.0\.0\.1:$PORT/threads/($alt)/runs/wait")
+    --rand-regex-url "http://127.0.0.1:$PORT/threads/($alt)/runs/wait")
   t1=$(ticks)
   echo "$out" | python3 -c '
 import json, sys
 c, t0, t1, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 d = json.load(sys.stdin)
 s = d["summary"]; p = d["latencyPercentiles"]
-n = sum(d.get("statusCodeDistribution", {}).values())
+codes = d.get("statusCodeDistribution", {})
+n = sum(codes.values())
+bad = {k: v for k, v in codes.items() if k != "200"}
+if bad:
+    sys.exit(f"non-200 answers at c={c}: {bad}")
 cpu = (t1 - t0) / hz * 1000 / max(n, 1)
-print(f"{c:<6} {s[\"requestsPerSec\"]:10.1f} {p[\"p50\"]*1000:10.2f} {p[\"p99\"]*1000:10.2f} {cpu:14.3f}")
+rps, p50, p99 = s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000
+print(f"{c:<6} {rps:10.1f} {p50:10.2f} {p99:10.2f} {cpu:14.3f}")
 ' "$c" "$t0" "$t1" "$hz"
 done

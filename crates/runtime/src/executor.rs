@@ -416,15 +416,22 @@ impl Runtime {
                 .delete_run(owner, thread_id, &run.run_id)
                 .await;
         }
-        // Current state of the thread (values + pending interrupts).
+        // Current state of the thread (values + pending interrupts). A run that simply finished
+        // already has it in its outcome; the others read it back from the checkpointer.
+        let finished_clean =
+            matches!(&ending, Ending::Finished(o) if o.interrupts.is_empty() && o.next.is_empty());
         let snapshot = match graph {
-            Some(g) => g.get_state(checkpointer, thread_id, None, false).await.ok(),
-            None => None,
+            Some(g) if !finished_clean => {
+                g.get_state(checkpointer, thread_id, None, false).await.ok()
+            }
+            _ => None,
         };
-        let values = snapshot
-            .as_ref()
-            .map(|s| s.values.clone())
-            .filter(|v| v.as_object().is_some_and(|m| !m.is_empty()));
+        let values = match (&ending, &snapshot) {
+            (Ending::Finished(o), _) if finished_clean => Some(o.values.clone()),
+            (_, Some(s)) => Some(s.values.clone()),
+            _ => None,
+        }
+        .filter(|v| v.as_object().is_some_and(|m| !m.is_empty()));
         let mut interrupts = Map::new();
         if let Some(s) = &snapshot {
             for t in &s.tasks {
@@ -454,7 +461,7 @@ impl Runtime {
                         ),
                     );
                 }
-                let at_breakpoint = snapshot.as_ref().is_some_and(|s| !s.next.is_empty());
+                let at_breakpoint = !outcome.next.is_empty();
                 let ts = if paused || !interrupts.is_empty() || at_breakpoint {
                     ThreadStatus::Interrupted
                 } else {
