@@ -8,7 +8,7 @@ import uuid
 import pytest
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
-from support import GRAPHS, human
+from support import GRAPHS, collect, human
 
 
 async def test_404_unknown_thread(client):
@@ -96,3 +96,24 @@ async def test_pagination_total_is_a_real_total(client):
     )
     assert len(page) == 1
     assert headers["x-pagination-total"] == str(len(GRAPHS))
+
+
+async def test_cancel_of_a_finished_run_is_404(client, thread_id):
+    run = await client.runs.create(thread_id, "echo", input=human())
+    await client.runs.join(thread_id, run["run_id"])
+    with pytest.raises(NotFoundError):
+        await client.runs.cancel(thread_id, run["run_id"])
+    assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "success"
+
+
+async def test_join_stream_of_an_unknown_run_is_an_error_event(client, thread_id):
+    parts = await collect(client.runs.join_stream(thread_id, str(uuid.uuid4())))
+    assert [p.event for p in parts] == ["error"]
+    assert parts[0].data == {"error": "HTTPException", "message": "404: Run not found"}
+
+
+@pytest.mark.antler_only
+async def test_copy_of_an_unknown_thread_is_404(client):
+    # the reference answers 409 Conflict here
+    with pytest.raises(NotFoundError):
+        await client.threads.copy(str(uuid.uuid4()))

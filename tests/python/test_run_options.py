@@ -84,8 +84,10 @@ async def test_on_disconnect_continue_finishes_the_run(client, thread_id):
 
 
 async def test_stateless_run_deletes_its_thread_by_default(client):
-    run = await client.runs.create(None, "echo", input=human("temp"))
-    await client.runs.join(run["thread_id"], run["run_id"])
+    created = []
+    out = await client.runs.wait(None, "echo", input=human("temp"), on_run_created=created.append)
+    assert msgs(out["messages"])[-1] == ("ai", "echo: temp")
+    (run,) = created
     deadline = time.monotonic() + 10
     while True:
         try:

@@ -183,10 +183,10 @@ async def test_stateless_wait_stream_create(client):
     assert msgs(update["echo"]["messages"]) == [("ai", "echo: no thread")]
     assert update["echo"]["title"] == "no thread"
 
+    # by default the temporary thread (and the run with it) is deleted once the run completes, which
+    # can be before a join arrives: see test_run_options for that; here only the run record
     run = await client.runs.create(None, "echo", input=human("background"))
     assert run["kwargs"]["temporary"] is True
-    out = await client.runs.join(run["thread_id"], run["run_id"])
-    assert msgs(out["messages"])[-1] == ("ai", "echo: background")
 
     run = await client.runs.create(None, "echo", input=human("background"), on_completion="keep")
     out = await client.runs.join(run["thread_id"], run["run_id"])
