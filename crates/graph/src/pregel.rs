@@ -142,8 +142,13 @@ impl Channels {
         NodeInput::state(self.state_shared(g), g.state_keys.clone())
     }
 
+    /// A version greater than every version of this branch, and (with its random low bits)
+    /// distinct from the versions another branch forked from the same parent picks: a fork never
+    /// reuses a version number that an older branch's checkpoints still point at.
     fn next_version(&self) -> ChannelVersion {
-        self.versions.values().copied().max().unwrap_or(0) + 1
+        let max = self.versions.values().copied().max().unwrap_or(0);
+        (((max >> VERSION_RANDOM_BITS) + 1) << VERSION_RANDOM_BITS)
+            | (rand::random::<u64>() & ((1 << VERSION_RANDOM_BITS) - 1))
     }
 
     fn message_known(&self, channel: &str, id: &str) -> bool {
@@ -2140,3 +2145,6 @@ fn _assert_send(g: CompiledGraph, cp: Arc<dyn Checkpointer>) {
             .await;
     });
 }
+
+/// Low bits of a channel version that are random (see `next_version`).
+const VERSION_RANDOM_BITS: u32 = 20;

@@ -422,7 +422,7 @@ async fn fork_from_an_older_checkpoint() {
     .0
     .unwrap();
     let fork_at = first.checkpoint.unwrap().checkpoint_id;
-    run(
+    let second = run(
         &g,
         &cp,
         RunInput::Values(json!({"messages": ["two"]})),
@@ -431,6 +431,7 @@ async fn fork_from_an_older_checkpoint() {
     .await
     .0
     .unwrap();
+    let second_at = second.checkpoint.unwrap().checkpoint_id;
     let mut c = cfg("t", &[]);
     c.checkpoint_id = Some(fork_at.clone());
     let out = run(&g, &cp, RunInput::Values(json!({"messages": ["three"]})), c)
@@ -458,6 +459,19 @@ async fn fork_from_an_older_checkpoint() {
     assert!(fork_input.is_some());
     let latest = g.get_state(cp.as_ref(), "t", None, false).await.unwrap();
     assert_eq!(latest.values, out.values);
+    // The other branch is intact: the fork wrote new channel versions, it did not overwrite the
+    // values the second run's checkpoints point at.
+    let other = g
+        .get_state(cp.as_ref(), "t", Some(&second_at), false)
+        .await
+        .unwrap();
+    let texts: Vec<String> = other.values["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(content_text)
+        .collect();
+    assert_eq!(texts, ["one", "echo: one", "two", "echo: two"]);
 }
 
 #[tokio::test]
