@@ -284,7 +284,20 @@ async fn cancel_interrupt_keeps_steps_and_rollback_deletes_the_run() {
     let t = app.thread().await;
     let r = start_slow(&app, &t, 0.3, json!({})).await;
     wait_status(&app, &t, &r, "running").await;
-    tokio::time::sleep(Duration::from_millis(450)).await; // inside step 2
+    // Wait until step 1 is committed (we are then in step 2), however slow the machine is.
+    let mut in_step_2 = false;
+    for _ in 0..400 {
+        let (_, state) = app.get(&format!("/threads/{t}/state")).await;
+        if state["values"]["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["content"] == "step 1"))
+        {
+            in_step_2 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(in_step_2, "step 1 never committed");
     let resp = app
         .http
         .post(app.u(&format!(
