@@ -33,19 +33,6 @@ pub fn engine_modes(requested: &[String]) -> Vec<StreamMode> {
     out
 }
 
-fn mode_name(mode: StreamMode) -> &'static str {
-    match mode {
-        StreamMode::Values => "values",
-        StreamMode::Updates => "updates",
-        StreamMode::Messages => "messages",
-        StreamMode::Custom => "custom",
-        StreamMode::Tasks => "tasks",
-        StreamMode::Checkpoints => "checkpoints",
-        StreamMode::Debug => "debug",
-        StreamMode::Events => "events",
-    }
-}
-
 fn with_ns(name: &str, ns: &[String]) -> String {
     if ns.is_empty() {
         name.to_string()
@@ -85,7 +72,7 @@ impl EventShaper {
             return Vec::new();
         }
         if part.mode != StreamMode::Messages || self.tuple_form {
-            return vec![(with_ns(mode_name(part.mode), &part.ns), part.data)];
+            return vec![(part.event_name(), part.data)];
         }
         let Value::Array(mut pair) = part.data else {
             return Vec::new();
