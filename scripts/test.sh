@@ -38,8 +38,11 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x .ci/.venv/bin/python ]; then PYTHON=.ci/.venv/bin/python; else PYTHON=python3; fi
 fi
 if ! "$PYTHON" -c 'import langgraph_sdk, pytest, pytest_asyncio' 2>/dev/null; then
-  echo "error: $PYTHON lacks the test dependencies; run: $PYTHON -m pip install -r tests/python/requirements.txt" >&2
-  exit 1
+  # A fresh machine: make the test venv here (what .ci/run does too).
+  step "creating .ci/.venv with tests/python/requirements.txt"
+  python3 -m venv .ci/.venv
+  .ci/.venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+  PYTHON=.ci/.venv/bin/python
 fi
 
 target_dir=$(cargo metadata --format-version 1 --no-deps |
