@@ -472,10 +472,10 @@ impl Runtime {
         for (h, action) in to_cancel {
             h.request_cancel(action);
         }
+        // A thread created above is already busy and tagged (see `fresh_thread`); an existing
+        // one gets the graph tags it lacks (the first run's graph sticks) and turns busy.
         let mut thread_meta = Map::new();
-        if created_now {
-            // already busy and tagged (see `fresh_thread`)
-        } else if !thread.metadata.contains_key("graph_id") {
+        if !thread.metadata.contains_key("graph_id") {
             thread_meta.insert("graph_id".into(), json!(assistant.graph_id));
         }
         if !thread.metadata.contains_key("assistant_id") {
@@ -667,9 +667,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Cancels a run without waiting, from a synchronous context (a dropped SSE stream whose
-    /// run has `on_disconnect: cancel`). The task is owned by the runtime's tracker.
-    pub fn cancel_in_background(self: &Arc<Self>, owner: &str, thread_id: String, run_id: String) {
+    /// Requests an interrupt of a live run without waiting for it to stop; usable from a
+    /// synchronous context (a dropped SSE stream whose run has `on_disconnect: cancel`).
+    pub fn cancel_in_background(&self, owner: &str, thread_id: String, run_id: String) {
         let handle = self.live.lock().runs.get(&run_id).cloned();
         if let Some(h) = handle.filter(|h| h.owner == owner && h.thread_id == thread_id) {
             h.request_cancel(CancelAction::Interrupt);

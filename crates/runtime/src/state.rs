@@ -2,7 +2,7 @@
 //! resolved through the graph that last ran on the thread (`metadata.graph_id`).
 
 use antler_graph::{CompiledGraph, ListOptions};
-use antler_store::{ThreadUpdate, time};
+use antler_store::ThreadUpdate;
 use serde_json::{Map, Value, json};
 
 use crate::{Runtime, RuntimeError};
@@ -91,9 +91,12 @@ impl Runtime {
         let Some(graph) = self.thread_graph(owner, thread_id).await? else {
             return Ok(Vec::new());
         };
+        let limit = q.limit.unwrap_or(10);
+        // `checkpoint_id`: history starting at that checkpoint (inclusive). Ids sort by time, so
+        // the newer ones are skipped; the limit applies after that.
         let opts = ListOptions {
             before: q.before.clone(),
-            limit: Some(q.limit.unwrap_or(10)),
+            limit: q.checkpoint_id.is_none().then_some(limit),
             filter: q.metadata.clone(),
         };
         let snaps = graph
@@ -102,6 +105,11 @@ impl Runtime {
             .map_err(graph_error)?;
         snaps
             .into_iter()
+            .filter(|s| match (&q.checkpoint_id, &s.checkpoint_id) {
+                (Some(start), Some(id)) => id.as_str() <= start.as_str(),
+                _ => true,
+            })
+            .take(limit)
             .map(|s| serde_json::to_value(&s).map_err(|e| RuntimeError::Internal(e.to_string())))
             .collect()
     }
@@ -181,7 +189,6 @@ impl Runtime {
                 )
                 .await;
         }
-        let _ = time::now();
         let cp = serde_json::to_value(&cp).map_err(|e| RuntimeError::Internal(e.to_string()))?;
         Ok(json!({
             "checkpoint": cp,
