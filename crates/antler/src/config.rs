@@ -7,17 +7,67 @@ use std::time::Duration;
 
 use antler_auth::{AuthConfig, AuthMode};
 use antler_bridge::{MemoryBridgeConfig, RedisBridgeConfig};
-use antler_runtime::{MultitaskStrategy, RuntimeConfig};
+use antler_runtime::{MultitaskStrategy, Recovery, RuntimeConfig};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 
 /// Where the durable state lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// Everything in process memory (lost at exit).
     Memory,
     /// SQLite under `sqlite_dir`.
     Sqlite,
+    /// PostgreSQL at `postgres_url`.
+    Postgres,
+    /// MySQL / MariaDB at `mysql_url`.
+    Mysql,
+}
+
+impl Backend {
+    /// Whether one process owns the database (no other server can share it): SQLite, memory.
+    pub fn exclusive(self) -> bool {
+        matches!(self, Backend::Memory | Backend::Sqlite)
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
+        }
+    }
+}
+
+/// Whether this build includes the storage backend `name` (`postgres` and `mysql` are cargo
+/// features of the `antler` crate).
+pub fn backend_compiled(name: &str) -> bool {
+    match name {
+        "memory" | "sqlite" => true,
+        "postgres" => cfg!(feature = "postgres"),
+        "mysql" => cfg!(feature = "mysql"),
+        _ => false,
+    }
+}
+
+/// Connection pool options of the server databases (`database.pool_size`, timeouts).
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Most connections per process.
+    pub size: u32,
+    /// How long a request waits for a free connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            size: 10,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The whole configuration.
@@ -33,6 +83,12 @@ pub struct Config {
     pub backend: Backend,
     /// Directory of the SQLite database.
     pub sqlite_dir: PathBuf,
+    /// `database.postgres_url`.
+    pub postgres_url: Option<String>,
+    /// `database.mysql_url`.
+    pub mysql_url: Option<String>,
+    /// Pool options of PostgreSQL / MySQL.
+    pub pool: PoolConfig,
     /// In-memory stream bridge options.
     pub bridge: MemoryBridgeConfig,
     /// `Some` when `stream_bridge.type: redis`: the Redis Streams bridge and its options
@@ -58,6 +114,9 @@ impl Default for Config {
             heartbeat: Duration::from_secs(15),
             backend: Backend::Sqlite,
             sqlite_dir: PathBuf::from(".antler"),
+            postgres_url: None,
+            mysql_url: None,
+            pool: PoolConfig::default(),
             bridge: MemoryBridgeConfig::default(),
             redis_bridge: None,
             runtime: RuntimeConfig::default(),
@@ -302,20 +361,51 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 "postgres_url",
                 "mysql_url",
                 "pool_size",
+                "pool_timeout",
             ],
         );
         if let Some(b) = get_str(s, "database", "backend")? {
             cfg.backend = match b.as_str() {
                 "sqlite" => Backend::Sqlite,
                 "memory" => Backend::Memory,
-                "postgres" | "mysql" => bail!(
-                    "config 'database.backend: {b}' is not supported by this build yet; use sqlite or memory"
+                "postgres" | "postgresql" => Backend::Postgres,
+                "mysql" | "mariadb" => Backend::Mysql,
+                other => bail!(
+                    "config 'database.backend' must be sqlite, postgres, mysql or memory, got '{other}'"
                 ),
-                other => bail!("config 'database.backend' must be sqlite or memory, got '{other}'"),
             };
+            if !backend_compiled(cfg.backend.as_str()) {
+                bail!(
+                    "config 'database.backend: {b}': this build of antler was compiled without the '{}' feature",
+                    cfg.backend.as_str()
+                );
+            }
         }
         if let Some(d) = get_str(s, "database", "sqlite_dir")? {
             cfg.sqlite_dir = PathBuf::from(d);
+        }
+        cfg.postgres_url = get_str(s, "database", "postgres_url")?.filter(|u| !u.is_empty());
+        cfg.mysql_url = get_str(s, "database", "mysql_url")?.filter(|u| !u.is_empty());
+        if let Some(n) = get_u64(s, "database", "pool_size")? {
+            if !(1..=1000).contains(&n) {
+                bail!("config 'database.pool_size' must be between 1 and 1000, got {n}");
+            }
+            cfg.pool.size = n as u32;
+        }
+        if let Some(t) = get_f64(s, "database", "pool_timeout")? {
+            if !(t > 0.0 && t <= 3600.0) {
+                bail!("config 'database.pool_timeout' must be between 0 and 3600 seconds, got {t}");
+            }
+            cfg.pool.acquire_timeout = Duration::from_secs_f64(t);
+        }
+        match cfg.backend {
+            Backend::Postgres if cfg.postgres_url.is_none() => {
+                bail!("config 'database.backend: postgres' needs 'database.postgres_url'")
+            }
+            Backend::Mysql if cfg.mysql_url.is_none() => {
+                bail!("config 'database.backend: mysql' needs 'database.mysql_url'")
+            }
+            _ => {}
         }
     }
     if let Some(s) = section(&root, "checkpointer")? {
@@ -457,8 +547,21 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 "stream_retention_seconds",
                 "shutdown_grace_seconds",
                 "webhook_attempts",
+                "recovery",
+                "lease_ttl_seconds",
             ],
         );
+        if let Some(m) = get_str(s, "runs", "recovery")? {
+            cfg.runtime.recovery = Recovery::parse(&m).with_context(|| {
+                format!("config 'runs.recovery' must be resume or fail, got '{m}'")
+            })?;
+        }
+        if let Some(t) = get_f64(s, "runs", "lease_ttl_seconds")? {
+            if !(0.5..=3600.0).contains(&t) {
+                bail!("config 'runs.lease_ttl_seconds' must be between 0.5 and 3600, got {t}");
+            }
+            cfg.runtime.lease_ttl = Duration::from_secs_f64(t);
+        }
         if let Some(m) = get_str(s, "runs", "default_multitask_strategy")? {
             cfg.runtime.default_multitask_strategy = MultitaskStrategy::parse(&m).with_context(|| {
                 format!("config 'runs.default_multitask_strategy' must be reject, interrupt, rollback or enqueue, got '{m}'")

@@ -62,7 +62,9 @@ pub async fn open_auth(cfg: &Config) -> Result<Arc<antler_auth::Auth>> {
     let mut auth_cfg = cfg.auth.clone();
     let store: Arc<dyn antler_auth::AuthStore> = match cfg.backend {
         Backend::Memory => Arc::new(antler_auth::MemoryAuthStore::new()),
-        Backend::Sqlite => {
+        // Users and API keys stay in SQLite next to the process even with PostgreSQL/MySQL
+        // (replicas need a shared `auth.jwt_secret` and the same keys; see ARCHITECTURE.md).
+        Backend::Sqlite | Backend::Postgres | Backend::Mysql => {
             if auth_cfg.jwt_secret.is_none() && auth_cfg.mode == antler_auth::AuthMode::Local {
                 auth_cfg.jwt_secret = Some(persistent_jwt_secret(&cfg.sqlite_dir)?);
             }
@@ -124,6 +126,35 @@ async fn open_stores(cfg: &Config) -> Result<Stores> {
                     cfg.sqlite_dir.display()
                 )
             })?,
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => {
+            let url = cfg.postgres_url.as_deref().unwrap_or_default();
+            let opts = antler_store_sql::postgres::PoolOptions {
+                max_connections: cfg.pool.size,
+                acquire_timeout: cfg.pool.acquire_timeout,
+                ..Default::default()
+            };
+            antler_store_sql::postgres::open_postgres(url, opts)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL database: {e}"))?
+        }
+        #[cfg(feature = "mysql")]
+        Backend::Mysql => {
+            let url = cfg.mysql_url.as_deref().unwrap_or_default();
+            let opts = antler_store_sql::mysql::PoolOptions {
+                max_connections: cfg.pool.size,
+                acquire_timeout: cfg.pool.acquire_timeout,
+                ..Default::default()
+            };
+            antler_store_sql::mysql::open_mysql(url, opts)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the MySQL database: {e}"))?
+        }
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!(
+            "storage backend '{}' is not compiled into this build",
+            other.as_str()
+        ),
     })
 }
 
@@ -162,12 +193,13 @@ pub async fn start(cfg: Config) -> Result<Server> {
     let addr = listener.local_addr()?;
     let mut runtime_cfg = cfg.runtime.clone();
     runtime_cfg.api_url = format!("http://{addr}");
+    runtime_cfg.exclusive = cfg.backend.exclusive();
     let runtime = Runtime::new(stores.clone(), graphs, bridge, runtime_cfg);
     runtime
         .register_system_assistants()
         .await
         .context("cannot register the graphs' assistants")?;
-    runtime.recover_orphans().await;
+    runtime.start_durability().await;
     let auth = open_auth(&cfg).await?;
     tracing::info!(mode = auth.mode().as_str(), "authentication");
     let state =

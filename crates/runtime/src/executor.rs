@@ -10,10 +10,11 @@ use antler_graph::{
     Checkpointer, Command, GraphError, Interrupts, MemoryCheckpointer, RunConfig, RunInput,
     RunOutcome, StreamPart, StreamSink,
 };
-use antler_store::{Run, RunStatus, ThreadStatus, ThreadUpdate};
+use antler_store::{Claim, Run, RunStatus, ThreadStatus, ThreadUpdate};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use crate::durability::FencedCheckpointer;
 use crate::events::{EventShaper, engine_modes};
 use crate::journal::Journal;
 use crate::{CancelAction, RunCreate, RunHandle, RunResult, Runtime, thread_stream_id};
@@ -32,6 +33,8 @@ pub(crate) struct Job {
     /// Thread changes of the run's creation (status busy, graph tags), applied by the task
     /// so that the create request is acknowledged after one durable write (the run row).
     pub thread_update: Option<ThreadUpdate>,
+    /// Adopted from a dead process (recovery): it may already be `running` under our lease.
+    pub adopted: bool,
 }
 
 /// How the graph part of a run ended.
@@ -76,6 +79,7 @@ impl Runtime {
             handle,
             prev,
             thread_update,
+            adopted,
         } = job;
         if let Some(update) = thread_update {
             let _ = self
@@ -93,7 +97,10 @@ impl Runtime {
         let checkpointer: Arc<dyn Checkpointer> = if ephemeral {
             Arc::new(MemoryCheckpointer::new())
         } else {
-            self.stores.checkpointer.clone()
+            Arc::new(FencedCheckpointer {
+                inner: self.stores.checkpointer.clone(),
+                lease: self.lease.clone(),
+            })
         };
 
         // 1. Wait for our turn (the previous run of the thread) and `after_seconds`; a cancel
@@ -119,19 +126,22 @@ impl Runtime {
             return;
         }
 
-        // 2. pending -> running (exactly once).
-        match self
-            .rows(ephemeral)
-            .runs
-            .transition(&run_id, &[RunStatus::Pending], RunStatus::Running, None)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
-                // Deleted or already handled elsewhere: nothing to execute.
-                self.finish_unstarted(&handle, &run, CancelAction::Interrupt)
-                    .await;
-                return;
+        // 2. pending -> running (exactly once), under this process's lease. An adopted run
+        //    that was running is ours already.
+        if !(adopted && run.status == RunStatus::Running) {
+            match self.claim(&handle, &run).await {
+                Some(true) => {}
+                Some(false) => {
+                    // Deleted or already handled elsewhere: nothing to execute.
+                    self.finish_unstarted(&handle, &run, CancelAction::Interrupt)
+                        .await;
+                    return;
+                }
+                None => {
+                    let action = handle.cancel_action().unwrap_or(CancelAction::Interrupt);
+                    self.finish_unstarted(&handle, &run, action).await;
+                    return;
+                }
             }
         }
         self.counters.running.fetch_add(1, Ordering::Relaxed);
@@ -182,7 +192,7 @@ impl Runtime {
                     message: format!("graph '{graph_id}' is not registered"),
                 });
             };
-            let (input, config) = self.graph_inputs(&run, &request);
+            let (input, config) = self.graph_inputs(&run, &request, adopted);
             let fut = graph.run(
                 checkpointer.clone(),
                 input,
@@ -208,6 +218,18 @@ impl Runtime {
 
         // 5. Finalize: row, thread, stream, journal, webhook.
         self.counters.running.fetch_sub(1, Ordering::Relaxed);
+        if !ephemeral && !self.lease.valid() {
+            // Fenced: another process may own the run by now. Write nothing; it resumes the
+            // run from the last checkpoint we committed.
+            drop(journal);
+            self.forget(&handle);
+            self.counters.finished.fetch_add(1, Ordering::Relaxed);
+            handle.done.send_replace(Some(RunResult::Error {
+                kind: "LeaseLost".into(),
+                message: "this server lost its run lease; another server resumes the run".into(),
+            }));
+            return;
+        }
         let result = self
             .finalize(&run, checkpointer.as_ref(), ephemeral, ending, journal)
             .await;
@@ -223,7 +245,34 @@ impl Runtime {
         handle.done.send_replace(Some(result));
     }
 
-    fn graph_inputs(&self, run: &Run, request: &RunCreate) -> (RunInput, RunConfig) {
+    /// Claims the run for this process: `Some(true)` claimed, `Some(false)` gone (not pending
+    /// any more), `None` cancelled while waiting. While another run of the thread is running
+    /// (in another process: this one runs a thread's runs in order), it waits and retries.
+    async fn claim(&self, handle: &RunHandle, run: &Run) -> Option<bool> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let res = self
+                .rows(handle.ephemeral)
+                .runs
+                .claim(&run.run_id, &self.lease.worker_id, self.lease.expiry())
+                .await;
+            match res {
+                Ok(Claim::Claimed) => return Some(true),
+                Ok(Claim::Gone) => return Some(false),
+                Ok(Claim::Busy) => {}
+                Err(e) => {
+                    tracing::warn!(run_id = %run.run_id, error = %e, "claim failed, retrying")
+                }
+            }
+            tokio::select! {
+                _ = handle.cancel.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    fn graph_inputs(&self, run: &Run, request: &RunCreate, adopted: bool) -> (RunInput, RunConfig) {
         let configurable = run
             .kwargs
             .pointer("/config/configurable")
@@ -238,7 +287,7 @@ impl Runtime {
             }
         }
         let mut metadata = run.metadata.clone();
-        metadata.insert("run_attempt".into(), json!(1));
+        metadata.insert("run_attempt".into(), json!(if adopted { 2 } else { 1 }));
         metadata.insert("langgraph_api_url".into(), json!(self.config.api_url));
         metadata.insert("run_id".into(), json!(run.run_id));
         metadata.insert("thread_id".into(), json!(run.thread_id));

@@ -14,6 +14,7 @@
 //!   (`RunStore::transition`), and its stream always ends (`publish_end`) whatever happened;
 //! - the registry lock is a short `parking_lot` critical section, never held across `.await`.
 
+mod durability;
 mod events;
 mod executor;
 mod graphs;
@@ -37,6 +38,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use durability::Recovery;
 pub use events::{EventShaper, engine_modes};
 pub use graphs::Graphs;
 pub use request::{CancelAction, MultitaskStrategy, OnDisconnect, RunCreate, STREAM_MODES};
@@ -85,6 +87,16 @@ pub struct RuntimeConfig {
     pub api_url: String,
     /// Events buffered before a batch append to the run-event store.
     pub event_batch_size: usize,
+    /// This process's id as the owner of runs (`runs.worker_id`); unique per process.
+    pub worker_id: String,
+    /// How long a run's lease lasts without a heartbeat; after that another process may
+    /// adopt the run (`runs.lease_ttl_seconds`).
+    pub lease_ttl: Duration,
+    /// What happens to runs abandoned by a dead process.
+    pub recovery: Recovery,
+    /// This process is alone on its database (SQLite, memory): at startup every in-flight
+    /// run is abandoned, without waiting for leases to expire.
+    pub exclusive: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -97,6 +109,10 @@ impl Default for RuntimeConfig {
             webhook_attempts: 3,
             api_url: "http://127.0.0.1:8123".into(),
             event_batch_size: 20,
+            worker_id: format!("antler-{}", uuid::Uuid::new_v4().simple()),
+            lease_ttl: Duration::from_secs(30),
+            recovery: Recovery::Resume,
+            exclusive: true,
         }
     }
 }
@@ -192,6 +208,8 @@ pub struct Runtime {
     /// The system assistant of each graph (read-only records, cached so that resolving a graph
     /// name on every run create costs no query).
     system_assistants: parking_lot::RwLock<HashMap<String, Assistant>>,
+    /// Run ownership of this process (leases, fencing).
+    lease: Arc<durability::Lease>,
 }
 
 /// Run counters for `/metrics`.
@@ -224,7 +242,12 @@ impl Runtime {
         bridge: Arc<dyn StreamBridge>,
         config: RuntimeConfig,
     ) -> Arc<Self> {
+        let lease = Arc::new(durability::Lease::new(
+            config.worker_id.clone(),
+            config.lease_ttl,
+        ));
         Arc::new(Self {
+            lease,
             stores,
             graphs: Arc::new(graphs),
             bridge,
@@ -500,6 +523,7 @@ impl Runtime {
             handle,
             prev,
             thread_update,
+            adopted: false,
         };
         self.tracker.spawn(async move { rt.execute(job).await });
         Ok(CreatedRun { run, request })
@@ -563,8 +587,12 @@ impl Runtime {
             "resumable": req.stream_resumable,
             "checkpoint_during": req.checkpoint_during,
             "durability": req.durability,
+            "checkpoint_id": req.checkpoint_id,
+            "on_completion": if req.on_completion_delete { "delete" } else { "keep" },
         });
         let mut run = Run::new(run_id, &thread.thread_id, &assistant.assistant_id, owner);
+        run.worker_id = Some(self.lease.worker_id.clone());
+        run.lease_expires_at = Some(self.lease.expiry());
         run.metadata = metadata;
         run.kwargs = kwargs;
         run.multitask_strategy = strategy.as_str().into();
@@ -719,17 +747,29 @@ impl Runtime {
     /// Waits until the run has finished and returns its result. Works for runs that finished
     /// long ago (built from the run row and the thread).
     pub async fn wait_run(&self, owner: &str, run_id: &str) -> Result<RunResult, RuntimeError> {
-        let handle = self.live.lock().runs.get(run_id).cloned();
-        if let Some(h) = handle.filter(|h| h.owner == owner) {
-            let mut rx = h.done.subscribe();
-            if let Ok(v) = rx.wait_for(Option::is_some).await
-                && let Some(r) = v.clone()
-            {
-                return Ok(r);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let handle = self.live.lock().runs.get(run_id).cloned();
+            if let Some(h) = handle.filter(|h| h.owner == owner) {
+                let mut rx = h.done.subscribe();
+                if let Ok(v) = rx.wait_for(Option::is_some).await
+                    && let Some(r) = v.clone()
+                {
+                    return Ok(r);
+                }
             }
+            let run = self.get_run_any(owner, run_id).await?;
+            // Active but not here: another process executes it, or it awaits recovery after
+            // its process died. Follow its row until it ends (or this process adopts it).
+            if !run.status.is_active() || self.shutdown.is_cancelled() {
+                return self.result_from_rows(owner, &run).await;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
-        let run = self.get_run_any(owner, run_id).await?;
-        self.result_from_rows(owner, &run).await
     }
 
     async fn result_from_rows(&self, owner: &str, run: &Run) -> Result<RunResult, RuntimeError> {
@@ -832,55 +872,6 @@ impl Runtime {
         self.tracker.close();
         let _ = tokio::time::timeout(self.config.shutdown_grace, self.tracker.wait()).await;
         self.bridge.close().await;
-    }
-
-    /// Startup recovery: runs left pending or running by a previous process (it crashed or was
-    /// killed) have no task any more. They are marked `error` with a clear message, their streams
-    /// are ended and their threads' status corrected, so nothing stays active forever.
-    /// (Resuming them from their last checkpoint is the durability issue's job.)
-    pub async fn recover_orphans(&self) {
-        let inflight = match self.stores.runs.list_inflight(None).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list in-flight runs at startup");
-                return;
-            }
-        };
-        for run in inflight {
-            if self.is_live(&run.run_id) {
-                continue;
-            }
-            let err = executor::encode_error(
-                "ServerRestart",
-                "Server restarted before this run reached a durable final state.",
-            );
-            let _ = self
-                .stores
-                .runs
-                .transition(
-                    &run.run_id,
-                    &[RunStatus::Pending, RunStatus::Running],
-                    RunStatus::Error,
-                    Some(&err),
-                )
-                .await;
-            let _ = self
-                .stores
-                .threads
-                .update(
-                    &run.owner,
-                    &run.thread_id,
-                    ThreadUpdate {
-                        status: Some(ThreadStatus::Error),
-                        error: Some(Some(json!({"error": "ServerRestart",
-                            "message": "Server restarted before this run reached a durable final state."}))),
-                        ..Default::default()
-                    },
-                )
-                .await;
-            let _ = self.bridge.publish_end(&run.run_id).await;
-            tracing::warn!(run_id = %run.run_id, "orphaned run from a previous process marked error");
-        }
     }
 
     /// A token cancelled when shutdown starts (SSE streams end on it).

@@ -367,6 +367,42 @@ impl RunCreate {
         })
     }
 
+    /// Rebuilds the request of a stored run from its `kwargs` (recovery of a run whose process
+    /// died). The stored config already carries the run's effective `configurable`.
+    pub fn from_run(run: &antler_store::Run) -> Result<Self, RuntimeError> {
+        let k = &run.kwargs;
+        let field = |name: &str| k.get(name).cloned().unwrap_or(Value::Null);
+        let mut body = Map::new();
+        body.insert(
+            "assistant_id".into(),
+            Value::String(run.assistant_id.clone()),
+        );
+        for name in [
+            "input",
+            "command",
+            "config",
+            "context",
+            "webhook",
+            "interrupt_before",
+            "interrupt_after",
+            "stream_mode",
+            "feedback_keys",
+            "checkpoint_id",
+            "on_completion",
+            "durability",
+            "checkpoint_during",
+        ] {
+            body.insert(name.into(), field(name));
+        }
+        body.insert("stream_subgraphs".into(), field("subgraphs"));
+        body.insert("stream_resumable".into(), field("resumable"));
+        // nobody is attached to a recovered run's stream any more
+        body.insert("on_disconnect".into(), Value::String("continue".into()));
+        let mut request = Self::parse(&Value::Object(body))?;
+        request.multitask_strategy = MultitaskStrategy::parse(&run.multitask_strategy);
+        Ok(request)
+    }
+
     /// The user-supplied `configurable` map.
     pub fn configurable(&self) -> Map<String, Value> {
         self.config

@@ -9,6 +9,12 @@
 
 pub mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+#[cfg(feature = "mysql")]
+pub mod mysql;
+
 pub use sqlite::{
     MAX_DELTA_DEPTH, SqliteAssistantStore, SqliteCheckpointer, SqliteFeedbackStore,
     SqliteItemStore, SqliteRunEventStore, SqliteRunStore, SqliteThreadStore, connect_pool,

@@ -19,6 +19,7 @@ pub async fn run_all(stores: &Stores) {
     assistants(stores).await;
     threads(stores).await;
     runs(stores).await;
+    run_leases(stores).await;
     run_events(stores).await;
     feedback(stores).await;
     items(stores).await;
@@ -837,14 +838,19 @@ pub async fn runs(stores: &Stores) {
             .run_id,
         r2.run_id
     );
+    // one running run per thread, enforced by the store
+    assert!(
+        is_conflict(s.update_status(&r3.run_id, RunStatus::Running, None).await),
+        "a second running run on a thread is refused"
+    );
     // a newer running run is preferred over older pending ones
-    assert!(ok(
-        s.update_status(&r3.run_id, RunStatus::Running, None).await,
-        "r3 running"
-    ));
     assert!(ok(
         s.update_status(&r1.run_id, RunStatus::Success, None).await,
         "r1 success"
+    ));
+    assert!(ok(
+        s.update_status(&r3.run_id, RunStatus::Running, None).await,
+        "r3 running"
     ));
     let active = ok(s.active_for_thread(&thread).await, "active").expect("r3 running");
     assert_eq!(active.run_id, r3.run_id);
@@ -1119,6 +1125,208 @@ pub async fn runs(stores: &Stores) {
         1
     );
     assert_eq!(ok(s.delete_by_thread(&bob, &thread).await, "delete bob"), 1);
+}
+
+/// Run ownership: claim (one running run per thread), lease renewal, expiry scan, adoption.
+pub async fn run_leases(stores: &Stores) {
+    let s = &stores.runs;
+    let x = sfx();
+    let owner = format!("alice-{x}");
+    let thread = format!("lease-thread-{x}");
+    let base = base_time();
+    let mk = |i: i64| {
+        let mut r = Run::new(format!("lease{i}-{x}"), &thread, "asst", &owner);
+        r.created_at = at(base, i);
+        r.updated_at = r.created_at;
+        r
+    };
+    let now = time::now();
+    let later = now + chrono::Duration::seconds(30);
+    let r1 = mk(1);
+    let (mut r2, mut r3) = (mk(2), mk(3));
+    for r in [&mut r2, &mut r3] {
+        r.worker_id = Some("w-old".into());
+        r.lease_expires_at = Some(later);
+    }
+    for r in [&r1, &r2, &r3] {
+        ok(s.put(r).await, "put");
+    }
+    let got = ok(s.get(&owner, &r3.run_id).await, "get r3").expect("r3");
+    assert_eq!(
+        got.worker_id.as_deref(),
+        Some("w-old"),
+        "put keeps the worker"
+    );
+    assert_eq!(got.lease_expires_at, Some(time::truncate(later)));
+
+    // claim: pending -> running with a lease; a second run of the thread is Busy
+    assert_eq!(
+        ok(s.claim(&r1.run_id, "w1", later).await, "claim"),
+        Claim::Claimed
+    );
+    let got = ok(s.get(&owner, &r1.run_id).await, "get r1").expect("r1");
+    assert_eq!(got.status, RunStatus::Running);
+    assert_eq!(got.worker_id.as_deref(), Some("w1"));
+    assert_eq!(got.lease_expires_at, Some(time::truncate(later)));
+    assert!(got.started_at.is_some());
+    assert_eq!(
+        ok(s.claim(&r1.run_id, "w2", later).await, "again"),
+        Claim::Gone
+    );
+    assert_eq!(
+        ok(s.claim(&r2.run_id, "w2", later).await, "busy"),
+        Claim::Busy
+    );
+    assert_eq!(
+        ok(s.get(&owner, &r2.run_id).await, "r2")
+            .expect("r2")
+            .status,
+        RunStatus::Pending,
+        "a busy claim changes nothing"
+    );
+    assert_eq!(
+        ok(s.claim("missing", "w1", later).await, "missing"),
+        Claim::Gone
+    );
+
+    // concurrent claims of different runs of one thread: exactly one wins
+    ok(
+        s.update_status(&r1.run_id, RunStatus::Success, None).await,
+        "r1 done",
+    );
+    let mut tasks = Vec::new();
+    for (i, id) in [&r2.run_id, &r3.run_id].into_iter().enumerate() {
+        let runs = stores.runs.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            runs.claim(&id, &format!("racer{i}"), later).await
+        }));
+    }
+    let mut claimed = 0;
+    for t in tasks {
+        match t.await {
+            Ok(r) => claimed += usize::from(ok(r, "racing claim") == Claim::Claimed),
+            Err(e) => panic!("claim task failed: {e}"),
+        }
+    }
+    assert_eq!(claimed, 1, "one running run per thread under racing claims");
+
+    // renew: every active run of the worker, nothing else
+    let w1_run = mk(4);
+    let mut other = Run::new(
+        format!("lease5-{x}"),
+        format!("lease-t2-{x}"),
+        "asst",
+        &owner,
+    );
+    other.created_at = at(base, 5);
+    ok(s.put(&w1_run).await, "put r4");
+    ok(s.put(&other).await, "put r5");
+    let other_thread_claim = ok(s.claim(&other.run_id, "w-renew", later).await, "claim r5");
+    assert_eq!(other_thread_claim, Claim::Claimed);
+    let further = now + chrono::Duration::seconds(60);
+    assert_eq!(ok(s.renew_leases("w-renew", further).await, "renew"), 1);
+    assert_eq!(
+        ok(s.get(&owner, &other.run_id).await, "r5")
+            .expect("r5")
+            .lease_expires_at,
+        Some(time::truncate(further))
+    );
+    assert_eq!(
+        ok(
+            s.renew_leases(&format!("nobody-{x}"), further).await,
+            "none"
+        ),
+        0
+    );
+
+    // expiry: runs whose lease passed (or that have none) are listed, oldest first
+    let expired = ok(
+        s.list_expired(later + chrono::Duration::seconds(1), 100_000)
+            .await,
+        "expired",
+    );
+    let mine: Vec<&str> = expired
+        .iter()
+        .filter(|r| r.run_id.ends_with(&x))
+        .map(|r| r.run_id.as_str())
+        .collect();
+    // r1 finished; r2/r3 (one running, one pending) lease `later`; r4 has no lease; r5 renewed
+    let mut want: Vec<&str> = vec![
+        r2.run_id.as_str(),
+        r3.run_id.as_str(),
+        w1_run.run_id.as_str(),
+    ];
+    want.sort();
+    let mut mine_sorted = mine.clone();
+    mine_sorted.sort();
+    assert_eq!(mine_sorted, want);
+    assert_eq!(
+        mine.last().copied(),
+        Some(w1_run.run_id.as_str()),
+        "oldest first"
+    );
+    let fresh = ok(s.list_expired(now, 100_000).await, "expired now");
+    assert!(
+        fresh
+            .iter()
+            .filter(|r| r.run_id.ends_with(&x))
+            .all(|r| r.run_id == w1_run.run_id),
+        "leases in the future are not expired"
+    );
+
+    // adopt: compare-and-set on the expired lease, status unchanged
+    assert!(!ok(
+        s.adopt(&other.run_id, "w-new", further, now).await,
+        "live lease"
+    ));
+    let after = further + chrono::Duration::seconds(1);
+    let until = after + chrono::Duration::seconds(30);
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let runs = stores.runs.clone();
+        let id = other.run_id.clone();
+        tasks.push(tokio::spawn(async move {
+            runs.adopt(&id, &format!("adopter{i}"), until, after).await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await {
+            Ok(r) => won += usize::from(ok(r, "adopt")),
+            Err(e) => panic!("adopt task failed: {e}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one adopter wins");
+    let adopted = ok(s.get(&owner, &other.run_id).await, "r5").expect("r5");
+    assert_eq!(adopted.status, RunStatus::Running);
+    assert!(
+        adopted
+            .worker_id
+            .as_deref()
+            .is_some_and(|w| w.starts_with("adopter"))
+    );
+    assert_eq!(adopted.lease_expires_at, Some(time::truncate(until)));
+    ok(
+        s.update_status(&other.run_id, RunStatus::Success, None)
+            .await,
+        "r5 done",
+    );
+    assert!(!ok(
+        s.adopt(
+            &other.run_id,
+            "w-late",
+            until,
+            until + chrono::Duration::seconds(1)
+        )
+        .await,
+        "finished"
+    ));
+    assert!(!ok(s.adopt("missing", "w", until, after).await, "missing"));
+
+    for r in [&r1, &r2, &r3, &w1_run, &other] {
+        ok(s.delete(&owner, &r.run_id).await, "cleanup");
+    }
 }
 
 // ------------------------------------------------------------------------ run events

@@ -424,6 +424,13 @@ impl RunRows {
         Some(run)
     }
 
+    /// Whether a run of the thread other than `run_id` is running (the SQL backends' unique
+    /// index on running runs).
+    fn other_running(&self, thread_id: &str, run_id: &str) -> bool {
+        self.of_thread(thread_id)
+            .any(|r| r.status == RunStatus::Running && r.run_id != run_id)
+    }
+
     fn of_thread(&self, thread_id: &str) -> impl Iterator<Item = &Run> {
         self.by_thread
             .get(thread_id)
@@ -436,6 +443,10 @@ impl RunRows {
 #[derive(Default)]
 pub struct MemoryRunStore {
     rows: RwLock<RunRows>,
+}
+
+fn running_conflict(thread_id: &str) -> StoreError {
+    StoreError::Conflict(format!("thread {thread_id} already has a running run"))
 }
 
 fn oldest_first(runs: &mut [Run]) {
@@ -487,11 +498,15 @@ impl RunStore for MemoryRunStore {
                 run.run_id
             )));
         }
+        if run.status == RunStatus::Running && rows.other_running(&run.thread_id, &run.run_id) {
+            return Err(running_conflict(&run.thread_id));
+        }
         let mut run = run.clone();
         run.created_at = time::truncate(run.created_at);
         run.updated_at = time::truncate(run.updated_at);
         run.started_at = run.started_at.map(time::truncate);
         run.finished_at = run.finished_at.map(time::truncate);
+        run.lease_expires_at = run.lease_expires_at.map(time::truncate);
         rows.by_thread
             .entry(run.thread_id.clone())
             .or_default()
@@ -529,10 +544,7 @@ impl RunStore for MemoryRunStore {
         status: RunStatus,
         error: Option<&str>,
     ) -> StoreResult<bool> {
-        Ok(self.modify(run_id, |r| {
-            util::apply_status(r, status, error, time::now());
-            true
-        }))
+        self.transition(run_id, RunStatus::ALL, status, error).await
     }
 
     async fn transition(
@@ -542,7 +554,14 @@ impl RunStore for MemoryRunStore {
         to: RunStatus,
         error: Option<&str>,
     ) -> StoreResult<bool> {
-        Ok(self.modify(run_id, |r| {
+        let mut rows = self.rows.write();
+        let Some(thread_id) = rows.by_id.get(run_id).map(|r| r.thread_id.clone()) else {
+            return Ok(false);
+        };
+        if to == RunStatus::Running && rows.other_running(&thread_id, run_id) {
+            return Err(running_conflict(&thread_id));
+        }
+        Ok(rows.by_id.get_mut(run_id).is_some_and(|r| {
             if from.contains(&r.status) {
                 util::apply_status(r, to, error, time::now());
                 true
@@ -622,6 +641,76 @@ impl RunStore for MemoryRunStore {
             r.owner == owner && util::counts_for_tokens(r.status, include_active)
         });
         Ok(util::aggregate(&runs))
+    }
+
+    async fn claim(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Claim> {
+        let mut rows = self.rows.write();
+        let Some(run) = rows.by_id.get(run_id) else {
+            return Ok(Claim::Gone);
+        };
+        if run.status != RunStatus::Pending {
+            return Ok(Claim::Gone);
+        }
+        let thread_id = run.thread_id.clone();
+        if rows.other_running(&thread_id, run_id) {
+            return Ok(Claim::Busy);
+        }
+        if let Some(r) = rows.by_id.get_mut(run_id) {
+            util::apply_status(r, RunStatus::Running, None, time::now());
+            r.worker_id = Some(worker_id.to_string());
+            r.lease_expires_at = Some(time::truncate(lease_until));
+        }
+        Ok(Claim::Claimed)
+    }
+
+    async fn renew_leases(&self, worker_id: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
+        let mut rows = self.rows.write();
+        let until = time::truncate(lease_until);
+        let mut n = 0;
+        for r in rows.by_id.values_mut() {
+            if r.status.is_active() && r.worker_id.as_deref() == Some(worker_id) {
+                r.lease_expires_at = Some(until);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn list_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Run>> {
+        let mut runs: Vec<Run> = self
+            .rows
+            .read()
+            .by_id
+            .values()
+            .filter(|r| r.status.is_active() && r.lease_expires_at.is_none_or(|t| t < now))
+            .cloned()
+            .collect();
+        oldest_first(&mut runs);
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
+    async fn adopt(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        Ok(self.modify(run_id, |r| {
+            if r.status.is_active() && r.lease_expires_at.is_none_or(|t| t < now) {
+                r.worker_id = Some(worker_id.to_string());
+                r.lease_expires_at = Some(time::truncate(lease_until));
+                true
+            } else {
+                false
+            }
+        }))
     }
 
     async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {

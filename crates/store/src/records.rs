@@ -297,6 +297,12 @@ pub struct Run {
     /// Stateless run on a temporary thread.
     #[serde(skip)]
     pub temporary: bool,
+    /// The process (replica) that owns the run while it is pending or running.
+    #[serde(skip)]
+    pub worker_id: Option<String>,
+    /// Until when `worker_id` owns it; after that any process may adopt the run.
+    #[serde(skip)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
 impl Run {
@@ -334,6 +340,8 @@ impl Run {
             started_at: None,
             finished_at: None,
             temporary: false,
+            worker_id: None,
+            lease_expires_at: None,
         }
     }
 }

@@ -283,6 +283,17 @@ impl Default for RunListQuery {
     }
 }
 
+/// Answer of [`RunStore::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The run is now running, owned by the claiming worker.
+    Claimed,
+    /// Another run of the thread is running: try again later.
+    Busy,
+    /// The run is not pending any more (cancelled, deleted, claimed by someone else).
+    Gone,
+}
+
 /// Runs: the seeds' RunStore contract plus what a per-thread queue needs.
 ///
 /// Status transitions set `updated_at`; the first move to `running` sets `started_at`, a
@@ -339,6 +350,32 @@ pub trait RunStore: Send + Sync {
         thread_id: &str,
         include_active: bool,
     ) -> StoreResult<TokenAggregate>;
+    /// Claims a pending run for execution: pending -> running, owned by `worker_id` until
+    /// `lease_until` (sets `started_at`). At most one run of a thread is running at a time,
+    /// across processes: the database enforces it (a unique index on running runs), so a
+    /// claim while another run of the thread is running answers [`Claim::Busy`].
+    async fn claim(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Claim>;
+    /// Extends the lease of every pending or running run owned by `worker_id` to
+    /// `lease_until` (the process heartbeat); returns how many runs it holds.
+    async fn renew_leases(&self, worker_id: &str, lease_until: DateTime<Utc>) -> StoreResult<u64>;
+    /// Pending or running runs whose lease expired before `now` (or that have no lease),
+    /// oldest first, at most `limit`.
+    async fn list_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Run>>;
+    /// Takes over an abandoned run: it becomes `worker_id`'s until `lease_until`, only if it
+    /// is still pending or running and its lease is still expired at `now` (compare-and-set:
+    /// of several processes adopting the same run, exactly one wins). Status is unchanged.
+    async fn adopt(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// The oldest active run of the thread (running preferred over pending).
     async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>>;
     /// The oldest pending run of the thread.

@@ -1,8 +1,8 @@
 //! `runs` table: the seeds' RunStore contract plus queue helpers.
 
 use antler_store::{
-    Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore, StoreError, StoreResult,
-    TokenAggregate, time, util,
+    Claim, Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore, StoreError,
+    StoreResult, TokenAggregate, time, util,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
@@ -43,6 +43,8 @@ fn row_to_run(row: &SqliteRow) -> StoreResult<Run> {
         started_at: get_opt_ts(row, "started_at")?,
         finished_at: get_opt_ts(row, "finished_at")?,
         temporary: get_i64(row, "temporary")? != 0,
+        worker_id: get_opt_str(row, "worker_id")?,
+        lease_expires_at: get_opt_ts(row, "lease_expires_at")?,
     })
 }
 
@@ -89,6 +91,7 @@ impl RunStore for SqliteRunStore {
         run.updated_at = time::truncate(run.updated_at);
         run.started_at = run.started_at.map(time::truncate);
         run.finished_at = run.finished_at.map(time::truncate);
+        run.lease_expires_at = run.lease_expires_at.map(time::truncate);
         let r = &run;
         self.db
             .retry(|| async move {
@@ -99,8 +102,8 @@ impl RunStore for SqliteRunStore {
                     "INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \
                      model_name, error, total_input_tokens, total_output_tokens, total_tokens, llm_call_count, \
                      lead_agent_tokens, subagent_tokens, middleware_tokens, message_count, last_ai_message, \
-                     first_human_message, temporary, created_at, updated_at, started_at, finished_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     first_human_message, temporary, created_at, updated_at, started_at, finished_at, worker_id, lease_expires_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&r.run_id)
                 .bind(&r.thread_id)
@@ -127,6 +130,8 @@ impl RunStore for SqliteRunStore {
                 .bind(ts(&r.updated_at))
                 .bind(ts_opt(&r.started_at))
                 .bind(ts_opt(&r.finished_at))
+                .bind(&r.worker_id)
+                .bind(ts_opt(&r.lease_expires_at))
                 .execute(&mut *conn)
                 .await
                 .map_err(map_err);
@@ -373,6 +378,91 @@ impl RunStore for SqliteRunStore {
         Ok(util::aggregate(runs.iter().filter(|r| {
             util::counts_for_tokens(r.status, include_active)
         })))
+    }
+
+    async fn claim(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Claim> {
+        let now = ts(&time::now());
+        let until = ts(&lease_until);
+        let res = self
+            .update_one(|| {
+                sqlx::query(
+                    "UPDATE runs SET status = 'running', worker_id = ?1, lease_expires_at = ?2, updated_at = ?3, \
+                     started_at = COALESCE(started_at, ?3) WHERE run_id = ?4 AND status = 'pending'",
+                )
+                .bind(worker_id.to_string())
+                .bind(until.clone())
+                .bind(now.clone())
+                .bind(run_id.to_string())
+            })
+            .await;
+        match res {
+            Ok(true) => Ok(Claim::Claimed),
+            Ok(false) => Ok(Claim::Gone),
+            // the unique index on running runs: another run of the thread is running
+            Err(StoreError::Conflict(_)) => Ok(Claim::Busy),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn renew_leases(&self, worker_id: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
+        let until = ts(&lease_until);
+        Ok(self
+            .db
+            .execute_one(|| {
+                sqlx::query(
+                    "UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status IN ('pending', 'running')",
+                )
+                .bind(until.clone())
+                .bind(worker_id.to_string())
+            })
+            .await?
+            .rows_affected())
+    }
+
+    async fn list_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Run>> {
+        let now = ts(&now);
+        let rows = self
+            .db
+            .retry(|| async {
+                sqlx::query(
+                    "SELECT * FROM runs WHERE status IN ('pending', 'running') \
+                     AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
+                     ORDER BY created_at ASC, run_id ASC LIMIT ?",
+                )
+                .bind(now.clone())
+                .bind(lim(limit))
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await?;
+        rows.iter().map(row_to_run).collect()
+    }
+
+    async fn adopt(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (until, now) = (ts(&lease_until), ts(&now));
+        self.update_one(|| {
+            sqlx::query(
+                "UPDATE runs SET worker_id = ?, lease_expires_at = ? WHERE run_id = ? \
+                 AND status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
+            )
+            .bind(worker_id.to_string())
+            .bind(until.clone())
+            .bind(run_id.to_string())
+            .bind(now.clone())
+        })
+        .await
     }
 
     async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {

@@ -1,0 +1,242 @@
+//! Crash recovery: the real `antler` binary is killed with SIGKILL while `slow` runs are
+//! mid-flight, restarted on the same database, and the runs must finish (resumed from their
+//! last checkpoint, every step exactly once), or fail clearly with `runs.recovery: fail`.
+//!
+//! SQLite always; PostgreSQL / MySQL when the binary was built with those backends and
+//! `ANTLER_TEST_POSTGRES_URL` / `ANTLER_TEST_MYSQL_URL` are reachable (see `backends()`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Proc {
+    /// Starts `antler serve` on port 0 with `config` and waits for its listening line.
+    fn start(dir: &Path, config: &str) -> Proc {
+        let cfg_path = dir.join("config.yaml");
+        std::fs::write(&cfg_path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_antler"))
+            .args(["serve", "--port", "0", "--config"])
+            .arg(&cfg_path)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn antler");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(u) = line.strip_prefix("antler listening on ") {
+                        break u.trim().to_string();
+                    }
+                }
+                _ => panic!("antler exited before listening"),
+            }
+        };
+        // keep draining stdout so the child never blocks on a full pipe
+        std::thread::spawn(move || for _ in lines {});
+        Proc { child, url }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn post(url: &str, body: Value) -> Value {
+    let r = http().post(url).json(&body).send().unwrap();
+    let status = r.status();
+    let v: Value = r.json().unwrap();
+    assert!(status.is_success(), "POST {url}: {status} {v}");
+    v
+}
+
+fn get(url: &str) -> Value {
+    let r = http().get(url).send().unwrap();
+    let status = r.status();
+    let v: Value = r.json().unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {v}");
+    v
+}
+
+fn contents(values: &Value) -> Vec<String> {
+    values["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `f` holds (polling), or panics after `secs`.
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The storage sections to test: SQLite always, the others when configured.
+fn backends(dir: &Path) -> Vec<(&'static str, String)> {
+    let mut out = vec![(
+        "sqlite",
+        format!(
+            "database:\n  backend: sqlite\n  sqlite_dir: {}\n",
+            dir.join("db").display()
+        ),
+    )];
+    for (name, var) in [
+        ("postgres", "ANTLER_TEST_POSTGRES_URL"),
+        ("mysql", "ANTLER_TEST_MYSQL_URL"),
+    ] {
+        if !antler::config::backend_compiled(name) {
+            continue;
+        }
+        match std::env::var(var) {
+            Ok(url) if !url.is_empty() => out.push((
+                name,
+                format!("database:\n  backend: {name}\n  {name}_url: \"{url}\"\n"),
+            )),
+            _ if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("{var} must be set under CI to test the {name} backend")
+            }
+            _ => eprintln!("{var} not set: skipping the {name} crash tests"),
+        }
+    }
+    out
+}
+
+/// Lease TTL of the test servers: a restarted server on a shared database adopts runs once
+/// their lease has expired.
+const RUNS: &str = "runs:\n  lease_ttl_seconds: 2\n";
+
+#[test]
+fn killed_server_resumes_runs_from_their_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db) in backends(tmp.path()) {
+        let config = format!("{db}{RUNS}");
+        let a = Proc::start(tmp.path(), &config);
+        // two threads with a slow run each, plus a second run queued behind the first
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let t = post(&format!("{}/threads", a.url), json!({}));
+            let tid = t["thread_id"].as_str().unwrap().to_string();
+            let r = post(
+                &format!("{}/threads/{tid}/runs", a.url),
+                json!({"assistant_id": "slow", "input": {"messages": [{"type": "human", "content": "go"}]},
+                       "config": {"configurable": {"delay": 0.6}}}),
+            );
+            runs.push((tid, r["run_id"].as_str().unwrap().to_string()));
+        }
+        let (tid0, _) = runs[0].clone();
+        let queued = post(
+            &format!("{}/threads/{tid0}/runs", a.url),
+            json!({"assistant_id": "echo", "input": {"messages": [{"type": "human", "content": "after"}]}}),
+        );
+        let queued_id = queued["run_id"].as_str().unwrap().to_string();
+        // kill once step 1 of the first run is committed
+        wait_until(30, "step 1 committed", || {
+            let st = get(&format!("{}/threads/{tid0}/state", a.url));
+            contents(&st["values"]).contains(&"step 1".to_string())
+        });
+        a.kill9();
+
+        let b = Proc::start(tmp.path(), &config);
+        for (tid, rid) in &runs {
+            let out = get(&format!("{}/threads/{tid}/runs/{rid}/join", b.url));
+            assert_eq!(
+                contents(&out),
+                ["go", "step 1", "step 2", "step 3"],
+                "[{backend}] every step exactly once: {out}"
+            );
+            let run = get(&format!("{}/threads/{tid}/runs/{rid}", b.url));
+            assert_eq!(run["status"], "success", "[{backend}] {run}");
+        }
+        let out = get(&format!("{}/threads/{tid0}/runs/{queued_id}/join", b.url));
+        assert_eq!(
+            contents(&out),
+            ["go", "step 1", "step 2", "step 3", "after", "echo: after"],
+            "[{backend}] the queued run ran after the resumed one: {out}"
+        );
+        for (tid, _) in &runs {
+            wait_until(10, "thread idle", || {
+                get(&format!("{}/threads/{tid}", b.url))["status"] == "idle"
+            });
+        }
+        // nothing left in flight
+        let stats = get(&format!("{}/info", b.url));
+        assert!(stats.is_object());
+        drop(b);
+    }
+}
+
+#[test]
+fn recovery_fail_marks_abandoned_runs_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db) in backends(tmp.path()) {
+        let config = format!("{db}runs:\n  lease_ttl_seconds: 2\n  recovery: fail\n");
+        let a = Proc::start(tmp.path(), &config);
+        let t = post(&format!("{}/threads", a.url), json!({}));
+        let tid = t["thread_id"].as_str().unwrap().to_string();
+        let r = post(
+            &format!("{}/threads/{tid}/runs", a.url),
+            json!({"assistant_id": "slow", "input": {"messages": []},
+                   "config": {"configurable": {"delay": 5}}}),
+        );
+        let rid = r["run_id"].as_str().unwrap().to_string();
+        wait_until(30, "run running", || {
+            get(&format!("{}/threads/{tid}/runs/{rid}", a.url))["status"] == "running"
+        });
+        a.kill9();
+
+        let b = Proc::start(tmp.path(), &config);
+        wait_until(30, "run marked error", || {
+            get(&format!("{}/threads/{tid}/runs/{rid}", b.url))["status"] == "error"
+        });
+        let thread = get(&format!("{}/threads/{tid}", b.url));
+        assert_eq!(thread["status"], "error", "[{backend}] {thread}");
+        assert_eq!(
+            thread["error"]["error"], "ServerRestart",
+            "[{backend}] {thread}"
+        );
+        // its stream is ended, not left hanging
+        let body = http()
+            .get(format!("{}/threads/{tid}/runs/{rid}/stream", b.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(body.contains("ServerRestart"), "[{backend}] {body}");
+    }
+}

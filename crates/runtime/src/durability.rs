@@ -1,0 +1,483 @@
+//! Run durability: leases, the heartbeat, fencing and recovery.
+//!
+//! Every process has a worker id. A run it creates or claims carries that id and a lease
+//! expiry (`runs.worker_id`, `runs.lease_expires_at`); one UPDATE per heartbeat extends the
+//! leases of all its pending and running runs. A run whose lease has expired belongs to a
+//! process that died (or lost the database for longer than the lease): any process may adopt
+//! it (compare-and-set, exactly one wins) and then resumes it from its last checkpoint, or
+//! fails it when `runs.recovery: fail`.
+//!
+//! Fencing: a process knows until when its leases are certainly valid (the start of its last
+//! successful renewal + TTL, minus a margin for clock skew). Past that instant another process
+//! may adopt its runs, so it stops writing: checkpoint writes go through [`FencedCheckpointer`],
+//! which refuses them, and the executor skips the final row writes. A step is therefore never
+//! committed by two processes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use antler_graph::{
+    ChannelValue, ChannelVersion, Checkpoint, CheckpointError, CheckpointTuple, Checkpointer,
+    ListOptions,
+};
+use antler_store::{Run, RunStatus, ThreadStatus, ThreadUpdate};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::executor::{Job, encode_error};
+use crate::{RunCreate, RunHandle, Runtime};
+
+/// What happens to a run whose process died (`runs.recovery`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Recovery {
+    /// Resume it from its last checkpoint and run it to completion (default).
+    #[default]
+    Resume,
+    /// Mark it `error` (`ServerRestart`).
+    Fail,
+}
+
+impl Recovery {
+    /// Parses the config spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "resume" => Some(Recovery::Resume),
+            "fail" => Some(Recovery::Fail),
+            _ => None,
+        }
+    }
+}
+
+/// This process's lease clock.
+pub(crate) struct Lease {
+    pub(crate) worker_id: String,
+    ttl: Duration,
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which our leases are certainly valid.
+    valid_until_ms: AtomicU64,
+}
+
+impl Lease {
+    pub(crate) fn new(worker_id: String, ttl: Duration) -> Self {
+        let lease = Lease {
+            worker_id,
+            ttl,
+            epoch: Instant::now(),
+            valid_until_ms: AtomicU64::new(0),
+        };
+        lease.renewed(lease.epoch);
+        lease
+    }
+
+    /// Skew allowance between processes' clocks and statement latency.
+    fn margin(&self) -> Duration {
+        (self.ttl / 10).min(Duration::from_secs(5))
+    }
+
+    /// Whether this process still certainly owns its runs.
+    pub(crate) fn valid(&self) -> bool {
+        (self.epoch.elapsed().as_millis() as u64) < self.valid_until_ms.load(Ordering::Acquire)
+    }
+
+    /// The expiry to write for a run created or claimed now.
+    pub(crate) fn expiry(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// A renewal that started at `started` succeeded.
+    fn renewed(&self, started: Instant) {
+        let until = (started + self.ttl)
+            .saturating_duration_since(self.epoch)
+            .saturating_sub(self.margin());
+        self.valid_until_ms
+            .fetch_max(until.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    fn heartbeat_every(&self) -> Duration {
+        (self.ttl / 3).max(Duration::from_millis(100))
+    }
+}
+
+/// The thread's checkpointer, refusing writes once this process's lease is no longer certain.
+pub(crate) struct FencedCheckpointer {
+    pub(crate) inner: Arc<dyn Checkpointer>,
+    pub(crate) lease: Arc<Lease>,
+}
+
+impl FencedCheckpointer {
+    fn check(&self) -> Result<(), CheckpointError> {
+        if self.lease.valid() {
+            Ok(())
+        } else {
+            Err(CheckpointError::Storage(
+                "this server lost its run lease (database unreachable?); another server may resume the run".into(),
+            ))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Checkpointer for FencedCheckpointer {
+    async fn get_tuple(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Option<CheckpointTuple>, CheckpointError> {
+        self.inner
+            .get_tuple(thread_id, checkpoint_ns, checkpoint_id)
+            .await
+    }
+
+    async fn list(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Vec<CheckpointTuple>, CheckpointError> {
+        self.inner.list(thread_id, checkpoint_ns, opts).await
+    }
+
+    async fn put(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        parent_id: Option<&str>,
+        checkpoint: &Checkpoint,
+        metadata: &Map<String, Value>,
+        new_versions: &BTreeMap<String, ChannelVersion>,
+    ) -> Result<(), CheckpointError> {
+        self.check()?;
+        self.inner
+            .put(
+                thread_id,
+                checkpoint_ns,
+                parent_id,
+                checkpoint,
+                metadata,
+                new_versions,
+            )
+            .await
+    }
+
+    async fn put_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: &str,
+        task_id: &str,
+        writes: &[(String, Value)],
+    ) -> Result<(), CheckpointError> {
+        self.check()?;
+        self.inner
+            .put_writes(thread_id, checkpoint_ns, checkpoint_id, task_id, writes)
+            .await
+    }
+
+    async fn delete_thread(&self, thread_id: &str) -> Result<(), CheckpointError> {
+        self.check()?;
+        self.inner.delete_thread(thread_id).await
+    }
+
+    async fn copy_thread(&self, from: &str, to: &str) -> Result<(), CheckpointError> {
+        self.check()?;
+        self.inner.copy_thread(from, to).await
+    }
+
+    async fn delete_run(&self, thread_id: &str, run_id: &str) -> Result<(), CheckpointError> {
+        self.check()?;
+        self.inner.delete_run(thread_id, run_id).await
+    }
+
+    async fn get_tuple_shared(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Option<(CheckpointTuple, BTreeMap<String, ChannelValue>)>, CheckpointError> {
+        self.inner
+            .get_tuple_shared(thread_id, checkpoint_ns, checkpoint_id)
+            .await
+    }
+
+    async fn put_shared(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        parent_id: Option<&str>,
+        checkpoint: &Checkpoint,
+        values: &BTreeMap<String, ChannelValue>,
+        metadata: &Map<String, Value>,
+        new_versions: &BTreeMap<String, ChannelVersion>,
+    ) -> Result<(), CheckpointError> {
+        self.check()?;
+        self.inner
+            .put_shared(
+                thread_id,
+                checkpoint_ns,
+                parent_id,
+                checkpoint,
+                values,
+                metadata,
+                new_versions,
+            )
+            .await
+    }
+}
+
+/// Most abandoned runs adopted per recovery pass.
+const RECOVERY_BATCH: usize = 100;
+
+impl Runtime {
+    /// Whether this process still certainly owns its runs (see the module docs).
+    pub fn lease_valid(&self) -> bool {
+        self.lease.valid()
+    }
+
+    /// This process's worker id (run ownership).
+    pub fn worker_id(&self) -> &str {
+        &self.lease.worker_id
+    }
+
+    /// Startup recovery, then the heartbeat and the periodic recovery in the background.
+    /// Call once, after the graphs and system assistants are registered.
+    pub async fn start_durability(self: &Arc<Self>) {
+        // A process that is alone on its database (SQLite, memory) knows at startup that
+        // every in-flight run it did not create was abandoned: no need to wait for leases.
+        let now = if self.config.exclusive {
+            Utc::now() + chrono::Duration::days(36_500)
+        } else {
+            Utc::now()
+        };
+        self.recover_pass(now).await;
+        let rt = self.clone();
+        self.tracker
+            .spawn(async move { rt.durability_loop().await });
+    }
+
+    async fn durability_loop(self: Arc<Self>) {
+        let every = self.lease.heartbeat_every();
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            tick += 1;
+            let started = Instant::now();
+            match self
+                .stores
+                .runs
+                .renew_leases(&self.lease.worker_id, self.lease.expiry())
+                .await
+            {
+                Ok(_) => self.lease.renewed(started),
+                Err(e) => tracing::warn!(error = %e, "run lease renewal failed"),
+            }
+            if !self.lease.valid() {
+                self.abandon_all();
+            }
+            // recovery every other heartbeat (ttl * 2/3)
+            if tick.is_multiple_of(2) {
+                self.recover_pass(Utc::now()).await;
+            }
+        }
+    }
+
+    /// The lease is lost: stop every live run at once (they will be adopted elsewhere).
+    fn abandon_all(&self) {
+        let live: Vec<Arc<RunHandle>> = self.live.lock().runs.values().cloned().collect();
+        for h in live.iter().filter(|h| !h.ephemeral) {
+            if !h.cancel.is_cancelled() {
+                tracing::error!(run_id = %h.run_id, "run lease lost: stopping the run");
+                h.cancel.cancel();
+            }
+        }
+    }
+
+    /// Adopts every run whose lease expired before `now` and resumes or fails it.
+    pub(crate) async fn recover_pass(self: &Arc<Self>, now: DateTime<Utc>) {
+        if !self.lease.valid() || self.shutdown.is_cancelled() {
+            return;
+        }
+        let expired = match self.stores.runs.list_expired(now, RECOVERY_BATCH).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list abandoned runs");
+                return;
+            }
+        };
+        for run in expired {
+            if self.is_live(&run.run_id) {
+                continue;
+            }
+            match self
+                .stores
+                .runs
+                .adopt(&run.run_id, &self.lease.worker_id, self.lease.expiry(), now)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue, // another process was faster, or it finished
+                Err(e) => {
+                    tracing::warn!(run_id = %run.run_id, error = %e, "cannot adopt run");
+                    continue;
+                }
+            }
+            match self.config.recovery {
+                Recovery::Fail => self.fail_abandoned(&run).await,
+                Recovery::Resume => match RunCreate::from_run(&run) {
+                    Ok(request) => self.resume_abandoned(run, request).await,
+                    Err(e) => {
+                        tracing::warn!(run_id = %run.run_id, error = %e, "cannot rebuild run request");
+                        self.fail_abandoned(&run).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// `runs.recovery: fail`: the abandoned run ends as `error`.
+    async fn fail_abandoned(&self, run: &Run) {
+        const MESSAGE: &str = "The server executing this run stopped before it finished.";
+        let err = encode_error("ServerRestart", MESSAGE);
+        let _ = self
+            .stores
+            .runs
+            .transition(
+                &run.run_id,
+                &[RunStatus::Pending, RunStatus::Running],
+                RunStatus::Error,
+                Some(&err),
+            )
+            .await;
+        let _ = self
+            .stores
+            .threads
+            .update(
+                &run.owner,
+                &run.thread_id,
+                ThreadUpdate {
+                    status: Some(ThreadStatus::Error),
+                    error: Some(Some(json!({"error": "ServerRestart", "message": MESSAGE}))),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let data = json!({"error": "ServerRestart", "message": MESSAGE});
+        self.publish(
+            &run.run_id,
+            &crate::thread_stream_id(&run.thread_id),
+            "error",
+            &data,
+        )
+        .await;
+        let _ = self.bridge.publish_end(&run.run_id).await;
+        self.bridge
+            .cleanup(&run.run_id, self.config.stream_cleanup_delay)
+            .await;
+        tracing::warn!(run_id = %run.run_id, "abandoned run marked error (runs.recovery: fail)");
+    }
+
+    /// `runs.recovery: resume`: the run is queued on its thread (in creation order with the
+    /// other recovered runs) and continues from its last checkpoint.
+    async fn resume_abandoned(self: &Arc<Self>, run: Run, mut request: RunCreate) {
+        let mut started = false;
+        if run.status == RunStatus::Running {
+            // Did it write a checkpoint? Then continue from the latest one (the engine re-runs
+            // only the tasks of the step that had not committed); otherwise start it over.
+            let latest = self
+                .stores
+                .checkpointer
+                .get_tuple(&run.thread_id, "", None)
+                .await
+                .ok()
+                .flatten();
+            started = latest.is_some_and(|t| {
+                t.metadata.get("run_id").and_then(Value::as_str) == Some(run.run_id.as_str())
+            });
+        }
+        if started {
+            request.input = None;
+            request.command = None;
+            request.checkpoint_id = None;
+        }
+        request.after_seconds = 0.0;
+        let handle = Arc::new(RunHandle {
+            run_id: run.run_id.clone(),
+            ephemeral: false,
+            thread_id: run.thread_id.clone(),
+            owner: run.owner.clone(),
+            cancel: self.shutdown.child_token(),
+            action: parking_lot::Mutex::new(None),
+            done: watch::channel(None).0,
+        });
+        let prev = {
+            let mut live = self.live.lock();
+            live.runs.insert(run.run_id.clone(), handle.clone());
+            live.tails.insert(run.thread_id.clone(), handle.clone())
+        };
+        self.publish(
+            &run.run_id,
+            &crate::thread_stream_id(&run.thread_id),
+            "metadata",
+            &json!({"run_id": run.run_id, "attempt": 2}),
+        )
+        .await;
+        tracing::warn!(run_id = %run.run_id, resumed_from_checkpoint = started, "adopted an abandoned run");
+        self.counters.created.fetch_add(1, Ordering::Relaxed);
+        self.counters.pending.fetch_add(1, Ordering::Relaxed);
+        let graph_id = run
+            .metadata
+            .get("graph_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let rt = self.clone();
+        let job = Job {
+            run,
+            request,
+            graph_id,
+            handle,
+            prev,
+            thread_update: None,
+            adopted: true,
+        };
+        self.tracker.spawn(async move { rt.execute(job).await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_is_valid_until_ttl_minus_margin() {
+        let lease = Lease::new("w".into(), Duration::from_millis(400));
+        assert!(lease.valid());
+        std::thread::sleep(Duration::from_millis(420));
+        assert!(!lease.valid(), "past ttl - margin the lease is not certain");
+        lease.renewed(Instant::now());
+        assert!(lease.valid(), "a renewal extends it");
+    }
+
+    #[test]
+    fn an_older_renewal_never_shortens_the_lease() {
+        let lease = Lease::new("w".into(), Duration::from_secs(10));
+        let before = lease.valid_until_ms.load(Ordering::Acquire);
+        lease.renewed(lease.epoch);
+        assert_eq!(lease.valid_until_ms.load(Ordering::Acquire), before);
+    }
+
+    #[test]
+    fn recovery_modes_parse() {
+        assert_eq!(Recovery::parse("resume"), Some(Recovery::Resume));
+        assert_eq!(Recovery::parse("fail"), Some(Recovery::Fail));
+        assert_eq!(Recovery::parse("retry"), None);
+    }
+}
