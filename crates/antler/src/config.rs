@@ -44,12 +44,9 @@ impl Backend {
 /// Whether this build includes the storage backend `name` (`postgres` and `mysql` are cargo
 /// features of the `antler` crate).
 pub fn backend_compiled(name: &str) -> bool {
-    match name {
-        "memory" | "sqlite" => true,
-        "postgres" => cfg!(feature = "postgres"),
-        "mysql" => cfg!(feature = "mysql"),
-        _ => false,
-    }
+    matches!(name, "memory" | "sqlite")
+        || (name == "postgres" && cfg!(feature = "postgres"))
+        || (name == "mysql" && cfg!(feature = "mysql"))
 }
 
 /// Connection pool options of the server databases (`database.pool_size`, timeouts).

@@ -245,6 +245,13 @@ async fn seed(a: &Client) -> Owned {
     let r = a.get(&format!("/threads/{thread}/runs")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let run = r.json()[0]["run_id"].as_str().unwrap().to_owned();
+    let r = a
+        .post(
+            &format!("/threads/{thread}/runs/{run}/feedback"),
+            json!({"rating": 1, "comment": A_MARKER}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
     let r = a.get(&format!("/threads/{thread}/state")).await;
     let checkpoint = r.json()["checkpoint"]["checkpoint_id"]
         .as_str()
@@ -277,6 +284,13 @@ async fn snapshot(a: &Client, o: &Owned) -> Vec<(u16, Value)> {
         a.get(&format!("/threads/{t}/history")).await,
         a.get(&format!("/threads/{t}/runs")).await,
         a.get(&format!("/threads/{t}/runs/{}", o.run)).await,
+        a.get(&format!("/threads/{t}/runs/{}/feedback", o.run))
+            .await,
+        a.get(&format!("/threads/{t}/runs/{}/events", o.run)).await,
+        a.get(&format!("/threads/{t}/runs/{}/messages", o.run))
+            .await,
+        a.get(&format!("/threads/{t}/messages")).await,
+        a.get(&format!("/threads/{t}/token-usage")).await,
         a.get(&format!("/assistants/{}", o.assistant)).await,
         a.post(&format!("/assistants/{}/versions", o.assistant), json!({}))
             .await,
@@ -324,6 +338,9 @@ fn b_request(method: &str, path: &str, o: &Owned) -> (String, Option<Value>, boo
             Some(json!({"checkpoint": {"checkpoint_id": o.checkpoint}}))
         }
         ("POST", "/threads/{thread_id}/runs/{run_id}/cancel") => Some(json!({})),
+        ("POST" | "PUT", "/threads/{thread_id}/runs/{run_id}/feedback") => {
+            Some(json!({"rating": -1, "comment": "bob"}))
+        }
         ("POST", "/runs/batch") => Some(json!([run_body])),
         ("POST", "/runs/cancel") => Some(json!({"thread_id": o.thread, "run_ids": [o.run]})),
         ("POST", p) if p.contains("/runs") => Some(run_body),

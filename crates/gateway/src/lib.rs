@@ -29,6 +29,7 @@ pub fn api_routes() -> Router<AppState> {
         .merge(routes::threads::router())
         .merge(routes::store::router())
         .merge(routes::runs::router())
+        .merge(routes::journal::router())
         .merge(routes::state::router())
         .merge(routes::auth::router())
 }

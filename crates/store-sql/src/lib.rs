@@ -1,9 +1,10 @@
 //! `antler-store-sql`: SQL implementations of the `antler-store` repository traits and of the
 //! `antler-graph` checkpointer.
 //!
-//! Today: SQLite ([`sqlite`]), with embedded migrations in `migrations/sqlite/`. PostgreSQL
-//! and MySQL will live beside it (`postgres/`, `mysql/`, each with its own migrations), sharing
-//! the schema's shape: same tables, same columns, JSON as the backend's native type.
+//! Three backends, each a module with its own embedded migrations (`migrations/<backend>/`):
+//! SQLite ([`sqlite`], always built), PostgreSQL (`postgres`, feature `postgres`) and
+//! MySQL/MariaDB (`mysql`, feature `mysql`). They share the schema's shape (same tables, same
+//! columns) with each backend's native types, and pass the same conformance suites.
 //! Queries are runtime `sqlx::query` calls with every value bound; optional filters go
 //! through `QueryBuilder`.
 

@@ -4,6 +4,7 @@
 
 pub mod assistants;
 pub mod auth;
+pub mod journal;
 pub mod meta;
 pub mod runs;
 pub mod state;
@@ -53,6 +54,7 @@ pub fn all_docs() -> Vec<RouteDoc> {
         threads::DOCS,
         state::DOCS,
         runs::DOCS,
+        journal::DOCS,
         store::DOCS,
         meta::DOCS,
         auth::DOCS,

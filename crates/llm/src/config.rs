@@ -1,0 +1,793 @@
+//! `models:` configuration, DeerFlow-compatible: [`ModelConfig`] (one entry), [`ModelRegistry`]
+//! (the ordered list with a client per model; the first entry is the default) and the JSON of
+//! `GET /api/models`.
+//!
+//! An entry names its provider with `provider: openai | anthropic` or with DeerFlow's
+//! `use: "package.module:Class"` (`langchain_openai:ChatOpenAI`,
+//! `langchain_anthropic:ChatAnthropic`, `langchain_deepseek:ChatDeepSeek`, ...). Keys this crate
+//! does not know are kept in [`ModelConfig::extra`] and sent in the request body (LangChain's
+//! `model_kwargs` / `extra_body` are flattened into it), except a few LangChain-only constructor
+//! options that are not request fields (see [`IGNORED_KEYS`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::chat::ChatModel;
+use crate::error::ConfigError;
+
+/// Which wire protocol a model speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// OpenAI Chat Completions (OpenAI, DeepSeek, vLLM, OpenRouter, Qwen, ...).
+    OpenAi,
+    /// Anthropic Messages API.
+    Anthropic,
+}
+
+impl Provider {
+    /// `openai` / `anthropic`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// Default per-read timeout when `timeout` is not configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default number of retries.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+
+/// LangChain constructor options that are not request-body fields: accepted and ignored.
+pub const IGNORED_KEYS: &[&str] = &[
+    "description",
+    "pricing",
+    "use_responses_api",
+    "output_version",
+    "stream_chunk_timeout",
+    "stream_usage",
+    "streaming",
+    "supports_reasoning_effort",
+    "organization",
+    "default_query",
+    "http_client",
+    "verbose",
+    "tags",
+    "metadata",
+    "callbacks",
+    "cache",
+    "rate_limiter",
+];
+
+/// One `models:` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    /// Id used by `context.model_name`.
+    pub name: String,
+    /// Shown in UIs.
+    pub display_name: Option<String>,
+    /// Shown in UIs.
+    pub description: Option<String>,
+    /// The wire protocol.
+    pub provider: Provider,
+    /// The `use` value as written, if any.
+    pub use_path: Option<String>,
+    /// Provider model id.
+    pub model: String,
+    /// API base URL (`base_url` / `api_base`); provider default when absent.
+    pub base_url: Option<String>,
+    /// API key (already `$ENV`-substituted by the caller; a leftover `$NAME` is resolved from
+    /// the environment at request time).
+    pub api_key: Option<String>,
+    /// `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// `temperature`.
+    pub temperature: Option<f64>,
+    /// Per-read / connect timeout.
+    pub timeout: Duration,
+    /// Retries on 429 / 5xx / connection errors (before any chunk was delivered).
+    pub max_retries: u32,
+    /// Whether `thinking_enabled` applies.
+    pub supports_thinking: bool,
+    /// Whether `reasoning_effort` applies.
+    pub supports_reasoning_effort: bool,
+    /// Image input.
+    pub supports_vision: bool,
+    /// Context window in tokens.
+    pub context_window: Option<u64>,
+    /// Extra request-body fields when thinking is enabled.
+    pub when_thinking_enabled: Map<String, Value>,
+    /// Extra request-body fields when thinking is disabled.
+    pub when_thinking_disabled: Map<String, Value>,
+    /// Extra HTTP headers (`default_headers`).
+    pub headers: Vec<(String, String)>,
+    /// Unknown keys: merged into the request body.
+    pub extra: Map<String, Value>,
+}
+
+fn opt_str(
+    o: &Map<String, Value>,
+    name: &str,
+    keys: &[&str],
+) -> Result<Option<String>, ConfigError> {
+    for k in keys {
+        match o.get(*k) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => return Ok(Some(s.clone())),
+            Some(other) => {
+                return Err(ConfigError::field(
+                    name,
+                    k,
+                    format!("expected a string, got {}", type_name(other)),
+                ));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn opt_bool(o: &Map<String, Value>, name: &str, key: &str) -> Result<bool, ConfigError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(ConfigError::field(
+            name,
+            key,
+            format!("expected true or false, got {}", type_name(other)),
+        )),
+    }
+}
+
+fn opt_u64(o: &Map<String, Value>, name: &str, key: &str) -> Result<Option<u64>, ConfigError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+            ConfigError::field(
+                name,
+                key,
+                format!("expected a non-negative integer, got {n}"),
+            )
+        }),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+            ConfigError::field(
+                name,
+                key,
+                format!("expected a non-negative integer, got '{s}'"),
+            )
+        }),
+        Some(other) => Err(ConfigError::field(
+            name,
+            key,
+            format!("expected a non-negative integer, got {}", type_name(other)),
+        )),
+    }
+}
+
+fn opt_f64(o: &Map<String, Value>, name: &str, key: &str) -> Result<Option<f64>, ConfigError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| ConfigError::field(name, key, format!("expected a number, got {n}"))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| ConfigError::field(name, key, format!("expected a number, got '{s}'"))),
+        Some(other) => Err(ConfigError::field(
+            name,
+            key,
+            format!("expected a number, got {}", type_name(other)),
+        )),
+    }
+}
+
+fn opt_map(
+    o: &Map<String, Value>,
+    name: &str,
+    key: &str,
+) -> Result<Map<String, Value>, ConfigError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(other) => Err(ConfigError::field(
+            name,
+            key,
+            format!("expected a mapping, got {}", type_name(other)),
+        )),
+    }
+}
+
+pub(crate) fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Provider of a DeerFlow `use` class path.
+fn provider_of_use(path: &str) -> Option<Provider> {
+    let p = path.to_ascii_lowercase();
+    if p.contains("anthropic") || p.contains("claude") {
+        return Some(Provider::Anthropic);
+    }
+    const OPENAI_LIKE: &[&str] = &[
+        "openai",
+        "deepseek",
+        "qwen",
+        "tongyi",
+        "moonshot",
+        "kimi",
+        "volcengine",
+        "doubao",
+        "minimax",
+        "openrouter",
+        "vllm",
+        "litellm",
+        "xai",
+        "groq",
+        "siliconflow",
+        "zhipu",
+    ];
+    OPENAI_LIKE
+        .iter()
+        .any(|k| p.contains(k))
+        .then_some(Provider::OpenAi)
+}
+
+/// Known keys (not passed through as `extra`).
+const KNOWN_KEYS: &[&str] = &[
+    "name",
+    "display_name",
+    "description",
+    "use",
+    "provider",
+    "model",
+    "model_name",
+    "base_url",
+    "api_base",
+    "openai_api_base",
+    "anthropic_api_url",
+    "api_key",
+    "openai_api_key",
+    "anthropic_api_key",
+    "max_tokens",
+    "temperature",
+    "timeout",
+    "request_timeout",
+    "max_retries",
+    "supports_thinking",
+    "supports_reasoning_effort",
+    "supports_vision",
+    "context_window",
+    "when_thinking_enabled",
+    "when_thinking_disabled",
+    "default_headers",
+    "model_kwargs",
+    "extra_body",
+];
+
+impl ModelConfig {
+    /// Parses and validates one `models:` entry. Errors name the model and the field.
+    pub fn from_value(v: &Value) -> Result<Self, ConfigError> {
+        let o = v.as_object().ok_or_else(|| {
+            ConfigError(format!(
+                "a `models:` entry must be a mapping, got {}",
+                type_name(v)
+            ))
+        })?;
+        let name = match o.get("name") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(ConfigError(
+                    "a `models:` entry has no `name` (the id used by context.model_name)".into(),
+                ));
+            }
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "a `models:` entry has a `name` that is {}, expected a string",
+                    type_name(other)
+                )));
+            }
+        };
+        let n = name.as_str();
+        let use_path = opt_str(o, n, &["use"])?;
+        let provider = match opt_str(o, n, &["provider"])? {
+            Some(p) => match p.trim().to_ascii_lowercase().as_str() {
+                "openai" | "openai-compatible" | "openai_compatible" | "deepseek" => {
+                    Provider::OpenAi
+                }
+                "anthropic" => Provider::Anthropic,
+                other => {
+                    return Err(ConfigError::field(
+                        n,
+                        "provider",
+                        format!("unknown provider '{other}' (expected `openai` or `anthropic`)"),
+                    ));
+                }
+            },
+            None => match &use_path {
+                Some(u) => provider_of_use(u).ok_or_else(|| {
+                    ConfigError::field(
+                        n,
+                        "use",
+                        format!(
+                            "unsupported class '{u}': supported are OpenAI-compatible chat models \
+                             (e.g. langchain_openai:ChatOpenAI, langchain_deepseek:ChatDeepSeek) \
+                             and langchain_anthropic:ChatAnthropic; or set `provider: openai | anthropic`"
+                        ),
+                    )
+                })?,
+                None => {
+                    return Err(ConfigError::field(
+                        n,
+                        "use",
+                        "missing: set `use` (e.g. langchain_openai:ChatOpenAI) or `provider` (openai | anthropic)",
+                    ));
+                }
+            },
+        };
+        let model = opt_str(o, n, &["model", "model_name"])?
+            .filter(|m| !m.trim().is_empty())
+            .ok_or_else(|| ConfigError::field(n, "model", "missing: the provider's model id"))?;
+        let base_url = opt_str(
+            o,
+            n,
+            &[
+                "base_url",
+                "api_base",
+                "openai_api_base",
+                "anthropic_api_url",
+            ],
+        )?
+        .filter(|u| !u.trim().is_empty());
+        if let Some(u) = &base_url {
+            let lower = u.to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                return Err(ConfigError::field(
+                    n,
+                    "base_url",
+                    format!("'{u}' is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        let api_key = opt_str(o, n, &["api_key", "openai_api_key", "anthropic_api_key"])?
+            .filter(|k| !k.is_empty());
+        let max_tokens = opt_u64(o, n, "max_tokens")?;
+        if max_tokens == Some(0) {
+            return Err(ConfigError::field(n, "max_tokens", "must be at least 1"));
+        }
+        let temperature = opt_f64(o, n, "temperature")?;
+        if let Some(t) = temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(ConfigError::field(
+                n,
+                "temperature",
+                format!("{t} is outside 0..=2"),
+            ));
+        }
+        let timeout_key = if o.get("timeout").is_some_and(|v| !v.is_null()) {
+            "timeout"
+        } else {
+            "request_timeout"
+        };
+        let timeout = match opt_f64(o, n, timeout_key)? {
+            None => DEFAULT_TIMEOUT,
+            Some(t) if t > 0.0 && t <= 86_400.0 => Duration::from_secs_f64(t),
+            Some(t) => {
+                return Err(ConfigError::field(
+                    n,
+                    timeout_key,
+                    format!("{t} seconds is not in (0, 86400]"),
+                ));
+            }
+        };
+        let max_retries = match opt_u64(o, n, "max_retries")? {
+            None => DEFAULT_MAX_RETRIES,
+            Some(r) if r <= 20 => r as u32,
+            Some(r) => {
+                return Err(ConfigError::field(
+                    n,
+                    "max_retries",
+                    format!("{r} is more than 20"),
+                ));
+            }
+        };
+        let mut headers = Vec::new();
+        for (k, v) in opt_map(o, n, "default_headers")? {
+            match v {
+                Value::String(s) => headers.push((k, s)),
+                Value::Number(x) => headers.push((k, x.to_string())),
+                other => {
+                    return Err(ConfigError::field(
+                        n,
+                        "default_headers",
+                        format!("header '{k}' is {}, expected a string", type_name(&other)),
+                    ));
+                }
+            }
+        }
+        for (k, _) in &headers {
+            if ::http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                return Err(ConfigError::field(
+                    n,
+                    "default_headers",
+                    format!("'{k}' is not a valid header name"),
+                ));
+            }
+        }
+        let mut extra = Map::new();
+        for key in ["model_kwargs", "extra_body"] {
+            for (k, v) in opt_map(o, n, key)? {
+                extra.insert(k, v);
+            }
+        }
+        for (k, v) in o {
+            if !KNOWN_KEYS.contains(&k.as_str()) && !IGNORED_KEYS.contains(&k.as_str()) {
+                extra.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(ModelConfig {
+            display_name: opt_str(o, n, &["display_name"])?,
+            description: opt_str(o, n, &["description"])?,
+            provider,
+            use_path,
+            model,
+            base_url,
+            api_key,
+            max_tokens,
+            temperature,
+            timeout,
+            max_retries,
+            supports_thinking: opt_bool(o, n, "supports_thinking")?,
+            supports_reasoning_effort: opt_bool(o, n, "supports_reasoning_effort")?,
+            supports_vision: opt_bool(o, n, "supports_vision")?,
+            context_window: opt_u64(o, n, "context_window")?,
+            when_thinking_enabled: flatten_body_map(opt_map(o, n, "when_thinking_enabled")?),
+            when_thinking_disabled: flatten_body_map(opt_map(o, n, "when_thinking_disabled")?),
+            headers,
+            extra,
+            name,
+        })
+    }
+
+    /// A minimal OpenAI-compatible entry (tests, programmatic setups).
+    pub fn openai(name: &str, model: &str, base_url: &str) -> Self {
+        Self::minimal(name, model, base_url, Provider::OpenAi)
+    }
+
+    /// A minimal Anthropic entry (tests, programmatic setups).
+    pub fn anthropic(name: &str, model: &str, base_url: &str) -> Self {
+        Self::minimal(name, model, base_url, Provider::Anthropic)
+    }
+
+    fn minimal(name: &str, model: &str, base_url: &str, provider: Provider) -> Self {
+        ModelConfig {
+            name: name.to_string(),
+            display_name: None,
+            description: None,
+            provider,
+            use_path: None,
+            model: model.to_string(),
+            base_url: Some(base_url.to_string()),
+            api_key: None,
+            max_tokens: None,
+            temperature: None,
+            timeout: DEFAULT_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            supports_thinking: false,
+            supports_reasoning_effort: false,
+            supports_vision: false,
+            context_window: None,
+            when_thinking_enabled: Map::new(),
+            when_thinking_disabled: Map::new(),
+            headers: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+
+    /// The entry as listed by `GET /api/models`.
+    pub fn api_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "model": self.model,
+            "display_name": self.display_name,
+            "description": self.description,
+            "supports_thinking": self.supports_thinking,
+            "supports_reasoning_effort": self.supports_reasoning_effort,
+        })
+    }
+
+    /// The request-body fields for a thinking mode: `when_thinking_enabled` when thinking is
+    /// requested and supported, `when_thinking_disabled` otherwise.
+    pub fn thinking_fields(&self, thinking: Option<bool>) -> &Map<String, Value> {
+        let on = thinking.unwrap_or(true) && self.supports_thinking;
+        if on {
+            &self.when_thinking_enabled
+        } else {
+            &self.when_thinking_disabled
+        }
+    }
+}
+
+/// `extra_body` / `model_kwargs` inside a `when_thinking_*` map are flattened into it.
+fn flatten_body_map(m: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in m {
+        match (k.as_str(), v) {
+            ("extra_body" | "model_kwargs", Value::Object(inner)) => {
+                for (ik, iv) in inner {
+                    out.insert(ik, iv);
+                }
+            }
+            (_, v) => {
+                out.insert(k, v);
+            }
+        }
+    }
+    out
+}
+
+impl TryFrom<Value> for ModelConfig {
+    type Error = ConfigError;
+    fn try_from(v: Value) -> Result<Self, Self::Error> {
+        ModelConfig::from_value(&v)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        ModelConfig::from_value(&v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A configured model: its config and its client.
+#[derive(Clone)]
+pub struct ModelEntry {
+    /// The config entry.
+    pub config: ModelConfig,
+    /// The client.
+    pub client: Arc<dyn ChatModel>,
+}
+
+impl std::fmt::Debug for ModelEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelEntry")
+            .field("name", &self.config.name)
+            .field("provider", &self.config.provider)
+            .finish()
+    }
+}
+
+/// The configured models, in config order; the first is the default.
+#[derive(Clone, Debug, Default)]
+pub struct ModelRegistry {
+    entries: Vec<ModelEntry>,
+}
+
+impl ModelRegistry {
+    /// No models (a `lead_agent` run then fails with a clear error).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Builds clients for every entry. Duplicate names are an error.
+    pub fn new(configs: Vec<ModelConfig>) -> Result<Self, ConfigError> {
+        let mut reg = Self::empty();
+        for c in configs {
+            let client = crate::build_client(&c)?;
+            reg.push(c, client)?;
+        }
+        Ok(reg)
+    }
+
+    /// Parses the `models:` list (null = none) and builds clients.
+    pub fn from_value(v: &Value) -> Result<Self, ConfigError> {
+        match v {
+            Value::Null => Ok(Self::empty()),
+            Value::Array(items) => {
+                let mut configs = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    configs.push(
+                        ModelConfig::from_value(item)
+                            .map_err(|e| ConfigError(format!("models[{i}]: {}", e.0)))?,
+                    );
+                }
+                Self::new(configs)
+            }
+            other => Err(ConfigError(format!(
+                "`models:` must be a list, got {}",
+                type_name(other)
+            ))),
+        }
+    }
+
+    /// Adds a model with a given client (custom providers, tests).
+    pub fn push(
+        &mut self,
+        config: ModelConfig,
+        client: Arc<dyn ChatModel>,
+    ) -> Result<(), ConfigError> {
+        if self.get(&config.name).is_some() {
+            return Err(ConfigError(format!(
+                "model '{}' is configured twice in `models:`",
+                config.name
+            )));
+        }
+        self.entries.push(ModelEntry { config, client });
+        Ok(())
+    }
+
+    /// By name.
+    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
+        self.entries.iter().find(|e| e.config.name == name)
+    }
+
+    /// Whether `name` is configured (the server answers 400 otherwise).
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The first entry.
+    pub fn default_model(&self) -> Option<&ModelEntry> {
+        self.entries.first()
+    }
+
+    /// All entries, in order.
+    pub fn entries(&self) -> &[ModelEntry] {
+        &self.entries
+    }
+
+    /// Whether no model is configured.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries
+            .iter()
+            .map(|e| e.config.name.as_str())
+            .collect()
+    }
+
+    /// `GET /api/models`: `{"models": [...], "token_usage": {"enabled": ...}}`.
+    pub fn api_json(&self, token_usage_enabled: bool) -> Value {
+        json!({
+            "models": self.entries.iter().map(|e| e.config.api_json()).collect::<Vec<_>>(),
+            "token_usage": {"enabled": token_usage_enabled},
+        })
+    }
+
+    /// Resolves the model of a run: `name` if given (must be configured), else the default.
+    pub fn resolve(&self, name: Option<&str>) -> Result<&ModelEntry, ConfigError> {
+        match name {
+            Some(n) => self.get(n).ok_or_else(|| {
+                ConfigError(format!(
+                    "Model '{n}' is not in the configured model allowlist (configured: {})",
+                    if self.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.names().join(", ")
+                    }
+                ))
+            }),
+            None => self.default_model().ok_or_else(|| {
+                ConfigError(
+                    "no chat model is configured: add an entry to the `models:` list of the \
+                     config file (name, use or provider, model, api_key, ...)"
+                        .into(),
+                )
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_deerflow_entries() {
+        let c = ModelConfig::from_value(&json!({
+            "name": "gpt-4o", "display_name": "GPT-4o", "use": "langchain_openai:ChatOpenAI",
+            "model": "gpt-4o", "api_key": "sk-x", "api_base": "https://example.test/v1",
+            "max_tokens": 4096, "temperature": 0.7, "request_timeout": 30, "max_retries": 3,
+            "supports_thinking": true, "supports_vision": true, "context_window": 128000,
+            "when_thinking_enabled": {"extra_body": {"thinking": {"type": "enabled"}}},
+            "when_thinking_disabled": {"reasoning_effort": "minimal"},
+            "model_kwargs": {"top_p": 0.9}, "seed": 7, "pricing": {"currency": "USD"},
+            "default_headers": {"X-Org": "o"},
+        }))
+        .unwrap();
+        assert_eq!(c.provider, Provider::OpenAi);
+        assert_eq!(c.base_url.as_deref(), Some("https://example.test/v1"));
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.max_retries, 3);
+        assert_eq!(
+            c.when_thinking_enabled,
+            json!({"thinking": {"type": "enabled"}})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        assert_eq!(c.extra.get("top_p"), Some(&json!(0.9)));
+        assert_eq!(c.extra.get("seed"), Some(&json!(7)));
+        assert!(c.extra.get("pricing").is_none());
+        assert_eq!(c.headers, vec![("X-Org".to_string(), "o".to_string())]);
+        assert_eq!(
+            c.thinking_fields(Some(false)).get("reasoning_effort"),
+            Some(&json!("minimal"))
+        );
+        let a = ModelConfig::from_value(
+            &json!({"name": "c", "use": "langchain_anthropic:ChatAnthropic", "model": "claude"}),
+        )
+        .unwrap();
+        assert_eq!(a.provider, Provider::Anthropic);
+        let d = ModelConfig::from_value(&json!({"name": "d", "use": "deerflow.models.patched_deepseek:PatchedChatDeepSeek", "model": "deepseek-chat"})).unwrap();
+        assert_eq!(d.provider, Provider::OpenAi);
+    }
+
+    #[test]
+    fn validation_errors_name_model_and_field() {
+        let err = |v: Value| ModelConfig::from_value(&v).unwrap_err().0;
+        assert!(err(json!({"use": "x:Y", "model": "m"})).contains("no `name`"));
+        let e = err(
+            json!({"name": "m1", "use": "langchain_google_genai:ChatGoogleGenerativeAI", "model": "g"}),
+        );
+        assert!(e.contains("model 'm1'") && e.contains("`use`"), "{e}");
+        let e = err(json!({"name": "m2", "provider": "openai"}));
+        assert!(e.contains("model 'm2'") && e.contains("`model`"), "{e}");
+        let e =
+            err(json!({"name": "m3", "provider": "openai", "model": "x", "temperature": "hot"}));
+        assert!(e.contains("`temperature`"), "{e}");
+        let e =
+            err(json!({"name": "m4", "provider": "openai", "model": "x", "base_url": "ftp://x"}));
+        assert!(e.contains("`base_url`"), "{e}");
+        let e = err(json!({"name": "m5", "provider": "gemini", "model": "x"}));
+        assert!(e.contains("`provider`"), "{e}");
+        let e = err(json!({"name": "m6", "provider": "openai", "model": "x", "timeout": -1}));
+        assert!(e.contains("`timeout`"), "{e}");
+        let e = ModelRegistry::from_value(&json!([{"name": "a", "provider": "openai", "model": "x"}, {"name": "a", "provider": "openai", "model": "y"}])).unwrap_err().0;
+        assert!(e.contains("twice"), "{e}");
+        let e = ModelRegistry::from_value(&json!([{"name": "a", "provider": "openai"}]))
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("models[0]: model 'a'"), "{e}");
+    }
+
+    #[test]
+    fn registry_default_lookup_and_api_json() {
+        let reg = ModelRegistry::from_value(&json!([
+            {"name": "a", "display_name": "A", "provider": "openai", "model": "x", "supports_thinking": true},
+            {"name": "b", "provider": "anthropic", "model": "y"},
+        ]))
+        .unwrap();
+        assert_eq!(reg.default_model().unwrap().config.name, "a");
+        assert_eq!(reg.resolve(Some("b")).unwrap().config.model, "y");
+        let e = reg.resolve(Some("zz")).unwrap_err().0;
+        assert!(e.contains("'zz'") && e.contains("a, b"), "{e}");
+        assert_eq!(
+            reg.api_json(true),
+            json!({"models": [
+                {"name": "a", "model": "x", "display_name": "A", "description": null, "supports_thinking": true, "supports_reasoning_effort": false},
+                {"name": "b", "model": "y", "display_name": null, "description": null, "supports_thinking": false, "supports_reasoning_effort": false},
+            ], "token_usage": {"enabled": true}})
+        );
+        let e = ModelRegistry::empty().resolve(None).unwrap_err().0;
+        assert!(e.contains("`models:`"), "{e}");
+    }
+}

@@ -1,0 +1,1002 @@
+//! The graph checkpointer on MySQL / MariaDB, in LangGraph's layout with two refinements
+//! (the same layout and delta encoding as the SQLite checkpointer).
+//!
+//! * `checkpoints` — one row per checkpoint: the head (id, ts, channel versions, versions
+//!   seen, updated channels, and `blobs`: channel -> blob id; no values), metadata, parent id,
+//!   and the run id taken from metadata (for rollback).
+//! * `checkpoint_blobs` — immutable channel values, each with its own random id. A checkpoint
+//!   writes blobs only for the channels in `new_versions`; unchanged channels point at the
+//!   parent's blob ids, so they are never stored again. Because blobs are addressed by id and
+//!   not by `(channel, version)`, a fork that reuses a version number cannot overwrite the value
+//!   another branch still reads.
+//! * List channels (messages) are written as **deltas** when the new list extends the list
+//!   this process last wrote for that channel: the blob holds only the appended items and the
+//!   id of its base blob. Chains are cut every [`MAX_DELTA_DEPTH`] deltas with a full value,
+//!   so a step of a 1,000-message thread writes its new messages, not the whole history, and
+//!   a read follows at most that many links (one recursive query).
+//! * `checkpoint_writes` — pending writes per (checkpoint, task, index), upserted so
+//!   re-delivery is idempotent and insertion order (an AUTO_INCREMENT `seq`) is kept.
+//!
+//! A `put` is one transaction: a delta's `INSERT ... SELECT ... WHERE EXISTS (base)` share-locks
+//! its base blob, so a concurrent rollback (`delete_run`, another process) cannot remove the
+//! base between the check and the commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use antler_graph::{
+    ChannelValue, ChannelVersion, Checkpoint, CheckpointError, CheckpointTuple, Checkpointer,
+    ListOptions, PendingWrite,
+};
+use antler_store::StoreError;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
+
+use super::*;
+
+pub use crate::sqlite::MAX_DELTA_DEPTH;
+
+/// Bound on the delta-base cache (entries of (thread, ns, channel)); beyond it an arbitrary
+/// entry is evicted. The cache only makes writes smaller; losing an entry costs one full write.
+const LIST_CACHE_CAP: usize = 256;
+/// Bound on the last-head cache (entries of (thread, ns)).
+const HEAD_CACHE_CAP: usize = 1024;
+
+/// MySQL / MariaDB [`Checkpointer`].
+#[derive(Clone)]
+pub struct MySqlCheckpointer {
+    pub(crate) db: Db,
+    /// Per-process write caches (never held across an await).
+    cache: Arc<Mutex<Caches>>,
+}
+
+impl std::fmt::Debug for MySqlCheckpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MySqlCheckpointer")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct ListEntry {
+    blob_id: i64,
+    depth: i64,
+    /// The list stored (in full or reconstructed) under `blob_id`; always `ChannelValue::List`.
+    items: ChannelValue,
+}
+
+type HeadKey = (String, String);
+type ListKey = (String, String, String);
+
+/// A small map that evicts its least recently used entry beyond `cap` (O(cap) scan on
+/// eviction: caps are small and an eviction is cheap next to the database write it follows).
+struct Lru<K, V> {
+    map: HashMap<K, (u64, V)>,
+    tick: u64,
+    cap: usize,
+}
+
+impl<K: Clone + std::hash::Hash + Eq, V> Lru<K, V> {
+    fn new(cap: usize) -> Self {
+        Lru {
+            map: HashMap::new(),
+            tick: 0,
+            cap,
+        }
+    }
+
+    fn get(&mut self, k: &K) -> Option<&V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(k).map(|e| {
+            e.0 = tick;
+            &e.1
+        })
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        self.tick += 1;
+        self.map.insert(k, (self.tick, v));
+        if self.map.len() > self.cap
+            && let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+        {
+            self.map.remove(&oldest);
+        }
+    }
+
+    fn retain(&mut self, mut f: impl FnMut(&K) -> bool) {
+        self.map.retain(|k, _| f(k));
+    }
+}
+
+struct Caches {
+    /// (thread, ns) -> (id, channel -> blob id) of the last checkpoint this process wrote:
+    /// saves reading the parent's head on the next step.
+    heads: Lru<HeadKey, (String, BTreeMap<String, i64>)>,
+    /// (thread, ns, channel) -> the list most recently written, usable as a delta base.
+    lists: Lru<ListKey, ListEntry>,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches {
+            heads: Lru::new(HEAD_CACHE_CAP),
+            lists: Lru::new(LIST_CACHE_CAP),
+        }
+    }
+}
+
+impl Caches {
+    fn forget_thread(&mut self, thread_id: &str) {
+        self.heads.retain(|(t, _)| t != thread_id);
+        self.lists.retain(|(t, _, _)| t != thread_id);
+    }
+}
+
+impl MySqlCheckpointer {
+    /// A checkpointer over an existing pool (migrations must have run: see [`super::connect_pool`]).
+    pub fn new(db: super::MySqlDb) -> Self {
+        Self::with_db(Db::new(db))
+    }
+
+    pub(crate) fn with_db(db: Db) -> Self {
+        MySqlCheckpointer {
+            db,
+            cache: Arc::new(Mutex::new(Caches::default())),
+        }
+    }
+}
+
+/// The stored head of a checkpoint (everything but the channel values).
+#[derive(Serialize)]
+struct HeadRef<'a> {
+    id: &'a str,
+    ts: &'a str,
+    channel_versions: &'a BTreeMap<String, ChannelVersion>,
+    versions_seen: &'a BTreeMap<String, BTreeMap<String, ChannelVersion>>,
+    updated_channels: &'a [String],
+    blobs: &'a BTreeMap<String, i64>,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    id: String,
+    ts: String,
+    #[serde(default)]
+    channel_versions: BTreeMap<String, ChannelVersion>,
+    #[serde(default)]
+    versions_seen: BTreeMap<String, BTreeMap<String, ChannelVersion>>,
+    #[serde(default)]
+    updated_channels: Vec<String>,
+    #[serde(default)]
+    blobs: BTreeMap<String, i64>,
+}
+
+fn storage(e: StoreError) -> CheckpointError {
+    CheckpointError::Storage(e.to_string())
+}
+
+fn sql(e: sqlx::Error) -> CheckpointError {
+    storage(map_err(e))
+}
+
+fn serde_err(e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Serde(e.to_string())
+}
+
+fn to_backend(e: CheckpointError) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn new_blob_id() -> i64 {
+    // positive, non-zero, random: unique in practice within a thread + namespace
+    (rand::random::<u64>() >> 1).max(1) as i64
+}
+
+fn version_i64(v: ChannelVersion) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `[a,b,...]` from shared items, without materializing a copy of the list.
+fn items_json<'a>(items: impl Iterator<Item = &'a Arc<Value>>) -> Result<String, CheckpointError> {
+    let mut out = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(&**item).map_err(serde_err)?);
+    }
+    out.push(']');
+    Ok(out)
+}
+
+fn channel_json(v: &ChannelValue) -> Result<String, CheckpointError> {
+    match v {
+        ChannelValue::Value(v) => serde_json::to_string(&**v).map_err(serde_err),
+        ChannelValue::List(items) => items_json(items.iter()),
+    }
+}
+
+/// If `new` extends `old` (same leading items), the number of leading items shared.
+fn extends(old: &ChannelValue, new: &ChannelValue) -> Option<usize> {
+    match (old, new) {
+        (ChannelValue::List(o), ChannelValue::List(n)) if o.len() <= n.len() => o
+            .iter()
+            .zip(n.iter())
+            .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+            .then_some(o.len()),
+        _ => None,
+    }
+}
+
+fn run_id_of(metadata: &Map<String, Value>) -> Option<&str> {
+    metadata.get("run_id").and_then(Value::as_str)
+}
+
+#[derive(Clone)]
+enum Payload {
+    /// The whole value (`None` = empty channel).
+    Full(Option<String>),
+    /// Items appended to blob `base_id`.
+    Delta {
+        base_id: i64,
+        depth: i64,
+        suffix: String,
+    },
+}
+
+/// One blob to write.
+#[derive(Clone)]
+struct BlobPlan {
+    channel: String,
+    version: ChannelVersion,
+    blob_id: i64,
+    payload: Payload,
+    /// The list value, for the delta cache and for the full-write fallback.
+    list: Option<ChannelValue>,
+}
+
+/// Where the values of the changed channels come from.
+enum Values<'a> {
+    Plain(&'a Map<String, Value>),
+    Shared(&'a BTreeMap<String, ChannelValue>),
+}
+
+impl MySqlCheckpointer {
+    fn plan(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint: &Checkpoint,
+        values: &Values<'_>,
+        new_versions: &BTreeMap<String, ChannelVersion>,
+    ) -> Result<Vec<BlobPlan>, CheckpointError> {
+        let mut plans = Vec::with_capacity(new_versions.len());
+        for (channel, nv) in new_versions {
+            let version = checkpoint
+                .channel_versions
+                .get(channel)
+                .copied()
+                .unwrap_or(*nv);
+            let blob_id = new_blob_id();
+            let (payload, list) = match values {
+                Values::Plain(m) => match m.get(channel) {
+                    Some(v) => (
+                        Payload::Full(Some(serde_json::to_string(v).map_err(serde_err)?)),
+                        None,
+                    ),
+                    None => (Payload::Full(None), None),
+                },
+                Values::Shared(m) => match m.get(channel) {
+                    Some(cv @ ChannelValue::List(items)) => {
+                        let key = (
+                            thread_id.to_string(),
+                            checkpoint_ns.to_string(),
+                            channel.clone(),
+                        );
+                        let base = self.cache.lock().lists.get(&key).cloned();
+                        let delta = base.and_then(|b| {
+                            if b.depth >= MAX_DELTA_DEPTH {
+                                return None;
+                            }
+                            extends(&b.items, cv).map(|shared| (b, shared))
+                        });
+                        let payload = match delta {
+                            Some((b, shared)) => Payload::Delta {
+                                base_id: b.blob_id,
+                                depth: b.depth + 1,
+                                suffix: items_json(items.iter().skip(shared))?,
+                            },
+                            None => Payload::Full(Some(channel_json(cv)?)),
+                        };
+                        (payload, Some(cv.clone()))
+                    }
+                    Some(cv) => (Payload::Full(Some(channel_json(cv)?)), None),
+                    None => (Payload::Full(None), None),
+                },
+            };
+            plans.push(BlobPlan {
+                channel: channel.clone(),
+                version,
+                blob_id,
+                payload,
+                list,
+            });
+        }
+        Ok(plans)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_inner(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        parent_id: Option<&str>,
+        checkpoint: &Checkpoint,
+        values: Values<'_>,
+        metadata: &Map<String, Value>,
+        new_versions: &BTreeMap<String, ChannelVersion>,
+    ) -> Result<(), CheckpointError> {
+        let plans = self.plan(thread_id, checkpoint_ns, checkpoint, &values, new_versions)?;
+        let meta = serde_json::to_string(metadata).map_err(serde_err)?;
+        let head_key: HeadKey = (thread_id.to_string(), checkpoint_ns.to_string());
+        let cached_parent = parent_id.and_then(|pid| {
+            self.cache
+                .lock()
+                .heads
+                .get(&head_key)
+                .filter(|(id, _)| id == pid)
+                .map(|(_, blobs)| blobs.clone())
+        });
+        let (plans_ref, meta_ref, cached_ref) = (&plans, &meta, &cached_parent);
+        let (blobs, depths) = self
+            .db
+            .retry(|| async move {
+                // One transaction: blobs (fresh ids) then the checkpoint row; a retry starts
+                // over from scratch.
+                let mut tx = self.db.begin().await?;
+                // blob ids of the parent, for the channels this checkpoint did not change
+                let parent_blobs = match (cached_ref, parent_id) {
+                    (Some(b), _) => b.clone(),
+                    (None, Some(pid)) => {
+                        let head: Option<String> = sqlx::query_scalar(
+                            "SELECT checkpoint FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
+                        )
+                        .bind(thread_id)
+                        .bind(checkpoint_ns)
+                        .bind(pid)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                        match head {
+                            Some(h) => serde_json::from_str::<Head>(&h).map_err(|e| StoreError::Backend(e.to_string()))?.blobs,
+                            None => BTreeMap::new(),
+                        }
+                    }
+                    (None, None) => BTreeMap::new(),
+                };
+                let mut blobs: BTreeMap<String, i64> = BTreeMap::new();
+                for (channel, version) in &checkpoint.channel_versions {
+                    if new_versions.contains_key(channel) {
+                        continue;
+                    }
+                    if let Some(id) = parent_blobs.get(channel) {
+                        blobs.insert(channel.clone(), *id);
+                    } else {
+                        // no parent head to inherit from: the latest blob of that version
+                        let id: Option<i64> = sqlx::query_scalar(
+                            "SELECT blob_id FROM checkpoint_blobs WHERE thread_id = ? AND checkpoint_ns = ? AND channel = ? \
+                             AND version = ? ORDER BY seq DESC LIMIT 1",
+                        )
+                        .bind(thread_id)
+                        .bind(checkpoint_ns)
+                        .bind(channel)
+                        .bind(version_i64(*version))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                        if let Some(id) = id {
+                            blobs.insert(channel.clone(), id);
+                        }
+                    }
+                }
+                let mut depths: Vec<i64> = Vec::with_capacity(plans_ref.len());
+                for plan in plans_ref {
+                    let mut depth = 0;
+                    let mut written = false;
+                    if let Payload::Delta { base_id, depth: d, suffix } = &plan.payload {
+                        // a delta only if its base still exists (it may have been rolled back)
+                        let done = sqlx::query(
+                            "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, blob_id, channel, version, base_id, depth, value) \
+                             SELECT ?, ?, ?, ?, ?, ?, ?, ? FROM DUAL WHERE EXISTS (SELECT 1 FROM checkpoint_blobs \
+                             WHERE thread_id = ? AND checkpoint_ns = ? AND blob_id = ?) \
+                             ON DUPLICATE KEY UPDATE blob_id = blob_id",
+                        )
+                        .bind(thread_id)
+                        .bind(checkpoint_ns)
+                        .bind(plan.blob_id)
+                        .bind(&plan.channel)
+                        .bind(version_i64(plan.version))
+                        .bind(base_id)
+                        .bind(d)
+                        .bind(suffix)
+                        .bind(thread_id)
+                        .bind(checkpoint_ns)
+                        .bind(base_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                        if done.rows_affected() > 0 {
+                            depth = *d;
+                            written = true;
+                        }
+                    }
+                    if !written {
+                        let full = match (&plan.payload, &plan.list) {
+                            (Payload::Full(v), _) => v.clone(),
+                            (Payload::Delta { .. }, Some(list)) => Some(channel_json(list).map_err(to_backend)?),
+                            (Payload::Delta { .. }, None) => None,
+                        };
+                        sqlx::query(
+                            "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, blob_id, channel, version, base_id, depth, value) \
+                             VALUES (?, ?, ?, ?, ?, NULL, 0, ?) ON DUPLICATE KEY UPDATE blob_id = blob_id",
+                        )
+                        .bind(thread_id)
+                        .bind(checkpoint_ns)
+                        .bind(plan.blob_id)
+                        .bind(&plan.channel)
+                        .bind(version_i64(plan.version))
+                        .bind(full)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    }
+                    blobs.insert(plan.channel.clone(), plan.blob_id);
+                    depths.push(depth);
+                }
+                let head = serde_json::to_string(&HeadRef {
+                    id: &checkpoint.id,
+                    ts: &checkpoint.ts,
+                    channel_versions: &checkpoint.channel_versions,
+                    versions_seen: &checkpoint.versions_seen,
+                    updated_channels: &checkpoint.updated_channels,
+                    blobs: &blobs,
+                })
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, checkpoint, metadata) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?) \
+                     ON DUPLICATE KEY UPDATE \
+                     parent_checkpoint_id = VALUES(parent_checkpoint_id), run_id = VALUES(run_id), \
+                     checkpoint = VALUES(checkpoint), metadata = VALUES(metadata)",
+                )
+                .bind(thread_id)
+                .bind(checkpoint_ns)
+                .bind(&checkpoint.id)
+                .bind(parent_id)
+                .bind(run_id_of(metadata))
+                .bind(&head)
+                .bind(meta_ref)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok((blobs, depths))
+            })
+            .await
+            .map_err(storage)?;
+
+        let mut cache = self.cache.lock();
+        for (plan, depth) in plans.into_iter().zip(depths) {
+            if let Some(items) = plan.list {
+                cache.lists.insert(
+                    (
+                        thread_id.to_string(),
+                        checkpoint_ns.to_string(),
+                        plan.channel,
+                    ),
+                    ListEntry {
+                        blob_id: plan.blob_id,
+                        depth,
+                        items,
+                    },
+                );
+            }
+        }
+        cache.heads.insert(head_key, (checkpoint.id.clone(), blobs));
+        Ok(())
+    }
+}
+
+/// Builds the full tuple of a `checkpoints` row: values rebuilt from its blobs (following
+/// delta chains), plus its pending writes.
+async fn load_tuple(
+    conn: &mut MySqlConnection,
+    row: &MySqlRow,
+) -> Result<CheckpointTuple, CheckpointError> {
+    let get = |name: &str| -> Result<String, CheckpointError> {
+        row.try_get::<String, _>(name)
+            .map_err(|e| CheckpointError::Storage(e.to_string()))
+    };
+    let thread_id = get("thread_id")?;
+    let checkpoint_ns = get("checkpoint_ns")?;
+    let parent: Option<String> = row
+        .try_get("parent_checkpoint_id")
+        .map_err(|e| CheckpointError::Storage(e.to_string()))?;
+    let head: Head = serde_json::from_str(&get("checkpoint")?).map_err(serde_err)?;
+    let metadata: Map<String, Value> =
+        serde_json::from_str(&get("metadata")?).map_err(serde_err)?;
+
+    let mut found: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    if !head.blobs.is_empty() {
+        // blob id -> channel (each blob holds one channel's value)
+        let channel_of: HashMap<i64, &str> = head
+            .blobs
+            .iter()
+            .map(|(channel, id)| (*id, channel.as_str()))
+            .collect();
+        // every referenced blob plus its delta chain, oldest link first per channel
+        let mut qb = QueryBuilder::<MySql>::new(
+            "WITH RECURSIVE chain (start_id, base_id, value, lvl) AS ( \
+               SELECT b.blob_id, b.base_id, b.value, 0 FROM checkpoint_blobs AS b WHERE b.thread_id = ",
+        );
+        qb.push_bind(thread_id.clone());
+        qb.push(" AND b.checkpoint_ns = ");
+        qb.push_bind(checkpoint_ns.clone());
+        qb.push(" AND b.blob_id IN (");
+        let mut sep = qb.separated(", ");
+        for id in head.blobs.values() {
+            sep.push_bind(*id);
+        }
+        qb.push(
+            ") UNION ALL \
+             SELECT chain.start_id, b.base_id, b.value, chain.lvl + 1 FROM chain \
+             JOIN checkpoint_blobs AS b ON b.thread_id = ",
+        );
+        qb.push_bind(thread_id.clone());
+        qb.push(" AND b.checkpoint_ns = ");
+        qb.push_bind(checkpoint_ns.clone());
+        qb.push(
+            " AND b.blob_id = chain.base_id WHERE chain.lvl < 1000 \
+             ) SELECT start_id, base_id, value FROM chain ORDER BY start_id, lvl DESC",
+        );
+        let rows = qb.build().fetch_all(&mut *conn).await.map_err(sql)?;
+        for r in &rows {
+            let start_id: i64 = r
+                .try_get("start_id")
+                .map_err(|e| CheckpointError::Storage(e.to_string()))?;
+            let Some(channel) = channel_of.get(&start_id) else {
+                continue;
+            };
+            let channel = channel.to_string();
+            let base_id: Option<i64> = r
+                .try_get("base_id")
+                .map_err(|e| CheckpointError::Storage(e.to_string()))?;
+            let value: Option<String> = r
+                .try_get("value")
+                .map_err(|e| CheckpointError::Storage(e.to_string()))?;
+            let value = value
+                .map(|v| serde_json::from_str::<Value>(&v))
+                .transpose()
+                .map_err(serde_err)?;
+            match base_id {
+                None => {
+                    found.insert(channel, value);
+                }
+                Some(_) => match (found.get_mut(&channel), value) {
+                    (Some(Some(Value::Array(list))), Some(Value::Array(more))) => list.extend(more),
+                    _ => {
+                        return Err(CheckpointError::Storage(format!(
+                            "broken delta chain for channel '{channel}' of checkpoint {}",
+                            head.id
+                        )));
+                    }
+                },
+            }
+        }
+    }
+    let mut channel_values = Map::new();
+    for channel in head.channel_versions.keys() {
+        if let Some(Some(v)) = found.remove(channel) {
+            channel_values.insert(channel.clone(), v);
+        }
+    }
+
+    let write_rows = sqlx::query(
+        "SELECT task_id, channel, value FROM checkpoint_writes \
+         WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? ORDER BY seq",
+    )
+    .bind(&thread_id)
+    .bind(&checkpoint_ns)
+    .bind(&head.id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(sql)?;
+    let mut pending_writes = Vec::with_capacity(write_rows.len());
+    for r in &write_rows {
+        let task_id: String = r
+            .try_get("task_id")
+            .map_err(|e| CheckpointError::Storage(e.to_string()))?;
+        let channel: String = r
+            .try_get("channel")
+            .map_err(|e| CheckpointError::Storage(e.to_string()))?;
+        let value: String = r
+            .try_get("value")
+            .map_err(|e| CheckpointError::Storage(e.to_string()))?;
+        pending_writes.push(PendingWrite {
+            task_id,
+            channel,
+            value: serde_json::from_str(&value).map_err(serde_err)?,
+        });
+    }
+
+    Ok(CheckpointTuple {
+        thread_id,
+        checkpoint_ns,
+        checkpoint: Checkpoint {
+            id: head.id,
+            ts: head.ts,
+            channel_values,
+            channel_versions: head.channel_versions,
+            versions_seen: head.versions_seen,
+            updated_channels: head.updated_channels,
+        },
+        metadata,
+        parent_checkpoint_id: parent,
+        pending_writes,
+    })
+}
+
+fn is_transient(e: &CheckpointError) -> bool {
+    matches!(e, CheckpointError::Storage(msg) if msg.starts_with("storage temporarily unavailable"))
+}
+
+#[async_trait::async_trait]
+impl Checkpointer for MySqlCheckpointer {
+    async fn get_tuple(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Option<CheckpointTuple>, CheckpointError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result: Result<Option<CheckpointTuple>, CheckpointError> = async {
+                // one read transaction: the head and its blobs come from the same snapshot
+                let mut tx = self.db.pool.begin().await.map_err(sql)?;
+                let row = match checkpoint_id {
+                    Some(id) => {
+                        sqlx::query(
+                            "SELECT * FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
+                        )
+                        .bind(thread_id)
+                        .bind(checkpoint_ns)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                    }
+                    None => {
+                        sqlx::query(
+                            "SELECT * FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? \
+                             ORDER BY checkpoint_id DESC LIMIT 1",
+                        )
+                        .bind(thread_id)
+                        .bind(checkpoint_ns)
+                        .fetch_optional(&mut *tx)
+                        .await
+                    }
+                }
+                .map_err(sql)?;
+                let out = match row {
+                    Some(row) => Some(load_tuple(&mut tx, &row).await?),
+                    None => None,
+                };
+                tx.commit().await.map_err(sql)?;
+                Ok(out)
+            }
+            .await;
+            match result {
+                Err(e) if attempt < 5 && is_transient(&e) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Vec<CheckpointTuple>, CheckpointError> {
+        let mut tx = self.db.pool.begin().await.map_err(sql)?;
+        let mut qb = QueryBuilder::<MySql>::new("SELECT * FROM checkpoints WHERE thread_id = ");
+        qb.push_bind(thread_id.to_string());
+        if let Some(ns) = checkpoint_ns {
+            qb.push(" AND checkpoint_ns = ");
+            qb.push_bind(ns.to_string());
+        }
+        if let Some(before) = &opts.before {
+            qb.push(" AND checkpoint_id < ");
+            qb.push_bind(before.clone());
+        }
+        push_json_filter(
+            &mut qb,
+            self.db.flavor,
+            "checkpoints.metadata",
+            &opts.filter,
+            None,
+        )
+        .map_err(storage)?;
+        qb.push(" ORDER BY checkpoint_id DESC, checkpoint_ns DESC");
+        if let Some(limit) = opts.limit {
+            qb.push(" LIMIT ");
+            qb.push_bind(lim(limit));
+        }
+        let rows = qb.build().fetch_all(&mut *tx).await.map_err(sql)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(load_tuple(&mut tx, row).await?);
+        }
+        tx.commit().await.map_err(sql)?;
+        Ok(out)
+    }
+
+    async fn put(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        parent_id: Option<&str>,
+        checkpoint: &Checkpoint,
+        metadata: &Map<String, Value>,
+        new_versions: &BTreeMap<String, ChannelVersion>,
+    ) -> Result<(), CheckpointError> {
+        self.put_inner(
+            thread_id,
+            checkpoint_ns,
+            parent_id,
+            checkpoint,
+            Values::Plain(&checkpoint.channel_values),
+            metadata,
+            new_versions,
+        )
+        .await
+    }
+
+    async fn put_shared(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        parent_id: Option<&str>,
+        checkpoint: &Checkpoint,
+        values: &BTreeMap<String, ChannelValue>,
+        metadata: &Map<String, Value>,
+        new_versions: &BTreeMap<String, ChannelVersion>,
+    ) -> Result<(), CheckpointError> {
+        self.put_inner(
+            thread_id,
+            checkpoint_ns,
+            parent_id,
+            checkpoint,
+            Values::Shared(values),
+            metadata,
+            new_versions,
+        )
+        .await
+    }
+
+    async fn put_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: &str,
+        task_id: &str,
+        writes: &[(String, Value)],
+    ) -> Result<(), CheckpointError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let encoded = writes
+            .iter()
+            .map(|(c, v)| serde_json::to_string(v).map(|s| (c.as_str(), s)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(serde_err)?;
+        let encoded = &encoded;
+        // one multi-row upsert: atomic on its own, no transaction needed
+        self.db
+            .retry(|| async move {
+                let mut qb = QueryBuilder::<MySql>::new(
+                    "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value) ",
+                );
+                qb.push_values(encoded.iter().enumerate(), |mut row, (idx, (channel, value))| {
+                    row.push_bind(thread_id.to_string())
+                        .push_bind(checkpoint_ns.to_string())
+                        .push_bind(checkpoint_id.to_string())
+                        .push_bind(task_id.to_string())
+                        .push_bind(lim(idx))
+                        .push_bind(channel.to_string())
+                        .push_bind(value.clone());
+                });
+                qb.push(
+                    " ON DUPLICATE KEY UPDATE channel = VALUES(channel), value = VALUES(value)",
+                );
+                qb.build().execute(&self.db.pool).await.map_err(map_err)?;
+                Ok(())
+            })
+            .await
+            .map_err(storage)
+    }
+
+    async fn delete_thread(&self, thread_id: &str) -> Result<(), CheckpointError> {
+        self.cache.lock().forget_thread(thread_id);
+        self.db
+            .retry(|| async {
+                let mut tx = self.db.begin().await?;
+                for sql in [
+                    "DELETE FROM checkpoints WHERE thread_id = ?",
+                    "DELETE FROM checkpoint_blobs WHERE thread_id = ?",
+                    "DELETE FROM checkpoint_writes WHERE thread_id = ?",
+                ] {
+                    sqlx::query(sql)
+                        .bind(thread_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            })
+            .await
+            .map_err(storage)
+    }
+
+    async fn copy_thread(&self, from: &str, to: &str) -> Result<(), CheckpointError> {
+        if from == to {
+            return Ok(());
+        }
+        self.cache.lock().forget_thread(to);
+        self.db
+            .retry(|| async {
+                let mut tx = self.db.begin().await?;
+                for sql in [
+                    "DELETE FROM checkpoints WHERE thread_id = ?",
+                    "DELETE FROM checkpoint_blobs WHERE thread_id = ?",
+                    "DELETE FROM checkpoint_writes WHERE thread_id = ?",
+                ] {
+                    sqlx::query(sql).bind(to).execute(&mut *tx).await.map_err(map_err)?;
+                }
+                sqlx::query(
+                    "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, checkpoint, metadata) \
+                     SELECT ?, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, checkpoint, metadata \
+                     FROM checkpoints WHERE thread_id = ?",
+                )
+                .bind(to)
+                .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, blob_id, channel, version, base_id, depth, value) \
+                     SELECT ?, checkpoint_ns, blob_id, channel, version, base_id, depth, value \
+                     FROM checkpoint_blobs WHERE thread_id = ?",
+                )
+                .bind(to)
+                .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value) \
+                     SELECT ?, checkpoint_ns, checkpoint_id, task_id, idx, channel, value FROM checkpoint_writes \
+                     WHERE thread_id = ? ORDER BY seq",
+                )
+                .bind(to)
+                .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            })
+            .await
+            .map_err(storage)
+    }
+
+    async fn delete_run(&self, thread_id: &str, run_id: &str) -> Result<(), CheckpointError> {
+        self.cache.lock().forget_thread(thread_id);
+        self.db
+            .retry(|| async {
+                let mut tx = self.db.begin().await?;
+                let doomed = sqlx::query(
+                    "SELECT checkpoint_ns, checkpoint_id, checkpoint FROM checkpoints WHERE thread_id = ? AND run_id = ? FOR UPDATE",
+                )
+                .bind(thread_id)
+                .bind(run_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if doomed.is_empty() {
+                    return Ok(());
+                }
+                // blobs only the deleted checkpoints may reference
+                let mut candidates: HashSet<(String, i64)> = HashSet::new();
+                for row in &doomed {
+                    let ns = get_str(row, "checkpoint_ns")?;
+                    let id = get_str(row, "checkpoint_id")?;
+                    let head: Head = serde_json::from_str(&get_str(row, "checkpoint")?)
+                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    candidates.extend(head.blobs.into_values().map(|b| (ns.clone(), b)));
+                    sqlx::query(
+                        "DELETE FROM checkpoint_writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
+                    )
+                    .bind(thread_id)
+                    .bind(&ns)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                sqlx::query("DELETE FROM checkpoints WHERE thread_id = ? AND run_id = ?")
+                    .bind(thread_id)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                // keep every blob a remaining checkpoint reads, directly or as a delta base
+                let mut live: Vec<(String, i64)> = Vec::new();
+                let remaining = sqlx::query("SELECT checkpoint_ns, checkpoint FROM checkpoints WHERE thread_id = ? FOR UPDATE")
+                    .bind(thread_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for row in &remaining {
+                    let ns = get_str(row, "checkpoint_ns")?;
+                    let head: Head = serde_json::from_str(&get_str(row, "checkpoint")?)
+                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    live.extend(head.blobs.into_values().map(|b| (ns.clone(), b)));
+                }
+                let links = sqlx::query("SELECT checkpoint_ns, blob_id, base_id FROM checkpoint_blobs WHERE thread_id = ? AND base_id IS NOT NULL FOR UPDATE")
+                    .bind(thread_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let mut base_of: HashMap<(String, i64), i64> = HashMap::new();
+                for row in &links {
+                    let ns = get_str(row, "checkpoint_ns")?;
+                    let id = get_i64(row, "blob_id")?;
+                    let base = get_i64(row, "base_id")?;
+                    base_of.insert((ns, id), base);
+                }
+                let mut seen: HashSet<(String, i64)> = HashSet::new();
+                while let Some(key) = live.pop() {
+                    if !seen.insert(key.clone()) {
+                        continue;
+                    }
+                    candidates.remove(&key);
+                    if let Some(base) = base_of.get(&key) {
+                        live.push((key.0.clone(), *base));
+                    }
+                }
+                for (ns, blob_id) in &candidates {
+                    sqlx::query("DELETE FROM checkpoint_blobs WHERE thread_id = ? AND checkpoint_ns = ? AND blob_id = ?")
+                        .bind(thread_id)
+                        .bind(ns)
+                        .bind(blob_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            })
+            .await
+            .map_err(storage)
+    }
+}

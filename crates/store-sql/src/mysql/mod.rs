@@ -1,0 +1,542 @@
+//! MySQL / MariaDB implementations of every repository trait and of the graph checkpointer.
+//!
+//! Same tables and columns as the SQLite backend (`migrations/mysql/`), natively typed:
+//! InnoDB, utf8mb4 with the binary collation (ids compare and sort byte-wise), JSON kept as
+//! serde_json's text in LONGTEXT columns and queried with `JSON_EXTRACT`, timestamps as
+//! `DATETIME(6)` in UTC.
+//!
+//! There is no process-wide write lock as on SQLite: several processes share the database,
+//! so every read-modify-write runs in a transaction that locks the rows it depends on
+//! (`SELECT ... FOR UPDATE`), single-row changes are compare-and-set `UPDATE`s, and the
+//! "one running run per thread" rule is a UNIQUE index on a generated column. Deadlocks,
+//! lock wait timeouts and lost connections are [`StoreError::Transient`] and retried with
+//! backoff by [`Db::retry`].
+//!
+//! MariaDB (tested: 10.11) and MySQL 8 differ in one place that matters here, JSON equality:
+//! MariaDB compares with `JSON_EQUALS`, MySQL with `=` between JSON values. The flavour is
+//! detected once per pool ([`Flavor`]).
+
+mod assistants;
+mod checkpointer;
+mod events;
+mod feedback;
+mod items;
+mod runs;
+mod threads;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use antler_store::{StoreError, StoreResult, Stores};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{MySql, QueryBuilder, Row};
+
+pub use assistants::MySqlAssistantStore;
+pub use checkpointer::MySqlCheckpointer;
+pub use events::MySqlRunEventStore;
+pub use feedback::MySqlFeedbackStore;
+pub use items::MySqlItemStore;
+pub use runs::MySqlRunStore;
+pub use threads::MySqlThreadStore;
+
+/// Embedded migrations (`migrations/mysql/*.sql`).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// Connection pool settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Most connections the pool opens (default 10).
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection before a transient error (default 30 s).
+    pub acquire_timeout: Duration,
+    /// Server-side limit on one statement's run time (`max_statement_time` on MariaDB,
+    /// `max_execution_time` on MySQL, which applies to SELECTs only); `None` = server default.
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+            statement_timeout: None,
+        }
+    }
+}
+
+/// Which server the pool talks to (they differ in JSON comparison functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// MariaDB: JSON is text; equality via `JSON_EQUALS` (10.7+).
+    MariaDb,
+    /// MySQL 8: JSON values compare with `=` after `CAST(... AS JSON)`.
+    MySql,
+}
+
+/// A pool plus the server flavour it talks to.
+#[derive(Debug, Clone)]
+pub struct MySqlDb {
+    pub pool: MySqlPool,
+    pub flavor: Flavor,
+}
+
+/// Opens a pool by URL (`mysql://user:password@host:port/database`), runs the migrations and
+/// returns every store.
+pub async fn open_mysql(url: &str, opts: PoolOptions) -> StoreResult<Stores> {
+    Ok(stores_from_pool(connect_pool(url, opts).await?))
+}
+
+/// Validates `url`, opens a pool with Antler's session settings and runs the migrations.
+pub async fn connect_pool(url: &str, opts: PoolOptions) -> StoreResult<MySqlDb> {
+    let connect = parse_url(url)?;
+    let timeout = opts.statement_timeout;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(opts.max_connections.max(1))
+        .acquire_timeout(opts.acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                // DATETIME columns hold UTC; make NOW() & co. agree (never used for data).
+                sqlx::query("SET time_zone = '+00:00'")
+                    .execute(&mut *conn)
+                    .await?;
+                if let Some(t) = timeout {
+                    let version: String = sqlx::query_scalar("SELECT VERSION()")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let sql = if version.contains("MariaDB") {
+                        format!("SET SESSION max_statement_time = {:.3}", t.as_secs_f64())
+                    } else {
+                        format!("SET SESSION max_execution_time = {}", t.as_millis())
+                    };
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(connect)
+        .await
+        .map_err(|e| connect_err(url, e))?;
+    let version: String = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&pool)
+        .await
+        .map_err(map_err)?;
+    let flavor = if version.contains("MariaDB") {
+        Flavor::MariaDb
+    } else {
+        Flavor::MySql
+    };
+    migrate(&pool).await?;
+    Ok(MySqlDb { pool, flavor })
+}
+
+/// Runs the migrations under a server-wide named lock per database, so processes starting
+/// together apply them once. (sqlx's own migration lock asks `GET_LOCK(name, -1)`, which
+/// MariaDB answers with NULL at once instead of waiting, so it does not exclude anything.)
+async fn migrate(pool: &MySqlPool) -> StoreResult<()> {
+    const LOCK: &str = "LEFT(CONCAT('antler-store-sql-migrate:', DATABASE()), 64)";
+    let mut conn = pool.acquire().await.map_err(map_err)?;
+    let got: Option<i64> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT GET_LOCK({LOCK}, 120)")))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    if got != Some(1) {
+        return Err(StoreError::Transient(
+            "timed out waiting for another process to finish the MySQL migrations".into(),
+        ));
+    }
+    let result = MIGRATOR
+        .run(&mut *conn)
+        .await
+        .map_err(|e| StoreError::Backend(format!("MySQL migration failed: {e}")));
+    let released = sqlx::query(sqlx::AssertSqlSafe(format!("DO RELEASE_LOCK({LOCK})")))
+        .execute(&mut *conn)
+        .await;
+    if released.is_err() {
+        // the lock goes with the connection: do not hand it back to the pool
+        conn.detach();
+    }
+    result
+}
+
+fn parse_url(url: &str) -> StoreResult<MySqlConnectOptions> {
+    let redacted = redact(url);
+    if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+        return Err(StoreError::InvalidArgument(format!(
+            "invalid MySQL URL '{redacted}': expected mysql://user[:password]@host[:port]/database"
+        )));
+    }
+    // sqlx only knows the mysql scheme; mariadb:// is accepted as an alias
+    let normalized = match url.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => url.to_string(),
+    };
+    let opts = MySqlConnectOptions::from_str(&normalized)
+        .map_err(|e| StoreError::InvalidArgument(format!("invalid MySQL URL '{redacted}': {e}")))?;
+    if opts.get_database().is_none_or(str::is_empty) {
+        return Err(StoreError::InvalidArgument(format!(
+            "invalid MySQL URL '{redacted}': no database name (mysql://user@host:port/database)"
+        )));
+    }
+    Ok(opts.charset("utf8mb4"))
+}
+
+/// The URL with its password replaced, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn connect_err(url: &str, e: sqlx::Error) -> StoreError {
+    match map_err(e) {
+        StoreError::Transient(m) => {
+            StoreError::Transient(format!("cannot connect to MySQL at '{}': {m}", redact(url)))
+        }
+        StoreError::Backend(m) => {
+            StoreError::Backend(format!("cannot connect to MySQL at '{}': {m}", redact(url)))
+        }
+        other => other,
+    }
+}
+
+/// Every store over one pool.
+pub fn stores_from_pool(db: MySqlDb) -> Stores {
+    let db = Db::new(db);
+    Stores {
+        assistants: Arc::new(MySqlAssistantStore { db: db.clone() }),
+        threads: Arc::new(MySqlThreadStore { db: db.clone() }),
+        runs: Arc::new(MySqlRunStore { db: db.clone() }),
+        events: Arc::new(MySqlRunEventStore { db: db.clone() }),
+        feedback: Arc::new(MySqlFeedbackStore { db: db.clone() }),
+        items: Arc::new(MySqlItemStore { db: db.clone() }),
+        checkpointer: Arc::new(MySqlCheckpointer::with_db(db)),
+    }
+}
+
+/// The shared pool plus the retry discipline.
+#[derive(Clone, Debug)]
+pub(crate) struct Db {
+    pub(crate) pool: MySqlPool,
+    pub(crate) flavor: Flavor,
+}
+
+const MAX_ATTEMPTS: u32 = 8;
+
+/// A transaction; dropping it without commit rolls back.
+pub(crate) type Tx = sqlx::Transaction<'static, MySql>;
+
+impl Db {
+    pub(crate) fn new(db: MySqlDb) -> Self {
+        Db {
+            pool: db.pool,
+            flavor: db.flavor,
+        }
+    }
+
+    /// Starts a transaction (the server's default isolation, REPEATABLE READ; writers lock
+    /// what they read with `FOR UPDATE`).
+    pub(crate) async fn begin(&self) -> StoreResult<Tx> {
+        self.pool.begin().await.map_err(map_err)
+    }
+
+    /// Runs `f` (a read, or a whole transaction that begins and commits itself), retrying it
+    /// with exponential backoff while the server reports a transient condition (deadlock,
+    /// lock wait timeout, lost connection, pool exhausted).
+    pub(crate) async fn retry<T, F, Fut>(&self, mut f: F) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match f().await {
+                Err(StoreError::Transient(msg)) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, %msg, "MySQL transient error, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 5u64 << attempt.min(7);
+    let jitter = rand::random::<u64>() % (base / 2 + 1);
+    Duration::from_millis(base + jitter)
+}
+
+/// Server error numbers worth retrying: deadlock, lock wait timeout, and the connection-level
+/// ones (server gone away, lost connection, server shutting down, too many connections,
+/// query interrupted by a killed connection).
+const TRANSIENT_CODES: &[u16] = &[1213, 1205, 2006, 2013, 1053, 1040, 1927, 1317];
+
+/// Server errors that mean the caller's input does not fit the schema.
+const INVALID_CODES: &[u16] = &[
+    1406, // data too long for column
+    1292, // incorrect datetime / truncated value
+    1264, // out of range value
+    1366, // incorrect string value
+    3143, // invalid JSON path (MySQL)
+    4042, // syntax error in JSON path (MariaDB)
+    4043, // JSON path: unexpected end (MariaDB)
+    4044, // JSON path: too deep (MariaDB)
+];
+
+/// Maps a sqlx error into the store's error set.
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => StoreError::Transient(e.to_string()),
+        sqlx::Error::Database(db) => {
+            let number = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|m| m.number())
+                .unwrap_or(0);
+            if TRANSIENT_CODES.contains(&number) {
+                StoreError::Transient(db.message().to_string())
+            } else if db.is_unique_violation() || number == 1062 {
+                StoreError::Conflict(db.message().to_string())
+            } else if INVALID_CODES.contains(&number) {
+                StoreError::InvalidArgument(db.message().to_string())
+            } else if number == 1969 || number == 3024 {
+                StoreError::Backend(format!("statement timed out: {}", db.message()))
+            } else {
+                StoreError::Backend(format!("MySQL error {number}: {}", db.message()))
+            }
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+// ------------------------------------------------------------------------ column helpers
+
+/// Timestamps bind as `DATETIME(6)` in UTC (already truncated to microseconds by callers).
+pub(crate) fn ts(t: &DateTime<Utc>) -> DateTime<Utc> {
+    antler_store::time::truncate(*t)
+}
+
+pub(crate) fn ts_opt(t: &Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    t.as_ref().map(ts)
+}
+
+/// A statement rebuilt on every retry (binds are owned).
+pub(crate) type Stmt = sqlx::query::Query<'static, MySql, sqlx::mysql::MySqlArguments>;
+
+pub(crate) fn json(v: &Value) -> String {
+    v.to_string()
+}
+
+pub(crate) fn json_map(m: &Map<String, Value>) -> String {
+    // Map -> JSON text never fails.
+    serde_json::to_string(m).unwrap_or_else(|_| "{}".to_string())
+}
+
+fn col_err(name: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("bad stored value in column {name}: {e}"))
+}
+
+pub(crate) fn get_str(row: &MySqlRow, name: &str) -> StoreResult<String> {
+    row.try_get::<String, _>(name).map_err(|e| col_err(name, e))
+}
+
+pub(crate) fn get_opt_str(row: &MySqlRow, name: &str) -> StoreResult<Option<String>> {
+    row.try_get::<Option<String>, _>(name)
+        .map_err(|e| col_err(name, e))
+}
+
+pub(crate) fn get_i64(row: &MySqlRow, name: &str) -> StoreResult<i64> {
+    row.try_get::<i64, _>(name).map_err(|e| col_err(name, e))
+}
+
+pub(crate) fn get_ts(row: &MySqlRow, name: &str) -> StoreResult<DateTime<Utc>> {
+    row.try_get::<DateTime<Utc>, _>(name)
+        .map_err(|e| col_err(name, e))
+}
+
+pub(crate) fn get_opt_ts(row: &MySqlRow, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    row.try_get::<Option<DateTime<Utc>>, _>(name)
+        .map_err(|e| col_err(name, e))
+}
+
+pub(crate) fn get_json(row: &MySqlRow, name: &str) -> StoreResult<Value> {
+    let s = get_str(row, name)?;
+    serde_json::from_str(&s).map_err(|e| col_err(name, e))
+}
+
+pub(crate) fn get_opt_json(row: &MySqlRow, name: &str) -> StoreResult<Option<Value>> {
+    get_opt_str(row, name)?
+        .map(|s| serde_json::from_str(&s).map_err(|e| col_err(name, e)))
+        .transpose()
+}
+
+pub(crate) fn get_map(row: &MySqlRow, name: &str) -> StoreResult<Map<String, Value>> {
+    match get_json(row, name)? {
+        Value::Object(m) => Ok(m),
+        other => Err(col_err(
+            name,
+            format!("expected a JSON object, got {other}"),
+        )),
+    }
+}
+
+pub(crate) fn parse_enum<T: FromStr<Err = StoreError>>(
+    row: &MySqlRow,
+    name: &str,
+) -> StoreResult<T> {
+    get_str(row, name)?.parse::<T>()
+}
+
+// ------------------------------------------------------------------------ JSON filters
+
+/// Most top-level keys one filter may hold (each becomes one condition).
+const MAX_FILTER_KEYS: usize = 200;
+
+/// The JSON path of one top-level object key: `$."<key>"`, the key written as a JSON string
+/// (quotes, backslashes and control characters escaped), so any key can be addressed and the
+/// path is always bound, never spliced into the SQL.
+pub(crate) fn key_path(key: &str) -> String {
+    // a &str always serializes
+    let quoted = serde_json::to_string(key).unwrap_or_else(|_| "\"\"".to_string());
+    format!("$.{quoted}")
+}
+
+/// Generated, indexed columns holding a prefix of a metadata key's unquoted value.
+const INDEXED_METADATA: &[(&str, &str)] = &[
+    ("graph_id", "md_graph_id"),
+    ("assistant_id", "md_assistant_id"),
+    ("user_id", "md_user_id"),
+];
+
+/// Length of the indexed prefix (`VARCHAR(128)` in the migration).
+const INDEXED_PREFIX_CHARS: usize = 128;
+
+/// Appends ` AND <column>.<key> == value` for every top-level key of `filter` (containment
+/// with top-level equality, the rule of `antler_store::util::contains_top_level`, with the
+/// equality of `antler_store::util::json_eq`: numbers by value, objects regardless of key
+/// order, arrays element-wise). A missing key, or a column that is NULL or not an object,
+/// never matches. `column` must be a trusted, static column name.
+///
+/// `indexed` names the table whose generated metadata columns may narrow the search
+/// (`threads`): for string values of the indexed keys an extra, index-friendly condition
+/// on the value's prefix is added; the JSON comparison still decides.
+pub(crate) fn push_json_filter(
+    qb: &mut QueryBuilder<MySql>,
+    flavor: Flavor,
+    column: &'static str,
+    filter: &Map<String, Value>,
+    indexed: Option<&'static str>,
+) -> StoreResult<()> {
+    if filter.len() > MAX_FILTER_KEYS {
+        return Err(StoreError::InvalidArgument(format!(
+            "filter too large (at most {MAX_FILTER_KEYS} keys)"
+        )));
+    }
+    for (key, value) in filter {
+        if let (Some(table), Value::String(s)) = (indexed, value)
+            && let Some((_, gen_col)) = INDEXED_METADATA.iter().find(|(k, _)| k == key)
+        {
+            qb.push(format!(" AND {table}.{gen_col} = "));
+            qb.push_bind(s.chars().take(INDEXED_PREFIX_CHARS).collect::<String>());
+        }
+        qb.push(" AND ");
+        match flavor {
+            Flavor::MariaDb => {
+                qb.push(format!("JSON_EQUALS(JSON_EXTRACT({column}, "));
+                qb.push_bind(key_path(key));
+                qb.push("), ");
+                qb.push_bind(json(value));
+                qb.push(") = 1");
+            }
+            Flavor::MySql => {
+                qb.push(format!("JSON_EXTRACT({column}, "));
+                qb.push_bind(key_path(key));
+                qb.push(") = CAST(");
+                qb.push_bind(json(value));
+                qb.push(" AS JSON)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends `<column> IN (?, ?, ...)`; an empty list matches nothing.
+pub(crate) fn push_in_list(qb: &mut QueryBuilder<MySql>, column: &str, items: &[String]) {
+    if items.is_empty() {
+        qb.push(" AND FALSE");
+        return;
+    }
+    qb.push(format!(" AND {column} IN ("));
+    let mut sep = qb.separated(", ");
+    for item in items {
+        sep.push_bind(item.clone());
+    }
+    qb.push(")");
+}
+
+/// Most values one `IN (...)` list may bind (MySQL allows 65,535 placeholders a statement).
+pub(crate) const MAX_IN_LIST: usize = 20_000;
+
+/// SQL for a sort direction.
+pub(crate) fn dir(order: antler_store::SortOrder) -> &'static str {
+    match order {
+        antler_store::SortOrder::Asc => "ASC",
+        antler_store::SortOrder::Desc => "DESC",
+    }
+}
+
+/// Clamps a usize page value into a bindable i64.
+pub(crate) fn lim(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_quote_everything() {
+        assert_eq!(key_path("a"), "$.\"a\"");
+        assert_eq!(key_path("a\"b"), "$.\"a\\\"b\"");
+        assert_eq!(key_path("a.b c"), "$.\"a.b c\"");
+        assert_eq!(key_path(""), "$.\"\"");
+    }
+
+    #[test]
+    fn urls_are_validated_and_redacted() {
+        assert!(matches!(
+            parse_url("postgres://x@h/db"),
+            Err(StoreError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            parse_url("mysql://root@127.0.0.1:3306"),
+            Err(StoreError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            parse_url("mysql://root@127.0.0.1:notaport/test"),
+            Err(StoreError::InvalidArgument(_))
+        ));
+        assert!(parse_url("mysql://root@127.0.0.1:3306/test").is_ok());
+        assert!(parse_url("mariadb://root@127.0.0.1/test").is_ok());
+        assert_eq!(
+            redact("mysql://u:secret@h:1/db"),
+            "mysql://u:***@h:1/db".to_string()
+        );
+        assert_eq!(redact("mysql://u@h/db"), "mysql://u@h/db".to_string());
+    }
+}

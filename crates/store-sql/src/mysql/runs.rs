@@ -1,0 +1,533 @@
+//! `runs` table: the seeds' RunStore contract plus queue helpers.
+
+use antler_store::{
+    Claim, Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore, StoreError,
+    StoreResult, TokenAggregate, time, util,
+};
+use chrono::{DateTime, Utc};
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySql, QueryBuilder};
+
+use super::*;
+
+/// MySQL [`RunStore`].
+#[derive(Debug, Clone)]
+pub struct MySqlRunStore {
+    pub(crate) db: Db,
+}
+
+fn row_to_run(row: &MySqlRow) -> StoreResult<Run> {
+    Ok(Run {
+        run_id: get_str(row, "run_id")?,
+        thread_id: get_str(row, "thread_id")?,
+        assistant_id: get_str(row, "assistant_id")?,
+        metadata: get_map(row, "metadata")?,
+        status: parse_enum::<RunStatus>(row, "status")?,
+        kwargs: get_json(row, "kwargs")?,
+        multitask_strategy: get_str(row, "multitask_strategy")?,
+        created_at: get_ts(row, "created_at")?,
+        updated_at: get_ts(row, "updated_at")?,
+        owner: get_str(row, "owner")?,
+        model_name: get_opt_str(row, "model_name")?,
+        error: get_opt_str(row, "error")?,
+        total_input_tokens: get_i64(row, "total_input_tokens")?,
+        total_output_tokens: get_i64(row, "total_output_tokens")?,
+        total_tokens: get_i64(row, "total_tokens")?,
+        llm_call_count: get_i64(row, "llm_call_count")?,
+        lead_agent_tokens: get_i64(row, "lead_agent_tokens")?,
+        subagent_tokens: get_i64(row, "subagent_tokens")?,
+        middleware_tokens: get_i64(row, "middleware_tokens")?,
+        message_count: get_i64(row, "message_count")?,
+        last_ai_message: get_opt_str(row, "last_ai_message")?,
+        first_human_message: get_opt_str(row, "first_human_message")?,
+        started_at: get_opt_ts(row, "started_at")?,
+        finished_at: get_opt_ts(row, "finished_at")?,
+        temporary: get_i64(row, "temporary")? != 0,
+        worker_id: get_opt_str(row, "worker_id")?,
+        lease_expires_at: get_opt_ts(row, "lease_expires_at")?,
+    })
+}
+
+impl MySqlRunStore {
+    /// Runs one write statement in autocommit mode (rebuilt on each retry); returns the
+    /// number of rows it changed.
+    async fn execute<F>(&self, build: F) -> StoreResult<u64>
+    where
+        F: Fn() -> Stmt + Send + Sync,
+    {
+        let build = &build;
+        self.db
+            .retry(|| async move {
+                let done = build().execute(&self.db.pool).await.map_err(map_err)?;
+                Ok(done.rows_affected())
+            })
+            .await
+    }
+
+    /// Runs one single-row UPDATE; returns whether the row changed.
+    async fn update_one<F>(&self, build: F) -> StoreResult<bool>
+    where
+        F: Fn() -> Stmt + Send + Sync,
+    {
+        Ok(self.execute(build).await? > 0)
+    }
+
+    async fn scan(
+        &self,
+        statuses: &[RunStatus],
+        before: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<Run>> {
+        let rows = self
+            .db
+            .retry(|| async {
+                let mut qb = QueryBuilder::<MySql>::new("SELECT * FROM runs WHERE TRUE");
+                let statuses: Vec<String> =
+                    statuses.iter().map(|s| s.as_str().to_string()).collect();
+                push_in_list(&mut qb, "status", &statuses);
+                if let Some(b) = before {
+                    qb.push(" AND created_at < ");
+                    qb.push_bind(ts(&b));
+                }
+                qb.push(" ORDER BY created_at ASC, run_id ASC");
+                qb.build().fetch_all(&self.db.pool).await.map_err(map_err)
+            })
+            .await?;
+        rows.iter().map(row_to_run).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl RunStore for MySqlRunStore {
+    async fn put(&self, run: &Run) -> StoreResult<()> {
+        let mut run = run.clone();
+        run.created_at = time::truncate(run.created_at);
+        run.updated_at = time::truncate(run.updated_at);
+        run.started_at = run.started_at.map(time::truncate);
+        run.finished_at = run.finished_at.map(time::truncate);
+        run.lease_expires_at = run.lease_expires_at.map(time::truncate);
+        let r = &run;
+        self.db
+            .retry(|| async move {
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
+                let res = sqlx::query(
+                    "INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \
+                     model_name, error, total_input_tokens, total_output_tokens, total_tokens, llm_call_count, \
+                     lead_agent_tokens, subagent_tokens, middleware_tokens, message_count, last_ai_message, \
+                     first_human_message, temporary, created_at, updated_at, started_at, finished_at, worker_id, lease_expires_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&r.run_id)
+                .bind(&r.thread_id)
+                .bind(&r.assistant_id)
+                .bind(&r.owner)
+                .bind(r.status.as_str())
+                .bind(&r.multitask_strategy)
+                .bind(json_map(&r.metadata))
+                .bind(json(&r.kwargs))
+                .bind(&r.model_name)
+                .bind(&r.error)
+                .bind(r.total_input_tokens)
+                .bind(r.total_output_tokens)
+                .bind(r.total_tokens)
+                .bind(r.llm_call_count)
+                .bind(r.lead_agent_tokens)
+                .bind(r.subagent_tokens)
+                .bind(r.middleware_tokens)
+                .bind(r.message_count)
+                .bind(&r.last_ai_message)
+                .bind(&r.first_human_message)
+                .bind(i64::from(r.temporary))
+                .bind(ts(&r.created_at))
+                .bind(ts(&r.updated_at))
+                .bind(ts_opt(&r.started_at))
+                .bind(ts_opt(&r.finished_at))
+                .bind(&r.worker_id)
+                .bind(ts_opt(&r.lease_expires_at))
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err);
+                match res {
+                    Err(StoreError::Conflict(_)) => {
+                        return Err(StoreError::Conflict(format!("run {} already exists", r.run_id)));
+                    }
+                    other => other?,
+                };
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>> {
+        self.db
+            .retry(|| async {
+                sqlx::query("SELECT * FROM runs WHERE run_id = ? AND owner = ?")
+                    .bind(run_id)
+                    .bind(owner)
+                    .fetch_optional(&self.db.pool)
+                    .await
+                    .map_err(map_err)?
+                    .map(|r| row_to_run(&r))
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn list_by_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        q: &RunListQuery,
+    ) -> StoreResult<Vec<Run>> {
+        let rows = self
+            .db
+            .retry(|| async {
+                let mut qb = QueryBuilder::<MySql>::new("SELECT * FROM runs WHERE owner = ");
+                qb.push_bind(owner.to_string());
+                qb.push(" AND thread_id = ");
+                qb.push_bind(thread_id.to_string());
+                if let Some(s) = q.status {
+                    qb.push(" AND status = ");
+                    qb.push_bind(s.as_str());
+                }
+                qb.push(" ORDER BY created_at DESC, run_id DESC LIMIT ");
+                qb.push_bind(lim(q.limit));
+                qb.push(" OFFSET ");
+                qb.push_bind(lim(q.offset));
+                qb.build().fetch_all(&self.db.pool).await.map_err(map_err)
+            })
+            .await?;
+        rows.iter().map(row_to_run).collect()
+    }
+
+    async fn update_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        let now = ts(&time::now());
+        let s = status.as_str();
+        self.update_one(|| {
+            // MySQL evaluates SET assignments left to right, so started_at/finished_at come
+            // first (they test the *new* status, bound again, never the column).
+            sqlx::query(
+                "UPDATE runs SET \
+                 started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, \
+                 finished_at = CASE WHEN ? IN ('pending', 'running') THEN finished_at ELSE ? END, \
+                 status = ?, error = COALESCE(?, error), updated_at = ? \
+                 WHERE run_id = ?",
+            )
+            .bind(s)
+            .bind(now)
+            .bind(s)
+            .bind(now)
+            .bind(s)
+            .bind(error.map(str::to_string))
+            .bind(now)
+            .bind(run_id.to_string())
+        })
+        .await
+    }
+
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        to: RunStatus,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let now = ts(&time::now());
+        let to = to.as_str();
+        let from: Vec<&'static str> = from.iter().map(|s| s.as_str()).collect();
+        let from = &from;
+        self.update_one(|| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE runs SET \
+                 started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, \
+                 finished_at = CASE WHEN ? IN ('pending', 'running') THEN finished_at ELSE ? END, \
+                 status = ?, error = COALESCE(?, error), updated_at = ? \
+                 WHERE run_id = ? AND status IN ({})",
+                vec!["?"; from.len()].join(", ")
+            )))
+            .bind(to)
+            .bind(now)
+            .bind(to)
+            .bind(now)
+            .bind(to)
+            .bind(error.map(str::to_string))
+            .bind(now)
+            .bind(run_id.to_string());
+            for f in from.iter() {
+                q = q.bind(*f);
+            }
+            q
+        })
+        .await
+    }
+
+    async fn delete(&self, owner: &str, run_id: &str) -> StoreResult<()> {
+        self.db
+            .retry(|| async {
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
+                let done = sqlx::query("DELETE FROM runs WHERE run_id = ? AND owner = ?")
+                    .bind(run_id)
+                    .bind(owner)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
+        self.db
+            .retry(|| async {
+                let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
+                let done = sqlx::query("DELETE FROM runs WHERE thread_id = ? AND owner = ?")
+                    .bind(thread_id)
+                    .bind(owner)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            })
+            .await
+    }
+
+    async fn update_model_name(&self, run_id: &str, model_name: Option<&str>) -> StoreResult<bool> {
+        let now = ts(&time::now());
+        self.update_one(|| {
+            sqlx::query("UPDATE runs SET model_name = ?, updated_at = ? WHERE run_id = ?")
+                .bind(model_name.map(str::to_string))
+                .bind(now)
+                .bind(run_id.to_string())
+        })
+        .await
+    }
+
+    async fn update_completion(&self, run_id: &str, c: &RunCompletion) -> StoreResult<bool> {
+        let now = ts(&time::now());
+        self.update_one(|| {
+            let status = c.status.map(|s| s.as_str());
+            sqlx::query(
+                "UPDATE runs SET \
+                 started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, \
+                 finished_at = CASE WHEN ? IS NULL OR ? IN ('pending', 'running') THEN finished_at ELSE ? END, \
+                 status = COALESCE(?, status), total_input_tokens = ?, total_output_tokens = ?, \
+                 total_tokens = ?, llm_call_count = ?, lead_agent_tokens = ?, subagent_tokens = ?, \
+                 middleware_tokens = ?, message_count = ?, last_ai_message = ?, first_human_message = ?, \
+                 error = COALESCE(?, error), updated_at = ? \
+                 WHERE run_id = ?",
+            )
+            .bind(status)
+            .bind(now)
+            .bind(status)
+            .bind(status)
+            .bind(now)
+            .bind(status)
+            .bind(c.total_input_tokens)
+            .bind(c.total_output_tokens)
+            .bind(c.total_tokens)
+            .bind(c.llm_call_count)
+            .bind(c.lead_agent_tokens)
+            .bind(c.subagent_tokens)
+            .bind(c.middleware_tokens)
+            .bind(c.message_count)
+            .bind(c.last_ai_message.clone())
+            .bind(c.first_human_message.clone())
+            .bind(c.error.clone())
+            .bind(now)
+            .bind(run_id.to_string())
+        })
+        .await
+    }
+
+    async fn update_progress(&self, run_id: &str, p: &RunProgress) -> StoreResult<()> {
+        let now = ts(&time::now());
+        self.update_one(|| {
+            sqlx::query(
+                "UPDATE runs SET total_input_tokens = COALESCE(?, total_input_tokens), \
+                 total_output_tokens = COALESCE(?, total_output_tokens), total_tokens = COALESCE(?, total_tokens), \
+                 llm_call_count = COALESCE(?, llm_call_count), lead_agent_tokens = COALESCE(?, lead_agent_tokens), \
+                 subagent_tokens = COALESCE(?, subagent_tokens), middleware_tokens = COALESCE(?, middleware_tokens), \
+                 message_count = COALESCE(?, message_count), last_ai_message = COALESCE(?, last_ai_message), \
+                 first_human_message = COALESCE(?, first_human_message), updated_at = ? WHERE run_id = ?",
+            )
+            .bind(p.total_input_tokens)
+            .bind(p.total_output_tokens)
+            .bind(p.total_tokens)
+            .bind(p.llm_call_count)
+            .bind(p.lead_agent_tokens)
+            .bind(p.subagent_tokens)
+            .bind(p.middleware_tokens)
+            .bind(p.message_count)
+            .bind(p.last_ai_message.clone())
+            .bind(p.first_human_message.clone())
+            .bind(now)
+            .bind(run_id.to_string())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn list_pending(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
+        self.scan(&[RunStatus::Pending], before).await
+    }
+
+    async fn list_inflight(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
+        self.scan(&[RunStatus::Pending, RunStatus::Running], before)
+            .await
+    }
+
+    async fn aggregate_tokens_by_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        include_active: bool,
+    ) -> StoreResult<TokenAggregate> {
+        let rows = self
+            .db
+            .retry(|| async {
+                sqlx::query(
+                    "SELECT * FROM runs WHERE owner = ? AND thread_id = ? ORDER BY created_at ASC",
+                )
+                .bind(owner)
+                .bind(thread_id)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await?;
+        let runs = rows
+            .iter()
+            .map(row_to_run)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(util::aggregate(runs.iter().filter(|r| {
+            util::counts_for_tokens(r.status, include_active)
+        })))
+    }
+
+    async fn claim(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Claim> {
+        let now = ts(&time::now());
+        let until = ts(&lease_until);
+        let res = self
+            .update_one(|| {
+                sqlx::query(
+                    "UPDATE runs SET started_at = COALESCE(started_at, ?), status = 'running', \
+                     worker_id = ?, lease_expires_at = ?, updated_at = ? \
+                     WHERE run_id = ? AND status = 'pending'",
+                )
+                .bind(now)
+                .bind(worker_id.to_string())
+                .bind(until)
+                .bind(now)
+                .bind(run_id.to_string())
+            })
+            .await;
+        match res {
+            Ok(true) => Ok(Claim::Claimed),
+            Ok(false) => Ok(Claim::Gone),
+            // the unique index on `running_thread`: another run of the thread is running
+            Err(StoreError::Conflict(_)) => Ok(Claim::Busy),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn renew_leases(&self, worker_id: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
+        let until = ts(&lease_until);
+        self.execute(|| {
+                sqlx::query(
+                    "UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status IN ('pending', 'running')",
+                )
+                .bind(until)
+                .bind(worker_id.to_string())
+            })
+            .await
+    }
+
+    async fn list_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Run>> {
+        let now = ts(&now);
+        let rows = self
+            .db
+            .retry(|| async {
+                sqlx::query(
+                    "SELECT * FROM runs WHERE status IN ('pending', 'running') \
+                     AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
+                     ORDER BY created_at ASC, run_id ASC LIMIT ?",
+                )
+                .bind(now)
+                .bind(lim(limit))
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await?;
+        rows.iter().map(row_to_run).collect()
+    }
+
+    async fn adopt(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (until, now) = (ts(&lease_until), ts(&now));
+        self.update_one(|| {
+            sqlx::query(
+                "UPDATE runs SET worker_id = ?, lease_expires_at = ? WHERE run_id = ? \
+                 AND status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
+            )
+            .bind(worker_id.to_string())
+            .bind(until)
+            .bind(run_id.to_string())
+            .bind(now)
+        })
+        .await
+    }
+
+    async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+        self.db
+            .retry(|| async {
+                sqlx::query(
+                    "SELECT * FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') \
+                     ORDER BY CASE status WHEN 'running' THEN 0 ELSE 1 END, created_at ASC, run_id ASC LIMIT 1",
+                )
+                .bind(thread_id)
+                .fetch_optional(&self.db.pool)
+                .await
+                .map_err(map_err)?
+                .map(|r| row_to_run(&r))
+                .transpose()
+            })
+            .await
+    }
+
+    async fn next_pending_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+        self.db
+            .retry(|| async {
+                sqlx::query(
+                    "SELECT * FROM runs WHERE thread_id = ? AND status = 'pending' ORDER BY created_at ASC, run_id ASC LIMIT 1",
+                )
+                .bind(thread_id)
+                .fetch_optional(&self.db.pool)
+                .await
+                .map_err(map_err)?
+                .map(|r| row_to_run(&r))
+                .transpose()
+            })
+            .await
+    }
+}
