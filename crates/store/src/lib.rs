@@ -12,6 +12,7 @@
 
 pub mod conformance;
 pub mod error;
+pub mod jsonl;
 pub mod memory;
 pub mod records;
 pub mod time;
@@ -21,6 +22,7 @@ pub mod util;
 use std::sync::Arc;
 
 pub use error::{StoreError, StoreResult};
+pub use jsonl::JsonlRunEventStore;
 pub use memory::{
     MemoryAssistantStore, MemoryFeedbackStore, MemoryItemStore, MemoryRunEventStore,
     MemoryRunStore, MemoryThreadStore,
