@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -12,7 +13,10 @@ from langgraph_sdk.schema import StreamPart
 
 # `slow` sleeps `configurable.delay` seconds in each of its three steps.
 FAST = {"configurable": {"delay": 0.05}}
-GRAPHS = {"echo", "slow", "interrupt", "fail", "chat", "parent"}
+EXAMPLE_GRAPHS = {"echo", "slow", "interrupt", "fail", "chat", "parent"}
+# Antler also serves `lead_agent` (the assistant DeerFlow's frontend runs); the reference peer
+# (ANTLER_TEST_URL) serves only the six example graphs.
+GRAPHS = EXAMPLE_GRAPHS | (set() if os.environ.get("ANTLER_TEST_URL") else {"lead_agent"})
 FAKE_REPLY = "hello from the fake model"
 TERMINAL = {"success", "error", "interrupted", "timeout"}
 

@@ -7,9 +7,15 @@ use std::time::Duration;
 
 use antler_auth::{AuthConfig, AuthMode};
 use antler_bridge::{MemoryBridgeConfig, RedisBridgeConfig};
+use antler_llm::{ModelConfig, TitleOptions};
 use antler_runtime::{MultitaskStrategy, Recovery, RuntimeConfig};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
+
+mod agents;
+
+use agents::parse_agent_sections;
+pub use agents::{AgentConfig, WORKSPACE_TOOLS, WorkspaceConfig};
 
 /// Where the durable state lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +55,17 @@ pub fn backend_compiled(name: &str) -> bool {
         || (name == "mysql" && cfg!(feature = "mysql"))
 }
 
+/// Where run events are kept (`run_events.backend`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunEventsBackend {
+    /// In the database, with everything else (default).
+    Db,
+    /// JSON Lines files under `jsonl_base_dir` (default `<sqlite_dir>/run-events`).
+    Jsonl(Option<PathBuf>),
+    /// In process memory (lost at exit).
+    Memory,
+}
+
 /// Connection pool options of the server databases (`database.pool_size`, timeouts).
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -86,6 +103,8 @@ pub struct Config {
     pub mysql_url: Option<String>,
     /// Pool options of PostgreSQL / MySQL.
     pub pool: PoolConfig,
+    /// Where run events are kept (`run_events.backend`).
+    pub run_events: RunEventsBackend,
     /// In-memory stream bridge options.
     pub bridge: MemoryBridgeConfig,
     /// `Some` when `stream_bridge.type: redis`: the Redis Streams bridge and its options
@@ -97,6 +116,15 @@ pub struct Config {
     pub examples: bool,
     /// Authentication (`auth:` section).
     pub auth: AuthConfig,
+    /// Chat models (`models:`), in order; the first is the default. Empty: the server starts,
+    /// and a `lead_agent` run fails at once saying what to configure.
+    pub models: Vec<ModelConfig>,
+    /// Declarative agents (`agents:`), each served as its own graph and assistant.
+    pub agents: Vec<AgentConfig>,
+    /// The per-thread workspace tools of the agents (`sandbox:` and `tools:`).
+    pub workspace: WorkspaceConfig,
+    /// Title generation (`title:`).
+    pub title: TitleOptions,
     /// Warnings found while loading (unknown keys...), logged at startup.
     pub warnings: Vec<String>,
     /// The file the configuration came from, if any.
@@ -114,11 +142,16 @@ impl Default for Config {
             postgres_url: None,
             mysql_url: None,
             pool: PoolConfig::default(),
+            run_events: RunEventsBackend::Db,
             bridge: MemoryBridgeConfig::default(),
             redis_bridge: None,
             runtime: RuntimeConfig::default(),
             examples: true,
             auth: AuthConfig::default(),
+            models: Vec::new(),
+            agents: Vec::new(),
+            workspace: WorkspaceConfig::default(),
+            title: TitleOptions::default(),
             warnings: Vec::new(),
             source: None,
         }
@@ -315,20 +348,21 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             "graphs",
             "config_version",
             "log_level",
-            // DeerFlow sections Antler does not use yet; accepted silently so a DeerFlow
-            // config.yaml loads without noise.
+            // Agent sections (parsed in `agents.rs`).
             "models",
             "tools",
-            "tool_groups",
             "sandbox",
+            "title",
+            "agents",
+            // DeerFlow sections Antler does not use yet; accepted silently so a DeerFlow
+            // config.yaml loads without noise.
+            "tool_groups",
             "skills",
             "memory",
-            "title",
             "summarization",
             "subagents",
             "channels",
             "mcp_servers",
-            "agents",
             "auth",
             "run_ownership",
         ],
@@ -517,15 +551,30 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             s,
             &[
                 "backend",
+                "jsonl_base_dir",
                 "max_trace_content",
                 "track_token_usage",
                 "batch_size",
             ],
         );
-        if let Some(b) = get_str(s, "run_events", "backend")?
-            && !matches!(b.as_str(), "db" | "memory")
-        {
-            bail!("config 'run_events.backend' must be db or memory, got '{b}'");
+        if let Some(b) = get_str(s, "run_events", "backend")? {
+            cfg.run_events = match b.as_str() {
+                "db" => RunEventsBackend::Db,
+                "memory" => RunEventsBackend::Memory,
+                "jsonl" => RunEventsBackend::Jsonl(None),
+                other => {
+                    bail!("config 'run_events.backend' must be db, jsonl or memory, got '{other}'")
+                }
+            };
+        }
+        if let Some(d) = get_str(s, "run_events", "jsonl_base_dir")? {
+            match &mut cfg.run_events {
+                RunEventsBackend::Jsonl(dir) => *dir = Some(PathBuf::from(d)),
+                _ => r.warnings.push(
+                    "config 'run_events.jsonl_base_dir' is ignored unless 'run_events.backend' is jsonl"
+                        .into(),
+                ),
+            }
         }
         if let Some(n) = get_u64(s, "run_events", "batch_size")? {
             if n == 0 {
@@ -546,8 +595,22 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 "webhook_attempts",
                 "recovery",
                 "lease_ttl_seconds",
+                "max_concurrent_runs",
+                "poll_interval_ms",
             ],
         );
+        if let Some(n) = get_u64(s, "runs", "max_concurrent_runs")? {
+            if n == 0 {
+                bail!("config 'runs.max_concurrent_runs' must be at least 1");
+            }
+            cfg.runtime.max_concurrent_runs = Some(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        if let Some(n) = get_u64(s, "runs", "poll_interval_ms")? {
+            if !(10..=60_000).contains(&n) {
+                bail!("config 'runs.poll_interval_ms' must be between 10 and 60000, got {n}");
+            }
+            cfg.runtime.poll_interval = Duration::from_millis(n);
+        }
         if let Some(m) = get_str(s, "runs", "recovery")? {
             cfg.runtime.recovery = Recovery::parse(&m).with_context(|| {
                 format!("config 'runs.recovery' must be resume or fail, got '{m}'")
@@ -594,6 +657,7 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     cfg.auth
         .validate()
         .map_err(|e| anyhow::anyhow!("config {e}"))?;
+    parse_agent_sections(&mut r, &root, &mut cfg)?;
     cfg.warnings = warnings;
     Ok(cfg)
 }

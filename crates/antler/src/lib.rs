@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use antler_bridge::{MemoryBridge, RedisBridge, StreamBridge};
 use antler_runtime::{Graphs, Runtime};
-use antler_store::Stores;
+use antler_store::{JsonlRunEventStore, MemoryRunEventStore, Stores};
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, RunEventsBackend};
 
 /// A running server.
 pub struct Server {
@@ -116,6 +116,23 @@ fn persistent_jwt_secret(dir: &std::path::Path) -> Result<String> {
 }
 
 async fn open_stores(cfg: &Config) -> Result<Stores> {
+    let mut stores = open_database(cfg).await?;
+    match &cfg.run_events {
+        RunEventsBackend::Db => {}
+        RunEventsBackend::Memory => stores.events = Arc::new(MemoryRunEventStore::default()),
+        RunEventsBackend::Jsonl(dir) => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| cfg.sqlite_dir.join("run-events"));
+            let store = JsonlRunEventStore::open(&dir)
+                .map_err(|e| anyhow::anyhow!("run events (jsonl) in {}: {e}", dir.display()))?;
+            stores.events = Arc::new(store);
+        }
+    }
+    Ok(stores)
+}
+
+async fn open_database(cfg: &Config) -> Result<Stores> {
     Ok(match cfg.backend {
         Backend::Memory => Stores::memory(),
         Backend::Sqlite => antler_store_sql::open_sqlite(&cfg.sqlite_dir)
@@ -158,6 +175,74 @@ async fn open_stores(cfg: &Config) -> Result<Stores> {
     })
 }
 
+/// Graph id of the default agent (what DeerFlow's frontend sends as `assistant_id`).
+pub const LEAD_AGENT: &str = "lead_agent";
+
+/// The parent of the per-thread workspace directories: `sandbox.workspace_dir`, else
+/// `<sqlite_dir>/workspaces`.
+pub fn workspace_root(cfg: &Config) -> std::path::PathBuf {
+    cfg.workspace
+        .root
+        .clone()
+        .unwrap_or_else(|| cfg.sqlite_dir.join("workspaces"))
+}
+
+/// The graphs of a configuration, in registration order: `lead_agent` (the default agent),
+/// one graph per `agents:` entry (graph id = the agent's name: the `lead_agent` graph with
+/// that agent's model, prompt, tools and subagents), then the example graphs when enabled.
+/// An agent whose name is taken by another graph, or whose tools are not available, is an
+/// error naming it.
+pub fn build_graphs(cfg: &Config, models: &Arc<antler_llm::ModelRegistry>) -> Result<Graphs> {
+    let tool_names = cfg.workspace.tool_names();
+    let mut base = antler_llm::LeadAgentOptions::new(models.clone());
+    base.name = LEAD_AGENT.into();
+    base.title = cfg.title.clone();
+    if !tool_names.is_empty() {
+        let mut ws = antler_llm::WorkspaceOptions::new(workspace_root(cfg));
+        ws.bash = cfg.workspace.bash && tool_names.iter().any(|t| t == "bash");
+        ws.bash_timeout = cfg.workspace.bash_timeout;
+        base.workspace = Some(ws);
+        if cfg.workspace.tools.is_some() {
+            base.allowed_tools = Some(tool_names.clone());
+        }
+    }
+    let mut graphs = Graphs::default();
+    let lead = antler_llm::lead_agent(base.clone())
+        .map_err(|e| anyhow::anyhow!("cannot build the {LEAD_AGENT} graph: {e}"))?;
+    graphs.insert(LEAD_AGENT, lead);
+    let examples = if cfg.examples {
+        antler_graph::examples::all()
+    } else {
+        Vec::new()
+    };
+    for agent in &cfg.agents {
+        if agent.name == LEAD_AGENT || examples.iter().any(|(id, _)| *id == agent.name) {
+            anyhow::bail!(
+                "config 'agents': the name '{}' is already a graph id; choose another name",
+                agent.name
+            );
+        }
+        let mut opts = base.clone();
+        opts.name = agent.name.clone();
+        opts.model_name = agent.model.clone();
+        if let Some(p) = &agent.system_prompt {
+            opts.system_prompt = p.clone();
+        }
+        if let Some(t) = &agent.tools {
+            opts.allowed_tools = Some(t.clone());
+        }
+        opts.subagents = agent.subagents.clone();
+        let graph = antler_llm::lead_agent(opts).map_err(|e| {
+            anyhow::anyhow!("config 'agents': cannot build agent '{}': {e}", agent.name)
+        })?;
+        graphs.insert(agent.name.clone(), graph);
+    }
+    for (id, graph) in examples {
+        graphs.insert(id, graph);
+    }
+    Ok(graphs)
+}
+
 /// Opens the stores, builds the runtime and the HTTP app, binds the listener and starts
 /// serving in the background. Returns once the server accepts connections.
 pub async fn start(cfg: Config) -> Result<Server> {
@@ -182,11 +267,16 @@ pub async fn start(cfg: Config) -> Result<Server> {
                 .map_err(|e| anyhow::anyhow!("stream bridge: {e}"))?,
         ),
     };
-    let graphs = if cfg.examples {
-        Graphs::new(antler_graph::examples::all())
-    } else {
-        Graphs::default()
-    };
+    let models = Arc::new(
+        antler_llm::ModelRegistry::new(cfg.models.clone())
+            .map_err(|e| anyhow::anyhow!("config 'models': {}", e.0))?,
+    );
+    if models.is_empty() {
+        tracing::warn!(
+            "no chat model is configured (`models:`): lead_agent runs will fail until one is added"
+        );
+    }
+    let graphs = build_graphs(&cfg, &models)?;
     let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
@@ -199,11 +289,25 @@ pub async fn start(cfg: Config) -> Result<Server> {
         .register_system_assistants()
         .await
         .context("cannot register the graphs' assistants")?;
+    runtime
+        .register_replica(antler_runtime::ReplicaBackends {
+            database: cfg.backend.as_str().into(),
+            bridge: if cfg.redis_bridge.is_some() {
+                "redis"
+            } else {
+                "memory"
+            }
+            .into(),
+            bridge_shared: cfg.redis_bridge.is_some(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     runtime.start_durability().await;
     let auth = open_auth(&cfg).await?;
     tracing::info!(mode = auth.mode().as_str(), "authentication");
-    let state =
-        antler_gateway::AppState::new(runtime.clone(), cfg.heartbeat).with_auth(auth.clone());
+    let state = antler_gateway::AppState::new(runtime.clone(), cfg.heartbeat)
+        .with_auth(auth.clone())
+        .with_models(models);
     let app = antler_gateway::router(state);
     let startup = started.elapsed();
     tracing::info!(%addr, ready_ms = startup.as_millis() as u64, "antler ready");

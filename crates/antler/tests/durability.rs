@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod support;
+use support::PrivateDb;
+
 struct Proc {
     child: Child,
     url: String,
@@ -107,14 +110,16 @@ fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// The storage sections to test: SQLite always, the others when configured.
-fn backends(dir: &Path) -> Vec<(&'static str, String)> {
+/// The storage sections to test: SQLite always, the others when configured (each in a private
+/// database, dropped with the returned guard).
+fn backends(dir: &Path) -> Vec<(&'static str, String, Option<PrivateDb>)> {
     let mut out = vec![(
         "sqlite",
         format!(
             "database:\n  backend: sqlite\n  sqlite_dir: {}\n",
             dir.join("db").display()
         ),
+        None,
     )];
     for (name, var) in [
         ("postgres", "ANTLER_TEST_POSTGRES_URL"),
@@ -124,10 +129,17 @@ fn backends(dir: &Path) -> Vec<(&'static str, String)> {
             continue;
         }
         match std::env::var(var) {
-            Ok(url) if !url.is_empty() => out.push((
-                name,
-                format!("database:\n  backend: {name}\n  {name}_url: \"{url}\"\n"),
-            )),
+            Ok(url) if !url.is_empty() => {
+                let db = PrivateDb::create(&url);
+                out.push((
+                    name,
+                    format!(
+                        "database:\n  backend: {name}\n  {name}_url: \"{}\"\n",
+                        db.url
+                    ),
+                    Some(db),
+                ));
+            }
             _ if std::env::var("CI").as_deref() == Ok("true") => {
                 panic!("{var} must be set under CI to test the {name} backend")
             }
@@ -144,7 +156,7 @@ const RUNS: &str = "runs:\n  lease_ttl_seconds: 2\n";
 #[test]
 fn killed_server_resumes_runs_from_their_last_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    for (backend, db) in backends(tmp.path()) {
+    for (backend, db, _guard) in backends(tmp.path()) {
         let config = format!("{db}{RUNS}");
         let a = Proc::start(tmp.path(), &config);
         // two threads with a slow run each, plus a second run queued behind the first
@@ -204,7 +216,7 @@ fn killed_server_resumes_runs_from_their_last_checkpoint() {
 #[test]
 fn recovery_fail_marks_abandoned_runs_error() {
     let tmp = tempfile::tempdir().unwrap();
-    for (backend, db) in backends(tmp.path()) {
+    for (backend, db, _guard) in backends(tmp.path()) {
         let config = format!("{db}runs:\n  lease_ttl_seconds: 2\n  recovery: fail\n");
         let a = Proc::start(tmp.path(), &config);
         let t = post(&format!("{}/threads", a.url), json!({}));

@@ -745,3 +745,45 @@ async fn shutdown_interrupts_running_runs_and_ends_streams() {
     assert!(rest.is_ok(), "stream did not end on shutdown");
     assert_eq!(runtime.live_count(), 0);
 }
+
+#[tokio::test]
+async fn run_events_backends_jsonl_and_memory() {
+    for backend in ["jsonl", "memory"] {
+        let events_dir = tempfile::tempdir().unwrap();
+        let dir = events_dir.path().to_path_buf();
+        let app = App::start_with(|c| {
+            c.run_events = match backend {
+                "jsonl" => antler::config::RunEventsBackend::Jsonl(Some(dir.clone())),
+                _ => antler::config::RunEventsBackend::Memory,
+            };
+        })
+        .await;
+        let t = app.thread().await;
+        let (s, _) = app
+            .post(
+                &format!("/threads/{t}/runs/wait"),
+                json!({"assistant_id": "echo", "input": {"messages": [{"type": "human", "content": "hi"}]}}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let (_, runs) = app.get(&format!("/threads/{t}/runs")).await;
+        let rid = runs[0]["run_id"].as_str().unwrap().to_string();
+        let (s, events) = app.get(&format!("/threads/{t}/runs/{rid}/events")).await;
+        assert_eq!(s, 200, "[{backend}] {events}");
+        let types: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["event_type"].as_str())
+            .collect();
+        assert!(types.contains(&"llm.ai.response"), "[{backend}] {types:?}");
+        let file = dir.join("threads").join(&t).join("events.jsonl");
+        assert_eq!(
+            file.exists(),
+            backend == "jsonl",
+            "[{backend}] {}",
+            file.display()
+        );
+        app.stop().await;
+    }
+}

@@ -32,6 +32,7 @@ pub fn api_routes() -> Router<AppState> {
         .merge(routes::journal::router())
         .merge(routes::state::router())
         .merge(routes::auth::router())
+        .merge(routes::models::router())
 }
 
 /// The whole application: every route at `/` and under `/api`, CORS, JSON errors, metrics.
@@ -41,6 +42,11 @@ pub fn router(state: AppState) -> Router {
         .merge(api.clone())
         .nest("/api", api)
         .fallback(not_found)
+        // innermost: runs after authentication, before the run handlers
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::models::check_run_model,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -183,6 +183,9 @@ pub struct AppState {
     pub heartbeat_interval: Duration,
     /// Who is calling: credentials -> actor, account operations (`auth.mode`).
     pub auth: Arc<antler_auth::Auth>,
+    /// The configured chat models (`GET /models`, and the allowlist of `model_name` at run
+    /// creation). Immutable after startup.
+    pub models: Arc<antler_llm::ModelRegistry>,
 }
 
 impl AppState {
@@ -196,7 +199,14 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             heartbeat_interval,
             auth: Arc::new(antler_auth::Auth::disabled()),
+            models: Arc::new(antler_llm::ModelRegistry::empty()),
         }
+    }
+
+    /// Sets the configured chat models (the default is none).
+    pub fn with_models(mut self, models: Arc<antler_llm::ModelRegistry>) -> Self {
+        self.models = models;
+        self
     }
 
     /// Sets the auth service (the default is `mode: none`: everyone is `default`).

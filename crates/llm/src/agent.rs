@@ -110,6 +110,9 @@ pub struct LeadAgentOptions {
     pub workspace: Option<WorkspaceOptions>,
     /// More tools (MCP, ...).
     pub tools: Vec<Arc<dyn Tool>>,
+    /// Names of the tools this agent offers (None = all of the workspace tools and `tools`).
+    /// A name that is not available is a build error (declarative agents' `tools:`).
+    pub allowed_tools: Option<Vec<String>>,
     /// Title middleware.
     pub title: TitleOptions,
     /// Subagents (non-empty = the `task` tool is offered).
@@ -126,6 +129,7 @@ impl LeadAgentOptions {
             system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
             workspace: None,
             tools: Vec::new(),
+            allowed_tools: None,
             title: TitleOptions::default(),
             subagents: Vec::new(),
         }
@@ -637,6 +641,24 @@ pub fn lead_agent(options: LeadAgentOptions) -> Result<CompiledGraph, BuildError
         tools.extend(ws.tools());
     }
     tools.extend(options.tools.iter().cloned());
+    if let Some(allowed) = &options.allowed_tools {
+        if let Some(missing) = allowed
+            .iter()
+            .find(|name| !tools.iter().any(|t| t.name() == name.as_str()))
+        {
+            let available: Vec<&str> = tools.iter().map(|t| t.name()).collect();
+            return Err(BuildError::Invalid(format!(
+                "agent '{}': tool '{missing}' is not available (available: {})",
+                options.name,
+                if available.is_empty() {
+                    "none".to_string()
+                } else {
+                    available.join(", ")
+                }
+            )));
+        }
+        tools.retain(|t| allowed.iter().any(|a| a == t.name()));
+    }
     if !options.subagents.is_empty() {
         let task = TaskTool {
             models: options.models.clone(),
@@ -712,5 +734,24 @@ mod tests {
         assert!(sanitize_title(&long, 6, 60).chars().count() <= 60);
         assert_eq!(sanitize_title("   ", 6, 60), "");
         assert_eq!(sanitize_title("**Weekend plans.**", 6, 60), "Weekend plans");
+    }
+
+    #[test]
+    fn allowed_tools_must_exist() {
+        let dir = std::env::temp_dir().join("antler-llm-allowed-tools");
+        let mut o = LeadAgentOptions::new(Arc::new(ModelRegistry::empty()));
+        o.workspace = Some(WorkspaceOptions::new(&dir));
+        o.allowed_tools = Some(vec!["read_file".into(), "web_search".into()]);
+        let err = match lead_agent(o.clone()) {
+            Err(BuildError::Invalid(e)) => e,
+            Err(other) => panic!("unexpected error {other:?}"),
+            Ok(_) => panic!("an unknown tool name must not build"),
+        };
+        assert!(
+            err.contains("'web_search'") && err.contains("read_file, write_file"),
+            "{err}"
+        );
+        o.allowed_tools = Some(vec!["read_file".into()]);
+        assert!(lead_agent(o).is_ok());
     }
 }

@@ -62,8 +62,8 @@ pub const IGNORED_KEYS: &[&str] = &[
     "rate_limiter",
 ];
 
-/// One `models:` entry.
-#[derive(Clone, Debug, PartialEq)]
+/// One `models:` entry. Its `Debug` form never shows the API key.
+#[derive(Clone, PartialEq)]
 pub struct ModelConfig {
     /// Id used by `context.model_name`.
     pub name: String,
@@ -106,6 +106,30 @@ pub struct ModelConfig {
     pub headers: Vec<(String, String)>,
     /// Unknown keys: merged into the request body.
     pub extra: Map<String, Value>,
+}
+
+impl std::fmt::Debug for ModelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelConfig")
+            .field("name", &self.name)
+            .field("display_name", &self.display_name)
+            .field("provider", &self.provider)
+            .field("use_path", &self.use_path)
+            .field("model", &self.model)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("max_tokens", &self.max_tokens)
+            .field("temperature", &self.temperature)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("supports_thinking", &self.supports_thinking)
+            .field("context_window", &self.context_window)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 fn opt_str(
@@ -789,5 +813,19 @@ mod tests {
         );
         let e = ModelRegistry::empty().resolve(None).unwrap_err().0;
         assert!(e.contains("`models:`"), "{e}");
+    }
+
+    #[test]
+    fn debug_form_hides_the_key_and_header_values() {
+        let c = ModelConfig::from_value(&json!({
+            "name": "a", "provider": "openai", "model": "x", "api_key": "sk-very-secret",
+            "default_headers": {"Authorization": "Bearer hidden-token"},
+        }))
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains("sk-very-secret"), "{shown}");
+        assert!(!shown.contains("hidden-token"), "{shown}");
+        assert!(shown.contains("Authorization"), "{shown}");
     }
 }

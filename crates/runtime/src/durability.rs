@@ -12,6 +12,13 @@
 //! may adopt its runs, so it stops writing: checkpoint writes go through [`FencedCheckpointer`],
 //! which refuses them, and the executor skips the final row writes. A step is therefore never
 //! committed by two processes.
+//!
+//! Several replicas (issue 5): every process runs a control loop that, every
+//! `poll_interval`, reads the cancel requests other replicas recorded on its runs (one query
+//! for all of them) and claims queued runs (pending, no owner) while it has capacity. Each
+//! process also keeps an entry in the replica registry (refreshed by the heartbeat), which is
+//! how a second server on a database that cannot be shared is refused at startup and how
+//! `/info` lists the live replicas.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,13 +29,70 @@ use antler_graph::{
     ChannelValue, ChannelVersion, Checkpoint, CheckpointError, CheckpointTuple, Checkpointer,
     ListOptions,
 };
-use antler_store::{Run, RunStatus, ThreadStatus, ThreadUpdate};
+use antler_store::{ReplicaInfo, Run, RunStatus, ThreadStatus, ThreadUpdate};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use crate::executor::{Job, encode_error};
-use crate::{RunCreate, RunHandle, Runtime};
+use crate::{CancelAction, RunCreate, RunHandle, Runtime, RuntimeError};
+
+/// The backends of this process, as the replica registry and `/info` report them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaBackends {
+    /// Database backend: `sqlite`, `postgres`, `mysql` or `memory`.
+    pub database: String,
+    /// Stream bridge: `memory` or `redis`.
+    pub bridge: String,
+    /// Whether the bridge is shared between processes (Redis): only then may several
+    /// replicas serve one shared database (a stream must be readable from any replica).
+    pub bridge_shared: bool,
+}
+
+/// What `/info` reports about the deployment.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReplicaStatus {
+    /// This process's replica (worker) id.
+    pub replica_id: String,
+    /// Database backend (None until [`Runtime::register_replica`] ran).
+    pub database: Option<String>,
+    /// Stream bridge kind (None until [`Runtime::register_replica`] ran).
+    pub bridge: Option<String>,
+    /// Pending runs in the database (the queue depth, all replicas).
+    pub queue_depth: u64,
+    /// Runs live in this process (pending or running).
+    pub live_runs: usize,
+    /// `runs.max_concurrent_runs` of this process (None = unbounded).
+    pub max_concurrent_runs: Option<usize>,
+    /// Replicas whose registry heartbeat is fresh.
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+/// Most queued runs claimed per poll.
+const QUEUE_BATCH: usize = 16;
+
+/// The host name (the registry tells processes of one host apart by pid).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+pub(crate) fn host_name_for_tests() -> String {
+    host_name()
+}
+
+/// Whether process `pid` of this host is alive (Linux: `/proc/<pid>`; elsewhere presumed).
+fn pid_alive(pid: i64) -> bool {
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
 
 /// What happens to a run whose process died (`runs.recovery`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -256,6 +320,265 @@ impl Runtime {
         let rt = self.clone();
         self.tracker
             .spawn(async move { rt.durability_loop().await });
+        let rt = self.clone();
+        self.tracker.spawn(async move { rt.control_loop().await });
+    }
+
+    /// Enters this process in the replica registry, refusing to start beside another live
+    /// replica when the deployment cannot be shared: a SQLite (or memory) database is one
+    /// process's, and with the in-memory bridge a run's stream is visible only on the replica
+    /// executing it. A replica is live when its registry heartbeat is younger than the run
+    /// lease TTL (and, on this host, its process exists). Call once at startup, before
+    /// [`start_durability`](Self::start_durability).
+    pub async fn register_replica(&self, backends: ReplicaBackends) -> Result<(), RuntimeError> {
+        let now = antler_store::time::now();
+        let ttl = chrono::Duration::from_std(self.config.lease_ttl)
+            .unwrap_or(chrono::Duration::seconds(30));
+        let host = host_name();
+        let others: Vec<ReplicaInfo> = self
+            .stores
+            .runs
+            .list_replicas(now - ttl)
+            .await?
+            .into_iter()
+            .filter(|r| r.replica_id != self.lease.worker_id)
+            .filter(|r| r.host != host || pid_alive(r.pid))
+            .collect();
+        if let Some(other) = others.first() {
+            let why = if self.config.exclusive {
+                Some(format!(
+                    "the {} database cannot be shared by several servers (use PostgreSQL or MySQL with the Redis stream bridge to run replicas)",
+                    backends.database
+                ))
+            } else if !backends.bridge_shared {
+                Some(
+                    "the in-memory stream bridge is not shared between servers (configure 'stream_bridge: {type: redis}' on every replica)"
+                        .to_string(),
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(RuntimeError::Conflict(format!(
+                    "another antler server (replica {} on host {}, pid {}, heartbeat {}) is using this database: {why}",
+                    other.replica_id,
+                    other.host,
+                    other.pid,
+                    other.heartbeat_at.to_rfc3339()
+                )));
+            }
+        }
+        let me = ReplicaInfo {
+            replica_id: self.lease.worker_id.clone(),
+            started_at: now,
+            heartbeat_at: now,
+            host,
+            pid: i64::from(std::process::id()),
+            database: backends.database,
+            bridge: backends.bridge,
+        };
+        self.stores.runs.heartbeat_replica(&me).await?;
+        let _ = self.replica.set(me);
+        Ok(())
+    }
+
+    /// Refreshes this process's registry entry (each heartbeat).
+    async fn beat_registry(&self) {
+        let Some(me) = self.replica.get() else {
+            return;
+        };
+        let mut me = me.clone();
+        me.heartbeat_at = antler_store::time::now();
+        if let Err(e) = self.stores.runs.heartbeat_replica(&me).await {
+            tracing::warn!(error = %e, "replica registry heartbeat failed");
+        }
+    }
+
+    /// Leaves the registry (clean shutdown), sweeping long-dead entries on the way.
+    pub(crate) async fn deregister_replica(&self) {
+        if self.replica.get().is_none() {
+            return;
+        }
+        let stale = antler_store::time::now() - chrono::Duration::days(1);
+        if let Err(e) = self
+            .stores
+            .runs
+            .remove_replica(&self.lease.worker_id, stale)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot leave the replica registry");
+        }
+    }
+
+    /// The deployment as `/info` reports it.
+    pub async fn replica_status(&self) -> Result<ReplicaStatus, RuntimeError> {
+        let me = self.replica.get();
+        let ttl = chrono::Duration::from_std(self.config.lease_ttl)
+            .unwrap_or(chrono::Duration::seconds(30));
+        let replicas = if me.is_some() {
+            self.stores
+                .runs
+                .list_replicas(antler_store::time::now() - ttl)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(ReplicaStatus {
+            replica_id: self.lease.worker_id.clone(),
+            database: me.map(|m| m.database.clone()),
+            bridge: me.map(|m| m.bridge.clone()),
+            queue_depth: self.stores.runs.count_pending().await?,
+            live_runs: self.live_count(),
+            max_concurrent_runs: self.config.max_concurrent_runs,
+            replicas,
+        })
+    }
+
+    /// Every `poll_interval`: carry out cancel requests made on other replicas for our runs,
+    /// and claim queued runs while there is capacity.
+    async fn control_loop(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(self.config.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if !self.lease.valid() {
+                continue;
+            }
+            self.poll_cancel_requests().await;
+            self.claim_queued().await;
+        }
+    }
+
+    /// One query for the cancel requests on all of this process's live runs.
+    pub(crate) async fn poll_cancel_requests(&self) {
+        let any_durable = self.live.lock().runs.values().any(|h| !h.ephemeral);
+        if !any_durable {
+            return;
+        }
+        let requests = match self
+            .stores
+            .runs
+            .cancel_requests(&self.lease.worker_id)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read cancel requests");
+                return;
+            }
+        };
+        for (run_id, action) in requests {
+            let handle = self.live.lock().runs.get(&run_id).cloned();
+            if let (Some(h), Some(action)) = (handle, CancelAction::parse(&action))
+                && h.cancel_action().is_none()
+            {
+                tracing::info!(run_id, "cancel requested on another replica");
+                h.request_cancel(action);
+            }
+        }
+    }
+
+    /// Claims queued runs up to this process's capacity and starts them.
+    pub(crate) async fn claim_queued(self: &Arc<Self>) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        // Capacity counts executing runs: a local run waiting for its turn on a thread (maybe
+        // behind a queued run of that thread) must not keep the queue from being served.
+        let running = self.counters.running.load(Ordering::Relaxed).max(0) as usize;
+        let room = match self.config.max_concurrent_runs {
+            Some(max) => max.saturating_sub(running),
+            None => QUEUE_BATCH,
+        }
+        .min(QUEUE_BATCH);
+        if room == 0 {
+            return;
+        }
+        let claimed = match self
+            .stores
+            .runs
+            .claim_next(&self.lease.worker_id, self.lease.expiry(), room)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim queued runs");
+                return;
+            }
+        };
+        for run in claimed {
+            match RunCreate::from_run(&run) {
+                Ok(request) => self.start_claimed(run, request).await,
+                Err(e) => {
+                    tracing::warn!(run_id = %run.run_id, error = %e, "cannot rebuild a queued run's request");
+                    self.fail_abandoned(&run).await;
+                }
+            }
+        }
+    }
+
+    /// Starts a run claimed from the queue (already `running` under our lease).
+    async fn start_claimed(self: &Arc<Self>, run: Run, mut request: RunCreate) {
+        request.after_seconds = 0.0;
+        let handle = Arc::new(RunHandle {
+            run_id: run.run_id.clone(),
+            ephemeral: false,
+            thread_id: run.thread_id.clone(),
+            owner: run.owner.clone(),
+            cancel: self.shutdown.child_token(),
+            action: parking_lot::Mutex::new(None),
+            done: watch::channel(None).0,
+        });
+        if let Some(action) = run
+            .cancel_requested
+            .as_deref()
+            .and_then(CancelAction::parse)
+        {
+            handle.request_cancel(action);
+        }
+        {
+            // The store guarantees no other run of the thread is running or older and
+            // pending: it starts now, and later local runs of the thread queue behind it.
+            let mut live = self.live.lock();
+            live.runs.insert(run.run_id.clone(), handle.clone());
+            live.tails
+                .entry(run.thread_id.clone())
+                .or_insert_with(|| handle.clone());
+        }
+        let _ = self
+            .stores
+            .threads
+            .update(
+                &run.owner,
+                &run.thread_id,
+                ThreadUpdate {
+                    status: Some(ThreadStatus::Busy),
+                    ..Default::default()
+                },
+            )
+            .await;
+        self.counters.pending.fetch_add(1, Ordering::Relaxed);
+        let graph_id = run
+            .metadata
+            .get("graph_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let rt = self.clone();
+        let job = Job {
+            run,
+            request,
+            graph_id,
+            handle,
+            prev: None,
+            thread_update: None,
+            adopted: false,
+            claimed: true,
+        };
+        self.tracker.spawn(async move { rt.execute(job).await });
     }
 
     async fn durability_loop(self: Arc<Self>) {
@@ -279,6 +602,7 @@ impl Runtime {
                 Ok(_) => self.lease.renewed(started),
                 Err(e) => tracing::warn!(error = %e, "run lease renewal failed"),
             }
+            self.beat_registry().await;
             if !self.lease.valid() {
                 self.abandon_all();
             }
@@ -417,6 +741,14 @@ impl Runtime {
             action: parking_lot::Mutex::new(None),
             done: watch::channel(None).0,
         });
+        // Cancelled on another replica while its owner was dead: carried out, not resumed.
+        if let Some(action) = run
+            .cancel_requested
+            .as_deref()
+            .and_then(CancelAction::parse)
+        {
+            handle.request_cancel(action);
+        }
         let prev = {
             let mut live = self.live.lock();
             live.runs.insert(run.run_id.clone(), handle.clone());
@@ -447,6 +779,7 @@ impl Runtime {
             prev,
             thread_update: None,
             adopted: true,
+            claimed: false,
         };
         self.tracker.spawn(async move { rt.execute(job).await });
     }

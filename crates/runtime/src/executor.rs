@@ -35,6 +35,8 @@ pub(crate) struct Job {
     pub thread_update: Option<ThreadUpdate>,
     /// Adopted from a dead process (recovery): it may already be `running` under our lease.
     pub adopted: bool,
+    /// Claimed from the durable queue: already `running` under our lease.
+    pub claimed: bool,
 }
 
 /// How the graph part of a run ended.
@@ -80,6 +82,7 @@ impl Runtime {
             prev,
             thread_update,
             adopted,
+            claimed,
         } = job;
         if let Some(update) = thread_update {
             let _ = self
@@ -128,7 +131,8 @@ impl Runtime {
 
         // 2. pending -> running (exactly once), under this process's lease. An adopted run
         //    that was running is ours already.
-        if !(adopted && run.status == RunStatus::Running) {
+        let ours_already = claimed || (adopted && run.status == RunStatus::Running);
+        if !ours_already {
             match self.claim(&handle, &run).await {
                 Some(true) => {}
                 Some(false) => {
@@ -388,6 +392,14 @@ impl Runtime {
     async fn finish_unstarted(&self, handle: &Arc<RunHandle>, run: &Run, action: CancelAction) {
         let result = match action {
             CancelAction::Rollback => {
+                // An adopted or claimed run may have written checkpoints before: remove them.
+                if !handle.ephemeral && run.status == RunStatus::Running {
+                    let _ = self
+                        .stores
+                        .checkpointer
+                        .delete_run(&run.thread_id, &run.run_id)
+                        .await;
+                }
                 let _ = self
                     .rows(handle.ephemeral)
                     .runs
@@ -396,15 +408,18 @@ impl Runtime {
                 RunResult::RolledBack
             }
             CancelAction::Interrupt => {
+                // Pending, or running under our lease (adopted / claimed, stopped before
+                // the graph started). A run we did not hold as running is never touched
+                // while running: someone else may own it.
+                let from: &[RunStatus] = if run.status == RunStatus::Running {
+                    &[RunStatus::Pending, RunStatus::Running]
+                } else {
+                    &[RunStatus::Pending]
+                };
                 let _ = self
                     .rows(handle.ephemeral)
                     .runs
-                    .transition(
-                        &run.run_id,
-                        &[RunStatus::Pending],
-                        RunStatus::Interrupted,
-                        None,
-                    )
+                    .transition(&run.run_id, from, RunStatus::Interrupted, None)
                     .await;
                 RunResult::Stopped(Value::Object(Map::new()))
             }

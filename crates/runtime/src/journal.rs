@@ -4,6 +4,11 @@
 //! It observes the engine's `updates` parts (the executor always asks the engine for them; they
 //! are only published when the client asked for them too): every AI / tool message a node
 //! returns becomes a message event, and `usage_metadata` on AI messages feeds the counters.
+//! Model calls outside the conversation (title middleware, subagents) arrive as AI-message
+//! shaped records under an update's `llm_usage` key: they are counted (by their
+//! `additional_kwargs.caller`) but are not messages. The run's model (`by_model` of the
+//! token-usage report) is the `response_metadata.model_name` of its first lead-agent AI
+//! message, else of its first model call of any caller; it is written to the run row once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +37,10 @@ pub(crate) struct Journal {
     counters: RunCompletion,
     last_progress: Instant,
     dirty: bool,
+    /// The run's model as recorded on the row (None: not yet; see the module doc).
+    model_name: Option<String>,
+    /// Whether `model_name` came from a lead-agent message (then it is final).
+    model_from_lead: bool,
 }
 
 fn text_of(content: Option<&Value>) -> Option<String> {
@@ -112,6 +121,8 @@ impl Journal {
             counters,
             last_progress: Instant::now(),
             dirty: false,
+            model_name: None,
+            model_from_lead: false,
         }
     }
 
@@ -160,7 +171,13 @@ impl Journal {
         let Some(updates) = part.data.as_object() else {
             return;
         };
+        let model_before = self.model_name.clone();
         for (node, update) in updates {
+            if let Some(Value::Array(records)) = update.get("llm_usage") {
+                for rec in records {
+                    self.count_usage(rec);
+                }
+            }
             let Some(msgs) = update.get("messages") else {
                 continue;
             };
@@ -172,6 +189,15 @@ impl Journal {
             for m in list {
                 self.observe_message(node, m);
             }
+        }
+        if self.model_name != model_before
+            && let Err(e) = self
+                .stores
+                .runs
+                .update_model_name(&self.run_id, self.model_name.as_deref())
+                .await
+        {
+            tracing::warn!(run_id = %self.run_id, error = %e, "run model name not recorded");
         }
         if self.buffer.len() >= self.batch_size {
             self.flush().await;
@@ -200,32 +226,52 @@ impl Journal {
         }
     }
 
+    /// Adds an AI message's (or usage record's) `usage_metadata` to the counters of its
+    /// caller, and notes its model.
+    fn count_usage(&mut self, m: &Value) {
+        let caller = caller_of(m);
+        if let Some(model) = m
+            .pointer("/response_metadata/model_name")
+            .or_else(|| m.pointer("/response_metadata/model"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            && !self.model_from_lead
+            && (caller == "lead_agent" || self.model_name.is_none())
+        {
+            self.model_name = Some(model.to_string());
+            self.model_from_lead = caller == "lead_agent";
+        }
+        let Some(u) = m.get("usage_metadata").filter(|u| u.is_object()) else {
+            return;
+        };
+        let input = u.get("input_tokens").and_then(Value::as_i64).unwrap_or(0);
+        let output = u.get("output_tokens").and_then(Value::as_i64).unwrap_or(0);
+        let total = u
+            .get("total_tokens")
+            .and_then(Value::as_i64)
+            .unwrap_or(input + output);
+        if total <= 0 {
+            return;
+        }
+        let c = &mut self.counters;
+        c.total_input_tokens += input;
+        c.total_output_tokens += output;
+        c.total_tokens += total;
+        c.llm_call_count += 1;
+        match caller {
+            "subagent" => c.subagent_tokens += total,
+            "middleware" => c.middleware_tokens += total,
+            _ => c.lead_agent_tokens += total,
+        }
+        self.dirty = true;
+    }
+
     fn observe_message(&mut self, node: &str, m: Value) {
         let kind = m.get("type").and_then(Value::as_str).unwrap_or_default();
         match kind {
             "ai" | "AIMessageChunk" => {
                 let caller = caller_of(&m).to_string();
-                if let Some(u) = m.get("usage_metadata").filter(|u| u.is_object()) {
-                    let input = u.get("input_tokens").and_then(Value::as_i64).unwrap_or(0);
-                    let output = u.get("output_tokens").and_then(Value::as_i64).unwrap_or(0);
-                    let total = u
-                        .get("total_tokens")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(input + output);
-                    if total > 0 {
-                        let c = &mut self.counters;
-                        c.total_input_tokens += input;
-                        c.total_output_tokens += output;
-                        c.total_tokens += total;
-                        c.llm_call_count += 1;
-                        match caller.as_str() {
-                            "subagent" => c.subagent_tokens += total,
-                            "middleware" => c.middleware_tokens += total,
-                            _ => c.lead_agent_tokens += total,
-                        }
-                        self.dirty = true;
-                    }
-                }
+                self.count_usage(&m);
                 let has_tools = m
                     .get("tool_calls")
                     .and_then(Value::as_array)

@@ -19,6 +19,8 @@ mod events;
 mod executor;
 mod graphs;
 mod journal;
+#[cfg(test)]
+mod replica_tests;
 mod request;
 mod state;
 mod webhook;
@@ -38,7 +40,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use durability::Recovery;
+pub use durability::{Recovery, ReplicaBackends, ReplicaStatus};
 pub use events::{EventShaper, engine_modes};
 pub use graphs::Graphs;
 pub use request::{CancelAction, MultitaskStrategy, OnDisconnect, RunCreate, STREAM_MODES};
@@ -97,6 +99,13 @@ pub struct RuntimeConfig {
     /// This process is alone on its database (SQLite, memory): at startup every in-flight
     /// run is abandoned, without waiting for leases to expire.
     pub exclusive: bool,
+    /// Most runs this process executes at once (`runs.max_concurrent_runs`); `None` =
+    /// unbounded. A run created beyond it stays queued in the database (pending, no owner)
+    /// until a replica with free capacity claims it.
+    pub max_concurrent_runs: Option<usize>,
+    /// How often the control loop reads cancel requests for this process's runs (made on
+    /// other replicas) and claims queued runs (`runs.poll_interval_ms`).
+    pub poll_interval: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -113,6 +122,8 @@ impl Default for RuntimeConfig {
             lease_ttl: Duration::from_secs(30),
             recovery: Recovery::Resume,
             exclusive: true,
+            max_concurrent_runs: None,
+            poll_interval: Duration::from_millis(500),
         }
     }
 }
@@ -210,6 +221,9 @@ pub struct Runtime {
     system_assistants: parking_lot::RwLock<HashMap<String, Assistant>>,
     /// Run ownership of this process (leases, fencing).
     lease: Arc<durability::Lease>,
+    /// This process's entry in the replica registry, once [`Runtime::register_replica`] ran
+    /// (the heartbeat refreshes it; `/info` reports it).
+    replica: std::sync::OnceLock<antler_store::ReplicaInfo>,
 }
 
 /// Run counters for `/metrics`.
@@ -259,6 +273,7 @@ impl Runtime {
             counters: Counters::default(),
             system_assistants: parking_lot::RwLock::new(HashMap::new()),
             ephemeral: Stores::memory(),
+            replica: std::sync::OnceLock::new(),
         })
     }
 
@@ -432,9 +447,26 @@ impl Runtime {
             .multitask_strategy
             .unwrap_or(self.config.default_multitask_strategy);
         let run_id = uuid::Uuid::now_v7().to_string();
-        let run = self.build_run(
+        let mut run = self.build_run(
             owner, &run_id, &thread, &assistant, &request, strategy, temporary,
         );
+        // Beyond this process's capacity a durable run is queued in the database (no owner,
+        // no local task): the control loop of whichever replica has room claims it.
+        let mut queue_it = !ephemeral && !self.has_capacity();
+        if !queue_it && !ephemeral && !created_now && self.config.max_concurrent_runs.is_some() {
+            // A queued run of the thread goes first: this one queues behind it rather than
+            // holding capacity while it waits.
+            queue_it = self
+                .stores
+                .runs
+                .next_pending_for_thread(&thread.thread_id)
+                .await?
+                .is_some_and(|r| r.worker_id.is_none());
+        }
+        if queue_it {
+            run.worker_id = None;
+            run.lease_expires_at = None;
+        }
 
         // The multitask decision and the registration of the new run happen under the registry
         // lock, so two concurrent creates on one thread cannot both see it idle.
@@ -447,6 +479,11 @@ impl Runtime {
             action: Mutex::new(None),
             done: watch::channel(None).0,
         });
+        if queue_it {
+            return self
+                .enqueue_durable(owner, run, request, &thread, &assistant, created_now)
+                .await;
+        }
         let (to_cancel, prev) = {
             let mut live = self.live.lock();
             let active: Vec<Arc<RunHandle>> = live
@@ -524,8 +561,96 @@ impl Runtime {
             prev,
             thread_update,
             adopted: false,
+            claimed: false,
         };
         self.tracker.spawn(async move { rt.execute(job).await });
+        Ok(CreatedRun { run, request })
+    }
+
+    /// Whether this process may start one more run now (`max_concurrent_runs`).
+    pub(crate) fn has_capacity(&self) -> bool {
+        self.config
+            .max_concurrent_runs
+            .is_none_or(|max| self.live.lock().runs.len() < max)
+    }
+
+    /// `create_run` past capacity: the run row is queued (no owner) and the thread marked
+    /// busy; no local task. Multitask `reject` / `interrupt` / `rollback` see this process's
+    /// live runs of the thread and the thread's active run in the database.
+    async fn enqueue_durable(
+        &self,
+        owner: &str,
+        run: Run,
+        request: RunCreate,
+        thread: &Thread,
+        assistant: &Assistant,
+        created_now: bool,
+    ) -> Result<CreatedRun, RuntimeError> {
+        let strategy = request
+            .multitask_strategy
+            .unwrap_or(self.config.default_multitask_strategy);
+        let active = self
+            .stores
+            .runs
+            .active_for_thread(&thread.thread_id)
+            .await?;
+        if let Some(a) = &active {
+            match strategy {
+                MultitaskStrategy::Reject => {
+                    return Err(RuntimeError::Conflict(
+                        "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.".into(),
+                    ));
+                }
+                MultitaskStrategy::Interrupt | MultitaskStrategy::Rollback => {
+                    let action = if strategy == MultitaskStrategy::Rollback {
+                        CancelAction::Rollback
+                    } else {
+                        CancelAction::Interrupt
+                    };
+                    for h in self.live_runs_of_thread(&thread.thread_id) {
+                        h.request_cancel(action);
+                    }
+                    self.stores
+                        .runs
+                        .request_cancel(&a.run_id, action_str(action))
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        self.stores.runs.put(&run).await?;
+        self.publish(
+            &run.run_id,
+            &thread_stream_id(&thread.thread_id),
+            "metadata",
+            &json!({"run_id": run.run_id, "attempt": 1}),
+        )
+        .await;
+        if !created_now {
+            let mut meta = Map::new();
+            if !thread.metadata.contains_key("graph_id") {
+                meta.insert("graph_id".into(), json!(assistant.graph_id));
+            }
+            if !thread.metadata.contains_key("assistant_id") {
+                meta.insert("assistant_id".into(), json!(assistant.assistant_id));
+            }
+            let _ = self
+                .stores
+                .threads
+                .update(
+                    owner,
+                    &thread.thread_id,
+                    ThreadUpdate {
+                        status: Some(ThreadStatus::Busy),
+                        metadata: (!meta.is_empty()).then_some(meta),
+                        ..Default::default()
+                    },
+                )
+                .await;
+        }
+        self.counters
+            .created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(CreatedRun { run, request })
     }
 
@@ -668,24 +793,11 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let handle = self.live.lock().runs.get(run_id).cloned();
         let Some(handle) = handle.filter(|h| h.thread_id == thread_id && h.owner == owner) else {
-            // Not live here: either unknown, or already finished.
-            return match self.stores.runs.get(owner, run_id).await? {
-                Some(r) if r.thread_id == thread_id && r.status.is_active() => {
-                    // A row that is active but has no live task (e.g. left over from a crash):
-                    // mark it interrupted so it does not stay active forever.
-                    self.stores
-                        .runs
-                        .transition(
-                            run_id,
-                            &[RunStatus::Pending, RunStatus::Running],
-                            RunStatus::Interrupted,
-                            None,
-                        )
-                        .await?;
-                    Ok(())
-                }
-                _ => Err(RuntimeError::NotFound("No runs found to cancel.".into())),
-            };
+            // Not live here: another replica executes it, it is queued, its process died, or
+            // it is unknown / already finished.
+            return self
+                .cancel_remote(owner, Some(thread_id), run_id, action, wait)
+                .await;
         };
         handle.request_cancel(action);
         if wait {
@@ -695,13 +807,124 @@ impl Runtime {
         Ok(())
     }
 
-    /// Requests an interrupt of a live run without waiting for it to stop; usable from a
-    /// synchronous context (a dropped SSE stream whose run has `on_disconnect: cancel`).
-    pub fn cancel_in_background(&self, owner: &str, thread_id: String, run_id: String) {
-        let handle = self.live.lock().runs.get(&run_id).cloned();
-        if let Some(h) = handle.filter(|h| h.owner == owner && h.thread_id == thread_id) {
-            h.request_cancel(CancelAction::Interrupt);
+    /// Cancels a run that has no task in this process.
+    ///
+    /// - a queued run (pending, no owner), or any active row when this process is alone on
+    ///   its database: stopped right here with a compare-and-set on its status;
+    /// - a run owned by another replica: a durable cancel request on its row, which the owner
+    ///   reads within its poll interval (or, if the owner died, the replica that adopts the
+    ///   run after its lease expired carries it out instead of resuming the run).
+    ///
+    /// With `wait`, follows the run's row until it has stopped.
+    async fn cancel_remote(
+        &self,
+        owner: &str,
+        thread_id: Option<&str>,
+        run_id: &str,
+        action: CancelAction,
+        wait: bool,
+    ) -> Result<(), RuntimeError> {
+        let run = match self.stores.runs.get(owner, run_id).await? {
+            Some(r) if thread_id.is_none_or(|t| r.thread_id == t) && r.status.is_active() => r,
+            _ => return Err(RuntimeError::NotFound("No runs found to cancel.".into())),
+        };
+        if self.config.exclusive || run.worker_id.is_none() {
+            let from: &[RunStatus] = if self.config.exclusive {
+                &[RunStatus::Pending, RunStatus::Running]
+            } else {
+                &[RunStatus::Pending]
+            };
+            if self
+                .stores
+                .runs
+                .transition(run_id, from, RunStatus::Interrupted, None)
+                .await?
+            {
+                self.stop_unowned(&run, action).await;
+                return Ok(());
+            }
+            // A replica claimed it meanwhile: ask that one.
         }
+        self.stores
+            .runs
+            .request_cancel(run_id, action_str(action))
+            .await?;
+        if wait {
+            match self.wait_run(owner, run_id).await {
+                Ok(_) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a run without a task was stopped by compare-and-set: rollback removes it, the
+    /// thread turns idle unless another run of it is active, its stream ends.
+    async fn stop_unowned(&self, run: &Run, action: CancelAction) {
+        if action == CancelAction::Rollback {
+            let _ = self.stores.runs.delete(&run.owner, &run.run_id).await;
+            let _ = self
+                .stores
+                .events
+                .delete_run(&run.owner, &run.thread_id, &run.run_id)
+                .await;
+        }
+        let busy = matches!(
+            self.stores.runs.active_for_thread(&run.thread_id).await,
+            Ok(Some(_))
+        );
+        if !busy {
+            let _ = self
+                .stores
+                .threads
+                .update(
+                    &run.owner,
+                    &run.thread_id,
+                    ThreadUpdate {
+                        status: Some(ThreadStatus::Idle),
+                        ..Default::default()
+                    },
+                )
+                .await;
+        }
+        let _ = self.bridge.publish_end(&run.run_id).await;
+        self.bridge
+            .cleanup(&run.run_id, self.config.stream_cleanup_delay)
+            .await;
+    }
+
+    /// Requests an interrupt of a run without waiting for it to stop; usable from a
+    /// synchronous context (a dropped SSE stream whose run has `on_disconnect: cancel`). A
+    /// run executing on another replica gets a durable cancel request (in the background).
+    pub fn cancel_in_background(self: &Arc<Self>, owner: &str, thread_id: String, run_id: String) {
+        let handle = self.live.lock().runs.get(&run_id).cloned();
+        if let Some(h) = handle {
+            if h.owner == owner && h.thread_id == thread_id {
+                h.request_cancel(CancelAction::Interrupt);
+            }
+            return;
+        }
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let rt = self.clone();
+        let owner = owner.to_string();
+        self.tracker.spawn(async move {
+            let res = rt
+                .cancel_remote(
+                    &owner,
+                    Some(&thread_id),
+                    &run_id,
+                    CancelAction::Interrupt,
+                    false,
+                )
+                .await;
+            if let Err(e) = res
+                && !matches!(e, RuntimeError::NotFound(_))
+            {
+                tracing::warn!(run_id, error = %e, "cancel on disconnect failed");
+            }
+        });
     }
 
     /// Cancels several runs (`POST /runs/cancel`): by ids on a thread, or every run of a status.
@@ -725,6 +948,22 @@ impl Runtime {
             .cloned()
             .collect();
         let mut n = 0;
+        // Runs named by id that have no task here: cancel them where they are.
+        if let Some(ids) = run_ids {
+            for id in ids {
+                if handles.iter().any(|h| h.run_id == *id) {
+                    continue;
+                }
+                match self
+                    .cancel_remote(owner, thread_id, id, action, false)
+                    .await
+                {
+                    Ok(()) => n += 1,
+                    Err(RuntimeError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         for h in handles {
             if let Some(status) = status {
                 let row = self.stores.runs.get(owner, &h.run_id).await?;
@@ -815,7 +1054,13 @@ impl Runtime {
         run_id: &str,
     ) -> Result<(), RuntimeError> {
         let run = self.get_run(owner, thread_id, run_id).await?;
-        if run.status.is_active() && self.is_live(run_id) {
+        // Active here, or owned by another replica whose lease is current.
+        let elsewhere = !self.config.exclusive
+            && (run.worker_id.is_none()
+                || run
+                    .lease_expires_at
+                    .is_some_and(|t| t > antler_store::time::now()));
+        if run.status.is_active() && (self.is_live(run_id) || elsewhere) {
             return Err(RuntimeError::Conflict(
                 "Run is still active; cancel it before deleting it.".into(),
             ));
@@ -869,6 +1114,7 @@ impl Runtime {
     /// `shutdown_grace`), ends every stream, and waits for the run tasks.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
+        self.deregister_replica().await;
         self.tracker.close();
         let _ = tokio::time::timeout(self.config.shutdown_grace, self.tracker.wait()).await;
         self.bridge.close().await;
@@ -895,6 +1141,14 @@ impl Runtime {
         {
             live.tails.remove(&handle.thread_id);
         }
+    }
+}
+
+/// The stored spelling of a cancel action (`runs.cancel_requested`).
+pub(crate) fn action_str(action: CancelAction) -> &'static str {
+    match action {
+        CancelAction::Interrupt => "interrupt",
+        CancelAction::Rollback => "rollback",
     }
 }
 

@@ -20,6 +20,9 @@ pub async fn run_all(stores: &Stores) {
     threads(stores).await;
     runs(stores).await;
     run_leases(stores).await;
+    run_queue(stores).await;
+    run_cancel_requests(stores).await;
+    replicas(stores).await;
     run_events(stores).await;
     feedback(stores).await;
     items(stores).await;
@@ -1127,6 +1130,326 @@ pub async fn runs(stores: &Stores) {
     assert_eq!(ok(s.delete_by_thread(&bob, &thread).await, "delete bob"), 1);
 }
 
+/// Claims `limit` queued runs, keeping the ones this test made (suffix `x`). Other queued
+/// runs could only be leftovers of an earlier, interrupted run of this test: their
+/// timestamps are in 1971 too, so they are older than any real run; they are finished.
+async fn claim_mine(s: &dyn RunStore, x: &str, worker: &str, limit: usize) -> Vec<Run> {
+    let later = time::now() + chrono::Duration::seconds(60);
+    let got = ok(s.claim_next(worker, later, limit).await, "claim_next");
+    let (mine, foreign): (Vec<Run>, Vec<Run>) =
+        got.into_iter().partition(|r| r.run_id.ends_with(x));
+    for r in foreign {
+        assert!(
+            r.created_at < DateTime::<Utc>::from_timestamp(86_400 * 731, 0).unwrap_or_default(),
+            "claim_next took a run that is not the oldest queued one: {}",
+            r.run_id
+        );
+        ok(
+            s.update_status(&r.run_id, RunStatus::Success, None).await,
+            "finish leftover",
+        );
+    }
+    mine
+}
+
+/// The durable queue: `claim_next` takes the oldest queued runs (pending, no worker) whose
+/// thread is idle and has no older pending run, never the same run twice; `claim` respects
+/// creation order too; queued runs are not abandoned runs.
+pub async fn run_queue(stores: &Stores) {
+    let s = stores.runs.as_ref();
+    let x = sfx();
+    let owner = format!("queue-{x}");
+    // 1971: older than every real run, so the queue hands these out first.
+    let base = DateTime::<Utc>::from_timestamp(
+        86_400 * 365 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as i64 * 10,
+        0,
+    )
+    .unwrap_or_default();
+    let mk = |name: &str, thread: &str, secs: i64| {
+        let mut r = Run::new(
+            format!("{name}-{x}"),
+            format!("{thread}-{x}"),
+            "asst",
+            &owner,
+        );
+        r.created_at = at(base, secs);
+        r.updated_at = r.created_at;
+        r
+    };
+    let a1 = mk("a1", "qa", 1);
+    let a2 = mk("a2", "qa", 2);
+    let mut b1 = mk("b1", "qb", 3);
+    b1.worker_id = Some(format!("w-live-{x}"));
+    b1.lease_expires_at = Some(time::now() + chrono::Duration::seconds(600));
+    let b2 = mk("b2", "qb", 4);
+    let mut c1 = mk("c1", "qc", 0);
+    c1.status = RunStatus::Running;
+    c1.worker_id = b1.worker_id.clone();
+    c1.lease_expires_at = b1.lease_expires_at;
+    let c2 = mk("c2", "qc", 5);
+    for r in [&a1, &a2, &b1, &b2, &c1, &c2] {
+        ok(s.put(r).await, "put queued");
+    }
+    let pending = ok(s.count_pending().await, "count_pending");
+    assert!(
+        pending >= 5,
+        "count_pending counts every pending run: {pending}"
+    );
+    let w = format!("qw-{x}");
+
+    // only a1: a2 waits for a1, b2 for the older (owned) b1, c2 for the running c1
+    let got = claim_mine(s, &x, &w, 1).await;
+    let ids: Vec<&str> = got.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, [a1.run_id.as_str()], "the oldest eligible queued run");
+    assert_eq!(got[0].status, RunStatus::Running);
+    assert_eq!(got[0].worker_id.as_deref(), Some(w.as_str()));
+    assert!(got[0].started_at.is_some() && got[0].lease_expires_at.is_some());
+    for r in [&a2, &b2, &c2] {
+        let row = ok(s.get(&owner, &r.run_id).await, "get").expect("row");
+        assert_eq!(row.status, RunStatus::Pending, "{} stays queued", r.run_id);
+        assert!(row.worker_id.is_none());
+    }
+    // queued runs are the queue's, not abandoned runs
+    let far = time::now() + chrono::Duration::days(36_500);
+    let expired = ok(s.list_expired(far, 1_000_000).await, "list_expired");
+    assert!(
+        !expired
+            .iter()
+            .any(|r| r.run_id == a2.run_id || r.run_id == c2.run_id),
+        "queued runs are never listed as abandoned"
+    );
+    assert!(
+        !ok(s.adopt(&a2.run_id, "thief", far, far).await, "adopt queued"),
+        "a queued run cannot be adopted"
+    );
+    // claim by id honours creation order: a newer owned run waits for the queued older one
+    let mut a3 = mk("a3", "qa", 6);
+    a3.worker_id = Some(w.clone());
+    ok(s.put(&a3).await, "put a3");
+    ok(
+        s.update_status(&a1.run_id, RunStatus::Success, None).await,
+        "a1 done",
+    );
+    assert_eq!(
+        ok(s.claim(&a3.run_id, &w, far).await, "claim a3"),
+        Claim::Busy,
+        "an older run of the thread is pending"
+    );
+
+    // a1 done: a2 next; b1 gone and c1 done: b2 and c2 too
+    ok(
+        s.transition(
+            &b1.run_id,
+            &[RunStatus::Pending],
+            RunStatus::Interrupted,
+            None,
+        )
+        .await,
+        "b1",
+    );
+    ok(
+        s.update_status(&c1.run_id, RunStatus::Success, None).await,
+        "c1 done",
+    );
+    let mut got: Vec<String> = claim_mine(s, &x, &w, 3)
+        .await
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    got.sort();
+    let mut want = vec![a2.run_id.clone(), b2.run_id.clone(), c2.run_id.clone()];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        ok(s.claim(&a3.run_id, &w, far).await, "claim a3 while a2 runs"),
+        Claim::Busy
+    );
+    ok(
+        s.update_status(&a2.run_id, RunStatus::Success, None).await,
+        "a2 done",
+    );
+    assert_eq!(
+        ok(s.claim(&a3.run_id, &w, far).await, "claim a3"),
+        Claim::Claimed
+    );
+
+    // racing workers: every queued run claimed exactly once
+    let racers: Vec<Run> = (0..4)
+        .map(|i| mk(&format!("r{i}"), &format!("qr{i}"), 10 + i))
+        .collect();
+    for r in &racers {
+        ok(s.put(r).await, "put racer");
+    }
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let runs = stores.runs.clone();
+        let x = x.clone();
+        tasks.push(tokio::spawn(async move {
+            claim_mine(runs.as_ref(), &x, &format!("racer{i}-{x}"), 1).await
+        }));
+    }
+    let mut claimed: Vec<String> = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(v) => claimed.extend(v.into_iter().map(|r| r.run_id)),
+            Err(e) => panic!("claim_next task failed: {e}"),
+        }
+    }
+    // a racer that found every candidate locked may come back empty: claim the rest now
+    claimed.extend(
+        claim_mine(s, &x, &w, 4 - claimed.len().min(4))
+            .await
+            .into_iter()
+            .map(|r| r.run_id),
+    );
+    claimed.sort();
+    let before = claimed.len();
+    claimed.dedup();
+    assert_eq!(before, claimed.len(), "no run claimed twice");
+    assert_eq!(claimed.len(), 4, "every queued run claimed: {claimed:?}");
+    for r in racers.iter().chain([&a3, &b2, &c2]) {
+        ok(
+            s.update_status(&r.run_id, RunStatus::Success, None).await,
+            "finish",
+        );
+    }
+}
+
+/// Durable cancel requests: recorded on active runs only, first action wins, listed for the
+/// owning worker in one query.
+pub async fn run_cancel_requests(stores: &Stores) {
+    let s = &stores.runs;
+    let x = sfx();
+    let owner = format!("cancel-{x}");
+    let w = format!("cw-{x}");
+    let mut r1 = Run::new(format!("c1-{x}"), format!("ct1-{x}"), "asst", &owner);
+    r1.worker_id = Some(w.clone());
+    let mut r2 = Run::new(format!("c2-{x}"), format!("ct2-{x}"), "asst", &owner);
+    r2.worker_id = Some(w.clone());
+    let mut r3 = Run::new(format!("c3-{x}"), format!("ct3-{x}"), "asst", &owner);
+    r3.worker_id = Some(format!("other-{x}"));
+    for r in [&r1, &r2, &r3] {
+        ok(s.put(r).await, "put");
+    }
+    assert!(ok(s.cancel_requests(&w).await, "none yet").is_empty());
+    assert!(ok(
+        s.request_cancel(&r1.run_id, "rollback").await,
+        "request"
+    ));
+    assert!(
+        ok(s.request_cancel(&r1.run_id, "interrupt").await, "again"),
+        "still active"
+    );
+    assert!(ok(
+        s.request_cancel(&r3.run_id, "interrupt").await,
+        "other worker"
+    ));
+    assert_eq!(
+        ok(
+            s.claim(&r2.run_id, &w, time::now() + chrono::Duration::seconds(60))
+                .await,
+            "claim"
+        ),
+        Claim::Claimed
+    );
+    assert!(ok(
+        s.request_cancel(&r2.run_id, "interrupt").await,
+        "running"
+    ));
+    let mut got = ok(s.cancel_requests(&w).await, "requests");
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (r1.run_id.clone(), "rollback".to_string()),
+            (r2.run_id.clone(), "interrupt".to_string())
+        ],
+        "the first request wins; only this worker's runs"
+    );
+    let row = ok(s.get(&owner, &r1.run_id).await, "get").expect("r1");
+    assert_eq!(row.cancel_requested.as_deref(), Some("rollback"));
+    ok(
+        s.update_status(&r2.run_id, RunStatus::Interrupted, None)
+            .await,
+        "r2 stopped",
+    );
+    assert_eq!(
+        ok(s.cancel_requests(&w).await, "after").len(),
+        1,
+        "finished runs drop out"
+    );
+    assert!(
+        !ok(s.request_cancel(&r2.run_id, "interrupt").await, "finished"),
+        "a finished run cannot be cancelled"
+    );
+    assert!(!ok(
+        s.request_cancel(&format!("missing-{x}"), "interrupt").await,
+        "missing"
+    ));
+    for r in [&r1, &r3] {
+        ok(
+            s.update_status(&r.run_id, RunStatus::Interrupted, None)
+                .await,
+            "stop",
+        );
+    }
+}
+
+/// The replica registry: upsert keeps `started_at`, listing by heartbeat freshness, removal.
+pub async fn replicas(stores: &Stores) {
+    let s = &stores.runs;
+    let x = sfx();
+    let now = time::now();
+    let rep = |id: &str, beat: DateTime<Utc>| ReplicaInfo {
+        replica_id: format!("{id}-{x}"),
+        started_at: beat,
+        heartbeat_at: beat,
+        host: "host-a".into(),
+        pid: 42,
+        database: "postgres".into(),
+        bridge: "redis".into(),
+    };
+    let a = rep("a", now - chrono::Duration::seconds(5));
+    let stale = rep("stale", now - chrono::Duration::seconds(3600));
+    ok(s.heartbeat_replica(&a).await, "register a");
+    ok(s.heartbeat_replica(&stale).await, "register stale");
+    let mut a2 = a.clone();
+    a2.heartbeat_at = now;
+    a2.started_at = now; // ignored: the first start is kept
+    a2.pid = 43;
+    ok(s.heartbeat_replica(&a2).await, "heartbeat a");
+    let live = ok(
+        s.list_replicas(now - chrono::Duration::seconds(60)).await,
+        "list",
+    );
+    let mine: Vec<&ReplicaInfo> = live.iter().filter(|r| r.replica_id.ends_with(&x)).collect();
+    assert_eq!(mine.len(), 1, "the stale replica is not live: {mine:?}");
+    assert_eq!(mine[0].replica_id, a.replica_id);
+    assert_eq!(mine[0].started_at, time::truncate(a.started_at));
+    assert_eq!(mine[0].heartbeat_at, time::truncate(now));
+    assert_eq!(mine[0].pid, 43);
+    assert_eq!(
+        (mine[0].database.as_str(), mine[0].bridge.as_str()),
+        ("postgres", "redis")
+    );
+    let all = ok(
+        s.list_replicas(now - chrono::Duration::days(1)).await,
+        "list all",
+    );
+    assert_eq!(all.iter().filter(|r| r.replica_id.ends_with(&x)).count(), 2);
+    let gone = ok(
+        s.remove_replica(&a.replica_id, now - chrono::Duration::seconds(600))
+            .await,
+        "remove",
+    );
+    assert!(gone >= 2, "a and the stale entry are removed: {gone}");
+    let all = ok(
+        s.list_replicas(now - chrono::Duration::days(1)).await,
+        "list after",
+    );
+    assert!(!all.iter().any(|r| r.replica_id.ends_with(&x)));
+}
+
 /// Run ownership: claim (one running run per thread), lease renewal, expiry scan, adoption.
 pub async fn run_leases(stores: &Stores) {
     let s = &stores.runs;
@@ -1212,7 +1535,10 @@ pub async fn run_leases(stores: &Stores) {
     assert_eq!(claimed, 1, "one running run per thread under racing claims");
 
     // renew: every active run of the worker, nothing else
-    let w1_run = mk(4);
+    // owned by a process that never renewed (no lease): abandoned. (Without a worker it
+    // would be queued, which recovery never lists.)
+    let mut w1_run = mk(4);
+    w1_run.worker_id = Some(format!("w-gone-{x}"));
     let mut other = Run::new(
         format!("lease5-{x}"),
         format!("lease-t2-{x}"),

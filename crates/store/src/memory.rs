@@ -431,6 +431,13 @@ impl RunRows {
             .any(|r| r.status == RunStatus::Running && r.run_id != run_id)
     }
 
+    /// Whether a run of the thread created before `key` (created_at, run_id) is pending.
+    fn older_pending(&self, thread_id: &str, key: &(DateTime<Utc>, String)) -> bool {
+        self.of_thread(thread_id).any(|r| {
+            r.status == RunStatus::Pending && (r.created_at, r.run_id.as_str()) < (key.0, &key.1)
+        })
+    }
+
     fn of_thread(&self, thread_id: &str) -> impl Iterator<Item = &Run> {
         self.by_thread
             .get(thread_id)
@@ -443,6 +450,13 @@ impl RunRows {
 #[derive(Default)]
 pub struct MemoryRunStore {
     rows: RwLock<RunRows>,
+    /// The replica registry (one process: only ever itself).
+    replicas: RwLock<HashMap<String, ReplicaInfo>>,
+}
+
+/// Whether a run is queued: pending and owned by no process (the durable queue).
+fn queued(r: &Run) -> bool {
+    r.status == RunStatus::Pending && r.worker_id.is_none()
 }
 
 fn running_conflict(thread_id: &str) -> StoreError {
@@ -657,7 +671,8 @@ impl RunStore for MemoryRunStore {
             return Ok(Claim::Gone);
         }
         let thread_id = run.thread_id.clone();
-        if rows.other_running(&thread_id, run_id) {
+        let key = (run.created_at, run.run_id.clone());
+        if rows.other_running(&thread_id, run_id) || rows.older_pending(&thread_id, &key) {
             return Ok(Claim::Busy);
         }
         if let Some(r) = rows.by_id.get_mut(run_id) {
@@ -687,7 +702,9 @@ impl RunStore for MemoryRunStore {
             .read()
             .by_id
             .values()
-            .filter(|r| r.status.is_active() && r.lease_expires_at.is_none_or(|t| t < now))
+            .filter(|r| {
+                r.status.is_active() && !queued(r) && r.lease_expires_at.is_none_or(|t| t < now)
+            })
             .cloned()
             .collect();
         oldest_first(&mut runs);
@@ -703,7 +720,7 @@ impl RunStore for MemoryRunStore {
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         Ok(self.modify(run_id, |r| {
-            if r.status.is_active() && r.lease_expires_at.is_none_or(|t| t < now) {
+            if r.status.is_active() && !queued(r) && r.lease_expires_at.is_none_or(|t| t < now) {
                 r.worker_id = Some(worker_id.to_string());
                 r.lease_expires_at = Some(time::truncate(lease_until));
                 true
@@ -727,6 +744,119 @@ impl RunStore for MemoryRunStore {
             .collect_thread(thread_id, |r| r.status == RunStatus::Pending)
             .into_iter()
             .next())
+    }
+
+    async fn claim_next(
+        &self,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>> {
+        let mut rows = self.rows.write();
+        // Candidates: the oldest pending run of each thread, if queued and the thread is idle.
+        let mut candidates: Vec<(DateTime<Utc>, String)> = Vec::new();
+        for ids in rows.by_thread.values() {
+            let mut oldest: Option<&Run> = None;
+            let mut running = false;
+            for r in ids.iter().filter_map(|id| rows.by_id.get(id)) {
+                match r.status {
+                    RunStatus::Running => running = true,
+                    RunStatus::Pending
+                        if oldest.is_none_or(|o| {
+                            (r.created_at, &r.run_id) < (o.created_at, &o.run_id)
+                        }) =>
+                    {
+                        oldest = Some(r);
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(r) = oldest.filter(|r| !running && queued(r)) {
+                candidates.push((r.created_at, r.run_id.clone()));
+            }
+        }
+        candidates.sort();
+        candidates.truncate(limit);
+        let now = time::now();
+        let until = time::truncate(lease_until);
+        let mut out = Vec::with_capacity(candidates.len());
+        for (_, id) in candidates {
+            if let Some(r) = rows.by_id.get_mut(&id) {
+                util::apply_status(r, RunStatus::Running, None, now);
+                r.worker_id = Some(worker_id.to_string());
+                r.lease_expires_at = Some(until);
+                out.push(r.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn count_pending(&self) -> StoreResult<u64> {
+        Ok(self
+            .rows
+            .read()
+            .by_id
+            .values()
+            .filter(|r| r.status == RunStatus::Pending)
+            .count() as u64)
+    }
+
+    async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool> {
+        Ok(self.modify(run_id, |r| {
+            if !r.status.is_active() {
+                return false;
+            }
+            if r.cancel_requested.is_none() {
+                r.cancel_requested = Some(action.to_string());
+            }
+            true
+        }))
+    }
+
+    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>> {
+        Ok(self
+            .rows
+            .read()
+            .by_id
+            .values()
+            .filter(|r| r.status.is_active() && r.worker_id.as_deref() == Some(worker_id))
+            .filter_map(|r| Some((r.run_id.clone(), r.cancel_requested.clone()?)))
+            .collect())
+    }
+
+    async fn heartbeat_replica(&self, replica: &ReplicaInfo) -> StoreResult<()> {
+        let mut map = self.replicas.write();
+        let mut rec = replica.clone();
+        rec.started_at = time::truncate(rec.started_at);
+        rec.heartbeat_at = time::truncate(rec.heartbeat_at);
+        if let Some(old) = map.get(&rec.replica_id) {
+            rec.started_at = old.started_at;
+        }
+        map.insert(rec.replica_id.clone(), rec);
+        Ok(())
+    }
+
+    async fn list_replicas(&self, since: DateTime<Utc>) -> StoreResult<Vec<ReplicaInfo>> {
+        let mut v: Vec<ReplicaInfo> = self
+            .replicas
+            .read()
+            .values()
+            .filter(|r| r.heartbeat_at >= since)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.started_at, &a.replica_id).cmp(&(b.started_at, &b.replica_id)));
+        Ok(v)
+    }
+
+    async fn remove_replica(
+        &self,
+        replica_id: &str,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut map = self.replicas.write();
+        let before = map.len();
+        map.retain(|id, r| id != replica_id && r.heartbeat_at >= stale_before);
+        Ok((before - map.len()) as u64)
     }
 }
 

@@ -303,6 +303,10 @@ pub struct Run {
     /// Until when `worker_id` owns it; after that any process may adopt the run.
     #[serde(skip)]
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// A cancel asked for on a replica that does not execute the run: the action
+    /// (`interrupt` | `rollback`), carried out by the owner when it polls its runs.
+    #[serde(skip)]
+    pub cancel_requested: Option<String>,
 }
 
 impl Run {
@@ -342,8 +346,30 @@ impl Run {
             temporary: false,
             worker_id: None,
             lease_expires_at: None,
+            cancel_requested: None,
         }
     }
+}
+
+/// One server process of a deployment, as the replica registry (`replicas` table) knows it.
+/// Its heartbeat refreshes `heartbeat_at`; a replica whose heartbeat is older than the run
+/// lease TTL is presumed dead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    /// The process's worker id (the `runs.worker_id` of the runs it owns).
+    pub replica_id: String,
+    #[serde(with = "time::serde_micros")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "time::serde_micros")]
+    pub heartbeat_at: DateTime<Utc>,
+    /// Host name of the machine it runs on.
+    pub host: String,
+    /// Its process id on that host (a dead process on this host is detected by pid).
+    pub pid: i64,
+    /// Database backend (`sqlite`, `postgres`, `mysql`, `memory`).
+    pub database: String,
+    /// Stream bridge (`memory`, `redis`).
+    pub bridge: String,
 }
 
 /// Final figures of a run (`update_run_completion` of the seeds).

@@ -353,7 +353,9 @@ pub trait RunStore: Send + Sync {
     /// Claims a pending run for execution: pending -> running, owned by `worker_id` until
     /// `lease_until` (sets `started_at`). At most one run of a thread is running at a time,
     /// across processes: the database enforces it (a unique index on running runs), so a
-    /// claim while another run of the thread is running answers [`Claim::Busy`].
+    /// claim while another run of the thread is running answers [`Claim::Busy`]. Runs of a
+    /// thread start in creation order: while an older run of the thread is still pending the
+    /// claim is [`Claim::Busy`] too.
     async fn claim(
         &self,
         run_id: &str,
@@ -364,7 +366,8 @@ pub trait RunStore: Send + Sync {
     /// `lease_until` (the process heartbeat); returns how many runs it holds.
     async fn renew_leases(&self, worker_id: &str, lease_until: DateTime<Utc>) -> StoreResult<u64>;
     /// Pending or running runs whose lease expired before `now` (or that have no lease),
-    /// oldest first, at most `limit`.
+    /// oldest first, at most `limit`. Queued runs (pending, no `worker_id`) are not abandoned:
+    /// they wait for [`claim_next`](Self::claim_next) and are never listed.
     async fn list_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Run>>;
     /// Takes over an abandoned run: it becomes `worker_id`'s until `lease_until`, only if it
     /// is still pending or running and its lease is still expired at `now` (compare-and-set:
@@ -378,6 +381,38 @@ pub trait RunStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// The oldest active run of the thread (running preferred over pending).
     async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>>;
+    /// The durable run queue: claims up to `limit` queued runs (pending, no `worker_id`) for
+    /// `worker_id` until `lease_until`, moving them to `running` (as [`claim`](Self::claim)).
+    /// Oldest first, and only a run whose thread has no running run and no older pending run
+    /// (one run per thread, in creation order). Concurrent callers never claim the same run
+    /// (PostgreSQL / MySQL: `FOR UPDATE SKIP LOCKED`). Returns the claimed runs as stored.
+    async fn claim_next(
+        &self,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>>;
+    /// Number of pending runs (the queue depth reported by `/info`).
+    async fn count_pending(&self) -> StoreResult<u64>;
+    /// Records a cancel asked for on a replica that does not execute the run (`action` is
+    /// `interrupt` or `rollback`); the first request wins. Only pending or running runs;
+    /// returns whether the run is active (the request, or an earlier one, is recorded).
+    async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool>;
+    /// Cancel requests on the active runs owned by `worker_id`: `(run_id, action)` pairs.
+    /// One statement, polled by the owner about every second.
+    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Inserts or refreshes a replica of the registry (every field is overwritten except
+    /// `started_at`, kept from the first insert).
+    async fn heartbeat_replica(&self, replica: &ReplicaInfo) -> StoreResult<()>;
+    /// Replicas whose heartbeat is not older than `since`, oldest start first.
+    async fn list_replicas(&self, since: DateTime<Utc>) -> StoreResult<Vec<ReplicaInfo>>;
+    /// Removes a replica from the registry (clean shutdown); also drops entries whose
+    /// heartbeat is older than `stale_before`. Returns how many rows went.
+    async fn remove_replica(
+        &self,
+        replica_id: &str,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// The oldest pending run of the thread.
     async fn next_pending_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>>;
 }

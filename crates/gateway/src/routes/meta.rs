@@ -38,7 +38,14 @@ async fn ok() -> Json<Value> {
 }
 
 async fn info(State(state): State<AppState>) -> Json<Value> {
+    // The deployment: this replica, its backends, the queue depth and the live replicas.
+    // A storage failure must not take `/info` down: it is reported inside.
+    let replica = match state.runtime.replica_status().await {
+        Ok(r) => serde_json::to_value(&r).unwrap_or(Value::Null),
+        Err(e) => json!({"replica_id": state.runtime.worker_id(), "error": e.to_string()}),
+    };
     Json(json!({
+        "replica": replica,
         "version": COMPAT_API_VERSION,
         "langgraph_py_version": "1.2.22",
         "antler_version": env!("CARGO_PKG_VERSION"),

@@ -6,6 +6,7 @@ pub mod assistants;
 pub mod auth;
 pub mod journal;
 pub mod meta;
+pub mod models;
 pub mod runs;
 pub mod state;
 pub mod store;
@@ -58,6 +59,7 @@ pub fn all_docs() -> Vec<RouteDoc> {
         store::DOCS,
         meta::DOCS,
         auth::DOCS,
+        models::DOCS,
     ] {
         docs.extend_from_slice(table);
     }

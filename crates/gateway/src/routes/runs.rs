@@ -678,7 +678,12 @@ async fn join_stream(
     let cancel = (p.cancel_on_disconnect.unwrap_or(false) && run.status.is_active())
         .then(|| (thread_id.clone(), run_id.clone()));
     let last = last_event_id(&headers);
-    if !st.runtime.bridge().exists(&run_id).await && !st.runtime.is_live(&run_id) {
+    // A run that is active (here, queued, or executing on another replica sharing the bridge)
+    // is followed even before its stream exists: the subscription waits for it.
+    if !run.status.is_active()
+        && !st.runtime.is_live(&run_id)
+        && !st.runtime.bridge().exists(&run_id).await
+    {
         // Finished and no longer retained: nothing to replay.
         let body = futures::stream::iter(vec![Ok::<_, std::convert::Infallible>(sse::end())]);
         return Ok(sse_response(

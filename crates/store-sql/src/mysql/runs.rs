@@ -1,8 +1,8 @@
 //! `runs` table: the seeds' RunStore contract plus queue helpers.
 
 use antler_store::{
-    Claim, Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore, StoreError,
-    StoreResult, TokenAggregate, time, util,
+    Claim, ReplicaInfo, Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore,
+    StoreError, StoreResult, TokenAggregate, time, util,
 };
 use chrono::{DateTime, Utc};
 use sqlx::mysql::MySqlRow;
@@ -45,6 +45,19 @@ fn row_to_run(row: &MySqlRow) -> StoreResult<Run> {
         temporary: get_i64(row, "temporary")? != 0,
         worker_id: get_opt_str(row, "worker_id")?,
         lease_expires_at: get_opt_ts(row, "lease_expires_at")?,
+        cancel_requested: get_opt_str(row, "cancel_requested")?,
+    })
+}
+
+fn row_to_replica(row: &MySqlRow) -> StoreResult<ReplicaInfo> {
+    Ok(ReplicaInfo {
+        replica_id: get_str(row, "replica_id")?,
+        started_at: get_ts(row, "started_at")?,
+        heartbeat_at: get_ts(row, "heartbeat_at")?,
+        host: get_str(row, "host")?,
+        pid: get_i64(row, "pid")?,
+        database: get_str(row, "database_kind")?,
+        bridge: get_str(row, "bridge_kind")?,
     })
 }
 
@@ -422,26 +435,59 @@ impl RunStore for MySqlRunStore {
     ) -> StoreResult<Claim> {
         let now = ts(&time::now());
         let until = ts(&lease_until);
+        // MySQL cannot read the updated table in an UPDATE's subquery: lock the run, check
+        // that no older run of its thread is pending, then claim it, in one transaction.
         let res = self
-            .update_one(|| {
+            .db
+            .retry(|| async {
+                let mut tx = self.db.begin().await?;
+                let row = sqlx::query(
+                    "SELECT thread_id, created_at FROM runs WHERE run_id = ? AND status = 'pending' FOR UPDATE",
+                )
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(row) = row else {
+                    return Ok(Claim::Gone);
+                };
+                let thread_id = get_str(&row, "thread_id")?;
+                let created = get_ts(&row, "created_at")?;
+                let older: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM runs WHERE thread_id = ? AND status = 'pending' \
+                     AND (created_at < ? OR (created_at = ? AND run_id < ?)) LIMIT 1",
+                )
+                .bind(&thread_id)
+                .bind(created)
+                .bind(created)
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if older.is_some() {
+                    return Ok(Claim::Busy);
+                }
                 sqlx::query(
                     "UPDATE runs SET started_at = COALESCE(started_at, ?), status = 'running', \
                      worker_id = ?, lease_expires_at = ?, updated_at = ? \
                      WHERE run_id = ? AND status = 'pending'",
                 )
                 .bind(now)
-                .bind(worker_id.to_string())
+                .bind(worker_id)
                 .bind(until)
                 .bind(now)
-                .bind(run_id.to_string())
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(Claim::Claimed)
             })
             .await;
         match res {
-            Ok(true) => Ok(Claim::Claimed),
-            Ok(false) => Ok(Claim::Gone),
             // the unique index on `running_thread`: another run of the thread is running
             Err(StoreError::Conflict(_)) => Ok(Claim::Busy),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
@@ -464,6 +510,7 @@ impl RunStore for MySqlRunStore {
             .retry(|| async {
                 sqlx::query(
                     "SELECT * FROM runs WHERE status IN ('pending', 'running') \
+                     AND NOT (status = 'pending' AND worker_id IS NULL) \
                      AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
                      ORDER BY created_at ASC, run_id ASC LIMIT ?",
                 )
@@ -488,7 +535,8 @@ impl RunStore for MySqlRunStore {
         self.update_one(|| {
             sqlx::query(
                 "UPDATE runs SET worker_id = ?, lease_expires_at = ? WHERE run_id = ? \
-                 AND status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
+                 AND status IN ('pending', 'running') AND NOT (status = 'pending' AND worker_id IS NULL) \
+                 AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
             )
             .bind(worker_id.to_string())
             .bind(until)
@@ -529,5 +577,176 @@ impl RunStore for MySqlRunStore {
                 .transpose()
             })
             .await
+    }
+    async fn claim_next(
+        &self,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = ts(&time::now());
+        let until = ts(&lease_until);
+        // Lock the oldest eligible queued runs (SKIP LOCKED: concurrent replicas pick
+        // disjoint runs), claim them, read them back, in one transaction.
+        let res = self
+            .db
+            .retry(|| async {
+                let mut tx = self.db.begin().await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT r.run_id FROM runs r WHERE r.status = 'pending' AND r.worker_id IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND (o.status = 'running' \
+                     OR (o.status = 'pending' AND (o.created_at < r.created_at \
+                     OR (o.created_at = r.created_at AND o.run_id < r.run_id))))) \
+                     ORDER BY r.created_at ASC, r.run_id ASC LIMIT ? FOR UPDATE SKIP LOCKED",
+                )
+                .bind(lim(limit))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = QueryBuilder::<MySql>::new("UPDATE runs SET status = 'running', worker_id = ");
+                qb.push_bind(worker_id);
+                qb.push(", lease_expires_at = ");
+                qb.push_bind(until);
+                qb.push(", updated_at = ");
+                qb.push_bind(now);
+                qb.push(", started_at = COALESCE(started_at, ");
+                qb.push_bind(now);
+                qb.push(") WHERE status = 'pending' AND worker_id IS NULL AND run_id IN (");
+                let mut sep = qb.separated(", ");
+                for id in &ids {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await.map_err(map_err)?;
+                let mut qb = QueryBuilder::<MySql>::new("SELECT * FROM runs WHERE worker_id = ");
+                qb.push_bind(worker_id);
+                qb.push(" AND status = 'running' AND run_id IN (");
+                let mut sep = qb.separated(", ");
+                for id in &ids {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(") ORDER BY created_at ASC, run_id ASC");
+                let rows = qb.build().fetch_all(&mut *tx).await.map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                rows.iter().map(row_to_run).collect::<StoreResult<Vec<_>>>()
+            })
+            .await;
+        match res {
+            // A thread started a run concurrently (unique `running_thread`): nothing now.
+            Err(StoreError::Conflict(_)) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    async fn count_pending(&self) -> StoreResult<u64> {
+        let n: i64 = self
+            .db
+            .retry(|| async {
+                sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'pending'")
+                    .fetch_one(&self.db.pool)
+                    .await
+                    .map_err(map_err)
+            })
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool> {
+        // MySQL reports rows *changed*: a repeated request changes nothing, so read back.
+        self.execute(|| {
+            sqlx::query(
+                "UPDATE runs SET cancel_requested = COALESCE(cancel_requested, ?) \
+                 WHERE run_id = ? AND status IN ('pending', 'running')",
+            )
+            .bind(action.to_string())
+            .bind(run_id.to_string())
+        })
+        .await?;
+        let active: Option<i64> = self
+            .db
+            .retry(|| async {
+                sqlx::query_scalar(
+                    "SELECT 1 FROM runs WHERE run_id = ? AND status IN ('pending', 'running')",
+                )
+                .bind(run_id)
+                .fetch_optional(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await?;
+        Ok(active.is_some())
+    }
+
+    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>> {
+        self.db
+            .retry(|| async {
+                sqlx::query_as::<_, (String, String)>(
+                    "SELECT run_id, cancel_requested FROM runs WHERE worker_id = ? \
+                     AND status IN ('pending', 'running') AND cancel_requested IS NOT NULL",
+                )
+                .bind(worker_id)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await
+    }
+
+    async fn heartbeat_replica(&self, r: &ReplicaInfo) -> StoreResult<()> {
+        let (started, beat) = (ts(&r.started_at), ts(&r.heartbeat_at));
+        self.execute(|| {
+            sqlx::query(
+                "INSERT INTO replicas (replica_id, started_at, heartbeat_at, host, pid, database_kind, bridge_kind) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
+                 heartbeat_at = VALUES(heartbeat_at), host = VALUES(host), pid = VALUES(pid), \
+                 database_kind = VALUES(database_kind), bridge_kind = VALUES(bridge_kind)",
+            )
+            .bind(r.replica_id.clone())
+            .bind(started)
+            .bind(beat)
+            .bind(r.host.clone())
+            .bind(r.pid)
+            .bind(r.database.clone())
+            .bind(r.bridge.clone())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn list_replicas(&self, since: DateTime<Utc>) -> StoreResult<Vec<ReplicaInfo>> {
+        let since = ts(&since);
+        let rows = self
+            .db
+            .retry(|| async {
+                sqlx::query(
+                    "SELECT * FROM replicas WHERE heartbeat_at >= ? ORDER BY started_at ASC, replica_id ASC",
+                )
+                .bind(since)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await?;
+        rows.iter().map(row_to_replica).collect()
+    }
+
+    async fn remove_replica(
+        &self,
+        replica_id: &str,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let stale = ts(&stale_before);
+        self.execute(|| {
+            sqlx::query("DELETE FROM replicas WHERE replica_id = ? OR heartbeat_at < ?")
+                .bind(replica_id.to_string())
+                .bind(stale)
+        })
+        .await
     }
 }

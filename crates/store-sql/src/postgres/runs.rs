@@ -6,8 +6,8 @@
 //! are compare-and-set UPDATEs, so of several processes exactly one wins.
 
 use antler_store::{
-    Claim, Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore, StoreError,
-    StoreResult, TokenAggregate, time, util,
+    Claim, ReplicaInfo, Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore,
+    StoreError, StoreResult, TokenAggregate, time, util,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgRow};
@@ -53,6 +53,19 @@ fn row_to_run(row: &PgRow) -> StoreResult<Run> {
         temporary: get_bool(row, "temporary")?,
         worker_id: get_opt_str(row, "worker_id")?,
         lease_expires_at: get_opt_ts(row, "lease_expires_at")?,
+        cancel_requested: get_opt_str(row, "cancel_requested")?,
+    })
+}
+
+fn row_to_replica(row: &PgRow) -> StoreResult<ReplicaInfo> {
+    Ok(ReplicaInfo {
+        replica_id: get_str(row, "replica_id")?,
+        started_at: get_ts(row, "started_at")?,
+        heartbeat_at: get_ts(row, "heartbeat_at")?,
+        host: get_str(row, "host")?,
+        pid: get_i64(row, "pid")?,
+        database: get_str(row, "database_kind")?,
+        bridge: get_str(row, "bridge_kind")?,
     })
 }
 
@@ -403,7 +416,9 @@ impl RunStore for PostgresRunStore {
             .execute(|| {
                 sqlx::query(
                     "UPDATE runs SET status = 'running', worker_id = $1, lease_expires_at = $2, updated_at = $3, \
-                     started_at = COALESCE(started_at, $3) WHERE run_id = $4 AND status = 'pending'",
+                     started_at = COALESCE(started_at, $3) WHERE run_id = $4 AND status = 'pending' \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = runs.thread_id \
+                     AND o.status = 'pending' AND (o.created_at, o.run_id) < (runs.created_at, runs.run_id))",
                 )
                 .bind(worker_id.to_string())
                 .bind(until)
@@ -413,7 +428,20 @@ impl RunStore for PostgresRunStore {
             .await;
         match res {
             Ok(n) if n > 0 => Ok(Claim::Claimed),
-            Ok(_) => Ok(Claim::Gone),
+            Ok(_) => {
+                // Not claimed: still pending (an older run of the thread goes first) or gone.
+                let still = self
+                    .fetch_one_run(|| {
+                        sqlx::query("SELECT * FROM runs WHERE run_id = $1 AND status = 'pending'")
+                            .bind(run_id.to_string())
+                    })
+                    .await?;
+                Ok(if still.is_some() {
+                    Claim::Busy
+                } else {
+                    Claim::Gone
+                })
+            }
             // ux_runs_one_running: another run of the thread is running
             Err(StoreError::Conflict(_)) => Ok(Claim::Busy),
             Err(e) => Err(e),
@@ -436,6 +464,7 @@ impl RunStore for PostgresRunStore {
         self.fetch_runs(|| {
             let mut qb = QueryBuilder::<Postgres>::new(
                 "SELECT * FROM runs WHERE status IN ('pending', 'running') \
+                 AND NOT (status = 'pending' AND worker_id IS NULL) \
                  AND (lease_expires_at IS NULL OR lease_expires_at < ",
             );
             qb.push_bind(now);
@@ -458,7 +487,8 @@ impl RunStore for PostgresRunStore {
             .execute(|| {
                 sqlx::query(
                     "UPDATE runs SET worker_id = $1, lease_expires_at = $2 WHERE run_id = $3 \
-                     AND status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at < $4)",
+                     AND status IN ('pending', 'running') AND NOT (status = 'pending' AND worker_id IS NULL) \
+                     AND (lease_expires_at IS NULL OR lease_expires_at < $4)",
                 )
                 .bind(worker_id.to_string())
                 .bind(until)
@@ -487,6 +517,148 @@ impl RunStore for PostgresRunStore {
                  ORDER BY created_at ASC, run_id ASC LIMIT 1",
             )
             .bind(thread_id.to_string())
+        })
+        .await
+    }
+    async fn claim_next(
+        &self,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = time::now();
+        let until = time::truncate(lease_until);
+        // The oldest queued runs whose thread is idle and has no older pending run, locked
+        // with SKIP LOCKED so concurrent replicas pick disjoint runs, claimed in one statement.
+        let res = self
+            .db
+            .retry(|| async {
+                sqlx::query(
+                    "WITH picked AS (SELECT r.run_id FROM runs r \
+                     WHERE r.status = 'pending' AND r.worker_id IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND (o.status = 'running' \
+                     OR (o.status = 'pending' AND (o.created_at, o.run_id) < (r.created_at, r.run_id)))) \
+                     ORDER BY r.created_at ASC, r.run_id ASC LIMIT $1 FOR UPDATE OF r SKIP LOCKED) \
+                     UPDATE runs SET status = 'running', worker_id = $2, lease_expires_at = $3, updated_at = $4, \
+                     started_at = COALESCE(started_at, $4) FROM picked \
+                     WHERE runs.run_id = picked.run_id AND runs.status = 'pending' AND runs.worker_id IS NULL \
+                     RETURNING runs.*",
+                )
+                .bind(lim(limit))
+                .bind(worker_id.to_string())
+                .bind(until)
+                .bind(now)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await;
+        match res {
+            Ok(rows) => {
+                let mut runs = rows
+                    .iter()
+                    .map(row_to_run)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                runs.sort_by(|a, b| (a.created_at, &a.run_id).cmp(&(b.created_at, &b.run_id)));
+                Ok(runs)
+            }
+            // A thread started a run concurrently (ux_runs_one_running): nothing claimed now.
+            Err(StoreError::Conflict(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn count_pending(&self) -> StoreResult<u64> {
+        let n: i64 = self
+            .db
+            .retry(|| async {
+                sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'pending'")
+                    .fetch_one(&self.db.pool)
+                    .await
+                    .map_err(map_err)
+            })
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool> {
+        let n = self
+            .execute(|| {
+                sqlx::query(
+                    "UPDATE runs SET cancel_requested = COALESCE(cancel_requested, $1) \
+                     WHERE run_id = $2 AND status IN ('pending', 'running')",
+                )
+                .bind(action.to_string())
+                .bind(run_id.to_string())
+            })
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>> {
+        self.db
+            .retry(|| async {
+                sqlx::query_as::<_, (String, String)>(
+                    "SELECT run_id, cancel_requested FROM runs WHERE worker_id = $1 \
+                     AND status IN ('pending', 'running') AND cancel_requested IS NOT NULL",
+                )
+                .bind(worker_id.to_string())
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await
+    }
+
+    async fn heartbeat_replica(&self, r: &ReplicaInfo) -> StoreResult<()> {
+        let (started, beat) = (time::truncate(r.started_at), time::truncate(r.heartbeat_at));
+        self.execute(|| {
+            sqlx::query(
+                "INSERT INTO replicas (replica_id, started_at, heartbeat_at, host, pid, database_kind, bridge_kind) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (replica_id) DO UPDATE SET \
+                 heartbeat_at = EXCLUDED.heartbeat_at, host = EXCLUDED.host, pid = EXCLUDED.pid, \
+                 database_kind = EXCLUDED.database_kind, bridge_kind = EXCLUDED.bridge_kind",
+            )
+            .bind(r.replica_id.clone())
+            .bind(started)
+            .bind(beat)
+            .bind(r.host.clone())
+            .bind(r.pid)
+            .bind(r.database.clone())
+            .bind(r.bridge.clone())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn list_replicas(&self, since: DateTime<Utc>) -> StoreResult<Vec<ReplicaInfo>> {
+        let rows = self
+            .db
+            .retry(|| async {
+                sqlx::query(
+                    "SELECT * FROM replicas WHERE heartbeat_at >= $1 ORDER BY started_at ASC, replica_id ASC",
+                )
+                .bind(since)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await?;
+        rows.iter().map(row_to_replica).collect()
+    }
+
+    async fn remove_replica(
+        &self,
+        replica_id: &str,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.execute(|| {
+            sqlx::query("DELETE FROM replicas WHERE replica_id = $1 OR heartbeat_at < $2")
+                .bind(replica_id.to_string())
+                .bind(stale_before)
         })
         .await
     }

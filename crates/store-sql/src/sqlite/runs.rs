@@ -1,8 +1,8 @@
 //! `runs` table: the seeds' RunStore contract plus queue helpers.
 
 use antler_store::{
-    Claim, Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore, StoreError,
-    StoreResult, TokenAggregate, time, util,
+    Claim, ReplicaInfo, Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore,
+    StoreError, StoreResult, TokenAggregate, time, util,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
@@ -45,6 +45,19 @@ fn row_to_run(row: &SqliteRow) -> StoreResult<Run> {
         temporary: get_i64(row, "temporary")? != 0,
         worker_id: get_opt_str(row, "worker_id")?,
         lease_expires_at: get_opt_ts(row, "lease_expires_at")?,
+        cancel_requested: get_opt_str(row, "cancel_requested")?,
+    })
+}
+
+fn row_to_replica(row: &SqliteRow) -> StoreResult<ReplicaInfo> {
+    Ok(ReplicaInfo {
+        replica_id: get_str(row, "replica_id")?,
+        started_at: get_ts(row, "started_at")?,
+        heartbeat_at: get_ts(row, "heartbeat_at")?,
+        host: get_str(row, "host")?,
+        pid: get_i64(row, "pid")?,
+        database: get_str(row, "database_kind")?,
+        bridge: get_str(row, "bridge_kind")?,
     })
 }
 
@@ -392,7 +405,9 @@ impl RunStore for SqliteRunStore {
             .update_one(|| {
                 sqlx::query(
                     "UPDATE runs SET status = 'running', worker_id = ?1, lease_expires_at = ?2, updated_at = ?3, \
-                     started_at = COALESCE(started_at, ?3) WHERE run_id = ?4 AND status = 'pending'",
+                     started_at = COALESCE(started_at, ?3) WHERE run_id = ?4 AND status = 'pending' \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = runs.thread_id \
+                     AND o.status = 'pending' AND (o.created_at, o.run_id) < (runs.created_at, runs.run_id))",
                 )
                 .bind(worker_id.to_string())
                 .bind(until.clone())
@@ -402,7 +417,26 @@ impl RunStore for SqliteRunStore {
             .await;
         match res {
             Ok(true) => Ok(Claim::Claimed),
-            Ok(false) => Ok(Claim::Gone),
+            Ok(false) => {
+                // Not claimed: still pending (an older run of the thread goes first) or gone.
+                let still: Option<i64> = self
+                    .db
+                    .retry(|| async {
+                        sqlx::query_scalar(
+                            "SELECT 1 FROM runs WHERE run_id = ? AND status = 'pending'",
+                        )
+                        .bind(run_id)
+                        .fetch_optional(&self.db.pool)
+                        .await
+                        .map_err(map_err)
+                    })
+                    .await?;
+                Ok(if still.is_some() {
+                    Claim::Busy
+                } else {
+                    Claim::Gone
+                })
+            }
             // the unique index on running runs: another run of the thread is running
             Err(StoreError::Conflict(_)) => Ok(Claim::Busy),
             Err(e) => Err(e),
@@ -431,6 +465,7 @@ impl RunStore for SqliteRunStore {
             .retry(|| async {
                 sqlx::query(
                     "SELECT * FROM runs WHERE status IN ('pending', 'running') \
+                     AND NOT (status = 'pending' AND worker_id IS NULL) \
                      AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
                      ORDER BY created_at ASC, run_id ASC LIMIT ?",
                 )
@@ -455,7 +490,8 @@ impl RunStore for SqliteRunStore {
         self.update_one(|| {
             sqlx::query(
                 "UPDATE runs SET worker_id = ?, lease_expires_at = ? WHERE run_id = ? \
-                 AND status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
+                 AND status IN ('pending', 'running') AND NOT (status = 'pending' AND worker_id IS NULL) \
+                 AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
             )
             .bind(worker_id.to_string())
             .bind(until.clone())
@@ -496,5 +532,148 @@ impl RunStore for SqliteRunStore {
                 .transpose()
             })
             .await
+    }
+    async fn claim_next(
+        &self,
+        worker_id: &str,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = ts(&time::now());
+        let until = ts(&lease_until);
+        // One statement under the process write lock (SQLite has a single writer, and a
+        // database file is served by one replica).
+        let res = self
+            .db
+            .retry(|| async {
+                let _guard = self.db.lock_write().await;
+                sqlx::query(
+                    "UPDATE runs SET status = 'running', worker_id = ?1, lease_expires_at = ?2, updated_at = ?3, \
+                     started_at = COALESCE(started_at, ?3) WHERE run_id IN (SELECT r.run_id FROM runs r \
+                     WHERE r.status = 'pending' AND r.worker_id IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND (o.status = 'running' \
+                     OR (o.status = 'pending' AND (o.created_at, o.run_id) < (r.created_at, r.run_id)))) \
+                     ORDER BY r.created_at ASC, r.run_id ASC LIMIT ?4) RETURNING *",
+                )
+                .bind(worker_id.to_string())
+                .bind(until.clone())
+                .bind(now.clone())
+                .bind(lim(limit))
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await;
+        match res {
+            Ok(rows) => {
+                let mut runs = rows
+                    .iter()
+                    .map(row_to_run)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                runs.sort_by(|a, b| (a.created_at, &a.run_id).cmp(&(b.created_at, &b.run_id)));
+                Ok(runs)
+            }
+            Err(StoreError::Conflict(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn count_pending(&self) -> StoreResult<u64> {
+        let n: i64 = self
+            .db
+            .retry(|| async {
+                sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'pending'")
+                    .fetch_one(&self.db.pool)
+                    .await
+                    .map_err(map_err)
+            })
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool> {
+        self.update_one(|| {
+            sqlx::query(
+                "UPDATE runs SET cancel_requested = COALESCE(cancel_requested, ?) \
+                 WHERE run_id = ? AND status IN ('pending', 'running')",
+            )
+            .bind(action.to_string())
+            .bind(run_id.to_string())
+        })
+        .await
+    }
+
+    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>> {
+        self.db
+            .retry(|| async {
+                sqlx::query_as::<_, (String, String)>(
+                    "SELECT run_id, cancel_requested FROM runs WHERE worker_id = ? \
+                     AND status IN ('pending', 'running') AND cancel_requested IS NOT NULL",
+                )
+                .bind(worker_id)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await
+    }
+
+    async fn heartbeat_replica(&self, r: &ReplicaInfo) -> StoreResult<()> {
+        let (started, beat) = (ts(&r.started_at), ts(&r.heartbeat_at));
+        self.db
+            .execute_one(|| {
+                sqlx::query(
+                    "INSERT INTO replicas (replica_id, started_at, heartbeat_at, host, pid, database_kind, bridge_kind) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (replica_id) DO UPDATE SET \
+                     heartbeat_at = excluded.heartbeat_at, host = excluded.host, pid = excluded.pid, \
+                     database_kind = excluded.database_kind, bridge_kind = excluded.bridge_kind",
+                )
+                .bind(r.replica_id.clone())
+                .bind(started.clone())
+                .bind(beat.clone())
+                .bind(r.host.clone())
+                .bind(r.pid)
+                .bind(r.database.clone())
+                .bind(r.bridge.clone())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn list_replicas(&self, since: DateTime<Utc>) -> StoreResult<Vec<ReplicaInfo>> {
+        let since = ts(&since);
+        let rows = self
+            .db
+            .retry(|| async {
+                sqlx::query(
+                    "SELECT * FROM replicas WHERE heartbeat_at >= ? ORDER BY started_at ASC, replica_id ASC",
+                )
+                .bind(since.clone())
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(map_err)
+            })
+            .await?;
+        rows.iter().map(row_to_replica).collect()
+    }
+
+    async fn remove_replica(
+        &self,
+        replica_id: &str,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let stale = ts(&stale_before);
+        Ok(self
+            .db
+            .execute_one(|| {
+                sqlx::query("DELETE FROM replicas WHERE replica_id = ? OR heartbeat_at < ?")
+                    .bind(replica_id.to_string())
+                    .bind(stale.clone())
+            })
+            .await?
+            .rows_affected())
     }
 }

@@ -1,0 +1,262 @@
+"""The lead agent through the official SDK, against a fake OpenAI-compatible provider.
+
+This module boots its own Antler server (opt-in fixture `agent_server`): a config file given
+through ``ANTLER_CONFIG`` lists one model whose ``base_url`` is a fake Chat Completions server
+written here (``http.server`` streaming scripted SSE chunks, tool calls with argument
+fragments, and a usage chunk). It needs the Antler binary, so it is Antler-only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+
+from support import collect, human
+
+pytestmark = pytest.mark.antler_only
+
+REPO = Path(__file__).resolve().parents[2]
+LISTEN_RE = re.compile(rb"antler listening on (http://[0-9A-Za-z.\[\]:-]+)")
+
+
+class FakeOpenAI:
+    """A scripted OpenAI-compatible server: each POST /v1/chat/completions takes the next reply."""
+
+    def __init__(self) -> None:
+        self.replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep pytest output clean
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null")
+                fake.requests.append(body)
+                try:
+                    reply = fake.replies.get_nowait()
+                except queue.Empty:
+                    self.send_response(400)
+                    self.send_header("content-type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(b'{"error": {"message": "no scripted reply left"}}')
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+                for chunk in sse_chunks(reply):
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def text(self, pieces: list[str], usage: tuple[int, int]) -> None:
+        self.replies.put({"pieces": pieces, "usage": usage})
+
+    def tool_call(self, call_id: str, name: str, args: dict[str, Any], usage: tuple[int, int]) -> None:
+        self.replies.put({"tool": (call_id, name, json.dumps(args)), "usage": usage})
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sse_chunks(reply: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The Chat Completions chunks of one scripted reply."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "fake-gpt",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    yield chunk({"role": "assistant", "content": ""})
+    if "tool" in reply:
+        call_id, name, args = reply["tool"]
+        call = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        yield chunk({"tool_calls": [call]})
+        third = max(1, len(args) // 3)
+        for i in range(0, len(args), third):  # the arguments arrive in fragments
+            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i : i + third]}}]})
+        yield chunk({}, "tool_calls")
+    else:
+        for piece in reply["pieces"]:
+            yield chunk({"content": piece})
+        yield chunk({}, "stop")
+    prompt, completion = reply["usage"]
+    yield {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake-gpt",
+        "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
+
+
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+@pytest.fixture(scope="module")
+def agent_server(fake_openai: FakeOpenAI) -> Iterator[tuple[str, Path]]:
+    """An Antler server whose config has one model at the fake provider: (url, data dir)."""
+    if os.environ.get("ANTLER_TEST_URL"):
+        pytest.skip("needs its own Antler server with a model config (ANTLER_TEST_URL is set)")
+    binary = Path(os.environ.get("ANTLER_BIN") or REPO / "target" / "debug" / "antler").resolve()
+    if not binary.is_file():
+        pytest.fail(f"Antler binary not found at {binary}: run `cargo build -p antler`", pytrace=False)
+    workdir = Path(tempfile.mkdtemp(prefix="antler-agents-"))
+    data_dir = workdir / "data"
+    data_dir.mkdir()
+    config = workdir / "config.yaml"
+    config.write_text(
+        "models:\n"
+        "  - name: fake\n"
+        "    display_name: Fake GPT\n"
+        "    use: langchain_openai:ChatOpenAI\n"
+        "    model: fake-gpt\n"
+        "    api_key: $FAKE_OPENAI_KEY\n"
+        f"    base_url: {fake_openai.base_url}\n"
+        "    max_retries: 0\n"
+    )
+    env = dict(os.environ, ANTLER_CONFIG=str(config), FAKE_OPENAI_KEY="sk-fake", NO_COLOR="1")
+    env.setdefault("RUST_LOG", "info")
+    log_path = workdir / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(binary), "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            env=env,
+        )
+    try:
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            m = LISTEN_RE.search(log_path.read_bytes())
+            if m:
+                url = m.group(1).decode()
+            elif proc.poll() is not None:
+                pytest.fail(f"antler exited early:\n{log_path.read_text(errors='replace')}", pytrace=False)
+            else:
+                time.sleep(0.02)
+        if url is None:
+            pytest.fail(f"antler did not start:\n{log_path.read_text(errors='replace')}", pytrace=False)
+        yield url, data_dir
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
+@pytest.fixture
+async def agent_client(agent_server: tuple[str, Path]) -> AsyncIterator[LangGraphClient]:
+    c = get_client(url=agent_server[0], api_key=None)
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
+async def test_streamed_tool_using_conversation_and_token_usage(
+    agent_client: LangGraphClient, agent_server: tuple[str, Path], fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.tool_call("call_1", "write_file", {"path": "todo.md", "content": "- buy milk"}, (40, 10))
+    fake_openai.text(["Done: ", "the list ", "is in ", "todo.md."], (60, 12))
+    fake_openai.text(["Shopping List Saved"], (15, 4))
+    thread = await agent_client.threads.create()
+    tid = thread["thread_id"]
+
+    parts = await collect(
+        agent_client.runs.stream(
+            tid,
+            "lead_agent",
+            input=human("Write my shopping list to a file"),
+            stream_mode=["messages-tuple", "values"],
+        )
+    )
+    events = [p.event for p in parts]
+    assert "error" not in events, parts
+    tokens = [
+        p.data[0]["content"]
+        for p in parts
+        if p.event == "messages"
+        and p.data[0]["type"] == "AIMessageChunk"
+        and p.data[1].get("langgraph_node") == "model"
+        and p.data[0]["content"]
+    ]
+    assert tokens == ["Done: ", "the list ", "is in ", "todo.md."]
+
+    values = [p.data for p in parts if p.event == "values"][-1]
+    kinds = [m["type"] for m in values["messages"]]
+    assert kinds == ["human", "ai", "tool", "ai"]
+    assert values["messages"][1]["tool_calls"][0]["args"] == {"path": "todo.md", "content": "- buy milk"}
+    assert values["messages"][3]["content"] == "Done: the list is in todo.md."
+    assert values["title"] == "Shopping List Saved"
+    data_dir = agent_server[1]
+    assert (data_dir / "workspaces" / tid / "todo.md").read_text() == "- buy milk"
+    # the provider saw the key, the tools and the tool result
+    first, second = fake_openai.requests[0], fake_openai.requests[1]
+    assert [t["function"]["name"] for t in first["tools"]] == ["ls", "read_file", "write_file", "str_replace"]
+    assert second["messages"][-1]["role"] == "tool"
+
+    state = await agent_client.threads.get_state(tid)
+    assert state["values"]["title"] == "Shopping List Saved"
+    usage = await agent_client.http.get(f"/threads/{tid}/token-usage")
+    assert usage["total_tokens"] == 141
+    assert usage["by_caller"] == {"lead_agent": 122, "subagent": 0, "middleware": 19}
+    assert usage["by_model"] == {"fake-gpt": {"tokens": 141, "runs": 1}}
+    models = await agent_client.http.get("/api/models")
+    assert [m["name"] for m in models["models"]] == ["fake"]
+
+
+async def test_unknown_model_name_is_refused(agent_client: LangGraphClient) -> None:
+    thread = await agent_client.threads.create()
+    with pytest.raises(Exception) as exc:
+        await agent_client.runs.create(
+            thread["thread_id"], "lead_agent", input=human("hi"), context={"model_name": "gpt-99"}
+        )
+    assert "400" in str(exc.value) or "allowlist" in str(exc.value)
+    assert await agent_client.runs.list(thread["thread_id"]) == []
