@@ -66,7 +66,7 @@ EOF
   t0=$(ticks)
   out=$(oha -z "$DURATION" -c "$CONC" --no-tui --output-format json -m POST \
     -H 'content-type: application/json' -d "$body" \
-    --rand-regex-url "http://127\.0\.0\.1:($alt_ports)/threads/($alt_ids)/runs/wait")
+    --rand-regex-url "http://127.0.0.1:($alt_ports)/threads/($alt_ids)/runs/wait")
   t1=$(ticks)
   echo "$out" | python3 -c '
 import json, sys

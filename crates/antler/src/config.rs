@@ -348,12 +348,14 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             "graphs",
             "config_version",
             "log_level",
+            "auth",
             // Agent sections (parsed in `agents.rs`).
             "models",
             "tools",
             "sandbox",
             "title",
             "agents",
+            "mcp_servers",
             // DeerFlow sections Antler does not use yet; accepted silently so a DeerFlow
             // config.yaml loads without noise.
             "tool_groups",
@@ -362,8 +364,6 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             "summarization",
             "subagents",
             "channels",
-            "mcp_servers",
-            "auth",
             "run_ownership",
         ],
     );

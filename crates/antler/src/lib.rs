@@ -192,19 +192,48 @@ pub fn workspace_root(cfg: &Config) -> std::path::PathBuf {
 /// that agent's model, prompt, tools and subagents), then the example graphs when enabled.
 /// An agent whose name is taken by another graph, or whose tools are not available, is an
 /// error naming it.
+///
+/// MCP: connects to every enabled `mcp_servers:` entry first. This blocks the calling thread
+/// until each server has connected or failed (at most its `connect_timeout_seconds`, 10 s by
+/// default; all at once). A server that fails is a warning naming it and its tools are absent.
+/// `lead_agent` gets every MCP tool; an agent gets those of its `mcp_servers:` (default all).
+/// The sessions live as long as the graphs (their tools hold them).
 pub fn build_graphs(cfg: &Config, models: &Arc<antler_llm::ModelRegistry>) -> Result<Graphs> {
     let tool_names = cfg.workspace.tool_names();
+    let reserved: Vec<String> = crate::config::WORKSPACE_TOOLS
+        .iter()
+        .chain(&["task"])
+        .map(|s| s.to_string())
+        .collect();
+    let mcp = antler_llm::McpHub::start(cfg.workspace.mcp_servers.clone(), &reserved);
+    for f in mcp.failures() {
+        tracing::warn!(
+            mcp_server = %f.server,
+            "MCP server '{}' is unavailable; its tools are not offered: {}",
+            f.server,
+            f.error
+        );
+    }
+    if !cfg.workspace.mcp_servers.is_empty() {
+        tracing::info!(tools = %mcp.tool_names(None).join(", "), "MCP tools");
+    }
+    let mcp_failed = !mcp.failures().is_empty();
     let mut base = antler_llm::LeadAgentOptions::new(models.clone());
     base.name = LEAD_AGENT.into();
     base.title = cfg.title.clone();
+    base.tools = mcp.tools();
     if !tool_names.is_empty() {
         let mut ws = antler_llm::WorkspaceOptions::new(workspace_root(cfg));
         ws.bash = cfg.workspace.bash && tool_names.iter().any(|t| t == "bash");
         ws.bash_timeout = cfg.workspace.bash_timeout;
         base.workspace = Some(ws);
-        if cfg.workspace.tools.is_some() {
-            base.allowed_tools = Some(tool_names.clone());
-        }
+    }
+    if cfg.workspace.tools.is_some() {
+        // DeerFlow's `tools:` list selects the workspace tools; MCP tools come from
+        // `mcp_servers:`.
+        let mut allowed = tool_names.clone();
+        allowed.extend(mcp.tool_names(None));
+        base.allowed_tools = Some(allowed);
     }
     let mut graphs = Graphs::default();
     let lead = antler_llm::lead_agent(base.clone())
@@ -228,8 +257,39 @@ pub fn build_graphs(cfg: &Config, models: &Arc<antler_llm::ModelRegistry>) -> Re
         if let Some(p) = &agent.system_prompt {
             opts.system_prompt = p.clone();
         }
+        let servers = agent.mcp_servers.as_deref();
+        let agent_mcp = mcp.tool_names(servers);
+        opts.tools = match servers {
+            Some(s) => mcp.tools_of(s),
+            None => mcp.tools(),
+        };
         if let Some(t) = &agent.tools {
-            opts.allowed_tools = Some(t.clone());
+            // `tools:` restricts the workspace tools (an unknown name is an error); the MCP
+            // tools of the agent's servers are always offered. A name that may belong to a
+            // server that failed to start is dropped, not an error: startup must not depend
+            // on an MCP server.
+            let mut allowed: Vec<String> = t
+                .iter()
+                .filter(|n| !mcp_failed || reserved.contains(n) || agent_mcp.contains(n))
+                .cloned()
+                .collect();
+            if allowed.len() < t.len() {
+                tracing::warn!(
+                    agent = %agent.name,
+                    "tools {:?} are not available (an MCP server failed); not offered",
+                    t.iter().filter(|n| !allowed.contains(n)).collect::<Vec<_>>()
+                );
+            }
+            for n in &agent_mcp {
+                if !allowed.contains(n) {
+                    allowed.push(n.clone());
+                }
+            }
+            opts.allowed_tools = Some(allowed);
+        } else if base.allowed_tools.is_some() {
+            let mut allowed = tool_names.clone();
+            allowed.extend(agent_mcp);
+            opts.allowed_tools = Some(allowed);
         }
         opts.subagents = agent.subagents.clone();
         let graph = antler_llm::lead_agent(opts).map_err(|e| {

@@ -8,6 +8,7 @@
 //!   retries with backoff before the first chunk, timeouts).
 //! - [`fake`]: scripted fake provider servers for tests (real HTTP on loopback).
 //! - [`tools`]: the [`Tool`] trait and per-thread workspace tools.
+//! - [`mcp`]: MCP servers' tools (stdio / streamable HTTP through `rmcp`) as [`Tool`]s.
 //! - [`agent`]: the `lead_agent` ReAct graph (model ⇄ tools, title middleware, subagents).
 
 pub mod agent;
@@ -16,6 +17,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod fake;
+pub mod mcp;
 pub mod openai;
 pub mod sse;
 pub mod tools;
@@ -30,6 +32,7 @@ pub use chat::{
 };
 pub use config::{ModelConfig, ModelEntry, ModelRegistry, Provider};
 pub use error::{ConfigError, LlmError};
+pub use mcp::{McpFailure, McpHub, McpServerConfig, McpTool, McpTransport};
 pub use openai::OpenAiClient;
 pub use tools::{Tool, ToolContext, ToolError, Workspace, WorkspaceOptions};
 pub use transport::RetryPolicy;

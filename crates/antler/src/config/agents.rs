@@ -1,14 +1,18 @@
 //! The agent side of the configuration: `models:` (DeerFlow's entries, parsed by
 //! `antler-llm`), `agents:` (declarative agents), `sandbox:` + `tools:` (the per-thread
-//! workspace tools, and whether `bash` is offered) and `title:`.
+//! workspace tools, and whether `bash` is offered), `mcp_servers:` (MCP servers whose tools the
+//! agents get) and `title:`.
 //!
 //! Every reference is checked here, at load time: an agent or subagent naming a model that is
-//! not in `models:` is a config error, not a failed run later.
+//! not in `models:`, or an MCP server that is not in `mcp_servers:`, is a config error, not a
+//! failed run later. Whether an MCP server actually starts is only known at startup, where a
+//! failure is a warning (its tools are absent), never a startup failure.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use antler_llm::{ModelConfig, SubagentSpec};
+use antler_llm::{McpServerConfig, McpTransport, ModelConfig, SubagentSpec};
 use anyhow::{Result, bail};
 use serde_json::{Map, Value};
 
@@ -32,6 +36,11 @@ pub struct WorkspaceConfig {
     pub bash_timeout: Duration,
     /// The workspace tools named in DeerFlow's `tools:` list (None: no list, all of them).
     pub tools: Option<Vec<String>>,
+    /// The enabled `mcp_servers:` entries, in config order. (Kept here, beside the other tool
+    /// settings, because this module owns no field of `Config`.)
+    pub mcp_servers: Vec<McpServerConfig>,
+    /// Names of the `mcp_servers:` entries switched off with `enabled: false`.
+    pub mcp_disabled: Vec<String>,
 }
 
 impl Default for WorkspaceConfig {
@@ -42,6 +51,8 @@ impl Default for WorkspaceConfig {
             bash: false,
             bash_timeout: Duration::from_secs(60),
             tools: None,
+            mcp_servers: Vec::new(),
+            mcp_disabled: Vec::new(),
         }
     }
 }
@@ -78,6 +89,8 @@ pub struct AgentConfig {
     pub tools: Option<Vec<String>>,
     /// Subagents its `task` tool can run.
     pub subagents: Vec<SubagentSpec>,
+    /// The MCP servers whose tools it gets (None = all of them).
+    pub mcp_servers: Option<Vec<String>>,
 }
 
 /// Parses `models:`, `agents:`, `sandbox:`, `tools:` and `title:` into `cfg`.
@@ -109,6 +122,9 @@ pub(super) fn parse_agent_sections(
     }
     if let Some(v) = root.get("tools") {
         parse_tools(r, v, &mut cfg.workspace)?;
+    }
+    if let Some(v) = root.get("mcp_servers") {
+        parse_mcp_servers(r, v, &mut cfg.workspace)?;
     }
     if let Some(s) = section(root, "title")? {
         r.check_keys(
@@ -162,6 +178,12 @@ pub(super) fn parse_agent_sections(
     for (path, m) in agents {
         let name_from_key = keyed.then(|| path.trim_start_matches("agents.").to_string());
         let agent = parse_agent(r, &path, m, name_from_key, &check_model)?;
+        for s in agent.mcp_servers.iter().flatten() {
+            let w = &cfg.workspace;
+            if !w.mcp_servers.iter().any(|m| m.name == *s) && !w.mcp_disabled.contains(s) {
+                bail!("config '{path}.mcp_servers': '{s}' is not in `mcp_servers:`");
+            }
+        }
         if cfg.agents.iter().any(|a| a.name == agent.name) {
             bail!("config '{path}': agent '{}' is defined twice", agent.name);
         }
@@ -321,6 +343,7 @@ fn parse_agent(
             "system_prompt",
             "tools",
             "subagents",
+            "mcp_servers",
         ],
     );
     let name = match get_str(m, path, "name")?.or(name_from_key) {
@@ -401,7 +424,119 @@ fn parse_agent(
         system_prompt: get_str(m, path, "system_prompt")?.filter(|s| !s.trim().is_empty()),
         tools: str_list(m, path, "tools")?,
         subagents,
+        mcp_servers: str_list(m, path, "mcp_servers")?,
     })
+}
+
+/// `mcp_servers: {name: {...}}` (DeerFlow's `mcpServers` entries): `type: stdio` with
+/// `command` / `args` / `env`, or `type: http` (also `sse`, `streamable_http`) with `url` /
+/// `headers`; without `type` it follows from `command` or `url`. `enabled: false` skips an
+/// entry; `timeout_seconds` (default 60) bounds one tool call and `connect_timeout_seconds`
+/// (default 10) the start.
+fn parse_mcp_servers(r: &mut Reader<'_>, v: &Value, w: &mut WorkspaceConfig) -> Result<()> {
+    let entries = match v {
+        Value::Null => return Ok(()),
+        Value::Object(m) => m,
+        other => bail!("config 'mcp_servers' must be a mapping of name -> server, got {other}"),
+    };
+    for (name, entry) in entries {
+        let path = format!("mcp_servers.{name}");
+        if name.is_empty() || name.len() > 64 {
+            bail!("config '{path}': the server name must be 1 to 64 characters");
+        }
+        let Value::Object(m) = entry else {
+            bail!("config '{path}' must be a mapping, got {entry}");
+        };
+        r.check_keys(
+            &path,
+            m,
+            &[
+                "enabled",
+                "type",
+                "transport",
+                "command",
+                "args",
+                "env",
+                "url",
+                "headers",
+                "description",
+                "timeout_seconds",
+                "connect_timeout_seconds",
+            ],
+        );
+        if get_bool(m, &path, "enabled")? == Some(false) {
+            w.mcp_disabled.push(name.clone());
+            continue;
+        }
+        let kind = get_str(m, &path, "type")?.or(get_str(m, &path, "transport")?);
+        let command = get_str(m, &path, "command")?.filter(|c| !c.is_empty());
+        let url = get_str(m, &path, "url")?.filter(|u| !u.is_empty());
+        let stdio = match (kind.as_deref(), &command, &url) {
+            (Some("stdio"), _, _) => true,
+            (Some("http" | "sse" | "streamable_http" | "streamable-http"), _, _) => false,
+            (Some(other), _, _) => bail!(
+                "config '{path}.type': '{other}' is not a transport (stdio, http, sse, \
+                 streamable_http)"
+            ),
+            (None, Some(_), None) => true,
+            (None, None, Some(_)) => false,
+            (None, Some(_), Some(_)) => {
+                bail!("config '{path}' has both `command` and `url`; set `type`")
+            }
+            (None, None, None) => bail!("config '{path}' needs `command` (stdio) or `url` (http)"),
+        };
+        let transport = if stdio {
+            let Some(command) = command else {
+                bail!("config '{path}' is a stdio server without `command`");
+            };
+            McpTransport::Stdio {
+                command,
+                args: str_list(m, &path, "args")?.unwrap_or_default(),
+                env: string_map(m, &path, "env")?,
+            }
+        } else {
+            let Some(url) = url else {
+                bail!("config '{path}' is an http server without `url`");
+            };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("config '{path}.url': '{url}' is not an http(s) URL");
+            }
+            McpTransport::Http {
+                url,
+                headers: string_map(m, &path, "headers")?,
+            }
+        };
+        let mut server = McpServerConfig::new(name.clone(), transport);
+        for (key, slot) in [
+            ("timeout_seconds", &mut server.call_timeout),
+            ("connect_timeout_seconds", &mut server.connect_timeout),
+        ] {
+            if let Some(t) = get_f64(m, &path, key)? {
+                if !(t > 0.0 && t <= 3600.0) {
+                    bail!("config '{path}.{key}' must be between 0 and 3600, got {t}");
+                }
+                *slot = Duration::from_secs_f64(t);
+            }
+        }
+        w.mcp_servers.push(server);
+    }
+    Ok(())
+}
+
+/// A mapping of names to scalar values (`env:`, `headers:`), values as strings.
+fn string_map(m: &Map<String, Value>, path: &str, key: &str) -> Result<BTreeMap<String, String>> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(items)) => items
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                Value::Number(_) | Value::Bool(_) => Ok((k.clone(), v.to_string())),
+                other => bail!("config '{path}.{key}.{k}' must be a string, got {other}"),
+            })
+            .collect(),
+        Some(other) => bail!("config '{path}.{key}' must be a mapping, got {other}"),
+    }
 }
 
 #[cfg(test)]
@@ -460,6 +595,49 @@ mod tests {
     }
 
     #[test]
+    fn mcp_servers_parse() {
+        let text = "mcp_servers:\n  fs:\n    command: npx\n    args: [-y, server-fs, /tmp]\n    env: {TOKEN: abc, DEBUG: 1}\n    timeout_seconds: 5\n    description: files\n  web:\n    type: http\n    url: http://127.0.0.1:9/mcp\n    headers: {Authorization: Bearer x}\n    connect_timeout_seconds: 2\n  old:\n    enabled: false\n    url: http://x/sse\n  odd:\n    url: http://127.0.0.1:9/mcp\n    oauth: {}\nagents:\n  - name: a\n    mcp_servers: [fs, old]\n";
+        let cfg = parse(text, &env).unwrap();
+        let m = &cfg.workspace.mcp_servers;
+        assert_eq!(
+            m.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            vec!["fs", "web", "odd"]
+        );
+        assert_eq!(
+            m[0].transport,
+            McpTransport::Stdio {
+                command: "npx".into(),
+                args: vec!["-y".into(), "server-fs".into(), "/tmp".into()],
+                env: BTreeMap::from([
+                    ("DEBUG".to_string(), "1".to_string()),
+                    ("TOKEN".to_string(), "abc".to_string()),
+                ]),
+            }
+        );
+        assert_eq!(m[0].call_timeout, Duration::from_secs(5));
+        assert_eq!(m[1].connect_timeout, Duration::from_secs(2));
+        assert_eq!(m[1].call_timeout, Duration::from_secs(60));
+        assert!(
+            matches!(&m[1].transport, McpTransport::Http { headers, .. } if headers["Authorization"] == "Bearer x")
+        );
+        assert_eq!(cfg.workspace.mcp_disabled, vec!["old"]);
+        assert_eq!(
+            cfg.agents[0].mcp_servers,
+            Some(vec!["fs".to_string(), "old".to_string()])
+        );
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("mcp_servers.odd.oauth")),
+            "{:?}",
+            cfg.warnings
+        );
+        // secrets in env / headers never show in the debug form
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("abc") && !dbg.contains("Bearer x"), "{dbg}");
+    }
+
+    #[test]
     fn invalid_agent_sections_are_clear_errors() {
         for (text, needle) in [
             (
@@ -500,6 +678,36 @@ mod tests {
                 "bash_timeout_seconds",
             ),
             ("tools: [{group: web}]\n".to_string(), "tools[0]' has no `name`"),
+            ("mcp_servers: [a]\n".to_string(), "mapping of name -> server"),
+            ("mcp_servers:\n  a: {}\n".to_string(), "needs `command` (stdio) or `url`"),
+            (
+                "mcp_servers:\n  a: {command: x, url: http://y}\n".to_string(),
+                "both `command` and `url`",
+            ),
+            (
+                "mcp_servers:\n  a: {type: ws, url: http://y}\n".to_string(),
+                "'ws' is not a transport",
+            ),
+            (
+                "mcp_servers:\n  a: {type: http, command: x}\n".to_string(),
+                "http server without `url`",
+            ),
+            (
+                "mcp_servers:\n  a: {url: ftp://y}\n".to_string(),
+                "not an http(s) URL",
+            ),
+            (
+                "mcp_servers:\n  a: {command: x, timeout_seconds: 0}\n".to_string(),
+                "a.timeout_seconds' must be between",
+            ),
+            (
+                "mcp_servers:\n  a: {command: x, env: {K: [1]}}\n".to_string(),
+                "a.env.K' must be a string",
+            ),
+            (
+                "agents:\n  - name: b\n    mcp_servers: [zz]\n".to_string(),
+                "'zz' is not in `mcp_servers:`",
+            ),
         ] {
             let err = format!("{:#}", parse(&text, &env).unwrap_err());
             assert!(err.contains(needle), "{text}: {err}");
