@@ -8,6 +8,7 @@
 //! Queries are runtime `sqlx::query` calls with every value bound; optional filters go
 //! through `QueryBuilder`.
 
+mod checkpoint_common;
 pub mod sqlite;
 
 #[cfg(feature = "postgres")]

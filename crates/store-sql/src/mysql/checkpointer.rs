@@ -30,20 +30,13 @@ use antler_graph::{
 };
 use antler_store::StoreError;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+
 use serde_json::{Map, Value};
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 
 use super::*;
-
-pub use crate::sqlite::MAX_DELTA_DEPTH;
-
-/// Bound on the delta-base cache (entries of (thread, ns, channel)); beyond it an arbitrary
-/// entry is evicted. The cache only makes writes smaller; losing an entry costs one full write.
-const LIST_CACHE_CAP: usize = 256;
-/// Bound on the last-head cache (entries of (thread, ns)).
-const HEAD_CACHE_CAP: usize = 1024;
+use crate::checkpoint_common::*;
 
 /// MySQL / MariaDB [`Checkpointer`].
 #[derive(Clone)]
@@ -61,86 +54,6 @@ impl std::fmt::Debug for MySqlCheckpointer {
     }
 }
 
-#[derive(Clone)]
-struct ListEntry {
-    blob_id: i64,
-    depth: i64,
-    /// The list stored (in full or reconstructed) under `blob_id`; always `ChannelValue::List`.
-    items: ChannelValue,
-}
-
-type HeadKey = (String, String);
-type ListKey = (String, String, String);
-
-/// A small map that evicts its least recently used entry beyond `cap` (O(cap) scan on
-/// eviction: caps are small and an eviction is cheap next to the database write it follows).
-struct Lru<K, V> {
-    map: HashMap<K, (u64, V)>,
-    tick: u64,
-    cap: usize,
-}
-
-impl<K: Clone + std::hash::Hash + Eq, V> Lru<K, V> {
-    fn new(cap: usize) -> Self {
-        Lru {
-            map: HashMap::new(),
-            tick: 0,
-            cap,
-        }
-    }
-
-    fn get(&mut self, k: &K) -> Option<&V> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.map.get_mut(k).map(|e| {
-            e.0 = tick;
-            &e.1
-        })
-    }
-
-    fn insert(&mut self, k: K, v: V) {
-        self.tick += 1;
-        self.map.insert(k, (self.tick, v));
-        if self.map.len() > self.cap
-            && let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| k.clone())
-        {
-            self.map.remove(&oldest);
-        }
-    }
-
-    fn retain(&mut self, mut f: impl FnMut(&K) -> bool) {
-        self.map.retain(|k, _| f(k));
-    }
-}
-
-struct Caches {
-    /// (thread, ns) -> (id, channel -> blob id) of the last checkpoint this process wrote:
-    /// saves reading the parent's head on the next step.
-    heads: Lru<HeadKey, (String, BTreeMap<String, i64>)>,
-    /// (thread, ns, channel) -> the list most recently written, usable as a delta base.
-    lists: Lru<ListKey, ListEntry>,
-}
-
-impl Default for Caches {
-    fn default() -> Self {
-        Caches {
-            heads: Lru::new(HEAD_CACHE_CAP),
-            lists: Lru::new(LIST_CACHE_CAP),
-        }
-    }
-}
-
-impl Caches {
-    fn forget_thread(&mut self, thread_id: &str) {
-        self.heads.retain(|(t, _)| t != thread_id);
-        self.lists.retain(|(t, _, _)| t != thread_id);
-    }
-}
-
 impl MySqlCheckpointer {
     /// A checkpointer over an existing pool (migrations must have run: see [`super::connect_pool`]).
     pub fn new(db: super::MySqlDb) -> Self {
@@ -155,31 +68,6 @@ impl MySqlCheckpointer {
     }
 }
 
-/// The stored head of a checkpoint (everything but the channel values).
-#[derive(Serialize)]
-struct HeadRef<'a> {
-    id: &'a str,
-    ts: &'a str,
-    channel_versions: &'a BTreeMap<String, ChannelVersion>,
-    versions_seen: &'a BTreeMap<String, BTreeMap<String, ChannelVersion>>,
-    updated_channels: &'a [String],
-    blobs: &'a BTreeMap<String, i64>,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    id: String,
-    ts: String,
-    #[serde(default)]
-    channel_versions: BTreeMap<String, ChannelVersion>,
-    #[serde(default)]
-    versions_seen: BTreeMap<String, BTreeMap<String, ChannelVersion>>,
-    #[serde(default)]
-    updated_channels: Vec<String>,
-    #[serde(default)]
-    blobs: BTreeMap<String, i64>,
-}
-
 fn storage(e: StoreError) -> CheckpointError {
     CheckpointError::Storage(e.to_string())
 }
@@ -188,152 +76,11 @@ fn sql(e: sqlx::Error) -> CheckpointError {
     storage(map_err(e))
 }
 
-fn serde_err(e: impl std::fmt::Display) -> CheckpointError {
-    CheckpointError::Serde(e.to_string())
-}
-
 fn to_backend(e: CheckpointError) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn new_blob_id() -> i64 {
-    // positive, non-zero, random: unique in practice within a thread + namespace
-    (rand::random::<u64>() >> 1).max(1) as i64
-}
-
-fn version_i64(v: ChannelVersion) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// `[a,b,...]` from shared items, without materializing a copy of the list.
-fn items_json<'a>(items: impl Iterator<Item = &'a Arc<Value>>) -> Result<String, CheckpointError> {
-    let mut out = String::from("[");
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(&**item).map_err(serde_err)?);
-    }
-    out.push(']');
-    Ok(out)
-}
-
-fn channel_json(v: &ChannelValue) -> Result<String, CheckpointError> {
-    match v {
-        ChannelValue::Value(v) => serde_json::to_string(&**v).map_err(serde_err),
-        ChannelValue::List(items) => items_json(items.iter()),
-    }
-}
-
-/// If `new` extends `old` (same leading items), the number of leading items shared.
-fn extends(old: &ChannelValue, new: &ChannelValue) -> Option<usize> {
-    match (old, new) {
-        (ChannelValue::List(o), ChannelValue::List(n)) if o.len() <= n.len() => o
-            .iter()
-            .zip(n.iter())
-            .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
-            .then_some(o.len()),
-        _ => None,
-    }
-}
-
-fn run_id_of(metadata: &Map<String, Value>) -> Option<&str> {
-    metadata.get("run_id").and_then(Value::as_str)
-}
-
-#[derive(Clone)]
-enum Payload {
-    /// The whole value (`None` = empty channel).
-    Full(Option<String>),
-    /// Items appended to blob `base_id`.
-    Delta {
-        base_id: i64,
-        depth: i64,
-        suffix: String,
-    },
-}
-
-/// One blob to write.
-#[derive(Clone)]
-struct BlobPlan {
-    channel: String,
-    version: ChannelVersion,
-    blob_id: i64,
-    payload: Payload,
-    /// The list value, for the delta cache and for the full-write fallback.
-    list: Option<ChannelValue>,
-}
-
-/// Where the values of the changed channels come from.
-enum Values<'a> {
-    Plain(&'a Map<String, Value>),
-    Shared(&'a BTreeMap<String, ChannelValue>),
-}
-
 impl MySqlCheckpointer {
-    fn plan(
-        &self,
-        thread_id: &str,
-        checkpoint_ns: &str,
-        checkpoint: &Checkpoint,
-        values: &Values<'_>,
-        new_versions: &BTreeMap<String, ChannelVersion>,
-    ) -> Result<Vec<BlobPlan>, CheckpointError> {
-        let mut plans = Vec::with_capacity(new_versions.len());
-        for (channel, nv) in new_versions {
-            let version = checkpoint
-                .channel_versions
-                .get(channel)
-                .copied()
-                .unwrap_or(*nv);
-            let blob_id = new_blob_id();
-            let (payload, list) = match values {
-                Values::Plain(m) => match m.get(channel) {
-                    Some(v) => (
-                        Payload::Full(Some(serde_json::to_string(v).map_err(serde_err)?)),
-                        None,
-                    ),
-                    None => (Payload::Full(None), None),
-                },
-                Values::Shared(m) => match m.get(channel) {
-                    Some(cv @ ChannelValue::List(items)) => {
-                        let key = (
-                            thread_id.to_string(),
-                            checkpoint_ns.to_string(),
-                            channel.clone(),
-                        );
-                        let base = self.cache.lock().lists.get(&key).cloned();
-                        let delta = base.and_then(|b| {
-                            if b.depth >= MAX_DELTA_DEPTH {
-                                return None;
-                            }
-                            extends(&b.items, cv).map(|shared| (b, shared))
-                        });
-                        let payload = match delta {
-                            Some((b, shared)) => Payload::Delta {
-                                base_id: b.blob_id,
-                                depth: b.depth + 1,
-                                suffix: items_json(items.iter().skip(shared))?,
-                            },
-                            None => Payload::Full(Some(channel_json(cv)?)),
-                        };
-                        (payload, Some(cv.clone()))
-                    }
-                    Some(cv) => (Payload::Full(Some(channel_json(cv)?)), None),
-                    None => (Payload::Full(None), None),
-                },
-            };
-            plans.push(BlobPlan {
-                channel: channel.clone(),
-                version,
-                blob_id,
-                payload,
-                list,
-            });
-        }
-        Ok(plans)
-    }
-
     #[allow(clippy::too_many_arguments)]
     async fn put_inner(
         &self,
@@ -345,7 +92,14 @@ impl MySqlCheckpointer {
         metadata: &Map<String, Value>,
         new_versions: &BTreeMap<String, ChannelVersion>,
     ) -> Result<(), CheckpointError> {
-        let plans = self.plan(thread_id, checkpoint_ns, checkpoint, &values, new_versions)?;
+        let plans = plan(
+            &self.cache,
+            thread_id,
+            checkpoint_ns,
+            checkpoint,
+            &values,
+            new_versions,
+        )?;
         let meta = serde_json::to_string(metadata).map_err(serde_err)?;
         let head_key: HeadKey = (thread_id.to_string(), checkpoint_ns.to_string());
         let cached_parent = parent_id.and_then(|pid| {

@@ -28,19 +28,14 @@ use antler_graph::{
 };
 use antler_store::StoreError;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::*;
+use crate::checkpoint_common::*;
 
-/// Bound on the delta-base cache (entries of (thread, ns, channel)); beyond it the least
-/// recently used entry is evicted. The cache only makes writes smaller; losing an entry costs
-/// one full write.
-const LIST_CACHE_CAP: usize = 256;
-/// Bound on the last-head cache (entries of (thread, ns)).
-const HEAD_CACHE_CAP: usize = 1024;
 /// Attempts of a checkpoint operation failing transiently.
 const MAX_ATTEMPTS: u32 = 5;
 
@@ -77,112 +72,7 @@ impl PostgresCheckpointer {
 
 // ------------------------------------------------------------------------ write caches
 
-#[derive(Clone)]
-struct ListEntry {
-    blob_id: i64,
-    depth: i64,
-    /// The list stored (in full or reconstructed) under `blob_id`; always `ChannelValue::List`.
-    items: ChannelValue,
-}
-
-type HeadKey = (String, String);
-type ListKey = (String, String, String);
-
-/// A small map that evicts its least recently used entry beyond `cap` (O(cap) scan on
-/// eviction: caps are small and an eviction is cheap next to the database write it follows).
-struct Lru<K, V> {
-    map: HashMap<K, (u64, V)>,
-    tick: u64,
-    cap: usize,
-}
-
-impl<K: Clone + std::hash::Hash + Eq, V> Lru<K, V> {
-    fn new(cap: usize) -> Self {
-        Lru {
-            map: HashMap::new(),
-            tick: 0,
-            cap,
-        }
-    }
-
-    fn get(&mut self, k: &K) -> Option<&V> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.map.get_mut(k).map(|e| {
-            e.0 = tick;
-            &e.1
-        })
-    }
-
-    fn insert(&mut self, k: K, v: V) {
-        self.tick += 1;
-        self.map.insert(k, (self.tick, v));
-        if self.map.len() > self.cap
-            && let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| k.clone())
-        {
-            self.map.remove(&oldest);
-        }
-    }
-
-    fn retain(&mut self, mut f: impl FnMut(&K) -> bool) {
-        self.map.retain(|k, _| f(k));
-    }
-}
-
-struct Caches {
-    /// (thread, ns) -> (id, channel -> blob id) of the last checkpoint this process wrote:
-    /// saves reading the parent's head on the next step.
-    heads: Lru<HeadKey, (String, BTreeMap<String, i64>)>,
-    /// (thread, ns, channel) -> the list most recently written, usable as a delta base.
-    lists: Lru<ListKey, ListEntry>,
-}
-
-impl Default for Caches {
-    fn default() -> Self {
-        Caches {
-            heads: Lru::new(HEAD_CACHE_CAP),
-            lists: Lru::new(LIST_CACHE_CAP),
-        }
-    }
-}
-
-impl Caches {
-    fn forget_thread(&mut self, thread_id: &str) {
-        self.heads.retain(|(t, _)| t != thread_id);
-        self.lists.retain(|(t, _, _)| t != thread_id);
-    }
-}
-
 // ------------------------------------------------------------------------ stored shapes
-
-/// The stored head of a checkpoint (everything but the channel values).
-#[derive(Serialize)]
-struct HeadRef<'a> {
-    id: &'a str,
-    ts: &'a str,
-    channel_versions: &'a BTreeMap<String, ChannelVersion>,
-    versions_seen: &'a BTreeMap<String, BTreeMap<String, ChannelVersion>>,
-    updated_channels: &'a [String],
-    blobs: &'a BTreeMap<String, i64>,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    id: String,
-    ts: String,
-    #[serde(default)]
-    channel_versions: BTreeMap<String, ChannelVersion>,
-    #[serde(default)]
-    versions_seen: BTreeMap<String, BTreeMap<String, ChannelVersion>>,
-    #[serde(default)]
-    updated_channels: Vec<String>,
-    #[serde(default)]
-    blobs: BTreeMap<String, i64>,
-}
 
 fn storage(e: StoreError) -> CheckpointError {
     CheckpointError::Storage(e.to_string())
@@ -190,10 +80,6 @@ fn storage(e: StoreError) -> CheckpointError {
 
 fn sql(e: sqlx::Error) -> CheckpointError {
     storage(map_err(e))
-}
-
-fn serde_err(e: impl std::fmt::Display) -> CheckpointError {
-    CheckpointError::Serde(e.to_string())
 }
 
 fn col(e: sqlx::Error) -> CheckpointError {
@@ -207,51 +93,6 @@ fn is_transient(e: &CheckpointError) -> bool {
     matches!(e, CheckpointError::Storage(msg) if msg.starts_with(&prefix) && !msg.starts_with(&no_retry))
 }
 
-fn new_blob_id() -> i64 {
-    // positive, non-zero, random: unique in practice within a thread + namespace
-    (rand::random::<u64>() >> 1).max(1) as i64
-}
-
-fn version_i64(v: ChannelVersion) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// `[a,b,...]` from shared items, without materializing a copy of the list.
-fn items_json<'a>(items: impl Iterator<Item = &'a Arc<Value>>) -> Result<String, CheckpointError> {
-    let mut out = String::from("[");
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(&**item).map_err(serde_err)?);
-    }
-    out.push(']');
-    Ok(out)
-}
-
-fn channel_json(v: &ChannelValue) -> Result<String, CheckpointError> {
-    match v {
-        ChannelValue::Value(v) => serde_json::to_string(&**v).map_err(serde_err),
-        ChannelValue::List(items) => items_json(items.iter()),
-    }
-}
-
-/// If `new` extends `old` (same leading items), the number of leading items shared.
-fn extends(old: &ChannelValue, new: &ChannelValue) -> Option<usize> {
-    match (old, new) {
-        (ChannelValue::List(o), ChannelValue::List(n)) if o.len() <= n.len() => o
-            .iter()
-            .zip(n.iter())
-            .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
-            .then_some(o.len()),
-        _ => None,
-    }
-}
-
-fn run_id_of(metadata: &Map<String, Value>) -> Option<&str> {
-    metadata.get("run_id").and_then(Value::as_str)
-}
-
 /// One blob to write.
 struct BlobPlan {
     channel: String,
@@ -263,12 +104,6 @@ struct BlobPlan {
     value: Option<String>,
     /// The list value, for the delta cache and for the full-write fallback.
     list: Option<ChannelValue>,
-}
-
-/// Where the values of the changed channels come from.
-enum Values<'a> {
-    Plain(&'a Map<String, Value>),
-    Shared(&'a BTreeMap<String, ChannelValue>),
 }
 
 /// Retries `f` while it fails transiently.
