@@ -5,110 +5,12 @@
 //! SQLite always; PostgreSQL / MySQL when the binary was built with those backends and
 //! `ANTLER_TEST_POSTGRES_URL` / `ANTLER_TEST_MYSQL_URL` are reachable (see `backends()`).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod support;
-use support::PrivateDb;
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Proc {
-    /// Starts `antler serve` on port 0 with `config` and waits for its listening line.
-    fn start(dir: &Path, config: &str) -> Proc {
-        let cfg_path = dir.join("config.yaml");
-        std::fs::write(&cfg_path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_antler"))
-            .args(["serve", "--port", "0", "--config"])
-            .arg(&cfg_path)
-            .current_dir(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn antler");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(u) = line.strip_prefix("antler listening on ") {
-                        break u.trim().to_string();
-                    }
-                }
-                _ => panic!("antler exited before listening"),
-            }
-        };
-        // keep draining stdout so the child never blocks on a full pipe
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, url }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn post(url: &str, body: Value) -> Value {
-    let r = http().post(url).json(&body).send().unwrap();
-    let status = r.status();
-    let v: Value = r.json().unwrap();
-    assert!(status.is_success(), "POST {url}: {status} {v}");
-    v
-}
-
-fn get(url: &str) -> Value {
-    let r = http().get(url).send().unwrap();
-    let status = r.status();
-    let v: Value = r.json().unwrap();
-    assert!(status.is_success(), "GET {url}: {status} {v}");
-    v
-}
-
-fn contents(values: &Value) -> Vec<String> {
-    values["messages"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .map(|m| m["content"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Waits until `f` holds (polling), or panics after `secs`.
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
+use support::{PrivateDb, Proc, contents, get, http, post, wait_until};
 
 /// The storage sections to test: SQLite always, the others when configured (each in a private
 /// database, dropped with the returned guard).
@@ -158,7 +60,7 @@ fn killed_server_resumes_runs_from_their_last_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     for (backend, db, _guard) in backends(tmp.path()) {
         let config = format!("{db}{RUNS}");
-        let a = Proc::start(tmp.path(), &config);
+        let a = Proc::start(tmp.path(), "config", &config);
         // two threads with a slow run each, plus a second run queued behind the first
         let mut runs = Vec::new();
         for _ in 0..2 {
@@ -184,7 +86,7 @@ fn killed_server_resumes_runs_from_their_last_checkpoint() {
         });
         a.kill9();
 
-        let b = Proc::start(tmp.path(), &config);
+        let b = Proc::start(tmp.path(), "config", &config);
         for (tid, rid) in &runs {
             let out = get(&format!("{}/threads/{tid}/runs/{rid}/join", b.url));
             assert_eq!(
@@ -218,7 +120,7 @@ fn recovery_fail_marks_abandoned_runs_error() {
     let tmp = tempfile::tempdir().unwrap();
     for (backend, db, _guard) in backends(tmp.path()) {
         let config = format!("{db}runs:\n  lease_ttl_seconds: 2\n  recovery: fail\n");
-        let a = Proc::start(tmp.path(), &config);
+        let a = Proc::start(tmp.path(), "config", &config);
         let t = post(&format!("{}/threads", a.url), json!({}));
         let tid = t["thread_id"].as_str().unwrap().to_string();
         let r = post(
@@ -232,7 +134,7 @@ fn recovery_fail_marks_abandoned_runs_error() {
         });
         a.kill9();
 
-        let b = Proc::start(tmp.path(), &config);
+        let b = Proc::start(tmp.path(), "config", &config);
         wait_until(30, "run marked error", || {
             get(&format!("{}/threads/{tid}/runs/{rid}", b.url))["status"] == "error"
         });

@@ -9,109 +9,14 @@
 //! (or the binary lacks the postgres backend) the tests print a notice and skip, except
 //! with `CI=true`, where they fail.
 
-use std::io::{BufRead, BufReader};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod support;
-use support::PrivateDb;
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Proc {
-    /// Starts `antler serve` on port 0 with `config` and waits for its listening line.
-    fn start(dir: &Path, name: &str, config: &str) -> Proc {
-        let cfg_path = dir.join(format!("{name}.yaml"));
-        std::fs::write(&cfg_path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_antler"))
-            .args(["serve", "--port", "0", "--config"])
-            .arg(&cfg_path)
-            .current_dir(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn antler");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(u) = line.strip_prefix("antler listening on ") {
-                        break u.trim().to_string();
-                    }
-                }
-                _ => panic!("antler ({name}) exited before listening"),
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, url }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .unwrap()
-}
-
-fn post(url: &str, body: Value) -> Value {
-    let r = http().post(url).json(&body).send().unwrap();
-    let status = r.status();
-    let v: Value = r.json().unwrap_or(Value::Null);
-    assert!(status.is_success(), "POST {url}: {status} {v}");
-    v
-}
-
-fn get(url: &str) -> Value {
-    let r = http().get(url).send().unwrap();
-    let status = r.status();
-    let v: Value = r.json().unwrap();
-    assert!(status.is_success(), "GET {url}: {status} {v}");
-    v
-}
-
-fn contents(values: &Value) -> Vec<String> {
-    values["messages"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .map(|m| m["content"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
+use support::{PrivateDb, Proc, contents, get, http, post, wait_until};
 
 /// SSE events of a finished stream body: (event, data). A blank line ends an event.
 fn sse_events(body: &str) -> Vec<(String, Value)> {

@@ -1,8 +1,15 @@
-//! Test support shared by the multi-process tests: a private database per test on the shared
-//! PostgreSQL / MySQL servers, so servers under test never see (and never claim or adopt) the
-//! rows of other tests running at the same time.
+//! Test support shared by the multi-process tests: `antler serve` child processes, blocking HTTP
+//! helpers, and a private database per test on the shared PostgreSQL / MySQL servers, so servers
+//! under test never see (and never claim or adopt) the rows of other tests running at the same
+//! time. (Each test binary uses a different subset.)
+#![allow(dead_code)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
 
 use sqlx::Connection;
 
@@ -84,4 +91,97 @@ impl Drop for PrivateDb {
             eprintln!("note: could not drop test database {}: {e}", self.name);
         }
     }
+}
+
+pub struct Proc {
+    child: Child,
+    pub url: String,
+}
+
+impl Proc {
+    /// Starts `antler serve` on port 0 with `config` and waits for its listening line.
+    pub fn start(dir: &Path, name: &str, config: &str) -> Proc {
+        let cfg_path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&cfg_path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_antler"))
+            .args(["serve", "--port", "0", "--config"])
+            .arg(&cfg_path)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn antler");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(u) = line.strip_prefix("antler listening on ") {
+                        break u.trim().to_string();
+                    }
+                }
+                _ => panic!("antler ({name}) exited before listening"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Proc { child, url }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap()
+}
+
+pub fn post(url: &str, body: Value) -> Value {
+    let r = http().post(url).json(&body).send().unwrap();
+    let status = r.status();
+    let v: Value = r.json().unwrap_or(Value::Null);
+    assert!(status.is_success(), "POST {url}: {status} {v}");
+    v
+}
+
+pub fn get(url: &str) -> Value {
+    let r = http().get(url).send().unwrap();
+    let status = r.status();
+    let v: Value = r.json().unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {v}");
+    v
+}
+
+pub fn contents(values: &Value) -> Vec<String> {
+    values["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
 }
