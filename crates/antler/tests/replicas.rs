@@ -127,6 +127,8 @@ fn create_on_a_stream_from_b_cancel_from_c() {
     let Some((config, _db)) = cluster_config() else {
         return;
     };
+    // Polls are 30 s apart: the cancel below reaches A through the Redis wake-up.
+    let config = format!("{config}  poll_interval_ms: 30000\n");
     let tmp = tempfile::tempdir().unwrap();
     let nodes = cluster(tmp.path(), &config);
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
@@ -140,6 +142,17 @@ fn create_on_a_stream_from_b_cancel_from_c() {
         get(&format!("{}/threads/{tid}/runs/{rid}", c.url))["status"] == "running"
     });
 
+    // multitask `reject` on B sees A's run
+    let r = http()
+        .post(format!("{}/threads/{tid}/runs", b.url))
+        .json(
+            &json!({"assistant_id": "slow", "multitask_strategy": "reject",
+                      "input": {"messages": [{"type": "human", "content": "no"}]}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409, "{:?}", r.text());
+
     // C cancels it and waits until it has stopped
     let started = Instant::now();
     let r = http()
@@ -152,7 +165,7 @@ fn create_on_a_stream_from_b_cancel_from_c() {
     assert!(r.status().is_success(), "cancel: {}", r.status());
     assert!(
         started.elapsed() < Duration::from_secs(5),
-        "the cancel reached the owner quickly: {:?}",
+        "the cancel reached the owner through the wake-up, not its 30 s poll: {:?}",
         started.elapsed()
     );
     let run = get(&format!("{}/threads/{tid}/runs/{rid}", b.url));

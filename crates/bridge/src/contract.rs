@@ -124,6 +124,17 @@ pub trait StreamBridge: Send + Sync + 'static {
     /// Current counters.
     fn stats(&self) -> BridgeStats;
 
+    /// Nudges the control loop of replica `target` (`None`: of every replica): a best-effort,
+    /// non-durable wake-up over the bridge's transport (Redis pub/sub). What it is about (a
+    /// cancel request, a queued run) is recorded durably first, so a lost nudge only costs the
+    /// receiver's poll interval. The in-process bridge has no other process to wake: no-op.
+    async fn wake_replica(&self, _target: Option<&str>) {}
+
+    /// Delivers the nudges sent to `replica_id` (and the broadcast ones) to `notify` until the
+    /// bridge closes; after a lost connection it reconnects and notifies once, since nudges
+    /// may have been missed meanwhile. No-op for the in-process bridge.
+    fn listen_wakeups(&self, _replica_id: &str, _notify: Arc<tokio::sync::Notify>) {}
+
     /// Serializes `value` to compact JSON once and publishes it.
     async fn publish_json(
         &self,

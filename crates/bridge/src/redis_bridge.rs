@@ -596,6 +596,15 @@ impl Inner {
         format!("{}{stream_id}", self.config.key_prefix)
     }
 
+    /// The pub/sub channel of replica `target`'s wake-ups (`None`: the broadcast channel).
+    fn wakeup_channel(&self, target: Option<&str>) -> String {
+        format!(
+            "{}__wake__:{}",
+            self.config.key_prefix,
+            target.unwrap_or("*all*")
+        )
+    }
+
     fn check_open(&self) -> Result<(), BridgeError> {
         if self.closed.load(Ordering::Acquire) {
             Err(BridgeError::Closed)
@@ -1099,6 +1108,66 @@ async fn reader_loop(weak: Weak<Inner>, shutdown: CancellationToken) {
     }
 }
 
+/// Subscribes to a replica's wake-up channels on a dedicated pub/sub connection and turns each
+/// message into a `notify`. Reconnects with backoff (notifying once after each reconnect:
+/// messages sent while disconnected are lost) until `shutdown`.
+async fn wakeup_loop(
+    client: Client,
+    channels: Vec<String>,
+    notify: Arc<Notify>,
+    shutdown: CancellationToken,
+    connect_timeout: Duration,
+    backoff_ms: u64,
+) {
+    use futures::StreamExt;
+    let mut failures = 0u32;
+    loop {
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tokio::time::timeout(connect_timeout, client.get_async_pubsub()) => r,
+        };
+        match connected {
+            Ok(Ok(mut pubsub)) => match pubsub.subscribe(&channels[..]).await {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!("stream bridge: replica wake-up channel reconnected");
+                        notify.notify_one();
+                    }
+                    failures = 0;
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            m = messages.next() => match m {
+                                Some(_) => notify.notify_one(),
+                                None => break,
+                            },
+                        }
+                    }
+                    tracing::warn!("stream bridge: replica wake-up channel lost, reconnecting");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream bridge: cannot subscribe to replica wake-ups")
+                }
+            },
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "stream bridge: cannot connect for replica wake-ups")
+            }
+            Err(_) => tracing::warn!("stream bridge: connecting for replica wake-ups timed out"),
+        }
+        failures = failures.saturating_add(1);
+        let pause = Duration::from_millis(
+            backoff_ms
+                .saturating_mul(1u64 << failures.min(6))
+                .min(5_000),
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
 /// Ends hubs whose stream disappeared (cleanup elsewhere, TTL expiry of a dead writer) and
 /// hubs that waited too long for a stream that never appeared.
 async fn probe(inner: &Inner) -> Result<(), BridgeError> {
@@ -1251,6 +1320,33 @@ impl StreamBridge for RedisBridge {
         for hub in self.inner.hubs_snapshot() {
             hub.notify.notify_waiters();
         }
+    }
+
+    async fn wake_replica(&self, target: Option<&str>) {
+        if self.inner.check_open().is_err() {
+            return;
+        }
+        let channel = self.inner.wakeup_channel(target);
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&channel).arg(1);
+        if let Err(e) = self.inner.query(&cmd).await {
+            tracing::debug!(channel, error = %e, "stream bridge: replica wake-up not sent");
+        }
+    }
+
+    fn listen_wakeups(&self, replica_id: &str, notify: Arc<Notify>) {
+        let channels = vec![
+            self.inner.wakeup_channel(Some(replica_id)),
+            self.inner.wakeup_channel(None),
+        ];
+        self.tracker.spawn(wakeup_loop(
+            self.inner.client.clone(),
+            channels,
+            notify,
+            self.inner.shutdown.clone(),
+            Duration::from_millis(self.inner.config.connect_timeout_ms),
+            self.inner.config.retry_backoff_ms.max(1),
+        ));
     }
 
     fn stats(&self) -> BridgeStats {

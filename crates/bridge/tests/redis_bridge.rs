@@ -452,3 +452,110 @@ async fn transient_errors_are_retried() {
     assert_eq!(next(&mut sub).await, Some(BridgeItem::End));
     b.close().await;
 }
+
+/// Waits for one notification, failing the test after `WAIT`.
+async fn notified(n: &tokio::sync::Notify, what: &str) {
+    tokio::time::timeout(WAIT, n.notified())
+        .await
+        .unwrap_or_else(|_| panic!("no wake-up: {what}"));
+}
+
+/// Replica wake-ups over Redis pub/sub: a targeted nudge reaches only its replica, a broadcast
+/// reaches every replica, and one bridge's nudges reach another bridge (another process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_wakeups_reach_their_targets() {
+    let Some(url) = redis_url().await else { return };
+    let cfg = config(&url);
+    let a = bridge(cfg.clone()).await;
+    let b = bridge(cfg).await;
+    let (wake_a, wake_b) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    a.listen_wakeups("replica-a", wake_a.clone());
+    b.listen_wakeups("replica-b", wake_b.clone());
+    // The subscriptions are set up in the background: nudge until the first one lands.
+    let delivered = async {
+        loop {
+            a.wake_replica(Some("replica-b")).await;
+            if tokio::time::timeout(Duration::from_millis(100), wake_b.notified())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, delivered)
+        .await
+        .expect("a targeted wake-up from another bridge arrives");
+    // targeted: only B
+    a.wake_replica(Some("replica-b")).await;
+    notified(&wake_b, "targeted to B").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), wake_a.notified())
+            .await
+            .is_err(),
+        "A was not the target"
+    );
+    // broadcast: both (A's own subscription must be up too: retry until it is)
+    let both = async {
+        loop {
+            b.wake_replica(None).await;
+            if tokio::time::timeout(Duration::from_millis(100), wake_a.notified())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, both)
+        .await
+        .expect("a broadcast reaches A");
+    notified(&wake_b, "broadcast reaches B").await;
+    a.close().await;
+    b.close().await;
+}
+
+/// The wake-up subscription survives a Redis restart: it reconnects and notifies once (nudges
+/// sent while it was down are lost), then delivers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_wakeups_reconnect_after_an_outage() {
+    let Some(server) = private_redis(None).await else {
+        return;
+    };
+    let port = server.port;
+    let b = bridge(RedisBridgeConfig {
+        retry_backoff_ms: 50,
+        connect_timeout_ms: 300,
+        ..config(&server.url())
+    })
+    .await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    b.listen_wakeups("r", wake.clone());
+    let deliver = |b: Arc<RedisBridge>, wake: Arc<tokio::sync::Notify>| async move {
+        loop {
+            b.wake_replica(Some("r")).await;
+            if tokio::time::timeout(Duration::from_millis(100), wake.notified())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, deliver(b.clone(), wake.clone()))
+        .await
+        .expect("delivered before the outage");
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let Some(_server) = private_redis(Some(port)).await else {
+        return;
+    };
+    notified(&wake, "the reconnect notifies").await;
+    tokio::time::timeout(Duration::from_secs(20), deliver(b.clone(), wake.clone()))
+        .await
+        .expect("delivered after the outage");
+    b.close().await;
+}

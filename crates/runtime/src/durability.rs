@@ -292,6 +292,13 @@ impl Checkpointer for FencedCheckpointer {
     }
 }
 
+/// What is left of a stored run's `after_seconds`, which counts from its creation (a queued or
+/// adopted run may start long after it).
+fn delay_left(run: &Run, request: &RunCreate) -> f64 {
+    let waited = (Utc::now() - run.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+    (request.after_seconds - waited).max(0.0)
+}
+
 /// Most abandoned runs adopted per recovery pass.
 const RECOVERY_BATCH: usize = 100;
 
@@ -317,6 +324,8 @@ impl Runtime {
             Utc::now()
         };
         self.recover_pass(now).await;
+        self.bridge
+            .listen_wakeups(&self.lease.worker_id, self.wake.clone());
         let rt = self.clone();
         self.tracker
             .spawn(async move { rt.durability_loop().await });
@@ -332,41 +341,10 @@ impl Runtime {
     /// [`start_durability`](Self::start_durability).
     pub async fn register_replica(&self, backends: ReplicaBackends) -> Result<(), RuntimeError> {
         let now = antler_store::time::now();
-        let ttl = chrono::Duration::from_std(self.config.lease_ttl)
-            .unwrap_or(chrono::Duration::seconds(30));
         let host = host_name();
-        let others: Vec<ReplicaInfo> = self
-            .stores
-            .runs
-            .list_replicas(now - ttl)
-            .await?
-            .into_iter()
-            .filter(|r| r.replica_id != self.lease.worker_id)
-            .filter(|r| r.host != host || pid_alive(r.pid))
-            .collect();
-        if let Some(other) = others.first() {
-            let why = if self.config.exclusive {
-                Some(format!(
-                    "the {} database cannot be shared by several servers (use PostgreSQL or MySQL with the Redis stream bridge to run replicas)",
-                    backends.database
-                ))
-            } else if !backends.bridge_shared {
-                Some(
-                    "the in-memory stream bridge is not shared between servers (configure 'stream_bridge: {type: redis}' on every replica)"
-                        .to_string(),
-                )
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                return Err(RuntimeError::Conflict(format!(
-                    "another antler server (replica {} on host {}, pid {}, heartbeat {}) is using this database: {why}",
-                    other.replica_id,
-                    other.host,
-                    other.pid,
-                    other.heartbeat_at.to_rfc3339()
-                )));
-            }
+        let shareable = !self.config.exclusive && backends.bridge_shared;
+        if !shareable && let Some(other) = self.live_replicas(&host).await?.first() {
+            return Err(self.refusal(other, &backends));
         }
         let me = ReplicaInfo {
             replica_id: self.lease.worker_id.clone(),
@@ -374,12 +352,64 @@ impl Runtime {
             heartbeat_at: now,
             host,
             pid: i64::from(std::process::id()),
-            database: backends.database,
-            bridge: backends.bridge,
+            database: backends.database.clone(),
+            bridge: backends.bridge.clone(),
         };
         self.stores.runs.heartbeat_replica(&me).await?;
+        if !shareable {
+            // Two servers started at the same instant both found the registry empty: now that
+            // both entries are in, the one that registered later (by start time, then id) leaves.
+            let first = self
+                .live_replicas(&me.host)
+                .await?
+                .into_iter()
+                .find(|o| (o.started_at, &o.replica_id) < (me.started_at, &me.replica_id));
+            if let Some(other) = first {
+                let _ = self
+                    .stores
+                    .runs
+                    .remove_replica(&me.replica_id, now - chrono::Duration::days(1))
+                    .await;
+                return Err(self.refusal(&other, &backends));
+            }
+        }
         let _ = self.replica.set(me);
         Ok(())
+    }
+
+    /// The other replicas whose registry heartbeat is fresh (and, on this host, whose process
+    /// exists).
+    async fn live_replicas(&self, host: &str) -> Result<Vec<ReplicaInfo>, RuntimeError> {
+        let ttl = chrono::Duration::from_std(self.config.lease_ttl)
+            .unwrap_or(chrono::Duration::seconds(30));
+        Ok(self
+            .stores
+            .runs
+            .list_replicas(antler_store::time::now() - ttl)
+            .await?
+            .into_iter()
+            .filter(|r| r.replica_id != self.lease.worker_id)
+            .filter(|r| r.host != host || pid_alive(r.pid))
+            .collect())
+    }
+
+    /// The refusal to start beside `other` on a deployment that cannot be shared.
+    fn refusal(&self, other: &ReplicaInfo, backends: &ReplicaBackends) -> RuntimeError {
+        let why = if self.config.exclusive {
+            format!(
+                "the {} database cannot be shared by several servers (use PostgreSQL or MySQL with the Redis stream bridge to run replicas)",
+                backends.database
+            )
+        } else {
+            "the in-memory stream bridge is not shared between servers (configure 'stream_bridge: {type: redis}' on every replica)".to_string()
+        };
+        RuntimeError::Conflict(format!(
+            "another antler server (replica {} on host {}, pid {}, heartbeat {}) is using this database: {why}",
+            other.replica_id,
+            other.host,
+            other.pid,
+            other.heartbeat_at.to_rfc3339()
+        ))
     }
 
     /// Refreshes this process's registry entry (each heartbeat).
@@ -443,6 +473,7 @@ impl Runtime {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
+                _ = self.wake.notified() => {}
             }
             if !self.lease.valid() {
                 continue;
@@ -495,6 +526,7 @@ impl Runtime {
         }
         .min(QUEUE_BATCH);
         if room == 0 {
+            self.queue_backlog.store(true, Ordering::Relaxed);
             return;
         }
         let claimed = match self
@@ -509,6 +541,8 @@ impl Runtime {
                 return;
             }
         };
+        self.queue_backlog
+            .store(claimed.len() >= room, Ordering::Relaxed);
         for run in claimed {
             match RunCreate::from_run(&run) {
                 Ok(request) => self.start_claimed(run, request).await,
@@ -522,7 +556,7 @@ impl Runtime {
 
     /// Starts a run claimed from the queue (already `running` under our lease).
     async fn start_claimed(self: &Arc<Self>, run: Run, mut request: RunCreate) {
-        request.after_seconds = 0.0;
+        request.after_seconds = delay_left(&run, &request);
         let handle = Arc::new(RunHandle {
             run_id: run.run_id.clone(),
             ephemeral: false,
@@ -731,7 +765,11 @@ impl Runtime {
             request.command = None;
             request.checkpoint_id = None;
         }
-        request.after_seconds = 0.0;
+        request.after_seconds = if started {
+            0.0
+        } else {
+            delay_left(&run, &request)
+        };
         let handle = Arc::new(RunHandle {
             run_id: run.run_id.clone(),
             ephemeral: false,

@@ -224,6 +224,12 @@ pub struct Runtime {
     /// This process's entry in the replica registry, once [`Runtime::register_replica`] ran
     /// (the heartbeat refreshes it; `/info` reports it).
     replica: std::sync::OnceLock<antler_store::ReplicaInfo>,
+    /// Wakes the control loop before its next poll: a nudge from another replica (a cancel
+    /// request on one of our runs, a queued run) or capacity freed here while runs are queued.
+    wake: Arc<tokio::sync::Notify>,
+    /// The last queue claim used all the room it had: runs may still be queued, so a run
+    /// finishing here wakes the control loop to claim the next one at once.
+    queue_backlog: std::sync::atomic::AtomicBool,
 }
 
 /// Run counters for `/metrics`.
@@ -274,6 +280,8 @@ impl Runtime {
             system_assistants: parking_lot::RwLock::new(HashMap::new()),
             ephemeral: Stores::memory(),
             replica: std::sync::OnceLock::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            queue_backlog: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -467,6 +475,25 @@ impl Runtime {
             run.worker_id = None;
             run.lease_expires_at = None;
         }
+        // On a shared database the thread's active run may execute on another replica: the
+        // multitask strategy applies to it as to a local one.
+        let remote_active = if !queue_it
+            && !ephemeral
+            && !created_now
+            && !self.config.exclusive
+            && strategy != MultitaskStrategy::Enqueue
+        {
+            self.stores
+                .runs
+                .active_for_thread(&thread.thread_id)
+                .await?
+                .filter(|r| !self.is_live(&r.run_id) && r.cancel_requested.is_none())
+        } else {
+            None
+        };
+        if remote_active.is_some() && strategy == MultitaskStrategy::Reject {
+            return Err(RuntimeError::Conflict(REJECT_MESSAGE.into()));
+        }
 
         // The multitask decision and the registration of the new run happen under the registry
         // lock, so two concurrent creates on one thread cannot both see it idle.
@@ -493,9 +520,7 @@ impl Runtime {
                 .cloned()
                 .collect();
             if strategy == MultitaskStrategy::Reject && !active.is_empty() {
-                return Err(RuntimeError::Conflict(
-                    "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.".into(),
-                ));
+                return Err(RuntimeError::Conflict(REJECT_MESSAGE.into()));
             }
             live.runs.insert(run_id.clone(), handle.clone());
             let prev = live.tails.insert(thread.thread_id.clone(), handle.clone());
@@ -517,6 +542,17 @@ impl Runtime {
             handle.done.send_replace(Some(RunResult::RolledBack));
             return Err(e.into());
         }
+        if strategy == MultitaskStrategy::Reject
+            && !ephemeral
+            && !created_now
+            && !self.config.exclusive
+            && let Err(e) = self.reject_if_preceded(&run).await
+        {
+            self.forget(&handle);
+            handle.done.send_replace(Some(RunResult::RolledBack));
+            let _ = self.stores.runs.delete(owner, &run_id).await;
+            return Err(e);
+        }
         let thread_stream = if ephemeral {
             String::new()
         } else {
@@ -531,6 +567,22 @@ impl Runtime {
         .await;
         for (h, action) in to_cancel {
             h.request_cancel(action);
+        }
+        if let Some(other) = remote_active {
+            let action = if strategy == MultitaskStrategy::Rollback {
+                CancelAction::Rollback
+            } else {
+                CancelAction::Interrupt
+            };
+            match self
+                .cancel_remote(owner, Some(&thread.thread_id), &other.run_id, action, false)
+                .await
+            {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(run_id = %other.run_id, error = %e, "multitask cancel on another replica failed");
+                }
+            }
         }
         // A thread created above is already busy and tagged (see `fresh_thread`); an existing
         // one gets the graph tags it lacks (the first run's graph sticks) and turns busy.
@@ -567,6 +619,30 @@ impl Runtime {
         Ok(CreatedRun { run, request })
     }
 
+    /// `reject` on a shared database, after the new run's row is written: another replica may
+    /// have accepted a run of the thread between our check and our insert. The run that is
+    /// active first keeps the thread; a later one is rejected. (Two creates whose checks both
+    /// run before either insert commits can still both be accepted: the later one then waits
+    /// for the earlier one, as with `enqueue`.)
+    async fn reject_if_preceded(&self, run: &Run) -> Result<(), RuntimeError> {
+        let first = self.stores.runs.active_for_thread(&run.thread_id).await?;
+        match first {
+            Some(other)
+                if other.run_id != run.run_id
+                    && other.cancel_requested.is_none()
+                    && self
+                        .live
+                        .lock()
+                        .runs
+                        .get(&other.run_id)
+                        .is_none_or(|h| h.cancel_action().is_none()) =>
+            {
+                Err(RuntimeError::Conflict(REJECT_MESSAGE.into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether this process may start one more run now (`max_concurrent_runs`).
     pub(crate) fn has_capacity(&self) -> bool {
         self.config
@@ -597,9 +673,7 @@ impl Runtime {
         if let Some(a) = &active {
             match strategy {
                 MultitaskStrategy::Reject => {
-                    return Err(RuntimeError::Conflict(
-                        "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.".into(),
-                    ));
+                    return Err(RuntimeError::Conflict(REJECT_MESSAGE.into()));
                 }
                 MultitaskStrategy::Interrupt | MultitaskStrategy::Rollback => {
                     let action = if strategy == MultitaskStrategy::Rollback {
@@ -614,11 +688,14 @@ impl Runtime {
                         .runs
                         .request_cancel(&a.run_id, action_str(action))
                         .await?;
+                    self.bridge.wake_replica(a.worker_id.as_deref()).await;
                 }
                 _ => {}
             }
         }
         self.stores.runs.put(&run).await?;
+        // any replica with room may take it now rather than at its next poll
+        self.bridge.wake_replica(None).await;
         self.publish(
             &run.run_id,
             &thread_stream_id(&thread.thread_id),
@@ -849,6 +926,9 @@ impl Runtime {
             .runs
             .request_cancel(run_id, action_str(action))
             .await?;
+        // the owner reads the request now rather than at its next poll (no owner: whoever
+        // claimed it meanwhile)
+        self.bridge.wake_replica(run.worker_id.as_deref()).await;
         if wait {
             match self.wait_run(owner, run_id).await {
                 Ok(_) | Err(RuntimeError::NotFound(_)) => {}
@@ -956,6 +1036,37 @@ impl Runtime {
                 }
                 match self
                     .cancel_remote(owner, thread_id, id, action, false)
+                    .await
+                {
+                    Ok(()) => n += 1,
+                    Err(RuntimeError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // By status: the owner's active runs that have no task here (another replica's, or
+        // queued) are cancelled where they are too.
+        if let Some(status) = status
+            && run_ids.is_none()
+        {
+            let wanted = |s: RunStatus| match status {
+                "pending" => s == RunStatus::Pending,
+                "running" => s == RunStatus::Running,
+                _ => s.is_active(),
+            };
+            let elsewhere: Vec<Run> = self
+                .stores
+                .runs
+                .list_inflight(None)
+                .await?
+                .into_iter()
+                .filter(|r| r.owner == owner && wanted(r.status))
+                .filter(|r| thread_id.is_none_or(|t| r.thread_id == t))
+                .filter(|r| !handles.iter().any(|h| h.run_id == r.run_id))
+                .collect();
+            for r in elsewhere {
+                match self
+                    .cancel_remote(owner, Some(&r.thread_id), &r.run_id, action, false)
                     .await
                 {
                     Ok(()) => n += 1,
@@ -1141,8 +1252,18 @@ impl Runtime {
         {
             live.tails.remove(&handle.thread_id);
         }
+        drop(live);
+        if self
+            .queue_backlog
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.wake.notify_one();
+        }
     }
 }
+
+/// The 409 of multitask `reject` (the reference's words).
+const REJECT_MESSAGE: &str = "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.";
 
 /// The stored spelling of a cancel action (`runs.cancel_requested`).
 pub(crate) fn action_str(action: CancelAction) -> &'static str {

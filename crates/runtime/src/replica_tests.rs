@@ -333,3 +333,186 @@ async fn a_dead_process_on_this_host_does_not_block_startup() {
     .await
     .expect("the dead process is ignored");
 }
+
+fn with(mut req: RunCreate, body: Value) -> RunCreate {
+    let extra = RunCreate::parse(&body).expect("request");
+    req.multitask_strategy = extra.multitask_strategy.or(req.multitask_strategy);
+    req.after_seconds = extra.after_seconds.max(req.after_seconds);
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multitask_strategies_see_another_replicas_run() {
+    let stores = Stores::memory();
+    let rs = replicas(&stores, &[None, None]).await;
+    let (a, b) = (&rs[0], &rs[1]);
+    let tid = thread(a).await;
+    let first = a
+        .create_run("u", Some(&tid), request("slow", 5.0, "first"))
+        .await
+        .expect("create");
+    let first_id = first.run.run_id.clone();
+    wait_status(a, &first_id, RunStatus::Running, 10).await;
+
+    // reject on b: a's run is active
+    let rejected = b
+        .create_run(
+            "u",
+            Some(&tid),
+            with(
+                request("slow", 0.0, "no"),
+                json!({"assistant_id": "slow", "multitask_strategy": "reject"}),
+            ),
+        )
+        .await;
+    assert!(
+        matches!(rejected, Err(RuntimeError::Conflict(_))),
+        "{rejected:?}"
+    );
+    let runs = b
+        .list_runs("u", &tid, &Default::default())
+        .await
+        .expect("list");
+    assert_eq!(runs.len(), 1, "the rejected run left nothing behind");
+
+    // interrupt on b: a's run is interrupted, b's runs after it
+    let second = b
+        .create_run(
+            "u",
+            Some(&tid),
+            with(
+                request("slow", 0.0, "second"),
+                json!({"assistant_id": "slow", "multitask_strategy": "interrupt"}),
+            ),
+        )
+        .await
+        .expect("interrupt");
+    wait_status(a, &first_id, RunStatus::Interrupted, 10).await;
+    let out = b
+        .wait_run("u", &second.run.run_id)
+        .await
+        .expect("second runs");
+    assert!(
+        contents(&out.to_body()).contains(&"second".to_string()),
+        "{:?}",
+        out.to_body()
+    );
+    assert_eq!(
+        a.get_run_any("u", &second.run.run_id)
+            .await
+            .expect("run")
+            .status,
+        RunStatus::Success
+    );
+    for rt in &rs {
+        rt.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_by_status_reaches_other_replicas_and_the_queue() {
+    let stores = Stores::memory();
+    // a runs one run at a time, so its second run is queued
+    let rs = replicas(&stores, &[Some(1), Some(0)]).await;
+    let (a, b) = (&rs[0], &rs[1]);
+    let (t1, t2) = (thread(a).await, thread(a).await);
+    let running = a
+        .create_run("u", Some(&t1), request("slow", 5.0, "r"))
+        .await
+        .expect("running");
+    let queued = a
+        .create_run("u", Some(&t2), request("slow", 5.0, "q"))
+        .await
+        .expect("queued");
+    assert!(queued.run.worker_id.is_none());
+    wait_status(a, &running.run.run_id, RunStatus::Running, 10).await;
+    // b executes nothing: everything is elsewhere or queued
+    let n = b
+        .cancel_many("u", None, None, Some("all"), CancelAction::Interrupt)
+        .await
+        .expect("cancel all");
+    assert_eq!(n, 2);
+    wait_status(a, &running.run.run_id, RunStatus::Interrupted, 10).await;
+    wait_status(a, &queued.run.run_id, RunStatus::Interrupted, 10).await;
+    // nothing is left to cancel
+    assert_eq!(
+        b.cancel_many("u", None, None, Some("all"), CancelAction::Interrupt)
+            .await
+            .expect("again"),
+        0
+    );
+    for rt in &rs {
+        rt.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_keeps_its_after_seconds() {
+    let stores = Stores::memory();
+    // a has no room at all: its runs are queued and b claims them
+    let rs = replicas(&stores, &[Some(0), None]).await;
+    let (a, b) = (&rs[0], &rs[1]);
+    let tid = thread(a).await;
+    let created_at = Instant::now();
+    let created = a
+        .create_run(
+            "u",
+            Some(&tid),
+            with(
+                request("echo", 0.0, "later"),
+                json!({"assistant_id": "echo", "after_seconds": 1.0}),
+            ),
+        )
+        .await
+        .expect("create");
+    assert!(created.run.worker_id.is_none(), "queued");
+    let out = b.wait_run("u", &created.run.run_id).await.expect("wait");
+    assert_eq!(contents(&out.to_body()), ["later", "echo: later"]);
+    assert!(
+        created_at.elapsed() >= Duration::from_millis(950),
+        "the run did not start before its after_seconds: {:?}",
+        created_at.elapsed()
+    );
+    let run = b.get_run_any("u", &created.run.run_id).await.expect("run");
+    assert_eq!(run.worker_id.as_deref(), Some(b.worker_id()));
+    for rt in &rs {
+        rt.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_starts_on_an_exclusive_database_leave_one_server() {
+    for _ in 0..20 {
+        let bridge: Arc<dyn StreamBridge> =
+            Arc::new(MemoryBridge::new(Default::default()).expect("bridge"));
+        let stores = Stores::memory();
+        let mk = || {
+            let mut cfg = config(None);
+            cfg.exclusive = true;
+            Runtime::new(stores.clone(), graphs(), bridge.clone(), cfg)
+        };
+        let (a, b) = (mk(), mk());
+        let sqlite = || ReplicaBackends {
+            database: "sqlite".into(),
+            bridge: "memory".into(),
+            bridge_shared: false,
+        };
+        // on two worker threads at once, so both may find the registry empty
+        let (ta, tb) = (
+            tokio::spawn(async move { a.register_replica(sqlite()).await }),
+            tokio::spawn(async move { b.register_replica(sqlite()).await }),
+        );
+        let (ra, rb) = (ta.await.expect("a"), tb.await.expect("b"));
+        assert_eq!(
+            usize::from(ra.is_ok()) + usize::from(rb.is_ok()),
+            1,
+            "exactly one starts: {ra:?} / {rb:?}"
+        );
+        let live = stores
+            .runs
+            .list_replicas(antler_store::time::now() - chrono::Duration::seconds(30))
+            .await
+            .expect("registry");
+        assert_eq!(live.len(), 1, "the refused one left the registry");
+    }
+}

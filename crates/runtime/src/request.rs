@@ -400,6 +400,13 @@ impl RunCreate {
         body.insert("on_disconnect".into(), Value::String("continue".into()));
         let mut request = Self::parse(&Value::Object(body))?;
         request.multitask_strategy = MultitaskStrategy::parse(&run.multitask_strategy);
+        // the delay as requested, counted from the run's creation (the caller subtracts the
+        // time already waited)
+        request.after_seconds = k
+            .pointer("/config/configurable/__after_seconds__")
+            .and_then(Value::as_f64)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .unwrap_or(0.0);
         Ok(request)
     }
 
