@@ -688,6 +688,29 @@ async fn webhook_receives_the_finished_run() {
         .unwrap();
     assert_eq!(got["run_id"], run["run_id"]);
     assert_eq!(got["status"], "success");
+
+    // an https:// webhook is dialled over TLS: the first byte the endpoint gets is a TLS
+    // handshake record (0x16), not the start of a plain HTTP request
+    let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_addr = tls_listener.local_addr().unwrap();
+    let first_byte = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut conn, _) = tls_listener.accept().await.unwrap();
+        conn.read_u8().await.unwrap()
+    });
+    let (s, _) = app
+        .post(
+            &format!("/threads/{t}/runs"),
+            json!({"assistant_id": "echo", "input": human("hook"),
+                   "webhook": format!("https://{tls_addr}/hook")}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let byte = tokio::time::timeout(Duration::from_secs(10), first_byte)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(byte, 0x16, "a TLS ClientHello");
     hook_task.abort();
     app.stop().await;
 }

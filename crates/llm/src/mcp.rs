@@ -2,7 +2,7 @@
 //! `rmcp` SDK) whose tools become [`Tool`]s of the `lead_agent`.
 //!
 //! - Transports: a child process speaking newline-delimited JSON-RPC on stdio
-//!   ([`McpTransport::Stdio`]), or streamable HTTP ([`McpTransport::Http`], plain `http://`).
+//!   ([`McpTransport::Stdio`]), or streamable HTTP ([`McpTransport::Http`], `http://` or `https://`).
 //! - [`McpHub::start`] connects to every server at once, each bounded by its connect timeout,
 //!   lists its tools and wraps each as an [`McpTool`]. A server that cannot be started,
 //!   initialized or listed is reported in [`McpHub::failures`] (the caller logs a warning naming
@@ -60,7 +60,7 @@ pub enum McpTransport {
     },
     /// A streamable-HTTP endpoint.
     Http {
-        /// Endpoint URL (`http://...`).
+        /// Endpoint URL (`http://...` or `https://...`, verified against the system roots).
         url: String,
         /// Extra HTTP headers sent with every request.
         headers: BTreeMap<String, String>,
@@ -327,10 +327,8 @@ async fn connect(server: McpServerConfig) -> Result<Session, String> {
                 .map_err(|e| format!("initialize failed: {e}"))?
         }
         McpTransport::Http { url, headers } => {
-            if !url.starts_with("http://") {
-                return Err(format!(
-                    "url '{url}': only plain http:// MCP endpoints are supported by this build"
-                ));
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("url '{url}': must be an http:// or https:// URL"));
             }
             let mut custom = std::collections::HashMap::new();
             for (k, v) in headers {
@@ -621,17 +619,55 @@ mod tests {
     }
 
     #[test]
-    fn https_urls_are_refused_clearly() {
+    fn https_endpoints_are_dialled_over_tls_and_other_schemes_refused() {
+        // a listener that records the first byte the client sends, then hangs up: a TLS
+        // ClientHello starts with 0x16 (a handshake record), plain HTTP with 'P' (POST)
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(8) {
+                let mut first = [0u8; 1];
+                if let Ok(mut c) = conn
+                    && c.read_exact(&mut first).is_ok()
+                {
+                    let _ = tx.send(first[0]);
+                }
+            }
+        });
         let hub = McpHub::start(
-            vec![McpServerConfig::new(
-                "remote",
-                McpTransport::Http {
-                    url: "https://example.invalid/mcp".into(),
-                    headers: BTreeMap::new(),
-                },
-            )],
+            vec![
+                McpServerConfig::new(
+                    "remote",
+                    McpTransport::Http {
+                        url: format!("https://127.0.0.1:{port}/mcp"),
+                        headers: BTreeMap::new(),
+                    },
+                ),
+                McpServerConfig::new(
+                    "ftp",
+                    McpTransport::Http {
+                        url: "ftp://example.invalid/mcp".into(),
+                        headers: BTreeMap::new(),
+                    },
+                ),
+            ],
             &[],
         );
-        assert!(hub.failures()[0].error.contains("http://"));
+        assert!(hub.tools().is_empty());
+        let failures = hub.failures();
+        let remote = failures
+            .iter()
+            .find(|f| f.server == "remote")
+            .expect("remote");
+        assert!(remote.error.contains("initialize failed"), "{failures:?}");
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(5)),
+            Ok(0x16),
+            "the client opened a TLS handshake"
+        );
+        let ftp = failures.iter().find(|f| f.server == "ftp").expect("ftp");
+        assert!(ftp.error.contains("must be an http"), "{failures:?}");
     }
 }
