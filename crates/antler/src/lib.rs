@@ -239,6 +239,11 @@ pub fn build_graphs(cfg: &Config, models: &Arc<antler_llm::ModelRegistry>) -> Re
     let lead = antler_llm::lead_agent(base.clone())
         .map_err(|e| anyhow::anyhow!("cannot build the {LEAD_AGENT} graph: {e}"))?;
     graphs.insert(LEAD_AGENT, lead);
+    graphs.mark_agent(LEAD_AGENT);
+    graphs.describe(
+        LEAD_AGENT,
+        "The default agent: a chat model with the configured tools, MCP tools and subagents",
+    );
     let examples = if cfg.examples {
         antler_graph::examples::all()
     } else {
@@ -296,6 +301,10 @@ pub fn build_graphs(cfg: &Config, models: &Arc<antler_llm::ModelRegistry>) -> Re
             anyhow::anyhow!("config 'agents': cannot build agent '{}': {e}", agent.name)
         })?;
         graphs.insert(agent.name.clone(), graph);
+        graphs.mark_agent(&agent.name);
+        if let Some(d) = &agent.description {
+            graphs.describe(&agent.name, d.clone());
+        }
     }
     for (id, graph) in examples {
         graphs.insert(id, graph);

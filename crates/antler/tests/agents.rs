@@ -465,6 +465,7 @@ async fn declarative_agents_are_assistants_with_their_own_prompt_model_and_tools
     assert_eq!(s, 200, "{found}");
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
     assert_eq!(found[0]["metadata"]["created_by"], "system");
+    assert_eq!(found[0]["description"], "Reads files", "{found}");
 
     openai.reply(FakeReply::text("Nothing to read yet.", 2));
     openai.reply(FakeReply::text("Lead answer.", 2));
@@ -504,6 +505,49 @@ async fn declarative_agents_are_assistants_with_their_own_prompt_model_and_tools
         tool_names(&reqs[1].body),
         vec!["ls", "read_file", "write_file", "str_replace", "bash"]
     );
+
+    // DeerFlow's frontend runs `lead_agent` and names the custom agent in the context
+    // (normalized: case, `_` as `-`): the run is the agent's
+    openai.reply(FakeReply::text("As the researcher.", 2));
+    let t3 = app.thread().await;
+    let (s, v) = app
+        .post(
+            &format!("/threads/{t3}/runs/wait"),
+            json!({"assistant_id": "lead_agent", "input": human("hi"),
+                   "context": {"agent_name": " Researcher "}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let reqs = openai.requests();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[2].body["model"], "gpt-second");
+    let (_, runs) = app.get(&format!("/threads/{t3}/runs")).await;
+    assert_eq!(runs[0]["metadata"]["graph_id"], "researcher", "{runs}");
+    // an unknown agent is a 422 naming the agents, and creates no run
+    let (s, err) = app
+        .post(
+            &format!("/threads/{t3}/runs"),
+            json!({"assistant_id": "lead_agent", "input": human("hi"),
+                   "context": {"agent_name": "nobody"}}),
+        )
+        .await;
+    assert_eq!(s, 422, "{err}");
+    let detail = err["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("nobody") && detail.contains("researcher"),
+        "{detail}"
+    );
+    let (_, runs) = app.get(&format!("/threads/{t3}/runs")).await;
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    // example graphs are no agents: agent_name is ignored there
+    let (s, _) = app
+        .post(
+            &format!("/threads/{t3}/runs/wait"),
+            json!({"assistant_id": "echo", "input": human("hi"),
+                   "context": {"agent_name": "nobody"}}),
+        )
+        .await;
+    assert_eq!(s, 200);
     app.stop().await;
 }
 

@@ -1,7 +1,7 @@
 //! The registry of graphs this server can run, keyed by graph id, in registration order.
 //! Immutable after startup, shared by the runtime and the HTTP layer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use antler_graph::CompiledGraph;
 
@@ -10,6 +10,11 @@ use antler_graph::CompiledGraph;
 pub struct Graphs {
     order: Vec<String>,
     by_id: BTreeMap<String, CompiledGraph>,
+    /// What a graph does (declared agents' `description`), shown on its system assistant.
+    descriptions: BTreeMap<String, String>,
+    /// Graphs that are agents (`lead_agent` and the declared agents): a run of one of them may
+    /// name another with `context.agent_name`.
+    agents: BTreeSet<String>,
 }
 
 impl Graphs {
@@ -33,6 +38,46 @@ impl Graphs {
             self.order.push(graph_id.clone());
         }
         self.by_id.insert(graph_id, graph);
+    }
+
+    /// Sets the description of a registered graph (its system assistant's `description`).
+    pub fn describe(&mut self, graph_id: &str, description: impl Into<String>) {
+        if self.by_id.contains_key(graph_id) {
+            self.descriptions
+                .insert(graph_id.to_string(), description.into());
+        }
+    }
+
+    /// Marks a registered graph as an agent (see [`agent_named`](Self::agent_named)).
+    pub fn mark_agent(&mut self, graph_id: &str) {
+        if self.by_id.contains_key(graph_id) {
+            self.agents.insert(graph_id.to_string());
+        }
+    }
+
+    /// Whether `graph_id` is an agent graph.
+    pub fn is_agent(&self, graph_id: &str) -> bool {
+        self.agents.contains(graph_id)
+    }
+
+    /// The agent graph a client's `agent_name` names, normalized as DeerFlow does (trimmed,
+    /// lower case, `_` as `-`).
+    pub fn agent_named(&self, name: &str) -> Option<&str> {
+        let wanted = name.trim().to_lowercase().replace('_', "-");
+        self.agents
+            .iter()
+            .find(|a| **a == wanted)
+            .map(String::as_str)
+    }
+
+    /// The agent graphs, sorted.
+    pub fn agent_ids(&self) -> Vec<&str> {
+        self.agents.iter().map(String::as_str).collect()
+    }
+
+    /// The description of `graph_id`, if one was set.
+    pub fn description(&self, graph_id: &str) -> Option<&str> {
+        self.descriptions.get(graph_id).map(String::as_str)
     }
 
     /// The graph registered under `graph_id`.

@@ -319,16 +319,29 @@ impl Runtime {
         &self.counters
     }
 
-    /// Creates the system assistant of every registered graph (idempotent).
+    /// Creates the system assistant of every registered graph (idempotent); a graph whose
+    /// description changed since (a declared agent's `description`) gets a new version of it.
     pub async fn register_system_assistants(&self) -> Result<(), RuntimeError> {
         for graph_id in self.graphs.ids() {
             let id = system_assistant_id(graph_id);
+            let description = self.graphs.description(graph_id).map(str::to_string);
             let record = match self.stores.assistants.get("system", &id).await? {
+                Some(a) if description.is_some() && a.description != description => {
+                    let patch = antler_store::AssistantPatch {
+                        description: description.clone(),
+                        ..Default::default()
+                    };
+                    self.stores.assistants.update("system", &id, patch).await?
+                }
                 Some(a) => a,
                 None => match self
                     .stores
                     .assistants
-                    .create("system", Assistant::system(graph_id))
+                    .create("system", {
+                        let mut a = Assistant::system(graph_id);
+                        a.description = description.clone();
+                        a
+                    })
                     .await
                 {
                     Ok(a) => a,
@@ -389,6 +402,44 @@ impl Runtime {
         )))
     }
 
+    /// DeerFlow's custom-agent switch: a run of an agent graph whose `context.agent_name` (or
+    /// `configurable.agent_name`) names another agent runs that agent instead (its system
+    /// assistant). A name that is no agent is a 422 listing the agents.
+    fn select_agent(
+        &self,
+        assistant: Assistant,
+        request: &RunCreate,
+    ) -> Result<Assistant, RuntimeError> {
+        if !self.graphs.is_agent(&assistant.graph_id) {
+            return Ok(assistant);
+        }
+        let named = request
+            .context
+            .as_ref()
+            .and_then(|c| c.get("agent_name"))
+            .or_else(|| request.configurable_value("agent_name"))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let Some(name) = named else {
+            return Ok(assistant);
+        };
+        match self.graphs.agent_named(&name) {
+            Some(graph) if graph == assistant.graph_id => Ok(assistant),
+            Some(graph) => Ok(self
+                .system_assistants
+                .read()
+                .get(graph)
+                .cloned()
+                .unwrap_or_else(|| Assistant::system(graph))),
+            None => Err(RuntimeError::Invalid(format!(
+                "Unknown agent_name '{name}'. Agents: {}",
+                self.graphs.agent_ids().join(", ")
+            ))),
+        }
+    }
+
     fn live_runs_of_thread(&self, thread_id: &str) -> Vec<Arc<RunHandle>> {
         self.live
             .lock()
@@ -411,6 +462,7 @@ impl Runtime {
             return Err(RuntimeError::ShuttingDown);
         }
         let assistant = self.resolve_assistant(owner, &request.assistant_id).await?;
+        let assistant = self.select_agent(assistant, &request)?;
         let temporary = thread_id.is_none();
         let ephemeral = temporary && request.on_completion_delete;
         let rows = self.rows(ephemeral);

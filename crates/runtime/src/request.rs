@@ -410,6 +410,14 @@ impl RunCreate {
         Ok(request)
     }
 
+    /// One value of the user-supplied `configurable` map.
+    pub fn configurable_value(&self, key: &str) -> Option<&Value> {
+        self.config
+            .get("configurable")
+            .and_then(Value::as_object)
+            .and_then(|c| c.get(key))
+    }
+
     /// The user-supplied `configurable` map.
     pub fn configurable(&self) -> Map<String, Value> {
         self.config
