@@ -280,6 +280,47 @@ impl NodeContext {
         }
     }
 
+    /// A context for work this task runs as a graph of its own (a subagent's model calls and
+    /// tool steps): what is written through it streams under the namespace segment `segment`
+    /// below this task's, as output of node `node` — visible, like a subgraph's output, only with
+    /// `stream_subgraphs` (events mode always). It shares the run's configuration and
+    /// cancellation; nothing of it is checkpointed.
+    pub fn nested(&self, segment: &str, node: &str) -> NodeContext {
+        let i = &self.inner;
+        let mut parent_ids = i.parent_ids.clone();
+        if !i.node_run_id.is_empty() {
+            parent_ids.push(i.node_run_id.clone());
+        }
+        let checkpoint_ns = if i.checkpoint_ns.is_empty() {
+            segment.to_string()
+        } else {
+            format!("{}|{segment}", i.checkpoint_ns)
+        };
+        NodeContext {
+            inner: Arc::new(CtxInner {
+                cfg: i.cfg.clone(),
+                base_meta: i.base_meta.clone(),
+                triggers: vec![format!("branch:to:{node}")],
+                path: json!(["__pregel_pull", node]),
+                checkpoint_ns,
+                resume: Vec::new(),
+                interrupt_count: Mutex::new(0),
+                emitter: i.emitter.child(segment.to_string()),
+                cancel: i.cancel.clone(),
+                node_run_id: String::new(),
+                parent_ids,
+                step: i.step,
+                node: node.to_string(),
+            }),
+        }
+    }
+
+    /// Writes `data` to stream mode `mode` in this context's namespace (for a
+    /// [`nested`](Self::nested) context: its node's `updates`, its `values`).
+    pub fn write_stream(&self, mode: StreamMode, data: Value) {
+        self.inner.emitter.emit(mode, data);
+    }
+
     /// Writes to the `custom` stream mode.
     pub fn write_custom(&self, value: Value) {
         self.inner.emitter.emit(StreamMode::Custom, value);

@@ -198,10 +198,9 @@ impl Shared {
             }
             Some(ws) => ws.thread_dir(&thread_id),
         };
-        let writer_ctx = ctx.clone();
         let mut t = ToolContext::new(&thread_id, ctx.cancellation())
             .with_workspace(workspace)
-            .with_custom_writer(Arc::new(move |v| writer_ctx.write_custom(v)));
+            .with_node(ctx.clone());
         t.config = ctx.config().clone();
         t.model = model;
         t
@@ -590,6 +589,27 @@ impl Tool for TaskTool {
             system_message(spec.system_prompt.clone()),
             human_message(prompt),
         ];
+        // The subagent streams as a subgraph of the tool call, under `task:<task_id>` (seen
+        // with `stream_subgraphs`): its model's tokens (messages), each step's update and its
+        // state (values). Its conversation is its own: only the answer returns to the lead.
+        let scope = |node: &str| {
+            ctx.node
+                .as_ref()
+                .map(|n| n.nested(&format!("task:{task_id}"), node))
+        };
+        let (model_scope, tools_scope) = (scope("model"), scope("tools"));
+        let stream_step = |s: &Option<NodeContext>, node: &str, new: &[Value], all: &[Value]| {
+            if let Some(s) = s {
+                s.write_stream(
+                    antler_graph::types::StreamMode::Updates,
+                    json!({ node: {"messages": new} }),
+                );
+                s.write_stream(
+                    antler_graph::types::StreamMode::Values,
+                    json!({"messages": &all[1..]}),
+                );
+            }
+        };
         for _turn in 0..spec.max_turns.max(1) {
             let request = ChatRequest {
                 messages: messages.clone(),
@@ -598,7 +618,9 @@ impl Tool for TaskTool {
                 reasoning_effort: None,
                 max_tokens: None,
             };
-            let msg = match call_model(&entry, request, &caller, &ctx.cancel, None).await {
+            let msg = match call_model(&entry, request, &caller, &ctx.cancel, model_scope.as_ref())
+                .await
+            {
                 Ok(m) => m,
                 Err(LlmError::Cancelled) => return Err(ToolError("task cancelled".into())),
                 Err(e) => {
@@ -611,6 +633,7 @@ impl Tool for TaskTool {
             ctx.record_usage(&msg);
             let done = !has_tool_calls(&msg);
             messages.push(msg.clone());
+            stream_step(&model_scope, "model", std::slice::from_ref(&msg), &messages);
             if done {
                 let answer = content_text(&msg);
                 ctx.write_custom(
@@ -622,7 +645,8 @@ impl Tool for TaskTool {
             let results = execute_tool_calls(&tools, &msg, ctx)
                 .await
                 .map_err(|_| ToolError("task cancelled".into()))?;
-            messages.extend(results);
+            messages.extend(results.iter().cloned());
+            stream_step(&tools_scope, "tools", &results, &messages);
         }
         let err = format!(
             "subagent '{}' did not finish within {} turns",

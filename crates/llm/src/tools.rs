@@ -53,6 +53,9 @@ pub struct ToolContext {
     pub model: Option<ModelEntry>,
     custom: Option<CustomWriter>,
     usage: Arc<Mutex<Vec<Value>>>,
+    /// The graph task running the tool, when there is one: a subagent streams its own work
+    /// under a namespace below it.
+    pub node: Option<antler_graph::NodeContext>,
 }
 
 impl ToolContext {
@@ -66,12 +69,21 @@ impl ToolContext {
             model: None,
             custom: None,
             usage: Arc::new(Mutex::new(Vec::new())),
+            node: None,
         }
     }
 
     /// Sets the workspace directory (or why there is none).
     pub fn with_workspace(mut self, dir: Result<PathBuf, String>) -> Self {
         self.workspace = dir;
+        self
+    }
+
+    /// Sets the graph task running the tool (its `custom` writer too).
+    pub fn with_node(mut self, ctx: antler_graph::NodeContext) -> Self {
+        let writer = ctx.clone();
+        self.custom = Some(Arc::new(move |v| writer.write_custom(v)));
+        self.node = Some(ctx);
         self
     }
 

@@ -644,3 +644,108 @@ async fn workspace_tools_directly() {
             .all(|t| t.name() != "bash")
     );
 }
+
+/// With `stream_subgraphs`, a subagent streams like a subgraph of the tool call: its tokens,
+/// its steps' updates and its state under the namespace `task:<id>`; without it, none of that
+/// reaches the stream (the lead's own output is the same either way).
+#[tokio::test]
+async fn subagent_streams_under_its_own_namespace() {
+    for subgraphs in [true, false] {
+        let fake = FakeOpenAi::start().await.unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        fake.reply(FakeReply::tool_call(
+            "call_task",
+            "task",
+            json!({"description": "look", "prompt": "List the workspace", "subagent_type": "researcher"}),
+        ));
+        fake.reply(FakeReply::tool_call("call_ls", "ls", json!({})));
+        fake.reply(FakeReply::text("Nothing there", 3));
+        fake.reply(FakeReply::text("Empty workspace.", 2));
+        let mut opts = options(registry(vec![openai_cfg(&fake)]), tmp.path());
+        opts.title.enabled = false;
+        let mut researcher = SubagentSpec::new("researcher", "Looks at files", "You inspect.");
+        researcher.tools = Some(vec!["ls".into()]);
+        opts.subagents = vec![researcher];
+        let g = lead_agent(opts).unwrap();
+        let cp: Arc<dyn Checkpointer> = Arc::new(MemoryCheckpointer::new());
+        let mut c = config(
+            "t-ns",
+            &[
+                StreamMode::Updates,
+                StreamMode::Values,
+                StreamMode::Messages,
+            ],
+        );
+        c.subgraphs = subgraphs;
+        let (r, parts) = run(&g, &cp, question("what is there?"), c).await;
+        let out = r.unwrap();
+        assert_eq!(
+            out.values["messages"].as_array().unwrap().last().unwrap()["content"],
+            "Empty workspace."
+        );
+        let nested: Vec<&StreamPart> = parts.iter().filter(|p| !p.ns.is_empty()).collect();
+        if !subgraphs {
+            assert!(nested.is_empty(), "{nested:?}");
+            continue;
+        }
+        let ns = &nested[0].ns;
+        assert_eq!(ns.len(), 1);
+        assert!(ns[0].starts_with("task:"), "{ns:?}");
+        assert!(nested.iter().all(|p| &p.ns == ns), "one namespace per task");
+        let updates: Vec<&Value> = nested
+            .iter()
+            .filter(|p| p.mode == StreamMode::Updates)
+            .map(|p| &p.data)
+            .collect();
+        assert_eq!(updates.len(), 3, "model, tools, model: {updates:?}");
+        assert_eq!(
+            updates[0]["model"]["messages"][0]["tool_calls"][0]["name"],
+            "ls"
+        );
+        assert_eq!(updates[1]["tools"]["messages"][0]["type"], "tool");
+        assert_eq!(
+            updates[2]["model"]["messages"][0]["content"],
+            "Nothing there"
+        );
+        let last_values = nested
+            .iter()
+            .rfind(|p| p.mode == StreamMode::Values)
+            .map(|p| &p.data)
+            .unwrap();
+        let contents: Vec<&str> = last_values["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(contents.first(), Some(&"List the workspace"));
+        assert_eq!(contents.last(), Some(&"Nothing there"));
+        // the subagent's tokens, with its namespace and node in the metadata
+        let chunks: Vec<&Value> = nested
+            .iter()
+            .filter(|p| p.mode == StreamMode::Messages)
+            .map(|p| &p.data)
+            .collect();
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c[0]["content"].as_str())
+            .collect();
+        assert_eq!(text, "Nothing there");
+        assert_eq!(chunks[0][1]["langgraph_node"], "model");
+        assert!(
+            chunks[0][1]["langgraph_checkpoint_ns"]
+                .as_str()
+                .unwrap()
+                .contains(&ns[0]),
+            "{}",
+            chunks[0][1]
+        );
+        // the lead's own stream is unchanged: its tools update carries the answer
+        let root_tools = parts
+            .iter()
+            .filter(|p| p.ns.is_empty() && p.mode == StreamMode::Updates)
+            .find_map(|p| p.data.get("tools"))
+            .unwrap();
+        assert_eq!(root_tools["messages"][0]["content"], "Nothing there");
+    }
+}
