@@ -42,11 +42,6 @@ pub fn router(state: AppState) -> Router {
         .merge(api.clone())
         .nest("/api", api)
         .fallback(not_found)
-        // innermost: runs after authentication, before the run handlers
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            routes::models::check_run_model,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

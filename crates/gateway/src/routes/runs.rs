@@ -176,18 +176,23 @@ fn last_event_id(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn create(
-    rt: &Arc<Runtime>,
+    st: &AppState,
     owner: &str,
     thread_id: Option<&str>,
     mut body: Value,
 ) -> ApiResult<antler_runtime::CreatedRun> {
+    // a model that is not configured: 400 before anything else (DeerFlow's allowlist)
+    crate::routes::models::check_run_body(st, &body)?;
     if let Some(t) = thread_id {
         validate_thread_id(t)?;
     }
     // Secrets a client put in config / context / metadata never reach run kwargs.
     crate::auth::strip_secrets(&mut body);
     let req = RunCreate::parse(&body).map_err(rt_err)?;
-    rt.create_run(owner, thread_id, req).await.map_err(rt_err)
+    st.runtime
+        .create_run(owner, thread_id, req)
+        .await
+        .map_err(rt_err)
 }
 
 fn run_paths(thread_id: Option<&str>, run_id: &str) -> (String, String) {
@@ -209,7 +214,7 @@ async fn create_background(
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    let created = create(&st.runtime, owner, Some(&thread_id), body).await?;
+    let created = create(&st, owner, Some(&thread_id), body).await?;
     let (content_location, _) = run_paths(Some(&thread_id), &created.run.run_id);
     let mut resp = Json(&created.run).into_response();
     resp.headers_mut()
@@ -223,7 +228,7 @@ async fn stateless_background(
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    let created = create(&st.runtime, owner, None, body).await?;
+    let created = create(&st, owner, None, body).await?;
     let (content_location, _) = run_paths(None, &created.run.run_id);
     let mut resp = Json(&created.run).into_response();
     resp.headers_mut()
@@ -244,6 +249,9 @@ async fn stateless_batch(
     };
     // Validate every item first so a bad item creates nothing.
     let mut reqs = Vec::with_capacity(items.len());
+    for item in &items {
+        crate::routes::models::check_run_body(&st, item)?;
+    }
     for mut item in items {
         crate::auth::strip_secrets(&mut item);
         reqs.push(RunCreate::parse(&item).map_err(rt_err)?);
@@ -269,7 +277,7 @@ async fn create_stream(
 ) -> ApiResult<Response> {
     let owner = caller.owner();
     let _ = headers;
-    let created = create(&st.runtime, owner, Some(&thread_id), body).await?;
+    let created = create(&st, owner, Some(&thread_id), body).await?;
     stream_created(&st, owner, Some(&thread_id), created).await
 }
 
@@ -279,7 +287,7 @@ async fn stateless_stream(
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    let created = create(&st.runtime, owner, None, body).await?;
+    let created = create(&st, owner, None, body).await?;
     stream_created(&st, owner, None, created).await
 }
 
@@ -304,7 +312,7 @@ async fn create_wait(
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    let created = create(&st.runtime, owner, Some(&thread_id), body).await?;
+    let created = create(&st, owner, Some(&thread_id), body).await?;
     wait_response(
         &st,
         owner,
@@ -320,7 +328,7 @@ async fn stateless_wait(
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    let created = create(&st.runtime, owner, None, body).await?;
+    let created = create(&st, owner, None, body).await?;
     wait_response(
         &st,
         owner,
