@@ -329,6 +329,13 @@ impl Runtime {
         let rt = self.clone();
         self.tracker
             .spawn(async move { rt.durability_loop().await });
+        if self.config.exclusive && self.config.max_concurrent_runs.is_none() {
+            // Alone on its database with unbounded capacity, this process never queues a run
+            // and nobody else records cancel requests: start what an earlier process left
+            // queued, then there is nothing to poll.
+            self.claim_queued().await;
+            return;
+        }
         let rt = self.clone();
         self.tracker.spawn(async move { rt.control_loop().await });
     }
@@ -478,7 +485,10 @@ impl Runtime {
             if !self.lease.valid() {
                 continue;
             }
-            self.poll_cancel_requests().await;
+            if !self.config.exclusive {
+                // only other replicas record cancel requests
+                self.poll_cancel_requests().await;
+            }
             self.claim_queued().await;
         }
     }

@@ -12,6 +12,7 @@ mod feedback;
 mod items;
 mod runs;
 mod threads;
+mod write_lock;
 
 use std::future::Future;
 use std::path::Path;
@@ -35,6 +36,7 @@ pub use feedback::SqliteFeedbackStore;
 pub use items::SqliteItemStore;
 pub use runs::SqliteRunStore;
 pub use threads::SqliteThreadStore;
+pub(crate) use write_lock::{Priority, WriteGuard, WriteLock};
 
 /// Embedded migrations (`migrations/sqlite/*.sql`).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -132,17 +134,17 @@ pub fn stores_from_pool(pool: SqlitePool) -> Stores {
 pub(crate) struct Db {
     pub(crate) pool: SqlitePool,
     /// Serializes this process's write transactions. SQLite admits one writer at a time
-    /// anyway; queueing here (FIFO, async) instead of in SQLite's busy handler (which sleeps
-    /// and polls) keeps write latency flat under concurrency. Other processes are still
-    /// handled by `busy_timeout` + retry.
-    write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// anyway; queueing here (async, acknowledgement writes first: see [`WriteLock`]) instead
+    /// of in SQLite's busy handler (which sleeps and polls) keeps write latency flat under
+    /// concurrency. Other processes are still handled by `busy_timeout` + retry.
+    write_lock: Arc<WriteLock>,
 }
 
 impl Db {
     pub(crate) fn new(pool: SqlitePool) -> Self {
         Db {
             pool,
-            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            write_lock: Arc::new(WriteLock::default()),
         }
     }
 }
@@ -151,7 +153,7 @@ impl Db {
 /// Derefs to the connection, so `&mut *tx` is an executor.
 pub(crate) struct WriteTx {
     tx: Transaction<'static, Sqlite>,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _guard: WriteGuard,
 }
 
 impl WriteTx {
@@ -182,8 +184,14 @@ pub(crate) type Stmt = sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteA
 impl Db {
     /// Takes this process's write lock without a transaction, for
     /// sequences of autocommit statements whose partial completion is harmless.
-    pub(crate) async fn lock_write(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.write_lock.clone().lock_owned().await
+    pub(crate) async fn lock_write(&self) -> WriteGuard {
+        self.write_lock.acquire(Priority::Background).await
+    }
+
+    /// [`lock_write`](Self::lock_write) for a write a client waits on to be acknowledged (a
+    /// new run or thread): it goes before queued background writes.
+    pub(crate) async fn lock_write_ack(&self) -> WriteGuard {
+        self.write_lock.acquire(Priority::Ack).await
     }
 
     /// Runs one write statement in autocommit mode (a single statement is atomic on its own;
@@ -206,7 +214,7 @@ impl Db {
 
     /// Starts a write transaction with `BEGIN IMMEDIATE` (takes the writer lock up front).
     pub(crate) async fn begin(&self) -> StoreResult<WriteTx> {
-        let guard = self.write_lock.clone().lock_owned().await;
+        let guard = self.write_lock.acquire(Priority::Background).await;
         let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")

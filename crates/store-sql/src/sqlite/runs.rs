@@ -108,8 +108,9 @@ impl RunStore for SqliteRunStore {
         let r = &run;
         self.db
             .retry(|| async move {
-                // one statement: autocommit under the process write lock
-                let _write = self.db.lock_write().await;
+                // one statement: autocommit under the process write lock, ahead of queued
+                // background writes (a client waits for this acknowledgement)
+                let _write = self.db.lock_write_ack().await;
                 let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 let res = sqlx::query(
                     "INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \

@@ -150,8 +150,9 @@ impl ThreadStore for SqliteThreadStore {
         let t = &thread;
         self.db
             .retry(|| async move {
-                // one statement: autocommit under the process write lock
-                let _write = self.db.lock_write().await;
+                // one statement: autocommit under the process write lock, ahead of queued
+                // background writes (a client waits for this acknowledgement)
+                let _write = self.db.lock_write_ack().await;
                 let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
                 insert(&mut conn, t).await?;
                 Ok(())
