@@ -51,40 +51,68 @@ impl Server {
 /// Name of the file that keeps the generated session-token secret (0600).
 pub const JWT_SECRET_FILE: &str = ".jwt_secret";
 
-/// The auth service of a configuration: accounts in `<sqlite_dir>/auth.db` (in memory with
-/// `database.backend: memory`). `mode: none` opens nothing. The session-token secret is
-/// `auth.jwt_secret` / `AUTH_JWT_SECRET`, else one generated once and kept in
-/// `<sqlite_dir>/.jwt_secret` (random per process with the memory backend).
+/// The auth service of a configuration. Accounts live where the data does: in
+/// `<sqlite_dir>/auth.db` with SQLite, in the shared database with PostgreSQL / MySQL (so every
+/// replica knows the same users and API keys), in memory with `database.backend: memory`.
+/// `mode: none` opens nothing. The session-token secret is `auth.jwt_secret` /
+/// `AUTH_JWT_SECRET`, else one generated once and kept in the shared database (PostgreSQL /
+/// MySQL: the same for every replica) or in `<sqlite_dir>/.jwt_secret` (SQLite; random per
+/// process with the memory backend).
 pub async fn open_auth(cfg: &Config) -> Result<Arc<antler_auth::Auth>> {
     if cfg.auth.mode == antler_auth::AuthMode::None {
         return Ok(Arc::new(antler_auth::Auth::disabled()));
     }
     let mut auth_cfg = cfg.auth.clone();
-    let store: Arc<dyn antler_auth::AuthStore> = match cfg.backend {
-        Backend::Memory => Arc::new(antler_auth::MemoryAuthStore::new()),
-        // Users and API keys stay in SQLite next to the process even with PostgreSQL/MySQL
-        // (replicas need a shared `auth.jwt_secret` and the same keys; see ARCHITECTURE.md).
-        Backend::Sqlite | Backend::Postgres | Backend::Mysql => {
-            if auth_cfg.jwt_secret.is_none() && auth_cfg.mode == antler_auth::AuthMode::Local {
-                auth_cfg.jwt_secret = Some(persistent_jwt_secret(&cfg.sqlite_dir)?);
-            }
-            Arc::new(open_auth_store(cfg).await?)
-        }
-    };
+    let store = open_auth_store(cfg).await?;
+    if auth_cfg.jwt_secret.is_none() && auth_cfg.mode == antler_auth::AuthMode::Local {
+        let candidate = antler_auth::apikey::random_token(48);
+        auth_cfg.jwt_secret = match store
+            .shared_secret("jwt_secret", &candidate)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the shared session secret: {e}"))?
+        {
+            Some(shared) => Some(shared),
+            None if cfg.backend == Backend::Sqlite => Some(persistent_jwt_secret(&cfg.sqlite_dir)?),
+            None => None,
+        };
+    }
     let auth = antler_auth::Auth::new(auth_cfg, store).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     Ok(Arc::new(auth))
 }
 
-/// Opens `<sqlite_dir>/auth.db` (the CLI's `keys` commands use it directly).
-pub async fn open_auth_store(cfg: &Config) -> Result<antler_auth::SqliteAuthStore> {
-    antler_auth::SqliteAuthStore::open(&cfg.sqlite_dir)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the auth database in {}",
-                cfg.sqlite_dir.display()
-            )
-        })
+/// The account store of a configuration (the CLI's `keys` commands use it directly):
+/// `<sqlite_dir>/auth.db`, the shared PostgreSQL / MySQL database, or memory.
+pub async fn open_auth_store(cfg: &Config) -> Result<Arc<dyn antler_auth::AuthStore>> {
+    Ok(match cfg.backend {
+        Backend::Memory => Arc::new(antler_auth::MemoryAuthStore::new()),
+        Backend::Sqlite => Arc::new(
+            antler_auth::SqliteAuthStore::open(&cfg.sqlite_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the auth database in {}",
+                        cfg.sqlite_dir.display()
+                    )
+                })?,
+        ),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => Arc::new(
+            antler_auth::PgAuthStore::connect(cfg.postgres_url.as_deref().unwrap_or_default())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        #[cfg(feature = "mysql")]
+        Backend::Mysql => Arc::new(
+            antler_auth::MysqlAuthStore::connect(cfg.mysql_url.as_deref().unwrap_or_default())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!(
+            "storage backend '{}' is not compiled into this build",
+            other.as_str()
+        ),
+    })
 }
 
 fn persistent_jwt_secret(dir: &std::path::Path) -> Result<String> {

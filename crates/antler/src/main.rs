@@ -40,7 +40,8 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Manage API keys (kept hashed in `<data dir>/auth.db`).
+    /// Manage API keys (kept hashed where the accounts live: `<data dir>/auth.db` with SQLite,
+    /// the shared database with PostgreSQL / MySQL).
     Keys {
         #[command(subcommand)]
         action: KeysAction,
@@ -177,8 +178,7 @@ async fn keys(cfg: Config, action: KeysAction) -> Result<()> {
     let mut auth_cfg = cfg.auth.clone();
     // Key management works whatever the serving mode is.
     auth_cfg.mode = antler_auth::AuthMode::ApiKey;
-    let auth = antler_auth::Auth::new(auth_cfg, std::sync::Arc::new(store))
-        .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    let auth = antler_auth::Auth::new(auth_cfg, store).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     match action {
         KeysAction::Create { user, name, admin } => {
             let mut user = auth

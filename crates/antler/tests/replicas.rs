@@ -305,3 +305,70 @@ fn concurrent_runs_over_three_replicas_run_exactly_once() {
     }
     assert_eq!(total, CLIENTS * PER_CLIENT);
 }
+
+/// `auth.mode: local` on two replicas: the accounts and the session secret live in the shared
+/// database, so a user registered on A logs in on B, and A's session token works on B.
+#[test]
+fn accounts_and_sessions_are_shared_by_replicas() {
+    let Some((config, _db)) = cluster_config() else {
+        return;
+    };
+    let config = format!("{config}auth:\n  mode: local\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Proc::start(tmp.path(), "a", &config);
+    let b = Proc::start(tmp.path(), "b", &config);
+    let r = http()
+        .post(format!("{}/api/v1/auth/register", a.url))
+        .json(&json!({"email": "eve@example.com", "password": "a fine long password"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let token = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("access_token="))
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let bearer = format!("Bearer {token}");
+    // A's session on B
+    let me = http()
+        .get(format!("{}/api/v1/auth/me", b.url))
+        .header("authorization", &bearer)
+        .send()
+        .unwrap();
+    assert_eq!(me.status().as_u16(), 200);
+    let me: Value = me.json().unwrap();
+    assert_eq!(me["email"], "eve@example.com", "{me}");
+    // the account registered on A logs in on B
+    let login = http()
+        .post(format!("{}/api/v1/auth/login/local", b.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=eve%40example.com&password=a+fine+long+password")
+        .send()
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    // what eve creates on A is hers on B, and nobody's without credentials
+    let thread: Value = http()
+        .post(format!("{}/threads", a.url))
+        .header("authorization", &bearer)
+        .json(&json!({}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let tid = thread["thread_id"].as_str().unwrap();
+    let seen = http()
+        .get(format!("{}/threads/{tid}", b.url))
+        .header("authorization", &bearer)
+        .send()
+        .unwrap();
+    assert_eq!(seen.status().as_u16(), 200);
+    let anon = http()
+        .get(format!("{}/threads/{tid}", b.url))
+        .send()
+        .unwrap();
+    assert_eq!(anon.status().as_u16(), 401);
+}

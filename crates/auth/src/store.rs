@@ -1,5 +1,6 @@
-//! The [`AuthStore`] boundary: users and API keys. Implementations: [`crate::MemoryAuthStore`]
-//! and [`crate::SqliteAuthStore`]; both run the same conformance suite (`tests/store.rs`).
+//! The [`AuthStore`] boundary: users and API keys. Implementations: [`crate::MemoryAuthStore`],
+//! [`crate::SqliteAuthStore`] and the shared-database ones in [`crate::shared`]; all run the
+//! same conformance suite (`tests/store.rs`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -40,4 +41,10 @@ pub trait AuthStore: Send + Sync {
     async fn list_api_keys(&self, user_id: Option<&str>) -> AuthResult<Vec<ApiKey>>;
     /// Marks a key revoked (once); false when it does not exist or was already revoked.
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> AuthResult<bool>;
+    /// A deployment-wide secret kept by the store: the value stored under `name`, storing
+    /// `candidate` first if there is none (the first caller's value wins, for every replica).
+    /// `None` when the store is not shared between processes (the caller keeps its own).
+    async fn shared_secret(&self, _name: &str, _candidate: &str) -> AuthResult<Option<String>> {
+        Ok(None)
+    }
 }

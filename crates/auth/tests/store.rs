@@ -320,3 +320,234 @@ fn trusted_header_needs_the_secret() {
             .is_err()
     );
 }
+
+// ------------------------------------------------------------- shared databases
+
+/// A database of its own on the server at `base` (PostgreSQL or MySQL URL ending in
+/// `/<db>`), dropped when the guard goes; `None` (skip) when the server is unreachable outside
+/// CI (with `CI=true` that is a failure).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+struct PrivateDb {
+    admin: String,
+    name: String,
+    url: String,
+    postgres: bool,
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl PrivateDb {
+    async fn create(env: &str, default: &str) -> Option<Self> {
+        use sqlx::Connection as _;
+        let base = std::env::var(env)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| default.to_string());
+        let postgres = base.starts_with("postgres");
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "antler_auth_t_{}_{}",
+            std::process::id(),
+            stamp % 1_000_000_000
+        );
+        let url = format!(
+            "{}/{name}",
+            base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b)
+        );
+        let made = if postgres {
+            #[cfg(feature = "postgres")]
+            {
+                match sqlx::PgConnection::connect(&base).await {
+                    Ok(mut c) => {
+                        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                            .execute(&mut c)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                Err("postgres feature off".to_string())
+            }
+        } else {
+            #[cfg(feature = "mysql")]
+            {
+                match sqlx::MySqlConnection::connect(&base).await {
+                    Ok(mut c) => {
+                        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                            .execute(&mut c)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            #[cfg(not(feature = "mysql"))]
+            {
+                Err("mysql feature off".to_string())
+            }
+        };
+        if let Err(e) = made {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{env} ({base}) unusable and CI=true: {e}"
+            );
+            eprintln!("NOTICE: {base} unusable ({e}); skipping");
+            return None;
+        }
+        Some(Self {
+            admin: base,
+            name,
+            url,
+            postgres,
+        })
+    }
+
+    async fn drop_db(self) {
+        use sqlx::Connection as _;
+        let sql = if self.postgres {
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)
+        } else {
+            format!("DROP DATABASE IF EXISTS {}", self.name)
+        };
+        #[cfg(feature = "postgres")]
+        if self.postgres
+            && let Ok(mut c) = sqlx::PgConnection::connect(&self.admin).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut c)
+                .await;
+        }
+        #[cfg(feature = "mysql")]
+        if !self.postgres
+            && let Ok(mut c) = sqlx::MySqlConnection::connect(&self.admin).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
+        }
+    }
+}
+
+/// Conformance, the account flows, and what makes the store shared: a second store on the same
+/// database (another replica) sees the accounts and the same session secret, and of two
+/// replicas initializing at once exactly one creates the first admin.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn shared_store_suite<S, F, Fut>(db: PrivateDb, connect: F)
+where
+    S: AuthStore + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = antler_auth::AuthResult<S>>,
+{
+    conformance(Arc::new(connect(db.url.clone()).await.unwrap())).await;
+    db.drop_db().await;
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn shared_replicas_suite<S, F, Fut>(db: PrivateDb, connect: F)
+where
+    S: AuthStore + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = antler_auth::AuthResult<S>>,
+{
+    let a: Arc<dyn AuthStore> = Arc::new(connect(db.url.clone()).await.unwrap());
+    // migrations are idempotent: a second replica connects to the migrated database
+    let b: Arc<dyn AuthStore> = Arc::new(connect(db.url.clone()).await.unwrap());
+    account_flows(a.clone()).await;
+    let users = b.list_users().await.unwrap();
+    assert!(!users.is_empty(), "replica b sees replica a's accounts");
+    // one session secret for the deployment: the first stored wins
+    let sa = a
+        .shared_secret("jwt_secret", "secret-from-a")
+        .await
+        .unwrap();
+    let sb = b
+        .shared_secret("jwt_secret", "secret-from-b")
+        .await
+        .unwrap();
+    assert_eq!(sa.as_deref(), Some("secret-from-a"));
+    assert_eq!(sb, sa);
+    db.drop_db().await;
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn first_admin_race<S, F, Fut>(db: PrivateDb, connect: F)
+where
+    S: AuthStore + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = antler_auth::AuthResult<S>>,
+{
+    let a: Arc<dyn AuthStore> = Arc::new(connect(db.url.clone()).await.unwrap());
+    let b: Arc<dyn AuthStore> = Arc::new(connect(db.url.clone()).await.unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.create_first_admin(&user(
+                &format!("admin{i}"),
+                &format!("admin{i}@x"),
+                Role::Admin,
+            ))
+            .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(AuthError::AlreadyInitialized) => {}
+            Err(e) => panic!("unexpected: {e:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one first admin");
+    let admins = a
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.role == Role::Admin)
+        .count();
+    assert_eq!(admins, 1);
+    db.drop_db().await;
+}
+
+#[cfg(feature = "postgres")]
+const PG_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+#[cfg(feature = "mysql")]
+const MYSQL_DEFAULT: &str = "mysql://root@127.0.0.1:3306/test";
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms_and_is_shared() {
+    use antler_auth::PgAuthStore;
+    let connect = |u: String| async move { PgAuthStore::connect(&u).await };
+    if let Some(db) = PrivateDb::create("ANTLER_TEST_POSTGRES_URL", PG_DEFAULT).await {
+        shared_store_suite(db, connect).await;
+    }
+    if let Some(db) = PrivateDb::create("ANTLER_TEST_POSTGRES_URL", PG_DEFAULT).await {
+        shared_replicas_suite(db, connect).await;
+    }
+    if let Some(db) = PrivateDb::create("ANTLER_TEST_POSTGRES_URL", PG_DEFAULT).await {
+        first_admin_race(db, connect).await;
+    }
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_store_conforms_and_is_shared() {
+    use antler_auth::MysqlAuthStore;
+    let connect = |u: String| async move { MysqlAuthStore::connect(&u).await };
+    if let Some(db) = PrivateDb::create("ANTLER_TEST_MYSQL_URL", MYSQL_DEFAULT).await {
+        shared_store_suite(db, connect).await;
+    }
+    if let Some(db) = PrivateDb::create("ANTLER_TEST_MYSQL_URL", MYSQL_DEFAULT).await {
+        shared_replicas_suite(db, connect).await;
+    }
+    if let Some(db) = PrivateDb::create("ANTLER_TEST_MYSQL_URL", MYSQL_DEFAULT).await {
+        first_admin_race(db, connect).await;
+    }
+}
