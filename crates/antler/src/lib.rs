@@ -115,6 +115,35 @@ pub async fn open_auth_store(cfg: &Config) -> Result<Arc<dyn antler_auth::AuthSt
     })
 }
 
+/// Name of the lock file that keeps a SQLite data directory to one server.
+pub const LOCK_FILE: &str = "antler.lock";
+
+/// Takes the exclusive lock of a SQLite data directory (`<dir>/antler.lock`, an advisory
+/// file lock the OS releases when the process ends): a second server on the same directory
+/// is refused at once, even when both start at the same instant.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another antler server is using the data directory {} (SQLite is one server's \
+             database; use PostgreSQL or MySQL with the Redis stream bridge to run replicas)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 fn persistent_jwt_secret(dir: &std::path::Path) -> Result<String> {
     let path = dir.join(JWT_SECRET_FILE);
     if let Ok(s) = std::fs::read_to_string(&path) {
@@ -350,6 +379,12 @@ pub async fn start(cfg: Config) -> Result<Server> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    // One server per SQLite data directory, enforced by the OS (released when the process
+    // ends, however it ends); the replica registry below covers the shared databases.
+    let data_dir_lock = match cfg.backend {
+        Backend::Sqlite => Some(lock_data_dir(&cfg.sqlite_dir)?),
+        _ => None,
+    };
     let stores = open_stores(&cfg).await?;
     let bridge: Arc<dyn StreamBridge> = match &cfg.redis_bridge {
         Some(rc) => {
@@ -436,6 +471,8 @@ pub async fn start(cfg: Config) -> Result<Server> {
     let deadline = runtime.config().shutdown_grace + Duration::from_secs(5);
     let shutdown_token = runtime.shutdown_token();
     let task = tokio::spawn(async move {
+        // held until the server has stopped
+        let _data_dir_lock = data_dir_lock;
         tokio::select! {
             r = server => r.context("server error")?,
             _ = async {

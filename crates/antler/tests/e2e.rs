@@ -810,3 +810,14 @@ async fn run_events_backends_jsonl_and_memory() {
         app.stop().await;
     }
 }
+
+#[test]
+fn a_sqlite_data_dir_serves_one_server_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = antler::lock_data_dir(dir.path()).expect("first server");
+    let err = format!("{:#}", antler::lock_data_dir(dir.path()).unwrap_err());
+    assert!(err.contains("another antler server"), "{err}");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    drop(first);
+    antler::lock_data_dir(dir.path()).expect("free again once the first one stopped");
+}

@@ -364,13 +364,11 @@ impl Runtime {
         };
         self.stores.runs.heartbeat_replica(&me).await?;
         if !shareable {
-            // Two servers started at the same instant both found the registry empty: now that
-            // both entries are in, the one that registered later (by start time, then id) leaves.
-            let first = self
-                .live_replicas(&me.host)
-                .await?
-                .into_iter()
-                .find(|o| (o.started_at, &o.replica_id) < (me.started_at, &me.replica_id));
+            // Two servers started at the same instant may both have found the registry empty.
+            // Now that our entry is in, look again: whoever sees another entry leaves. Of two
+            // simultaneous starts at least one sees the other, so they never both stay (both
+            // may leave; starting again then finds the registry clear).
+            let first = self.live_replicas(&me.host).await?.into_iter().next();
             if let Some(other) = first {
                 let _ = self
                     .stores

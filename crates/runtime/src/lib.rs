@@ -745,9 +745,8 @@ impl Runtime {
                 _ => {}
             }
         }
-        self.stores.runs.put(&run).await?;
-        // any replica with room may take it now rather than at its next poll
-        self.bridge.wake_replica(None).await;
+        // The stream begins before the row exists: once the row is in, any replica may claim
+        // and run it, and its first event must be this `metadata`.
         self.publish(
             &run.run_id,
             &thread_stream_id(&thread.thread_id),
@@ -755,6 +754,10 @@ impl Runtime {
             &json!({"run_id": run.run_id, "attempt": 1}),
         )
         .await;
+        if let Err(e) = self.stores.runs.put(&run).await {
+            self.bridge.cleanup(&run.run_id, Duration::ZERO).await;
+            return Err(e.into());
+        }
         if !created_now {
             let mut meta = Map::new();
             if !thread.metadata.contains_key("graph_id") {
@@ -780,6 +783,9 @@ impl Runtime {
         self.counters
             .created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Any replica with room may take it now rather than at its next poll (only now: its
+        // stream must begin with the `metadata` published above).
+        self.bridge.wake_replica(None).await;
         Ok(CreatedRun { run, request })
     }
 
@@ -1150,6 +1156,10 @@ impl Runtime {
     /// long ago (built from the run row and the thread).
     pub async fn wait_run(&self, owner: &str, run_id: &str) -> Result<RunResult, RuntimeError> {
         let mut delay = Duration::from_millis(100);
+        // A run executing elsewhere ends its stream right after its final row write: following
+        // the (shared) stream wakes this wait at once; the row polls are the fallback.
+        let mut stream: Option<antler_bridge::Subscription> = None;
+        let mut subscribed = false;
         loop {
             let handle = self.live.lock().runs.get(run_id).cloned();
             if let Some(h) = handle.filter(|h| h.owner == owner) {
@@ -1166,9 +1176,32 @@ impl Runtime {
             if !run.status.is_active() || self.shutdown.is_cancelled() {
                 return self.result_from_rows(owner, &run).await;
             }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => {}
-                _ = tokio::time::sleep(delay) => {}
+            if !subscribed {
+                subscribed = true;
+                let last = self.bridge.latest_event_id(run_id).await;
+                stream = self.bridge.subscribe(run_id, last.as_deref()).await.ok();
+            }
+            let stream_end = async {
+                match stream.as_mut() {
+                    Some(sub) => {
+                        while let Some(item) = futures::StreamExt::next(sub).await {
+                            if matches!(item, antler_bridge::BridgeItem::End) {
+                                return true;
+                            }
+                        }
+                        false
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let closed = tokio::select! {
+                _ = self.shutdown.cancelled() => false,
+                ended = stream_end => !ended,
+                _ = tokio::time::sleep(delay) => false,
+            };
+            if closed {
+                // the subscription ended without the run's end (gap, bridge trouble): poll
+                stream = None;
             }
             delay = (delay * 2).min(Duration::from_secs(1));
         }
