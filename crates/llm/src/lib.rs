@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod fake;
 pub mod mcp;
+mod mcp_sse;
 pub mod openai;
 pub mod sse;
 pub mod tools;

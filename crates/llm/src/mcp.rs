@@ -2,7 +2,8 @@
 //! `rmcp` SDK) whose tools become [`Tool`]s of the `lead_agent`.
 //!
 //! - Transports: a child process speaking newline-delimited JSON-RPC on stdio
-//!   ([`McpTransport::Stdio`]), or streamable HTTP ([`McpTransport::Http`], `http://` or `https://`).
+//!   ([`McpTransport::Stdio`]), streamable HTTP ([`McpTransport::Http`], `http://` or `https://`),
+//!   or the legacy HTTP+SSE transport ([`McpTransport::Sse`], see `mcp_sse`).
 //! - [`McpHub::start`] connects to every server at once, each bounded by its connect timeout,
 //!   lists its tools and wraps each as an [`McpTool`]. A server that cannot be started,
 //!   initialized or listed is reported in [`McpHub::failures`] (the caller logs a warning naming
@@ -58,6 +59,14 @@ pub enum McpTransport {
         /// Extra environment variables (added to the server's own environment).
         env: BTreeMap<String, String>,
     },
+    /// The legacy HTTP+SSE transport (protocol 2024-11-05; DeerFlow's `type: sse`): an event
+    /// stream at `url` announcing the endpoint messages are POSTed to.
+    Sse {
+        /// Event-stream URL (`http://...` or `https://...`).
+        url: String,
+        /// Extra HTTP headers sent with every request.
+        headers: BTreeMap<String, String>,
+    },
     /// A streamable-HTTP endpoint.
     Http {
         /// Endpoint URL (`http://...` or `https://...`, verified against the system roots).
@@ -79,6 +88,11 @@ impl std::fmt::Debug for McpTransport {
                 .finish(),
             McpTransport::Http { url, headers } => f
                 .debug_struct("Http")
+                .field("url", url)
+                .field("headers", &headers.keys().collect::<Vec<_>>())
+                .finish(),
+            McpTransport::Sse { url, headers } => f
+                .debug_struct("Sse")
                 .field("url", url)
                 .field("headers", &headers.keys().collect::<Vec<_>>())
                 .finish(),
@@ -322,6 +336,15 @@ async fn connect(server: McpServerConfig) -> Result<Session, String> {
                     }
                 });
             }
+            ().serve(transport)
+                .await
+                .map_err(|e| format!("initialize failed: {e}"))?
+        }
+        McpTransport::Sse { url, headers } => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("url '{url}': must be an http:// or https:// URL"));
+            }
+            let transport = crate::mcp_sse::connect(url, headers).await?;
             ().serve(transport)
                 .await
                 .map_err(|e| format!("initialize failed: {e}"))?

@@ -150,3 +150,56 @@ async fn a_server_that_does_not_speak_mcp_is_a_failure() {
     assert!(hub.failures()[0].error.contains("no answer within 0.5 s"));
     assert_eq!(hub.tool_names(None), vec!["echo", "fail", "sleep"]);
 }
+
+/// The legacy HTTP+SSE transport (DeerFlow's `type: sse`) against the fixture in `--sse` mode:
+/// listing and calls over the event stream, and a clean failure (no hang) once the server is
+/// gone.
+#[tokio::test]
+async fn legacy_sse_servers_are_listed_and_called() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("python3")
+        .arg(fixture())
+        .arg("--sse")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected fixture output: {line}"));
+    let mut server = McpServerConfig::new(
+        "legacy",
+        McpTransport::Sse {
+            url: format!("http://127.0.0.1:{port}/sse"),
+            headers: BTreeMap::from([("X-Antler-Test".to_string(), "1".to_string())]),
+        },
+    );
+    server.call_timeout = Duration::from_secs(5);
+    let hub = McpHub::start(vec![server], &[]);
+    assert!(hub.failures().is_empty(), "{:?}", hub.failures());
+    assert_eq!(hub.tool_names(None), vec!["echo", "fail", "sleep"]);
+    let ctx = ToolContext::new("t-sse", CancellationToken::new());
+    let echo = tool(&hub, "echo");
+    assert_eq!(
+        echo.call(json!({"text": "over sse"}), &ctx).await.unwrap(),
+        "over sse"
+    );
+    let err = tool(&hub, "fail").call(json!({}), &ctx).await.unwrap_err();
+    assert_eq!(err.0, "the fail tool failed on purpose");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let started = std::time::Instant::now();
+    let gone = echo.call(json!({"text": "anyone?"}), &ctx).await;
+    assert!(gone.is_err(), "{gone:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a dead server fails the call instead of hanging"
+    );
+}

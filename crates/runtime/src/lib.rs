@@ -211,7 +211,9 @@ pub struct Runtime {
     live: Mutex<Registry>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    http: reqwest::Client,
+    /// The webhook client, built on the first webhook (a TLS client loads the system's root
+    /// certificates: megabytes a server without webhooks does not need).
+    http: std::sync::OnceLock<reqwest::Client>,
     counters: Counters,
     /// In-memory rows of ephemeral runs (stateless runs with `on_completion: delete`): nothing
     /// of them outlives the run, so they never touch the database.
@@ -275,7 +277,7 @@ impl Runtime {
             live: Mutex::new(Registry::default()),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
-            http: reqwest::Client::new(),
+            http: std::sync::OnceLock::new(),
             counters: Counters::default(),
             system_assistants: parking_lot::RwLock::new(HashMap::new()),
             ephemeral: Stores::memory(),

@@ -13,9 +13,9 @@ impl Runtime {
         };
         let attempts = self.config.webhook_attempts.max(1);
         let mut delay = Duration::from_millis(200);
+        let http = self.http.get_or_init(reqwest::Client::new);
         for attempt in 1..=attempts {
-            let sent = self
-                .http
+            let sent = http
                 .post(&url)
                 .timeout(Duration::from_secs(10))
                 .json(&body)

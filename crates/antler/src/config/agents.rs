@@ -429,8 +429,8 @@ fn parse_agent(
 }
 
 /// `mcp_servers: {name: {...}}` (DeerFlow's `mcpServers` entries): `type: stdio` with
-/// `command` / `args` / `env`, or `type: http` (also `sse`, `streamable_http`) with `url` /
-/// `headers`; without `type` it follows from `command` or `url`. `enabled: false` skips an
+/// `command` / `args` / `env`, `type: http` (also `streamable_http`) with `url` / `headers`,
+/// or `type: sse` (the legacy HTTP+SSE transport) with `url` / `headers`; without `type` it follows from `command` or `url`. `enabled: false` skips an
 /// entry; `timeout_seconds` (default 60) bounds one tool call and `connect_timeout_seconds`
 /// (default 10) the start.
 fn parse_mcp_servers(r: &mut Reader<'_>, v: &Value, w: &mut WorkspaceConfig) -> Result<()> {
@@ -471,6 +471,7 @@ fn parse_mcp_servers(r: &mut Reader<'_>, v: &Value, w: &mut WorkspaceConfig) -> 
         let kind = get_str(m, &path, "type")?.or(get_str(m, &path, "transport")?);
         let command = get_str(m, &path, "command")?.filter(|c| !c.is_empty());
         let url = get_str(m, &path, "url")?.filter(|u| !u.is_empty());
+        let sse = kind.as_deref() == Some("sse");
         let stdio = match (kind.as_deref(), &command, &url) {
             (Some("stdio"), _, _) => true,
             (Some("http" | "sse" | "streamable_http" | "streamable-http"), _, _) => false,
@@ -501,9 +502,11 @@ fn parse_mcp_servers(r: &mut Reader<'_>, v: &Value, w: &mut WorkspaceConfig) -> 
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("config '{path}.url': '{url}' is not an http(s) URL");
             }
-            McpTransport::Http {
-                url,
-                headers: string_map(m, &path, "headers")?,
+            let headers = string_map(m, &path, "headers")?;
+            if sse {
+                McpTransport::Sse { url, headers }
+            } else {
+                McpTransport::Http { url, headers }
             }
         };
         let mut server = McpServerConfig::new(name.clone(), transport);
@@ -621,6 +624,19 @@ mod tests {
             matches!(&m[1].transport, McpTransport::Http { headers, .. } if headers["Authorization"] == "Bearer x")
         );
         assert_eq!(cfg.workspace.mcp_disabled, vec!["old"]);
+        let legacy = parse(
+            "mcp_servers:\n  legacy:\n    type: sse\n    url: https://mcp.example/sse\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            legacy.workspace.mcp_servers[0].transport,
+            McpTransport::Sse {
+                url: "https://mcp.example/sse".into(),
+                headers: BTreeMap::new(),
+            },
+            "type: sse is the legacy HTTP+SSE transport"
+        );
         assert_eq!(
             cfg.agents[0].mcp_servers,
             Some(vec!["fs".to_string(), "old".to_string()])
