@@ -576,6 +576,14 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 ),
             }
         }
+        if let Some(n) = get_u64(s, "run_events", "max_trace_content")? {
+            if !(256..=10_485_760).contains(&n) {
+                bail!(
+                    "config 'run_events.max_trace_content' must be between 256 and 10485760 bytes, got {n}"
+                );
+            }
+            cfg.runtime.max_trace_content = n as usize;
+        }
         if let Some(n) = get_u64(s, "run_events", "batch_size")? {
             if n == 0 {
                 bail!("config 'run_events.batch_size' must be at least 1");
@@ -777,6 +785,17 @@ mod tests {
         );
         assert!(substitute("x: ${NOPE}", &env).is_err());
         assert_eq!(substitute("price: 5$", &env).unwrap(), "price: 5$");
+    }
+
+    #[test]
+    fn run_events_trace_limit_is_configurable_and_bounded() {
+        let cfg = parse("run_events:\n  max_trace_content: 4096\n", &env).unwrap();
+        assert_eq!(cfg.runtime.max_trace_content, 4096);
+        assert_eq!(parse("", &env).unwrap().runtime.max_trace_content, 10_240);
+        let err = parse("run_events:\n  max_trace_content: 10\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_trace_content"), "{err}");
     }
 
     #[test]

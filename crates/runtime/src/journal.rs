@@ -21,8 +21,6 @@ use crate::{RunCreate, Runtime};
 
 /// Longest text kept for `last_ai_message` / `first_human_message`.
 const MAX_TEXT: usize = 2000;
-/// Trace content longer than this is truncated (seeds: 10,240).
-const MAX_TRACE_BYTES: usize = 10_240;
 /// Progress snapshots are written at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -32,6 +30,9 @@ pub(crate) struct Journal {
     thread_id: String,
     run_id: String,
     batch_size: usize,
+    /// Content of non-message events longer than this (as JSON) is truncated
+    /// (`run_events.max_trace_content`).
+    max_trace: usize,
     persist: bool,
     buffer: Vec<NewRunEvent>,
     counters: RunCompletion,
@@ -86,6 +87,27 @@ fn caller_of(msg: &Value) -> &str {
     }
 }
 
+/// DeerFlow's trace truncation: content whose JSON is longer than `limit` bytes becomes the
+/// first `limit` bytes of that JSON (on a character boundary), marked in the metadata with
+/// `content_truncated` and `original_content_length`.
+fn truncate_trace(content: Value, mut metadata: Value, limit: usize) -> (Value, Value) {
+    let Ok(s) = serde_json::to_string(&content) else {
+        return (content, metadata);
+    };
+    if s.len() <= limit {
+        return (content, metadata);
+    }
+    let mut end = limit;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Value::Object(m) = &mut metadata {
+        m.insert("content_truncated".into(), json!(true));
+        m.insert("original_content_length".into(), json!(s.len()));
+    }
+    (Value::String(s[..end].to_string()), metadata)
+}
+
 impl Journal {
     /// `persist: false` keeps the counters but writes no run events (ephemeral runs).
     pub(crate) fn new(rt: &Arc<Runtime>, run: &Run, request: &RunCreate, persist: bool) -> Self {
@@ -116,6 +138,7 @@ impl Journal {
             thread_id: run.thread_id.clone(),
             run_id: run.run_id.clone(),
             batch_size: rt.config().event_batch_size.max(1),
+            max_trace: rt.config().max_trace_content,
             persist,
             buffer: Vec::new(),
             counters,
@@ -130,6 +153,11 @@ impl Journal {
         if !self.persist {
             return;
         }
+        let (content, metadata) = if category == "message" {
+            (content, metadata)
+        } else {
+            truncate_trace(content, metadata, self.max_trace)
+        };
         let mut ev = NewRunEvent::new(&self.thread_id, &self.run_id, event_type, category, content);
         ev.metadata = metadata;
         self.buffer.push(ev);
@@ -309,19 +337,8 @@ impl Journal {
     pub(crate) async fn finish(mut self, status: RunStatus, error: Option<&Value>) {
         match status {
             RunStatus::Error | RunStatus::Timeout => {
-                let mut content = error.cloned().unwrap_or(Value::Null);
-                let mut meta = json!({});
-                if let Ok(s) = serde_json::to_string(&content)
-                    && s.len() > MAX_TRACE_BYTES
-                {
-                    meta = json!({"content_truncated": true, "original_content_length": s.len()});
-                    let mut end = MAX_TRACE_BYTES;
-                    while !s.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    content = Value::String(s[..end].to_string());
-                }
-                self.push("run.error", "error", content, meta);
+                let content = error.cloned().unwrap_or(Value::Null);
+                self.push("run.error", "error", content, json!({}));
             }
             _ => {
                 let content = json!({"status": status.as_str()});
@@ -329,5 +346,22 @@ impl Journal {
             }
         }
         self.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_content_is_cut_at_the_limit_on_a_char_boundary() {
+        let (c, m) = truncate_trace(json!({"a": "é".repeat(10)}), json!({"node": "x"}), 12);
+        let s = c.as_str().unwrap();
+        assert!(s.len() <= 12 && s.starts_with("{\"a\":\""), "{s}");
+        assert_eq!(m["content_truncated"], true);
+        assert_eq!(m["original_content_length"], 28);
+        assert_eq!(m["node"], "x");
+        let (c, m) = truncate_trace(json!("short"), json!({}), 12);
+        assert_eq!((c, m), (json!("short"), json!({})));
     }
 }

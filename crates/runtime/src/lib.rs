@@ -89,6 +89,9 @@ pub struct RuntimeConfig {
     pub api_url: String,
     /// Events buffered before a batch append to the run-event store.
     pub event_batch_size: usize,
+    /// Run-event content (other than messages) longer than this many bytes of JSON is
+    /// truncated (`run_events.max_trace_content`, DeerFlow's 10,240).
+    pub max_trace_content: usize,
     /// This process's id as the owner of runs (`runs.worker_id`); unique per process.
     pub worker_id: String,
     /// How long a run's lease lasts without a heartbeat; after that another process may
@@ -118,6 +121,7 @@ impl Default for RuntimeConfig {
             webhook_attempts: 3,
             api_url: "http://127.0.0.1:8123".into(),
             event_batch_size: 20,
+            max_trace_content: 10_240,
             worker_id: format!("antler-{}", uuid::Uuid::new_v4().simple()),
             lease_ttl: Duration::from_secs(30),
             recovery: Recovery::Resume,
