@@ -539,8 +539,10 @@ impl Runtime {
             && !ephemeral
             && !created_now
             && !self.config.exclusive
-            && strategy != MultitaskStrategy::Enqueue
-        {
+            && matches!(
+                strategy,
+                MultitaskStrategy::Interrupt | MultitaskStrategy::Rollback
+            ) {
             self.stores
                 .runs
                 .active_for_thread(&thread.thread_id)
@@ -549,9 +551,6 @@ impl Runtime {
         } else {
             None
         };
-        if remote_active.is_some() && strategy == MultitaskStrategy::Reject {
-            return Err(RuntimeError::Conflict(REJECT_MESSAGE.into()));
-        }
 
         // The multitask decision and the registration of the new run happen under the registry
         // lock, so two concurrent creates on one thread cannot both see it idle.
@@ -595,20 +594,24 @@ impl Runtime {
             };
             (to_cancel, prev)
         };
-        if let Err(e) = rows.runs.put(&run).await {
-            self.forget(&handle);
-            handle.done.send_replace(Some(RunResult::RolledBack));
-            return Err(e.into());
-        }
-        if strategy == MultitaskStrategy::Reject
+        // `reject` on a shared database: the thread's active run may execute on another
+        // replica, so the database decides, atomically with the insert.
+        let inserted = if strategy == MultitaskStrategy::Reject
             && !ephemeral
             && !created_now
             && !self.config.exclusive
-            && let Err(e) = self.reject_if_preceded(&run).await
         {
+            match rows.runs.put_if_idle(&run).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(RuntimeError::Conflict(REJECT_MESSAGE.into())),
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            rows.runs.put(&run).await.map_err(RuntimeError::from)
+        };
+        if let Err(e) = inserted {
             self.forget(&handle);
             handle.done.send_replace(Some(RunResult::RolledBack));
-            let _ = self.stores.runs.delete(owner, &run_id).await;
             return Err(e);
         }
         let thread_stream = if ephemeral {
@@ -675,30 +678,6 @@ impl Runtime {
         };
         self.tracker.spawn(async move { rt.execute(job).await });
         Ok(CreatedRun { run, request })
-    }
-
-    /// `reject` on a shared database, after the new run's row is written: another replica may
-    /// have accepted a run of the thread between our check and our insert. The run that is
-    /// active first keeps the thread; a later one is rejected. (Two creates whose checks both
-    /// run before either insert commits can still both be accepted: the later one then waits
-    /// for the earlier one, as with `enqueue`.)
-    async fn reject_if_preceded(&self, run: &Run) -> Result<(), RuntimeError> {
-        let first = self.stores.runs.active_for_thread(&run.thread_id).await?;
-        match first {
-            Some(other)
-                if other.run_id != run.run_id
-                    && other.cancel_requested.is_none()
-                    && self
-                        .live
-                        .lock()
-                        .runs
-                        .get(&other.run_id)
-                        .is_none_or(|h| h.cancel_action().is_none()) =>
-            {
-                Err(RuntimeError::Conflict(REJECT_MESSAGE.into()))
-            }
-            _ => Ok(()),
-        }
     }
 
     /// Whether this process may start one more run now (`max_concurrent_runs`).

@@ -22,6 +22,7 @@ pub async fn run_all(stores: &Stores) {
     run_leases(stores).await;
     run_queue(stores).await;
     run_cancel_requests(stores).await;
+    run_put_if_idle(stores).await;
     replicas(stores).await;
     run_events(stores).await;
     feedback(stores).await;
@@ -1317,6 +1318,69 @@ pub async fn run_queue(stores: &Stores) {
 
 /// Durable cancel requests: recorded on active runs only, first action wins, listed for the
 /// owning worker in one query.
+/// `put_if_idle`: inserts only while no other run of the thread is active without a cancel
+/// request, and of concurrent callers on an idle thread exactly one inserts.
+pub async fn run_put_if_idle(stores: &Stores) {
+    let s = &stores.runs;
+    let x = sfx();
+    let owner = format!("idle-{x}");
+    let tid = format!("it-{x}");
+    ok(
+        stores
+            .threads
+            .create(&owner, Thread::new(&tid, Map::new()))
+            .await,
+        "thread",
+    );
+    let a = Run::new(format!("ia-{x}"), &tid, "asst", &owner);
+    assert!(ok(s.put_if_idle(&a).await, "idle thread"));
+    let b = Run::new(format!("ib-{x}"), &tid, "asst", &owner);
+    assert!(!ok(s.put_if_idle(&b).await, "busy"), "a is pending");
+    assert!(
+        ok(s.get(&owner, &b.run_id).await, "get").is_none(),
+        "a refused put writes nothing"
+    );
+    // a run being cancelled does not hold the thread
+    assert!(ok(
+        s.request_cancel(&a.run_id, "interrupt").await,
+        "cancel a"
+    ));
+    assert!(ok(s.put_if_idle(&b).await, "a is being cancelled"));
+    assert!(ok(
+        s.transition(&b.run_id, &[RunStatus::Pending], RunStatus::Success, None)
+            .await,
+        "b done"
+    ));
+    // finished runs do not hold it either
+    let c = Run::new(format!("ic-{x}"), &tid, "asst", &owner);
+    assert!(ok(
+        s.put_if_idle(&c).await,
+        "only finished / cancelled runs"
+    ));
+    // another thread is unaffected
+    let tid2 = format!("it2-{x}");
+    ok(
+        stores
+            .threads
+            .create(&owner, Thread::new(&tid2, Map::new()))
+            .await,
+        "thread 2",
+    );
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let runs = stores.runs.clone();
+        let run = Run::new(format!("ir{i}-{x}"), &tid2, "asst", &owner);
+        tasks.push(tokio::spawn(async move { runs.put_if_idle(&run).await }));
+    }
+    let mut inserted = 0;
+    for t in tasks {
+        if ok(t.await.expect("task"), "concurrent put_if_idle") {
+            inserted += 1;
+        }
+    }
+    assert_eq!(inserted, 1, "exactly one of concurrent callers inserts");
+}
+
 pub async fn run_cancel_requests(stores: &Stores) {
     let s = &stores.runs;
     let x = sfx();

@@ -497,15 +497,7 @@ impl MemoryRunStore {
         v
     }
 
-    fn modify(&self, run_id: &str, f: impl FnOnce(&mut Run) -> bool) -> bool {
-        self.rows.write().by_id.get_mut(run_id).is_some_and(f)
-    }
-}
-
-#[async_trait::async_trait]
-impl RunStore for MemoryRunStore {
-    async fn put(&self, run: &Run) -> StoreResult<()> {
-        let mut rows = self.rows.write();
+    fn insert_locked(rows: &mut RunRows, run: &Run) -> StoreResult<()> {
         if rows.by_id.contains_key(&run.run_id) {
             return Err(StoreError::Conflict(format!(
                 "run {} already exists",
@@ -527,6 +519,29 @@ impl RunStore for MemoryRunStore {
             .insert(run.run_id.clone());
         rows.by_id.insert(run.run_id.clone(), run);
         Ok(())
+    }
+
+    fn modify(&self, run_id: &str, f: impl FnOnce(&mut Run) -> bool) -> bool {
+        self.rows.write().by_id.get_mut(run_id).is_some_and(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl RunStore for MemoryRunStore {
+    async fn put(&self, run: &Run) -> StoreResult<()> {
+        let mut rows = self.rows.write();
+        Self::insert_locked(&mut rows, run)
+    }
+
+    async fn put_if_idle(&self, run: &Run) -> StoreResult<bool> {
+        let mut rows = self.rows.write();
+        let busy = rows.of_thread(&run.thread_id).any(|r| {
+            r.run_id != run.run_id && r.status.is_active() && r.cancel_requested.is_none()
+        });
+        if busy {
+            return Ok(false);
+        }
+        Self::insert_locked(&mut rows, run).map(|()| true)
     }
 
     async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>> {

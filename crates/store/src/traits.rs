@@ -302,6 +302,11 @@ pub enum Claim {
 pub trait RunStore: Send + Sync {
     /// Inserts a run (owner = `run.owner`). Conflict if the id exists.
     async fn put(&self, run: &Run) -> StoreResult<()>;
+    /// [`put`](Self::put), only if no other run of the thread is active (pending or running)
+    /// without a cancel request; returns whether the run was inserted. Atomic with respect to
+    /// concurrent calls from any process sharing the database (the thread's row is locked for
+    /// the check): multitask `reject` across replicas.
+    async fn put_if_idle(&self, run: &Run) -> StoreResult<bool>;
     async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>>;
     /// Runs of a thread, newest first.
     async fn list_by_thread(

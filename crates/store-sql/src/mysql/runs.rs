@@ -109,59 +109,101 @@ impl MySqlRunStore {
     }
 }
 
+/// The INSERT of a whole run row (`put`, `put_if_idle`).
+fn insert_stmt(r: &Run) -> Stmt {
+    sqlx::query(
+        "INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \
+         model_name, error, total_input_tokens, total_output_tokens, total_tokens, llm_call_count, \
+         lead_agent_tokens, subagent_tokens, middleware_tokens, message_count, last_ai_message, \
+         first_human_message, temporary, created_at, updated_at, started_at, finished_at, worker_id, lease_expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.run_id)
+    .bind(&r.thread_id)
+    .bind(&r.assistant_id)
+    .bind(&r.owner)
+    .bind(r.status.as_str())
+    .bind(&r.multitask_strategy)
+    .bind(json_map(&r.metadata))
+    .bind(json(&r.kwargs))
+    .bind(&r.model_name)
+    .bind(&r.error)
+    .bind(r.total_input_tokens)
+    .bind(r.total_output_tokens)
+    .bind(r.total_tokens)
+    .bind(r.llm_call_count)
+    .bind(r.lead_agent_tokens)
+    .bind(r.subagent_tokens)
+    .bind(r.middleware_tokens)
+    .bind(r.message_count)
+    .bind(&r.last_ai_message)
+    .bind(&r.first_human_message)
+    .bind(i64::from(r.temporary))
+    .bind(ts(&r.created_at))
+    .bind(ts(&r.updated_at))
+    .bind(ts_opt(&r.started_at))
+    .bind(ts_opt(&r.finished_at))
+    .bind(&r.worker_id)
+    .bind(ts_opt(&r.lease_expires_at))
+}
+
+/// A run as stored: timestamps at microsecond precision.
+fn normalized(run: &Run) -> Run {
+    let mut run = run.clone();
+    run.created_at = time::truncate(run.created_at);
+    run.updated_at = time::truncate(run.updated_at);
+    run.started_at = run.started_at.map(time::truncate);
+    run.finished_at = run.finished_at.map(time::truncate);
+    run.lease_expires_at = run.lease_expires_at.map(time::truncate);
+    run
+}
+
 #[async_trait::async_trait]
 impl RunStore for MySqlRunStore {
+    async fn put_if_idle(&self, run: &Run) -> StoreResult<bool> {
+        let run = normalized(run);
+        let r = &run;
+        self.db
+            .retry(|| async move {
+                let mut tx = self.db.begin().await?;
+                // The thread's row lock serializes the check-and-insert of its runs; the check
+                // is the transaction's first plain read, so its snapshot is taken after the lock
+                // and sees every run committed before it.
+                sqlx::query("SELECT thread_id FROM threads WHERE thread_id = ? FOR UPDATE")
+                    .bind(&r.thread_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let busy = sqlx::query("SELECT 1 FROM runs WHERE thread_id = ? AND run_id <> ? AND status IN ('pending', 'running') AND cancel_requested IS NULL LIMIT 1")
+                    .bind(&r.thread_id)
+                    .bind(&r.run_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .is_some();
+                if busy {
+                    return Ok(false);
+                }
+                insert_stmt(r).execute(&mut *tx).await.map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            })
+            .await
+    }
+
     async fn put(&self, run: &Run) -> StoreResult<()> {
-        let mut run = run.clone();
-        run.created_at = time::truncate(run.created_at);
-        run.updated_at = time::truncate(run.updated_at);
-        run.started_at = run.started_at.map(time::truncate);
-        run.finished_at = run.finished_at.map(time::truncate);
-        run.lease_expires_at = run.lease_expires_at.map(time::truncate);
+        let run = normalized(run);
         let r = &run;
         self.db
             .retry(|| async move {
                 let mut conn = self.db.pool.acquire().await.map_err(map_err)?;
-                let res = sqlx::query(
-                    "INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \
-                     model_name, error, total_input_tokens, total_output_tokens, total_tokens, llm_call_count, \
-                     lead_agent_tokens, subagent_tokens, middleware_tokens, message_count, last_ai_message, \
-                     first_human_message, temporary, created_at, updated_at, started_at, finished_at, worker_id, lease_expires_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&r.run_id)
-                .bind(&r.thread_id)
-                .bind(&r.assistant_id)
-                .bind(&r.owner)
-                .bind(r.status.as_str())
-                .bind(&r.multitask_strategy)
-                .bind(json_map(&r.metadata))
-                .bind(json(&r.kwargs))
-                .bind(&r.model_name)
-                .bind(&r.error)
-                .bind(r.total_input_tokens)
-                .bind(r.total_output_tokens)
-                .bind(r.total_tokens)
-                .bind(r.llm_call_count)
-                .bind(r.lead_agent_tokens)
-                .bind(r.subagent_tokens)
-                .bind(r.middleware_tokens)
-                .bind(r.message_count)
-                .bind(&r.last_ai_message)
-                .bind(&r.first_human_message)
-                .bind(i64::from(r.temporary))
-                .bind(ts(&r.created_at))
-                .bind(ts(&r.updated_at))
-                .bind(ts_opt(&r.started_at))
-                .bind(ts_opt(&r.finished_at))
-                .bind(&r.worker_id)
-                .bind(ts_opt(&r.lease_expires_at))
-                .execute(&mut *conn)
-                .await
-                .map_err(map_err);
+                let res = insert_stmt(r).execute(&mut *conn).await.map_err(map_err);
                 match res {
                     Err(StoreError::Conflict(_)) => {
-                        return Err(StoreError::Conflict(format!("run {} already exists", r.run_id)));
+                        return Err(StoreError::Conflict(format!(
+                            "run {} already exists",
+                            r.run_id
+                        )));
                     }
                     other => other?,
                 };

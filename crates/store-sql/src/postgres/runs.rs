@@ -146,55 +146,92 @@ impl PostgresRunStore {
     }
 }
 
+/// The INSERT of a whole run row (`put`, `put_if_idle`).
+fn insert_stmt(r: &Run) -> Stmt {
+    sqlx::query(
+        "INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \
+         model_name, error, total_input_tokens, total_output_tokens, total_tokens, llm_call_count, \
+         lead_agent_tokens, subagent_tokens, middleware_tokens, message_count, last_ai_message, \
+         first_human_message, temporary, created_at, updated_at, started_at, finished_at, worker_id, lease_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+         $21, $22, $23, $24, $25, $26, $27)",
+    )
+    .bind(r.run_id.clone())
+    .bind(r.thread_id.clone())
+    .bind(r.assistant_id.clone())
+    .bind(r.owner.clone())
+    .bind(r.status.as_str())
+    .bind(r.multitask_strategy.clone())
+    .bind(obj(&r.metadata))
+    .bind(r.kwargs.clone())
+    .bind(r.model_name.clone())
+    .bind(r.error.clone())
+    .bind(r.total_input_tokens)
+    .bind(r.total_output_tokens)
+    .bind(r.total_tokens)
+    .bind(r.llm_call_count)
+    .bind(r.lead_agent_tokens)
+    .bind(r.subagent_tokens)
+    .bind(r.middleware_tokens)
+    .bind(r.message_count)
+    .bind(r.last_ai_message.clone())
+    .bind(r.first_human_message.clone())
+    .bind(r.temporary)
+    .bind(r.created_at)
+    .bind(r.updated_at)
+    .bind(r.started_at)
+    .bind(r.finished_at)
+    .bind(r.worker_id.clone())
+    .bind(r.lease_expires_at)
+}
+
+/// A run as stored: timestamps at microsecond precision.
+fn normalized(run: &Run) -> Run {
+    let mut run = run.clone();
+    run.created_at = time::truncate(run.created_at);
+    run.updated_at = time::truncate(run.updated_at);
+    run.started_at = run.started_at.map(time::truncate);
+    run.finished_at = run.finished_at.map(time::truncate);
+    run.lease_expires_at = run.lease_expires_at.map(time::truncate);
+    run
+}
+
 #[async_trait::async_trait]
 impl RunStore for PostgresRunStore {
-    async fn put(&self, run: &Run) -> StoreResult<()> {
-        let mut run = run.clone();
-        run.created_at = time::truncate(run.created_at);
-        run.updated_at = time::truncate(run.updated_at);
-        run.started_at = run.started_at.map(time::truncate);
-        run.finished_at = run.finished_at.map(time::truncate);
-        run.lease_expires_at = run.lease_expires_at.map(time::truncate);
+    async fn put_if_idle(&self, run: &Run) -> StoreResult<bool> {
+        let run = normalized(run);
         let r = &run;
-        let res = self
-            .execute(|| {
-                sqlx::query(
-                    "INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \
-                     model_name, error, total_input_tokens, total_output_tokens, total_tokens, llm_call_count, \
-                     lead_agent_tokens, subagent_tokens, middleware_tokens, message_count, last_ai_message, \
-                     first_human_message, temporary, created_at, updated_at, started_at, finished_at, worker_id, lease_expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-                     $21, $22, $23, $24, $25, $26, $27)",
-                )
-                .bind(r.run_id.clone())
-                .bind(r.thread_id.clone())
-                .bind(r.assistant_id.clone())
-                .bind(r.owner.clone())
-                .bind(r.status.as_str())
-                .bind(r.multitask_strategy.clone())
-                .bind(obj(&r.metadata))
-                .bind(r.kwargs.clone())
-                .bind(r.model_name.clone())
-                .bind(r.error.clone())
-                .bind(r.total_input_tokens)
-                .bind(r.total_output_tokens)
-                .bind(r.total_tokens)
-                .bind(r.llm_call_count)
-                .bind(r.lead_agent_tokens)
-                .bind(r.subagent_tokens)
-                .bind(r.middleware_tokens)
-                .bind(r.message_count)
-                .bind(r.last_ai_message.clone())
-                .bind(r.first_human_message.clone())
-                .bind(r.temporary)
-                .bind(r.created_at)
-                .bind(r.updated_at)
-                .bind(r.started_at)
-                .bind(r.finished_at)
-                .bind(r.worker_id.clone())
-                .bind(r.lease_expires_at)
+        self.db
+            .retry(|| async move {
+                let mut tx = self.db.begin().await?;
+                // the thread's row lock serializes the check-and-insert of its runs (READ
+                // COMMITTED: the check then sees every run committed before the lock)
+                sqlx::query("SELECT thread_id FROM threads WHERE thread_id = $1 FOR UPDATE")
+                    .bind(r.thread_id.clone())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let busy = sqlx::query("SELECT 1 FROM runs WHERE thread_id = $1 AND run_id <> $2 AND status IN ('pending', 'running') AND cancel_requested IS NULL LIMIT 1")
+                    .bind(r.thread_id.clone())
+                    .bind(r.run_id.clone())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .is_some();
+                if busy {
+                    return Ok(false);
+                }
+                insert_stmt(r).execute(&mut *tx).await.map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
             })
-            .await;
+            .await
+    }
+
+    async fn put(&self, run: &Run) -> StoreResult<()> {
+        let run = normalized(run);
+        let r = &run;
+        let res = self.execute(|| insert_stmt(r)).await;
         match res {
             Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
                 "run {} already exists (or another run of thread {} is running)",

@@ -214,7 +214,16 @@ impl Db {
 
     /// Starts a write transaction with `BEGIN IMMEDIATE` (takes the writer lock up front).
     pub(crate) async fn begin(&self) -> StoreResult<WriteTx> {
-        let guard = self.write_lock.acquire(Priority::Background).await;
+        self.begin_as(Priority::Background).await
+    }
+
+    /// [`begin`](Self::begin) for a transaction a client waits on for its acknowledgement.
+    pub(crate) async fn begin_ack(&self) -> StoreResult<WriteTx> {
+        self.begin_as(Priority::Ack).await
+    }
+
+    async fn begin_as(&self, priority: Priority) -> StoreResult<WriteTx> {
+        let guard = self.write_lock.acquire(priority).await;
         let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
