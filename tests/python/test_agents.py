@@ -154,6 +154,17 @@ def agent_server(fake_openai: FakeOpenAI) -> Iterator[tuple[str, Path]]:
         "    api_key: $FAKE_OPENAI_KEY\n"
         f"    base_url: {fake_openai.base_url}\n"
         "    max_retries: 0\n"
+        "agents:\n"
+        "  - name: helper\n"
+        "    description: Delegates to a researcher\n"
+        "    model: fake\n"
+        "    system_prompt: You delegate.\n"
+        "    tools: [ls]\n"
+        "    subagents:\n"
+        "      - name: researcher\n"
+        "        description: Looks around\n"
+        "        system_prompt: You look around.\n"
+        "        tools: [ls]\n"
     )
     env = dict(os.environ, ANTLER_CONFIG=str(config), FAKE_OPENAI_KEY="sk-fake", NO_COLOR="1")
     env.setdefault("RUST_LOG", "info")
@@ -260,3 +271,53 @@ async def test_unknown_model_name_is_refused(agent_client: LangGraphClient) -> N
         )
     assert "400" in str(exc.value) or "allowlist" in str(exc.value)
     assert await agent_client.runs.list(thread["thread_id"]) == []
+
+
+async def test_agent_name_selects_a_declared_agent_whose_subagent_streams_as_a_subgraph(
+    agent_client: LangGraphClient, fake_openai: FakeOpenAI
+) -> None:
+    found = await agent_client.assistants.search(graph_id="helper")
+    assert [a["description"] for a in found] == ["Delegates to a researcher"]
+    fake_openai.tool_call(
+        "call_t", "task", {"description": "look", "prompt": "Look around", "subagent_type": "researcher"}, (30, 5)
+    )
+    fake_openai.text(["Found ", "nothing."], (20, 4))
+    fake_openai.text(["All done."], (40, 3))
+    fake_openai.text(["Delegation Test"], (10, 2))
+    thread = await agent_client.threads.create()
+    tid = thread["thread_id"]
+    # DeerFlow's frontend: the default assistant, the custom agent named in the context
+    parts = await collect(
+        agent_client.runs.stream(
+            tid,
+            "lead_agent",
+            input=human("Delegate please"),
+            context={"agent_name": "helper"},
+            stream_mode=["updates", "messages-tuple", "custom"],
+            stream_subgraphs=True,
+        )
+    )
+    events = [p.event for p in parts]
+    assert "error" not in events, parts
+    nested = [p for p in parts if "|task:" in p.event]
+    assert any(p.event.startswith("updates|task:") for p in nested), events
+    sub_tokens = [
+        p.data[0]["content"] for p in nested if p.event.startswith("messages|task:") and p.data[0]["content"]
+    ]
+    assert "".join(sub_tokens) == "Found nothing."
+    custom = [p.data["type"] for p in parts if p.event == "custom"]
+    assert custom == ["task_started", "task_completed"]
+    runs = await agent_client.runs.list(tid)
+    assert runs[0]["metadata"]["graph_id"] == "helper"
+    helper_first, sub, helper_second = fake_openai.requests[-4:-1]
+    assert helper_first["messages"][0]["content"].startswith("You delegate.")
+    assert sub["messages"][0]["content"] == "You look around."
+    assert helper_second["messages"][-1]["role"] == "tool"
+    state = await agent_client.threads.get_state(tid)
+    assert state["values"]["messages"][-1]["content"] == "All done."
+    # a name that is no agent is refused before anything is created
+    with pytest.raises(Exception) as exc:
+        await agent_client.runs.create(tid, "lead_agent", input=human("hi"), context={"agent_name": "nobody"})
+    assert "422" in str(exc.value) or "nobody" in str(exc.value)
+    assert len(await agent_client.runs.list(tid)) == 1
+
