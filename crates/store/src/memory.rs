@@ -507,12 +507,7 @@ impl MemoryRunStore {
         if run.status == RunStatus::Running && rows.other_running(&run.thread_id, &run.run_id) {
             return Err(running_conflict(&run.thread_id));
         }
-        let mut run = run.clone();
-        run.created_at = time::truncate(run.created_at);
-        run.updated_at = time::truncate(run.updated_at);
-        run.started_at = run.started_at.map(time::truncate);
-        run.finished_at = run.finished_at.map(time::truncate);
-        run.lease_expires_at = run.lease_expires_at.map(time::truncate);
+        let run = run.as_stored();
         rows.by_thread
             .entry(run.thread_id.clone())
             .or_default()

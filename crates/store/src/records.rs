@@ -310,6 +310,17 @@ pub struct Run {
 }
 
 impl Run {
+    /// The run as every store keeps it: timestamps at microsecond precision.
+    pub fn as_stored(&self) -> Run {
+        let mut run = self.clone();
+        run.created_at = time::truncate(run.created_at);
+        run.updated_at = time::truncate(run.updated_at);
+        run.started_at = run.started_at.map(time::truncate);
+        run.finished_at = run.finished_at.map(time::truncate);
+        run.lease_expires_at = run.lease_expires_at.map(time::truncate);
+        run
+    }
+
     /// A pending run created now with empty metadata/kwargs and zero counters.
     pub fn new(
         run_id: impl Into<String>,

@@ -134,21 +134,10 @@ fn insert_stmt(r: &Run) -> Stmt {
     .bind(ts_opt(&r.lease_expires_at))
 }
 
-/// A run as stored: timestamps at microsecond precision.
-fn normalized(run: &Run) -> Run {
-    let mut run = run.clone();
-    run.created_at = time::truncate(run.created_at);
-    run.updated_at = time::truncate(run.updated_at);
-    run.started_at = run.started_at.map(time::truncate);
-    run.finished_at = run.finished_at.map(time::truncate);
-    run.lease_expires_at = run.lease_expires_at.map(time::truncate);
-    run
-}
-
 #[async_trait::async_trait]
 impl RunStore for SqliteRunStore {
     async fn put_if_idle(&self, run: &Run) -> StoreResult<bool> {
-        let run = normalized(run);
+        let run = run.as_stored();
         let r = &run;
         self.db
             .retry(|| async move {
@@ -172,7 +161,7 @@ impl RunStore for SqliteRunStore {
     }
 
     async fn put(&self, run: &Run) -> StoreResult<()> {
-        let run = normalized(run);
+        let run = run.as_stored();
         let r = &run;
         self.db
             .retry(|| async move {
