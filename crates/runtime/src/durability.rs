@@ -329,13 +329,6 @@ impl Runtime {
         let rt = self.clone();
         self.tracker
             .spawn(async move { rt.durability_loop().await });
-        if self.config.exclusive && self.config.max_concurrent_runs.is_none() {
-            // Alone on its database with unbounded capacity, this process never queues a run
-            // and nobody else records cancel requests: start what an earlier process left
-            // queued, then there is nothing to poll.
-            self.claim_queued().await;
-            return;
-        }
         let rt = self.clone();
         self.tracker.spawn(async move { rt.control_loop().await });
     }

@@ -513,3 +513,50 @@ async fn simultaneous_starts_on_an_exclusive_database_never_both_stay() {
         assert_eq!(live.len(), started, "a refused server left the registry");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_left_queued_by_an_earlier_process_all_run_after_a_restart() {
+    let stores = Stores::memory();
+    let rs = replicas(&stores, &[Some(1)]).await;
+    let a = &rs[0];
+    let busy = thread(a).await;
+    let tid = thread(a).await;
+    a.create_run("u", Some(&busy), request("slow", 5.0, "hold"))
+        .await
+        .expect("blocker");
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        let r = a
+            .create_run("u", Some(&tid), request("echo", 0.0, text))
+            .await
+            .expect("queued");
+        assert!(r.run.worker_id.is_none());
+        ids.push(r.run.run_id);
+    }
+    a.shutdown().await;
+    // the same database, now one process with unbounded capacity: the three queued runs of one
+    // thread run one after the other
+    let bridge: Arc<dyn StreamBridge> =
+        Arc::new(MemoryBridge::new(Default::default()).expect("bridge"));
+    let mut cfg = config(None);
+    cfg.exclusive = true;
+    let b = Runtime::new(stores.clone(), graphs(), bridge, cfg);
+    b.register_system_assistants().await.expect("assistants");
+    b.start_durability().await;
+    for id in &ids {
+        wait_status(&b, id, RunStatus::Success, 15).await;
+    }
+    let out = b.wait_run("u", &ids[2]).await.expect("last");
+    assert_eq!(
+        contents(&out.to_body()),
+        [
+            "one",
+            "echo: one",
+            "two",
+            "echo: two",
+            "three",
+            "echo: three"
+        ]
+    );
+    b.shutdown().await;
+}
