@@ -531,7 +531,11 @@ impl Runtime {
         }
         if queue_it {
             run.worker_id = None;
-            run.lease_expires_at = None;
+            // a queued run's lease_expires_at is when it may start: no replica claims it before
+            run.lease_expires_at = (request.after_seconds > 0.0).then(|| {
+                run.created_at
+                    + chrono::Duration::milliseconds((request.after_seconds * 1000.0) as i64)
+            });
         }
         // On a shared database the thread's active run may execute on another replica: the
         // multitask strategy applies to it as to a local one.

@@ -466,6 +466,15 @@ async fn a_queued_run_keeps_its_after_seconds() {
         .await
         .expect("create");
     assert!(created.run.worker_id.is_none(), "queued");
+    // not claimed before it is due: it stays pending, holding nobody's capacity
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let run = b.get_run_any("u", &created.run.run_id).await.expect("run");
+    assert_eq!(
+        run.status,
+        RunStatus::Pending,
+        "claimed before its after_seconds"
+    );
+    assert!(run.worker_id.is_none());
     let out = b.wait_run("u", &created.run.run_id).await.expect("wait");
     assert_eq!(contents(&out.to_body()), ["later", "echo: later"]);
     assert!(

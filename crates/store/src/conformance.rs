@@ -21,6 +21,7 @@ pub async fn run_all(stores: &Stores) {
     runs(stores).await;
     run_leases(stores).await;
     run_queue(stores).await;
+    run_queue_not_before(stores).await;
     run_cancel_requests(stores).await;
     run_put_if_idle(stores).await;
     replicas(stores).await;
@@ -1153,6 +1154,66 @@ async fn claim_mine(s: &dyn RunStore, x: &str, worker: &str, limit: usize) -> Ve
     mine
 }
 
+/// A queued run whose `lease_expires_at` is set is not claimed before that time (its
+/// `after_seconds`), and later runs of its thread wait behind it.
+pub async fn run_queue_not_before(stores: &Stores) {
+    let s = stores.runs.as_ref();
+    let x = sfx();
+    let owner = format!("qnb-{x}");
+    let base = DateTime::<Utc>::from_timestamp(
+        86_400 * 365 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as i64 * 10,
+        0,
+    )
+    .unwrap_or_default();
+    let mk = |name: &str, thread: &str, secs: i64| {
+        let mut r = Run::new(
+            format!("{name}-{x}"),
+            format!("{thread}-{x}"),
+            "asst",
+            &owner,
+        );
+        r.created_at = at(base, secs);
+        r.updated_at = r.created_at;
+        r
+    };
+    let mut d1 = mk("d1", "qd", 1);
+    d1.lease_expires_at = Some(time::now() + chrono::Duration::milliseconds(1200));
+    let d2 = mk("d2", "qd", 2);
+    let mut e1 = mk("e1", "qe", 3);
+    e1.lease_expires_at = Some(time::now() - chrono::Duration::seconds(1));
+    for r in [&d1, &d2, &e1] {
+        ok(s.put(r).await, "put queued");
+    }
+    let w = format!("qnbw-{x}");
+    // one at a time (the oldest first): queued runs of other suites sharing the database are
+    // younger than these, or ancient and finished by `claim_mine`
+    let claim_one = || async {
+        for _ in 0..20 {
+            let got = claim_mine(s, &x, &w, 1).await;
+            if !got.is_empty() {
+                return got;
+            }
+        }
+        Vec::new()
+    };
+    let got = claim_one().await;
+    let ids: Vec<&str> = got.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, [e1.run_id.as_str()], "only the due run");
+    for r in [&d1, &d2] {
+        let row = ok(s.get(&owner, &r.run_id).await, "get").expect("row");
+        assert_eq!(row.status, RunStatus::Pending, "{} waits", r.run_id);
+        assert!(row.worker_id.is_none());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let got = claim_one().await;
+    let ids: Vec<&str> = got.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [d1.run_id.as_str()],
+        "due now; d2 still waits behind it"
+    );
+}
+
 /// The durable queue: `claim_next` takes the oldest queued runs (pending, no worker) whose
 /// thread is idle and has no older pending run, never the same run twice; `claim` respects
 /// creation order too; queued runs are not abandoned runs.
@@ -1332,9 +1393,17 @@ pub async fn run_put_if_idle(stores: &Stores) {
             .await,
         "thread",
     );
-    let a = Run::new(format!("ia-{x}"), &tid, "asst", &owner);
+    // owned by a (live) worker, so none of these runs is ever in the durable queue
+    let w = format!("iw-{x}");
+    let mk = |name: String, thread: &str| {
+        let mut r = Run::new(name, thread, "asst", &owner);
+        r.worker_id = Some(w.clone());
+        r.lease_expires_at = Some(time::now() + chrono::Duration::seconds(600));
+        r
+    };
+    let a = mk(format!("ia-{x}"), &tid);
     assert!(ok(s.put_if_idle(&a).await, "idle thread"));
-    let b = Run::new(format!("ib-{x}"), &tid, "asst", &owner);
+    let b = mk(format!("ib-{x}"), &tid);
     assert!(!ok(s.put_if_idle(&b).await, "busy"), "a is pending");
     assert!(
         ok(s.get(&owner, &b.run_id).await, "get").is_none(),
@@ -1352,7 +1421,7 @@ pub async fn run_put_if_idle(stores: &Stores) {
         "b done"
     ));
     // finished runs do not hold it either
-    let c = Run::new(format!("ic-{x}"), &tid, "asst", &owner);
+    let c = mk(format!("ic-{x}"), &tid);
     assert!(ok(
         s.put_if_idle(&c).await,
         "only finished / cancelled runs"
@@ -1369,7 +1438,7 @@ pub async fn run_put_if_idle(stores: &Stores) {
     let mut tasks = Vec::new();
     for i in 0..8 {
         let runs = stores.runs.clone();
-        let run = Run::new(format!("ir{i}-{x}"), &tid2, "asst", &owner);
+        let run = mk(format!("ir{i}-{x}"), &tid2);
         tasks.push(tokio::spawn(async move { runs.put_if_idle(&run).await }));
     }
     let mut inserted = 0;
@@ -1379,6 +1448,17 @@ pub async fn run_put_if_idle(stores: &Stores) {
         }
     }
     assert_eq!(inserted, 1, "exactly one of concurrent callers inserts");
+    // leave nothing active behind
+    for id in [a.run_id.clone(), c.run_id.clone()]
+        .into_iter()
+        .chain((0..8).map(|i| format!("ir{i}-{x}")))
+    {
+        ok(
+            s.transition(&id, &[RunStatus::Pending], RunStatus::Success, None)
+                .await,
+            "finish",
+        );
+    }
 }
 
 pub async fn run_cancel_requests(stores: &Stores) {

@@ -762,8 +762,10 @@ impl RunStore for MemoryRunStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<Run>> {
+        let now = time::now();
         let mut rows = self.rows.write();
-        // Candidates: the oldest pending run of each thread, if queued and the thread is idle.
+        // Candidates: the oldest pending run of each thread, if queued, due and the thread is
+        // idle.
         let mut candidates: Vec<(DateTime<Utc>, String)> = Vec::new();
         for ids in rows.by_thread.values() {
             let mut oldest: Option<&Run> = None;
@@ -781,7 +783,9 @@ impl RunStore for MemoryRunStore {
                     _ => {}
                 }
             }
-            if let Some(r) = oldest.filter(|r| !running && queued(r)) {
+            if let Some(r) = oldest
+                .filter(|r| !running && queued(r) && r.lease_expires_at.is_none_or(|t| t <= now))
+            {
                 candidates.push((r.created_at, r.run_id.clone()));
             }
         }

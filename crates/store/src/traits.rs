@@ -388,6 +388,8 @@ pub trait RunStore: Send + Sync {
     async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>>;
     /// The durable run queue: claims up to `limit` queued runs (pending, no `worker_id`) for
     /// `worker_id` until `lease_until`, moving them to `running` (as [`claim`](Self::claim)).
+    /// A queued run's `lease_expires_at`, when set, is the time it may start (`after_seconds`):
+    /// it is not claimed before (and later runs of its thread wait behind it).
     /// Oldest first, and only a run whose thread has no running run and no older pending run
     /// (one run per thread, in creation order). Concurrent callers never claim the same run
     /// (PostgreSQL / MySQL: `FOR UPDATE SKIP LOCKED`). Returns the claimed runs as stored.

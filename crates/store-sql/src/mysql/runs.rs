@@ -628,11 +628,13 @@ impl RunStore for MySqlRunStore {
                 let mut tx = self.db.begin().await?;
                 let ids: Vec<String> = sqlx::query_scalar(
                     "SELECT r.run_id FROM runs r WHERE r.status = 'pending' AND r.worker_id IS NULL \
+                     AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= ?) \
                      AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND (o.status = 'running' \
                      OR (o.status = 'pending' AND (o.created_at < r.created_at \
                      OR (o.created_at = r.created_at AND o.run_id < r.run_id))))) \
                      ORDER BY r.created_at ASC, r.run_id ASC LIMIT ? FOR UPDATE SKIP LOCKED",
                 )
+                .bind(now)
                 .bind(lim(limit))
                 .fetch_all(&mut *tx)
                 .await

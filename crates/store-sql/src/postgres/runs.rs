@@ -565,6 +565,7 @@ impl RunStore for PostgresRunStore {
                 sqlx::query(
                     "WITH picked AS (SELECT r.run_id FROM runs r \
                      WHERE r.status = 'pending' AND r.worker_id IS NULL \
+                     AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= $4) \
                      AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND (o.status = 'running' \
                      OR (o.status = 'pending' AND (o.created_at, o.run_id) < (r.created_at, r.run_id)))) \
                      ORDER BY r.created_at ASC, r.run_id ASC LIMIT $1 FOR UPDATE OF r SKIP LOCKED) \

@@ -579,6 +579,7 @@ impl RunStore for SqliteRunStore {
                     "UPDATE runs SET status = 'running', worker_id = ?1, lease_expires_at = ?2, updated_at = ?3, \
                      started_at = COALESCE(started_at, ?3) WHERE run_id IN (SELECT r.run_id FROM runs r \
                      WHERE r.status = 'pending' AND r.worker_id IS NULL \
+                     AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= ?3) \
                      AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND (o.status = 'running' \
                      OR (o.status = 'pending' AND (o.created_at, o.run_id) < (r.created_at, r.run_id)))) \
                      ORDER BY r.created_at ASC, r.run_id ASC LIMIT ?4) RETURNING *",
