@@ -614,7 +614,21 @@ impl Runtime {
             rows.runs.put(&run).await.map_err(RuntimeError::from)
         };
         if let Err(e) = inserted {
-            self.forget(&handle);
+            // undo the registration: the thread's previous tail is its tail again
+            {
+                let mut live = self.live.lock();
+                live.runs.remove(&handle.run_id);
+                if live
+                    .tails
+                    .get(&thread.thread_id)
+                    .is_some_and(|t| Arc::ptr_eq(t, &handle))
+                {
+                    match prev {
+                        Some(p) => live.tails.insert(thread.thread_id.clone(), p),
+                        None => live.tails.remove(&thread.thread_id),
+                    };
+                }
+            }
             handle.done.send_replace(Some(RunResult::RolledBack));
             return Err(e);
         }
