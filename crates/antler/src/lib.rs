@@ -83,6 +83,80 @@ pub async fn open_auth(cfg: &Config) -> Result<Arc<antler_auth::Auth>> {
 /// The account store of a configuration (the CLI's `keys` commands use it directly):
 /// `<sqlite_dir>/auth.db`, the shared PostgreSQL / MySQL database, or memory.
 pub async fn open_auth_store(cfg: &Config) -> Result<Arc<dyn antler_auth::AuthStore>> {
+    let store = open_account_store(cfg).await?;
+    if matches!(cfg.backend, Backend::Postgres | Backend::Mysql) {
+        import_local_accounts(cfg, store.as_ref()).await?;
+    }
+    Ok(store)
+}
+
+/// Earlier versions kept accounts in `<sqlite_dir>/auth.db` on every backend. On a shared
+/// database, a replica's leftover `auth.db` is merged into the shared account tables once
+/// (users and keys whose id or email is already there are skipped) and renamed
+/// `auth.db.imported`, so no account or key of an upgraded deployment is lost.
+async fn import_local_accounts(cfg: &Config, shared: &dyn antler_auth::AuthStore) -> Result<()> {
+    use antler_auth::AuthStore as _;
+    let path = cfg.sqlite_dir.join(antler_auth::sqlite::AUTH_DB_FILE);
+    if !path.is_file() {
+        return Ok(());
+    }
+    let local = antler_auth::SqliteAuthStore::open(&cfg.sqlite_dir)
+        .await
+        .with_context(|| format!("cannot open {} to import its accounts", path.display()))?;
+    let (mut users, mut keys) = (0usize, 0usize);
+    for user in local
+        .list_users()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        match shared.create_user(&user).await {
+            Ok(()) => users += 1,
+            Err(antler_auth::AuthError::EmailExists) => {}
+            Err(e) => anyhow::bail!("importing the accounts of {}: {e}", path.display()),
+        }
+    }
+    for key in local
+        .list_api_keys(None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        if shared
+            .get_api_key(&key.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .is_none()
+        {
+            shared.create_api_key(&key).await.map_err(|e| {
+                anyhow::anyhow!("importing the API keys of {}: {e}", path.display())
+            })?;
+            keys += 1;
+        }
+    }
+    drop(local);
+    // kept as a backup under another name (with its WAL files, which SQLite pairs by name)
+    for suffix in ["", "-wal", "-shm"] {
+        let from = cfg
+            .sqlite_dir
+            .join(format!("{}{suffix}", antler_auth::sqlite::AUTH_DB_FILE));
+        let to = cfg.sqlite_dir.join(format!(
+            "{}.imported{suffix}",
+            antler_auth::sqlite::AUTH_DB_FILE
+        ));
+        if from.exists() {
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("cannot rename {} after importing it", from.display()))?;
+        }
+    }
+    tracing::info!(
+        users,
+        api_keys = keys,
+        from = %path.display(),
+        "imported accounts from the local auth database into the shared database"
+    );
+    Ok(())
+}
+
+async fn open_account_store(cfg: &Config) -> Result<Arc<dyn antler_auth::AuthStore>> {
     Ok(match cfg.backend {
         Backend::Memory => Arc::new(antler_auth::MemoryAuthStore::new()),
         Backend::Sqlite => Arc::new(

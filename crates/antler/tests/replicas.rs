@@ -372,3 +372,48 @@ fn accounts_and_sessions_are_shared_by_replicas() {
         .unwrap();
     assert_eq!(anon.status().as_u16(), 401);
 }
+
+/// Upgrading a PostgreSQL deployment whose replicas kept accounts in their local `auth.db`
+/// (earlier versions): the leftover accounts and keys are merged into the shared database at
+/// startup, so existing API keys keep working on every replica.
+#[test]
+fn accounts_of_a_leftover_local_auth_db_are_imported() {
+    let Some((config, _db)) = cluster_config() else {
+        return;
+    };
+    let config = format!("{config}auth:\n  mode: api_key\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join(".antler");
+    let key = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = antler_auth::SqliteAuthStore::open(&data).await.unwrap();
+        let auth = antler_auth::Auth::new(
+            antler_auth::AuthConfig {
+                mode: antler_auth::AuthMode::ApiKey,
+                ..Default::default()
+            },
+            std::sync::Arc::new(store),
+        )
+        .unwrap();
+        let user = auth.ensure_user("old-timer").await.unwrap();
+        auth.create_api_key(&user.id, Some("old")).await.unwrap().1
+    });
+    let a = Proc::start(tmp.path(), "a", &config);
+    let other = tempfile::tempdir().unwrap();
+    let b = Proc::start(other.path(), "b", &config);
+    for node in [&a, &b] {
+        let r = http()
+            .post(format!("{}/threads", node.url))
+            .header("x-api-key", &key)
+            .json(&json!({}))
+            .send()
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "the old key works on {}",
+            node.url
+        );
+    }
+    assert!(!data.join("auth.db").exists(), "imported once");
+    assert!(data.join("auth.db.imported").exists());
+}
