@@ -47,6 +47,32 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default connect timeout (spawn + initialize + tools/list).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The HTTP transports' URL check.
+fn check_http_url(url: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(format!("url '{url}': must be an http:// or https:// URL"))
+    }
+}
+
+/// A server entry's `headers`, as HTTP headers (a name or value HTTP cannot carry is an error
+/// naming the header, never its value).
+fn http_headers(
+    headers: &BTreeMap<String, String>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("header name '{k}' is not valid"))?;
+            let value = http::HeaderValue::from_str(v)
+                .map_err(|_| format!("the value of header '{k}' is not valid"))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
 /// How to reach one MCP server.
 #[derive(Clone, PartialEq)]
 pub enum McpTransport {
@@ -341,28 +367,17 @@ async fn connect(server: McpServerConfig) -> Result<Session, String> {
                 .map_err(|e| format!("initialize failed: {e}"))?
         }
         McpTransport::Sse { url, headers } => {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("url '{url}': must be an http:// or https:// URL"));
-            }
+            check_http_url(url)?;
+            let headers = http_headers(headers)?.into_iter().collect();
             let transport = crate::mcp_sse::connect(url, headers).await?;
             ().serve(transport)
                 .await
                 .map_err(|e| format!("initialize failed: {e}"))?
         }
         McpTransport::Http { url, headers } => {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("url '{url}': must be an http:// or https:// URL"));
-            }
-            let mut custom = std::collections::HashMap::new();
-            for (k, v) in headers {
-                let name = http::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| format!("header name '{k}' is not valid"))?;
-                let value = http::HeaderValue::from_str(v)
-                    .map_err(|_| format!("the value of header '{k}' is not valid"))?;
-                custom.insert(name, value);
-            }
+            check_http_url(url)?;
             let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
-            cfg.custom_headers = custom;
+            cfg.custom_headers = http_headers(headers)?.into_iter().collect();
             let transport = StreamableHttpClientTransport::from_config(cfg);
             ().serve(transport)
                 .await

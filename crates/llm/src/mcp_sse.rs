@@ -6,8 +6,6 @@
 //! receives, a reader task turns `message` events into the stream. The stream ends when the
 //! event stream does (the session then fails its pending calls instead of hanging).
 
-use std::collections::BTreeMap;
-
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use rmcp::RoleClient;
@@ -21,25 +19,12 @@ pub(crate) type SseTransport = (
     mpsc::Receiver<RxJsonRpcMessage<RoleClient>>,
 );
 
-fn header_map(headers: &BTreeMap<String, String>) -> Result<reqwest::header::HeaderMap, String> {
-    let mut map = reqwest::header::HeaderMap::new();
-    for (k, v) in headers {
-        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("header name '{k}' is not valid"))?;
-        let value = reqwest::header::HeaderValue::from_str(v)
-            .map_err(|_| format!("the value of header '{k}' is not valid"))?;
-        map.insert(name, value);
-    }
-    Ok(map)
-}
-
 /// Opens the event stream at `url`, waits for the `endpoint` event and returns the transport.
 /// The caller bounds the whole connect with its timeout.
 pub(crate) async fn connect(
     url: &str,
-    headers: &BTreeMap<String, String>,
+    headers: reqwest::header::HeaderMap,
 ) -> Result<SseTransport, String> {
-    let headers = header_map(headers)?;
     let base = reqwest::Url::parse(url).map_err(|e| format!("url '{url}': {e}"))?;
     let http = reqwest::Client::new();
     let resp = http

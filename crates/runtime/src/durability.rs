@@ -32,7 +32,6 @@ use antler_graph::{
 use antler_store::{ReplicaInfo, Run, RunStatus, ThreadStatus, ThreadUpdate};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
 
 use crate::executor::{Job, encode_error};
 use crate::{CancelAction, RunCreate, RunHandle, Runtime, RuntimeError};
@@ -555,18 +554,10 @@ impl Runtime {
         }
     }
 
-    /// Starts a run claimed from the queue (already `running` under our lease).
-    async fn start_claimed(self: &Arc<Self>, run: Run, mut request: RunCreate) {
-        request.after_seconds = delay_left(&run, &request);
-        let handle = Arc::new(RunHandle {
-            run_id: run.run_id.clone(),
-            ephemeral: false,
-            thread_id: run.thread_id.clone(),
-            owner: run.owner.clone(),
-            cancel: self.shutdown.child_token(),
-            action: parking_lot::Mutex::new(None),
-            done: watch::channel(None).0,
-        });
+    /// The handle of a durable run this process takes over (claimed from the queue, adopted):
+    /// a cancel requested on its row meanwhile is carried over.
+    fn stored_run_handle(&self, run: &Run) -> Arc<RunHandle> {
+        let handle = self.new_handle(&run.run_id, &run.thread_id, &run.owner, false);
         if let Some(action) = run
             .cancel_requested
             .as_deref()
@@ -574,6 +565,13 @@ impl Runtime {
         {
             handle.request_cancel(action);
         }
+        handle
+    }
+
+    /// Starts a run claimed from the queue (already `running` under our lease).
+    async fn start_claimed(self: &Arc<Self>, run: Run, mut request: RunCreate) {
+        request.after_seconds = delay_left(&run, &request);
+        let handle = self.stored_run_handle(&run);
         {
             // The store guarantees no other run of the thread is running or older and
             // pending: it starts now, and later local runs of the thread queue behind it.
@@ -771,23 +769,8 @@ impl Runtime {
         } else {
             delay_left(&run, &request)
         };
-        let handle = Arc::new(RunHandle {
-            run_id: run.run_id.clone(),
-            ephemeral: false,
-            thread_id: run.thread_id.clone(),
-            owner: run.owner.clone(),
-            cancel: self.shutdown.child_token(),
-            action: parking_lot::Mutex::new(None),
-            done: watch::channel(None).0,
-        });
         // Cancelled on another replica while its owner was dead: carried out, not resumed.
-        if let Some(action) = run
-            .cancel_requested
-            .as_deref()
-            .and_then(CancelAction::parse)
-        {
-            handle.request_cancel(action);
-        }
+        let handle = self.stored_run_handle(&run);
         let prev = {
             let mut live = self.live.lock();
             live.runs.insert(run.run_id.clone(), handle.clone());

@@ -537,12 +537,11 @@ impl Runtime {
                     + chrono::Duration::milliseconds((request.after_seconds * 1000.0) as i64)
             });
         }
-        // On a shared database the thread's active run may execute on another replica: the
-        // multitask strategy applies to it as to a local one.
+        // On a shared database an existing thread's active run may execute on another replica:
+        // the multitask strategy applies to it as to a local one.
+        let shared_thread = !ephemeral && !created_now && !self.config.exclusive;
         let remote_active = if !queue_it
-            && !ephemeral
-            && !created_now
-            && !self.config.exclusive
+            && shared_thread
             && matches!(
                 strategy,
                 MultitaskStrategy::Interrupt | MultitaskStrategy::Rollback
@@ -558,15 +557,7 @@ impl Runtime {
 
         // The multitask decision and the registration of the new run happen under the registry
         // lock, so two concurrent creates on one thread cannot both see it idle.
-        let handle = Arc::new(RunHandle {
-            run_id: run_id.clone(),
-            ephemeral,
-            thread_id: thread.thread_id.clone(),
-            owner: owner.to_string(),
-            cancel: self.shutdown.child_token(),
-            action: Mutex::new(None),
-            done: watch::channel(None).0,
-        });
+        let handle = self.new_handle(&run_id, &thread.thread_id, owner, ephemeral);
         if queue_it {
             return self
                 .enqueue_durable(owner, run, request, &thread, &assistant, created_now)
@@ -600,11 +591,7 @@ impl Runtime {
         };
         // `reject` on a shared database: the thread's active run may execute on another
         // replica, so the database decides, atomically with the insert.
-        let inserted = if strategy == MultitaskStrategy::Reject
-            && !ephemeral
-            && !created_now
-            && !self.config.exclusive
-        {
+        let inserted = if strategy == MultitaskStrategy::Reject && shared_thread {
             match rows.runs.put_if_idle(&run).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(RuntimeError::Conflict(REJECT_MESSAGE.into())),
@@ -615,20 +602,7 @@ impl Runtime {
         };
         if let Err(e) = inserted {
             // undo the registration: the thread's previous tail is its tail again
-            {
-                let mut live = self.live.lock();
-                live.runs.remove(&handle.run_id);
-                if live
-                    .tails
-                    .get(&thread.thread_id)
-                    .is_some_and(|t| Arc::ptr_eq(t, &handle))
-                {
-                    match prev {
-                        Some(p) => live.tails.insert(thread.thread_id.clone(), p),
-                        None => live.tails.remove(&thread.thread_id),
-                    };
-                }
-            }
+            self.unregister(&handle, prev);
             handle.done.send_replace(Some(RunResult::RolledBack));
             return Err(e);
         }
@@ -1330,7 +1304,32 @@ impl Runtime {
     }
 
     /// Removes a finished run from the registry (and from its thread's queue tail).
+    /// The handle of a run about to be registered in [`Registry`].
+    pub(crate) fn new_handle(
+        &self,
+        run_id: &str,
+        thread_id: &str,
+        owner: &str,
+        ephemeral: bool,
+    ) -> Arc<RunHandle> {
+        Arc::new(RunHandle {
+            run_id: run_id.to_string(),
+            ephemeral,
+            thread_id: thread_id.to_string(),
+            owner: owner.to_string(),
+            cancel: self.shutdown.child_token(),
+            action: Mutex::new(None),
+            done: watch::channel(None).0,
+        })
+    }
+
     fn forget(&self, handle: &Arc<RunHandle>) {
+        self.unregister(handle, None);
+    }
+
+    /// Removes a run from the registry; if it is still its thread's tail, `prev` (the tail it
+    /// replaced, for a run that never started) becomes the tail again.
+    fn unregister(&self, handle: &Arc<RunHandle>, prev: Option<Arc<RunHandle>>) {
         let mut live = self.live.lock();
         live.runs.remove(&handle.run_id);
         if live
@@ -1338,7 +1337,10 @@ impl Runtime {
             .get(&handle.thread_id)
             .is_some_and(|t| Arc::ptr_eq(t, handle))
         {
-            live.tails.remove(&handle.thread_id);
+            match prev {
+                Some(p) => live.tails.insert(handle.thread_id.clone(), p),
+                None => live.tails.remove(&handle.thread_id),
+            };
         }
         drop(live);
         if self
