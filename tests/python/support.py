@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
+import subprocess
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import pytest
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.schema import StreamPart
 
@@ -126,3 +131,96 @@ async def system_assistant(client: LangGraphClient, graph_id: str) -> dict[str, 
     found = await client.assistants.search(graph_id=graph_id, metadata={"created_by": "system"}, limit=10)
     assert len(found) == 1, found
     return found[0]
+
+
+REPO = Path(__file__).resolve().parents[2]
+LISTEN_RE = re.compile(rb"antler listening on (http://[0-9A-Za-z.\[\]:-]+)")
+START_TIMEOUT_S = 30.0
+
+
+def antler_binary() -> Path:
+    """``$ANTLER_BIN``, else ``<repo>/target/debug/antler`` (a test failure when missing)."""
+    binary = Path(os.environ.get("ANTLER_BIN") or REPO / "target" / "debug" / "antler").resolve()
+    if not binary.is_file():
+        pytest.fail(
+            f"Antler binary not found at {binary}: run `cargo build -p antler`, set ANTLER_BIN, "
+            "or point ANTLER_TEST_URL at a running server",
+            pytrace=False,
+        )
+    return binary
+
+
+class AntlerProcess:
+    """One ``antler serve --host 127.0.0.1 --port 0 <args>`` child run from ``workdir``; its stdout
+    and stderr go to ``<workdir>/<name>.log`` (kept across restarts), whose
+    ``antler listening on <url>`` line gives the URL."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        name: str = "server",
+    ) -> None:
+        self.workdir = workdir
+        self.args = list(args)
+        self.env = dict(env if env is not None else os.environ)
+        self.env.setdefault("RUST_LOG", "info")
+        self.env.setdefault("NO_COLOR", "1")
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(antler_binary()), "serve", "--host", "127.0.0.1", "--port", "0", *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                env=self.env,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            m = LISTEN_RE.search(self.log_path.read_bytes()[offset:])
+            if m:
+                self.url = m.group(1).decode().rstrip("/")
+                return self.url
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"antler exited with {self.proc.returncode} before listening; log:\n{self.tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.02)
+        pytest.fail(
+            f"antler did not print 'antler listening on ...' within {START_TIMEOUT_S:.0f} s; "
+            f"log:\n{self.tail()}",
+            pytrace=False,
+        )
+
+    def kill9(self) -> None:
+        """SIGKILL: no shutdown at all (a crash)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=15)
+
+    def stop(self) -> None:
+        """SIGTERM (graceful shutdown), SIGKILL after 15 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+    def tail(self, n: int = 200) -> str:
+        try:
+            lines = self.log_path.read_bytes().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return "<no log>"
+        return "\n".join(lines[-n:])
+

@@ -11,12 +11,8 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
-import signal
-import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,12 +22,10 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from support import collect, human
+from support import AntlerProcess, collect, human
 
 pytestmark = pytest.mark.antler_only
 
-REPO = Path(__file__).resolve().parents[2]
-LISTEN_RE = re.compile(rb"antler listening on (http://[0-9A-Za-z.\[\]:-]+)")
 
 
 class FakeOpenAI:
@@ -138,9 +132,6 @@ def agent_server(fake_openai: FakeOpenAI) -> Iterator[tuple[str, Path]]:
     """An Antler server whose config has one model at the fake provider: (url, data dir)."""
     if os.environ.get("ANTLER_TEST_URL"):
         pytest.skip("needs its own Antler server with a model config (ANTLER_TEST_URL is set)")
-    binary = Path(os.environ.get("ANTLER_BIN") or REPO / "target" / "debug" / "antler").resolve()
-    if not binary.is_file():
-        pytest.fail(f"Antler binary not found at {binary}: run `cargo build -p antler`", pytrace=False)
     workdir = Path(tempfile.mkdtemp(prefix="antler-agents-"))
     data_dir = workdir / "data"
     data_dir.mkdir()
@@ -166,40 +157,12 @@ def agent_server(fake_openai: FakeOpenAI) -> Iterator[tuple[str, Path]]:
         "        system_prompt: You look around.\n"
         "        tools: [ls]\n"
     )
-    env = dict(os.environ, ANTLER_CONFIG=str(config), FAKE_OPENAI_KEY="sk-fake", NO_COLOR="1")
-    env.setdefault("RUST_LOG", "info")
-    log_path = workdir / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(binary), "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-            env=env,
-        )
+    env = dict(os.environ, ANTLER_CONFIG=str(config), FAKE_OPENAI_KEY="sk-fake")
+    server = AntlerProcess(workdir, ["--data-dir", str(data_dir)], env=env)
     try:
-        url = None
-        deadline = time.monotonic() + 30
-        while url is None and time.monotonic() < deadline:
-            m = LISTEN_RE.search(log_path.read_bytes())
-            if m:
-                url = m.group(1).decode()
-            elif proc.poll() is not None:
-                pytest.fail(f"antler exited early:\n{log_path.read_text(errors='replace')}", pytrace=False)
-            else:
-                time.sleep(0.02)
-        if url is None:
-            pytest.fail(f"antler did not start:\n{log_path.read_text(errors='replace')}", pytrace=False)
-        yield url, data_dir
+        yield server.start(), data_dir
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+        server.stop()
 
 
 @pytest.fixture

@@ -8,75 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from langgraph_sdk import get_client
 
-from support import human
+from support import AntlerProcess, human
 
 pytestmark = pytest.mark.antler_only
 
-REPO = Path(__file__).resolve().parents[2]
-LISTEN_RE = re.compile(rb"antler listening on (http://[0-9A-Za-z.\[\]:-]+)")
-
-
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> None:
-        binary = Path(os.environ.get("ANTLER_BIN") or REPO / "target" / "debug" / "antler")
-        log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 (closed by the process)
-        self.proc = subprocess.Popen(
-            [str(binary), "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.workdir / "data")],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            cwd=self.workdir,
-        )
-        deadline = time.monotonic() + 30
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            m = LISTEN_RE.search(line)
-            if m:
-                self.url = m.group(1).decode()
-                return
-        raise AssertionError("antler did not start")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=15)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-
 
 @pytest.fixture
-def server() -> Iterator[Server]:
+def server() -> Iterator[AntlerProcess]:
     if os.environ.get("ANTLER_TEST_URL"):
         pytest.skip("needs its own Antler process")
     workdir = Path(tempfile.mkdtemp(prefix="antler-durability-"))
-    s = Server(workdir)
+    s = AntlerProcess(workdir, ["--data-dir", str(workdir / "data")])
     try:
         yield s
     finally:
@@ -88,7 +38,7 @@ def contents(values: dict) -> list[str]:
     return [m["content"] for m in values.get("messages", [])]
 
 
-async def test_sdk_join_of_a_run_resumed_after_kill9(server: Server) -> None:
+async def test_sdk_join_of_a_run_resumed_after_kill9(server: AntlerProcess) -> None:
     server.start()
     client = get_client(url=server.url)
     thread = await client.threads.create()

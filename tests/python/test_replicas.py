@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +25,10 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError
 
-from support import collect, human
+from support import AntlerProcess, collect, human
 
 pytestmark = pytest.mark.antler_only
 
-REPO = Path(__file__).resolve().parents[2]
-LISTEN_RE = re.compile(rb"antler listening on (http://[0-9A-Za-z.\[\]:-]+)")
 PG = os.environ.get("ANTLER_TEST_POSTGRES_URL") or "postgres://postgres@127.0.0.1:5432/test"
 REDIS = os.environ.get("ANTLER_TEST_REDIS_URL") or "redis://127.0.0.1:6379"
 
@@ -77,46 +72,15 @@ def cluster() -> Iterator[list[str]]:
         f'  redis_url: "{REDIS}"\n'
         f'  key_prefix: "antler-sdk-{db}:"\n'
     )
-    binary = Path(os.environ.get("ANTLER_BIN") or REPO / "target" / "debug" / "antler")
-    procs: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
+    nodes = [
+        AntlerProcess(workdir, ["--config", str(config), "--data-dir", str(workdir / name)], name=name)
+        for name in "abc"
+    ]
     try:
-        for name in "abc":
-            data = workdir / name
-            data.mkdir()
-            log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 (closed by the process)
-            proc = subprocess.Popen(
-                [str(binary), "serve", "--host", "127.0.0.1", "--port", "0", "--config", str(config),
-                 "--data-dir", str(data)],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                cwd=workdir,
-            )
-            procs.append(proc)
-            assert proc.stdout is not None
-            deadline = time.monotonic() + 30
-            url = None
-            while url is None and time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                m = LISTEN_RE.search(line)
-                if m:
-                    url = m.group(1).decode()
-            assert url, (workdir / f"{name}.log").read_text(errors="replace")
-            urls.append(url)
-        yield urls
+        yield [node.start() for node in nodes]
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+        for node in nodes:
+            node.stop()
         subprocess.run(["psql", "-q", PG, "-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], capture_output=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
