@@ -460,6 +460,31 @@ async fn notified(n: &tokio::sync::Notify, what: &str) {
         .unwrap_or_else(|_| panic!("no wake-up: {what}"));
 }
 
+/// Nudges `target` from `from` until `wake` fires (subscriptions come up in the background, so
+/// the first nudges may be lost), failing the test after `within`.
+async fn nudge_until_delivered(
+    from: &RedisBridge,
+    target: Option<&str>,
+    wake: &tokio::sync::Notify,
+    within: Duration,
+    what: &str,
+) {
+    let delivered = async {
+        loop {
+            from.wake_replica(target).await;
+            if tokio::time::timeout(Duration::from_millis(100), wake.notified())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(within, delivered)
+        .await
+        .unwrap_or_else(|_| panic!("never delivered: {what}"));
+}
+
 /// Replica wake-ups over Redis pub/sub: a targeted nudge reaches only its replica, a broadcast
 /// reaches every replica, and one bridge's nudges reach another bridge (another process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,21 +499,14 @@ async fn replica_wakeups_reach_their_targets() {
     );
     a.listen_wakeups("replica-a", wake_a.clone());
     b.listen_wakeups("replica-b", wake_b.clone());
-    // The subscriptions are set up in the background: nudge until the first one lands.
-    let delivered = async {
-        loop {
-            a.wake_replica(Some("replica-b")).await;
-            if tokio::time::timeout(Duration::from_millis(100), wake_b.notified())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, delivered)
-        .await
-        .expect("a targeted wake-up from another bridge arrives");
+    nudge_until_delivered(
+        &a,
+        Some("replica-b"),
+        &wake_b,
+        WAIT,
+        "targeted, across bridges",
+    )
+    .await;
     // targeted: only B
     a.wake_replica(Some("replica-b")).await;
     notified(&wake_b, "targeted to B").await;
@@ -499,20 +517,7 @@ async fn replica_wakeups_reach_their_targets() {
         "A was not the target"
     );
     // broadcast: both (A's own subscription must be up too: retry until it is)
-    let both = async {
-        loop {
-            b.wake_replica(None).await;
-            if tokio::time::timeout(Duration::from_millis(100), wake_a.notified())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, both)
-        .await
-        .expect("a broadcast reaches A");
+    nudge_until_delivered(&b, None, &wake_a, WAIT, "a broadcast reaches A").await;
     notified(&wake_b, "broadcast reaches B").await;
     a.close().await;
     b.close().await;
@@ -534,28 +539,20 @@ async fn replica_wakeups_reconnect_after_an_outage() {
     .await;
     let wake = Arc::new(tokio::sync::Notify::new());
     b.listen_wakeups("r", wake.clone());
-    let deliver = |b: Arc<RedisBridge>, wake: Arc<tokio::sync::Notify>| async move {
-        loop {
-            b.wake_replica(Some("r")).await;
-            if tokio::time::timeout(Duration::from_millis(100), wake.notified())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, deliver(b.clone(), wake.clone()))
-        .await
-        .expect("delivered before the outage");
+    nudge_until_delivered(&b, Some("r"), &wake, WAIT, "before the outage").await;
     drop(server);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let Some(_server) = private_redis(Some(port)).await else {
         return;
     };
     notified(&wake, "the reconnect notifies").await;
-    tokio::time::timeout(Duration::from_secs(20), deliver(b.clone(), wake.clone()))
-        .await
-        .expect("delivered after the outage");
+    nudge_until_delivered(
+        &b,
+        Some("r"),
+        &wake,
+        Duration::from_secs(20),
+        "after the outage",
+    )
+    .await;
     b.close().await;
 }
