@@ -210,7 +210,7 @@ async def test_streamed_tool_using_conversation_and_token_usage(
     assert values["messages"][3]["content"] == "Done: the list is in todo.md."
     assert values["title"] == "Shopping List Saved"
     data_dir = agent_server[1]
-    assert (data_dir / "workspaces" / tid / "todo.md").read_text() == "- buy milk"
+    assert (data_dir / "workspaces" / "@default" / tid / "todo.md").read_text() == "- buy milk"
     # the provider saw the key, the tools and the tool result
     first, second = fake_openai.requests[0], fake_openai.requests[1]
     assert [t["function"]["name"] for t in first["tools"]] == ["ls", "read_file", "write_file", "str_replace"]

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,6 +193,44 @@ async def test_users_are_isolated(auth_server: AuthServer):
         assert before["metadata"]["note"] == "alice-only"
         assert len(await alice.runs.list(tid)) == 1
         assert (await alice.store.get_item(["private"], key="k"))["value"] == {"v": 1}
+    finally:
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def test_the_same_thread_id_is_two_threads(auth_server: AuthServer):
+    """Thread ids are per user: Bob creating Alice's thread id gets a thread of his own (no 409
+    that would confirm hers exists), runs on it see only his messages, and deleting it leaves
+    hers alone."""
+    alice = get_client(url=auth_server.url, api_key=auth_server.keys["alice"])
+    bob = get_client(url=auth_server.url, api_key=auth_server.keys["bob"])
+    try:
+        tid = str(uuid.uuid4())
+        await alice.threads.create(thread_id=tid, metadata={"note": "alice-only"})
+        await alice.runs.wait(tid, "echo", input=human("alice's secret"))
+        mine = await bob.threads.create(thread_id=tid)
+        assert mine["thread_id"] == tid
+        assert mine["metadata"] == {}
+        out = await bob.runs.wait(tid, "echo", input=human("bob here"))
+        assert msgs(out["messages"]) == [("human", "bob here"), ("ai", "echo: bob here")]
+        assert len(await bob.runs.list(tid)) == 1
+        history = await bob.threads.get_history(tid)
+        assert all("alice's secret" not in str(h["values"]) for h in history)
+        parts = [p async for p in bob.runs.stream(tid, "echo", input=human("again"), stream_mode="values")]
+        assert "alice's secret" not in str([p.data for p in parts])
+
+        # `if_not_exists="create"` on another of Alice's ids makes Bob's thread, not a 404
+        other = (await alice.threads.create())["thread_id"]
+        out = await bob.runs.wait(other, "echo", input=human("new"), if_not_exists="create")
+        assert msgs(out["messages"])[-1] == ("ai", "echo: new")
+        assert await alice.runs.list(other) == []
+
+        await bob.threads.delete(tid)
+        hers = await alice.threads.get(tid)
+        assert hers["metadata"]["note"] == "alice-only"
+        assert "bob" not in str(hers)
+        state = await alice.threads.get_state(tid)
+        assert msgs(state["values"]["messages"]) == [("human", "alice's secret"), ("ai", "echo: alice's secret")]
     finally:
         await alice.aclose()
         await bob.aclose()

@@ -318,6 +318,33 @@ pub fn workspace_root(cfg: &Config) -> std::path::PathBuf {
         .unwrap_or_else(|| cfg.sqlite_dir.join("workspaces"))
 }
 
+/// Earlier versions kept a thread's workspace at `<root>/<thread_id>`; thread ids are per
+/// owner now, so each such directory moves under its thread's owner
+/// (`<root>/@<owner>/<thread_id>`, where the agent finds it). One whose thread no longer
+/// exists stays where it is (no user can reach it), with a warning.
+async fn adopt_legacy_workspaces(root: &std::path::Path, stores: &Stores) -> Result<()> {
+    let ws = antler_llm::Workspace::new(antler_llm::WorkspaceOptions::new(root));
+    for (thread_id, path) in ws.legacy_dirs() {
+        let owners = stores.threads.owners_of(&thread_id).await.map_err(|e| {
+            anyhow::anyhow!("cannot look up the owner of workspace {thread_id}: {e}")
+        })?;
+        match owners.as_slice() {
+            [owner] => match ws.adopt_legacy_dir(owner, &thread_id) {
+                Ok(_) => {
+                    tracing::info!(dir = %path.display(), %owner, "workspace moved under its owner")
+                }
+                Err(e) => tracing::warn!(dir = %path.display(), "{e}"),
+            },
+            _ => tracing::warn!(
+                dir = %path.display(),
+                owners = owners.len(),
+                "workspace of an earlier version left where it is: its thread has no single owner"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// The graphs of a configuration, in registration order: `lead_agent` (the default agent),
 /// one graph per `agents:` entry (graph id = the agent's name: the `lead_agent` graph with
 /// that agent's model, prompt, tools and subagents), then the example graphs when enabled.
@@ -460,6 +487,7 @@ pub async fn start(cfg: Config) -> Result<Server> {
         _ => None,
     };
     let stores = open_stores(&cfg).await?;
+    adopt_legacy_workspaces(&workspace_root(&cfg), &stores).await?;
     let bridge: Arc<dyn StreamBridge> = match &cfg.redis_bridge {
         Some(rc) => {
             let bridge = RedisBridge::connect(rc.clone())

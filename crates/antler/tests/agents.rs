@@ -203,10 +203,15 @@ async fn tool_using_conversation_streams_tokens_counts_tokens_and_sets_the_title
         "middleware:title"
     );
 
-    // the file is in the thread's workspace under the data directory
-    let written =
-        std::fs::read_to_string(app.dir.path().join("workspaces").join(&t).join("notes.txt"))
-            .unwrap();
+    // the file is in the user's workspace of the thread under the data directory
+    let written = std::fs::read_to_string(
+        app.dir
+            .path()
+            .join("workspaces/@default")
+            .join(&t)
+            .join("notes.txt"),
+    )
+    .unwrap();
     assert_eq!(written, "hello from the agent");
 
     // the provider saw the workspace tools, without bash (off unless configured)

@@ -473,7 +473,164 @@ async fn isolation_matrix(mode: AuthMode) {
     let after = snapshot(&a, &o).await;
     // Ignore B's own activity that A cannot see anyway; A's records must be identical.
     assert_eq!(before, after, "[{mode:?}] A's data changed");
+
+    same_ids_are_other_threads(mode, &app, &a, &b, &o).await;
     app.stop().await;
+}
+
+/// Thread ids are chosen by clients and are per owner: B using the id of A's thread gets a
+/// thread of B's own (nothing of A's in it, nothing of B's in A's), so an id collision never
+/// confirms that A's thread exists. Covers create (plain and `if_exists`), runs with
+/// `if_not_exists: create`, state, history, runs, events, the thread's live stream, copy and
+/// delete.
+async fn same_ids_are_other_threads(mode: AuthMode, app: &App, a: &Client, b: &Client, o: &Owned) {
+    let t = &o.thread;
+    let what = |s: &str| format!("[{mode:?}] B on A's thread id: {s}");
+    let r = b.post("/threads", json!({"thread_id": t})).await;
+    assert_eq!(r.status, 200, "{}", what(&r.text));
+    assert_eq!(r.json()["thread_id"], json!(t));
+    assert_eq!(r.json()["metadata"], json!({}), "{}", what(&r.text));
+    let r = b
+        .post(
+            "/threads",
+            json!({"thread_id": t, "if_exists": "do_nothing"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", what(&r.text));
+    assert!(!r.text.contains(A_MARKER), "{}", what(&r.text));
+    let r = b.post("/threads", json!({"thread_id": t})).await;
+    assert_eq!(
+        r.status,
+        409,
+        "B's own thread exists now: {}",
+        what(&r.text)
+    );
+
+    // B's live stream of B's thread `t` sees B's run, never A's (A runs on A's `t` first).
+    let stream = b
+        .http
+        .get(format!("{}/threads/{t}/stream?stream_mode=values", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let r = a
+        .post(
+            &format!("/threads/{t}/runs/wait"),
+            json!({"assistant_id": o.assistant, "input": human(A_MARKER)}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = b
+        .post(
+            &format!("/threads/{t}/runs/wait"),
+            json!({"assistant_id": "echo", "input": human("bob's turn")}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", what(&r.text));
+    let values = r.json();
+    assert_eq!(
+        values["messages"].as_array().map(Vec::len),
+        Some(2),
+        "{values}"
+    );
+    assert!(!r.text.contains(A_MARKER), "{}", what(&r.text));
+    let mut body = stream.bytes_stream();
+    let mut seen = String::new();
+    use futures::StreamExt;
+    while !seen.contains("echo: bob's turn") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("B's thread stream carries B's run")
+            .expect("stream open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains(A_MARKER), "{}", what(&seen));
+    drop(body);
+
+    for path in [
+        format!("/threads/{t}"),
+        format!("/threads/{t}/state"),
+        format!("/threads/{t}/history"),
+        format!("/threads/{t}/runs"),
+        format!("/threads/{t}/messages"),
+        format!("/threads/{t}/token-usage"),
+    ] {
+        let r = b.get(&path).await;
+        assert_eq!(r.status, 200, "{}", what(&format!("{path}: {}", r.text)));
+        for s in [A_MARKER, o.run.as_str(), o.checkpoint.as_str()] {
+            assert!(
+                !r.text.contains(s),
+                "{}",
+                what(&format!("{path}: {}", r.text))
+            );
+        }
+    }
+    let runs = b.get(&format!("/threads/{t}/runs")).await.json();
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+    let history = b.get(&format!("/threads/{t}/history")).await.json();
+    assert!(
+        history.as_array().is_some_and(|h| !h.is_empty()),
+        "{history}"
+    );
+    // A's checkpoint id is unknown on B's thread of the same id
+    let r = b.get(&format!("/threads/{t}/state/{}", o.checkpoint)).await;
+    assert_eq!(r.status, 404, "{}", what(&r.text));
+
+    // `if_not_exists: create` on an id A uses creates B's thread instead of a 404
+    let r = a.post("/threads", json!({})).await;
+    let t2 = r.json()["thread_id"].as_str().unwrap().to_owned();
+    let r = b
+        .post(
+            &format!("/threads/{t2}/runs/wait"),
+            json!({"assistant_id": "echo", "input": human("new"), "if_not_exists": "create"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", what(&r.text));
+    let r = a.get(&format!("/threads/{t2}/runs")).await;
+    assert_eq!(r.json(), json!([]), "A's second thread has no run of B's");
+
+    // B copies and deletes B's `t`: A's `t` is untouched
+    let r = b.post(&format!("/threads/{t}/copy"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", what(&r.text));
+    let r = b.send("DELETE", &format!("/threads/{t}"), None, &[]).await;
+    assert!(r.status < 300, "{}", what(&r.text));
+    assert_eq!(b.get(&format!("/threads/{t}")).await.status, 404);
+    let r = a.get(&format!("/threads/{t}")).await;
+    assert_eq!(
+        r.status, 200,
+        "[{mode:?}] A's thread survives B's delete: {}",
+        r.text
+    );
+    assert_eq!(r.json()["metadata"]["note"], json!(A_MARKER));
+    let runs = a.get(&format!("/threads/{t}/runs")).await.json();
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(2),
+        "A's two runs: {runs}"
+    );
+    let state = a.get(&format!("/threads/{t}/state")).await;
+    assert_eq!(state.status, 200);
+    let texts: Vec<String> = state.json()["values"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            A_MARKER.to_owned(),
+            format!("echo: {A_MARKER}"),
+            A_MARKER.to_owned(),
+            format!("echo: {A_MARKER}")
+        ],
+        "[{mode:?}] A's conversation has nothing of B's"
+    );
+    let r = a.get(&format!("/threads/{t}/runs/{}/events", o.run)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!r.text.contains("bob"), "{}", r.text);
 }
 
 #[tokio::test]

@@ -800,7 +800,7 @@ async fn run_events_backends_jsonl_and_memory() {
             .filter_map(|e| e["event_type"].as_str())
             .collect();
         assert!(types.contains(&"llm.ai.response"), "[{backend}] {types:?}");
-        let file = dir.join("threads").join(&t).join("events.jsonl");
+        let file = dir.join("threads").join(&t).join("@default/events.jsonl");
         assert_eq!(
             file.exists(),
             backend == "jsonl",
@@ -820,4 +820,45 @@ fn a_sqlite_data_dir_serves_one_server_at_a_time() {
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
     drop(first);
     antler::lock_data_dir(dir.path()).expect("free again once the first one stopped");
+}
+
+/// Earlier versions kept a thread's workspace at `workspaces/<thread_id>`; thread ids are per
+/// owner now: at startup each moves under its thread's owner, where the agent looks for it.
+#[tokio::test]
+async fn workspaces_of_an_earlier_version_move_under_their_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || Config {
+        port: 0,
+        backend: Backend::Sqlite,
+        sqlite_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let server = antler::start(cfg()).await.unwrap();
+    let t: Value = reqwest::Client::new()
+        .post(format!("{}/threads", server.url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tid = t["thread_id"].as_str().unwrap().to_owned();
+    server.shutdown().await.unwrap();
+
+    let ws = dir.path().join("workspaces");
+    std::fs::create_dir_all(ws.join(&tid)).unwrap();
+    std::fs::write(ws.join(&tid).join("notes.txt"), "kept").unwrap();
+    std::fs::create_dir_all(ws.join("thread-that-is-gone")).unwrap();
+    let server = antler::start(cfg()).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(ws.join("@default").join(&tid).join("notes.txt")).unwrap(),
+        "kept"
+    );
+    assert!(!ws.join(&tid).exists());
+    assert!(
+        ws.join("thread-that-is-gone").exists(),
+        "a workspace whose thread is gone stays where it is"
+    );
+    server.shutdown().await.unwrap();
 }

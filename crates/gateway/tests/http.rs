@@ -1064,7 +1064,7 @@ async fn copy_and_delete_carry_checkpoints_and_runs() -> anyhow::Result<()> {
     let history = app
         .state
         .stores
-        .checkpointer
+        .checkpointer(antler_auth::DEFAULT_USER_ID)
         .list(&tid, None, &antler_graph::ListOptions::default())
         .await?;
     assert!(history.is_empty());

@@ -238,6 +238,164 @@ pub trait Checkpointer: Send + Sync + 'static {
     }
 }
 
+// ---------------------------------------------------------------- owners
+
+/// The key a thread's checkpoints are stored under: thread ids are chosen by clients, so two
+/// users may both have a thread `X`; storage keys them by owner + id. The separator (U+001F)
+/// cannot occur in an owner (owners are user ids, API-key user names and HTTP header values,
+/// none of which may hold control characters), so the key names exactly one (owner, thread).
+/// The SQL migrations that moved existing checkpoints under these keys spell the same format.
+pub fn thread_key(owner: &str, thread_id: &str) -> String {
+    format!("{owner}\u{1f}{thread_id}")
+}
+
+/// The checkpoints of one owner: a view of a shared [`Checkpointer`] that stores every thread
+/// under [`thread_key`]`(owner, thread_id)` and hands tuples back with the caller's thread id.
+/// The runtime and the gateway only ever see checkpoints through this view, so one user's
+/// thread `X` and another's never meet, whatever the backend.
+pub struct OwnerCheckpointer {
+    inner: Arc<dyn Checkpointer>,
+    owner: String,
+}
+
+impl OwnerCheckpointer {
+    /// The view of `owner`'s checkpoints in `inner`.
+    pub fn new(inner: Arc<dyn Checkpointer>, owner: &str) -> Self {
+        Self {
+            inner,
+            owner: owner.to_string(),
+        }
+    }
+
+    fn key(&self, thread_id: &str) -> String {
+        thread_key(&self.owner, thread_id)
+    }
+}
+
+fn with_thread_id(mut t: CheckpointTuple, thread_id: &str) -> CheckpointTuple {
+    t.thread_id = thread_id.to_string();
+    t
+}
+
+#[async_trait::async_trait]
+impl Checkpointer for OwnerCheckpointer {
+    async fn get_tuple(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Option<CheckpointTuple>, CheckpointError> {
+        Ok(self
+            .inner
+            .get_tuple(&self.key(thread_id), checkpoint_ns, checkpoint_id)
+            .await?
+            .map(|t| with_thread_id(t, thread_id)))
+    }
+
+    async fn list(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Vec<CheckpointTuple>, CheckpointError> {
+        Ok(self
+            .inner
+            .list(&self.key(thread_id), checkpoint_ns, opts)
+            .await?
+            .into_iter()
+            .map(|t| with_thread_id(t, thread_id))
+            .collect())
+    }
+
+    async fn put(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        parent_id: Option<&str>,
+        checkpoint: &Checkpoint,
+        metadata: &Map<String, Value>,
+        new_versions: &BTreeMap<String, ChannelVersion>,
+    ) -> Result<(), CheckpointError> {
+        self.inner
+            .put(
+                &self.key(thread_id),
+                checkpoint_ns,
+                parent_id,
+                checkpoint,
+                metadata,
+                new_versions,
+            )
+            .await
+    }
+
+    async fn put_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: &str,
+        task_id: &str,
+        writes: &[(String, Value)],
+    ) -> Result<(), CheckpointError> {
+        self.inner
+            .put_writes(
+                &self.key(thread_id),
+                checkpoint_ns,
+                checkpoint_id,
+                task_id,
+                writes,
+            )
+            .await
+    }
+
+    async fn delete_thread(&self, thread_id: &str) -> Result<(), CheckpointError> {
+        self.inner.delete_thread(&self.key(thread_id)).await
+    }
+
+    async fn copy_thread(&self, from: &str, to: &str) -> Result<(), CheckpointError> {
+        self.inner.copy_thread(&self.key(from), &self.key(to)).await
+    }
+
+    async fn delete_run(&self, thread_id: &str, run_id: &str) -> Result<(), CheckpointError> {
+        self.inner.delete_run(&self.key(thread_id), run_id).await
+    }
+
+    async fn get_tuple_shared(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Option<(CheckpointTuple, BTreeMap<String, ChannelValue>)>, CheckpointError> {
+        Ok(self
+            .inner
+            .get_tuple_shared(&self.key(thread_id), checkpoint_ns, checkpoint_id)
+            .await?
+            .map(|(t, values)| (with_thread_id(t, thread_id), values)))
+    }
+
+    async fn put_shared(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        parent_id: Option<&str>,
+        checkpoint: &Checkpoint,
+        values: &BTreeMap<String, ChannelValue>,
+        metadata: &Map<String, Value>,
+        new_versions: &BTreeMap<String, ChannelVersion>,
+    ) -> Result<(), CheckpointError> {
+        self.inner
+            .put_shared(
+                &self.key(thread_id),
+                checkpoint_ns,
+                parent_id,
+                checkpoint,
+                values,
+                metadata,
+                new_versions,
+            )
+            .await
+    }
+}
+
 // ---------------------------------------------------------------- ids and timestamps
 
 /// 100-ns intervals between 1582-10-15 (UUID epoch) and 1970-01-01.
@@ -654,7 +812,83 @@ pub mod conformance {
         pending_writes(store.as_ref()).await;
         delete_copy_delete_run(store.as_ref()).await;
         shared_put(store.as_ref()).await;
+        owners_do_not_meet(store.clone()).await;
+        // The whole contract holds through an owner's view too (what the server uses).
+        let view = OwnerCheckpointer::new(store, "conformance-owner");
+        round_trip_and_unchanged_channels(&view).await;
+        delete_copy_delete_run(&view).await;
+        shared_put(&view).await;
         ids_are_time_ordered();
+    }
+
+    /// Two owners' views of one store, both with a thread of the same id, never see each
+    /// other's checkpoints; tuples carry the caller's thread id, not the storage key.
+    async fn owners_do_not_meet(store: Arc<dyn Checkpointer>) {
+        let t = "conformance-owners";
+        let a = OwnerCheckpointer::new(store.clone(), "owner-a");
+        let b = OwnerCheckpointer::new(store.clone(), "owner-b");
+        for v in [&a, &b] {
+            v.delete_thread(t).await.unwrap();
+        }
+        let ca = cp(0, json!({"who": "a"}), &[("who", 1)], &[]);
+        a.put(
+            t,
+            "",
+            None,
+            &ca,
+            &meta("input", 0, "run-a"),
+            &versions(&[("who", 1)]),
+        )
+        .await
+        .unwrap();
+        assert!(b.get_tuple(t, "", None).await.unwrap().is_none());
+        assert!(
+            b.list(t, None, &ListOptions::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(b.get_tuple(t, "", Some(&ca.id)).await.unwrap().is_none());
+        let cb = cp(0, json!({"who": "b"}), &[("who", 1)], &[]);
+        b.put(
+            t,
+            "",
+            None,
+            &cb,
+            &meta("input", 0, "run-b"),
+            &versions(&[("who", 1)]),
+        )
+        .await
+        .unwrap();
+        let got_a = a.get_tuple(t, "", None).await.unwrap().unwrap();
+        assert_eq!(got_a.thread_id, t);
+        assert_eq!(got_a.checkpoint.id, ca.id);
+        assert_eq!(got_a.checkpoint.channel_values["who"], json!("a"));
+        let got_b = b.get_tuple(t, "", None).await.unwrap().unwrap();
+        assert_eq!(got_b.checkpoint.channel_values["who"], json!("b"));
+        let (shared, values) = b.get_tuple_shared(t, "", None).await.unwrap().unwrap();
+        assert_eq!(shared.thread_id, t);
+        assert_eq!(values["who"].to_value(), json!("b"));
+        let listed = a.list(t, None, &ListOptions::default()).await.unwrap();
+        assert_eq!(ids(&listed), vec![ca.id.clone()]);
+        assert!(listed.iter().all(|x| x.thread_id == t));
+        // One owner's rollback, delete and copy leave the other's thread alone.
+        b.delete_run(t, "run-a").await.unwrap();
+        assert!(a.get_tuple(t, "", None).await.unwrap().is_some());
+        b.delete_thread(t).await.unwrap();
+        assert!(b.get_tuple(t, "", None).await.unwrap().is_none());
+        assert_eq!(
+            a.get_tuple(t, "", None)
+                .await
+                .unwrap()
+                .unwrap()
+                .checkpoint
+                .id,
+            ca.id
+        );
+        // Nothing is stored under the bare id.
+        assert!(store.get_tuple(t, "", None).await.unwrap().is_none());
+        a.delete_thread(t).await.unwrap();
     }
 
     fn ids_are_time_ordered() {

@@ -20,7 +20,8 @@ pub mod types;
 
 pub use checkpoint::{
     ChannelValue, ChannelVersion, Checkpoint, CheckpointError, CheckpointTuple, Checkpointer,
-    ListOptions, MemoryCheckpointer, PendingWrite, conformance, new_checkpoint_id, now_ts,
+    ListOptions, MemoryCheckpointer, OwnerCheckpointer, PendingWrite, conformance,
+    new_checkpoint_id, now_ts, thread_key,
 };
 pub use context::{ModelCall, ModelCallInfo, NodeContext, NodeInput};
 pub use graph::{CompiledGraph, StateGraph};

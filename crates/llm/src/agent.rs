@@ -191,12 +191,16 @@ impl Shared {
 
     fn tool_context(&self, ctx: &NodeContext, model: Option<ModelEntry>) -> ToolContext {
         let thread_id = Self::thread_id(ctx);
+        let owner = cfg_str(ctx, "user_id").unwrap_or_default();
         let workspace = match &self.workspace {
             None => Err("workspace tools are not enabled".to_string()),
             Some(_) if thread_id.is_empty() => {
                 Err("this run has no thread id, so it has no workspace".to_string())
             }
-            Some(ws) => ws.thread_dir(&thread_id),
+            Some(_) if owner.is_empty() => {
+                Err("this run has no user id, so it has no workspace".to_string())
+            }
+            Some(ws) => ws.thread_dir(owner, &thread_id),
         };
         let mut t = ToolContext::new(&thread_id, ctx.cancellation())
             .with_workspace(workspace)

@@ -241,18 +241,68 @@ impl Workspace {
         &self.opts
     }
 
-    /// `<root>/<thread_id>`, created if needed, canonical.
-    pub fn thread_dir(&self, thread_id: &str) -> Result<PathBuf, String> {
+    /// `<root>/@<owner>/<thread_id>`, created if needed, canonical. Thread ids are per owner
+    /// (two users may both have a thread `X`), so every user has a directory of their own;
+    /// the `@` keeps it apart from the `<root>/<thread_id>` directories of earlier versions
+    /// (see [`Workspace::legacy_dirs`]).
+    pub fn thread_dir(&self, owner: &str, thread_id: &str) -> Result<PathBuf, String> {
         if !valid_thread_id(thread_id) {
             return Err(format!(
                 "thread id '{thread_id}' cannot name a workspace directory ([A-Za-z0-9_-]{{1,64}})"
             ));
         }
-        let dir = self.opts.root.join(thread_id);
+        let dir = self.owner_dir(owner)?.join(thread_id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create the workspace directory: {e}"))?;
         dir.canonicalize()
             .map_err(|e| format!("cannot resolve the workspace directory: {e}"))
+    }
+
+    /// `<root>/@<owner>`: owners are user ids (1-128 characters of `A-Za-z0-9_.@+-`).
+    fn owner_dir(&self, owner: &str) -> Result<PathBuf, String> {
+        let ok = !owner.is_empty()
+            && owner.len() <= 128
+            && owner.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'+' | b'-')
+            });
+        if !ok {
+            return Err(format!(
+                "user id '{owner}' cannot name a workspace directory"
+            ));
+        }
+        Ok(self.opts.root.join(format!("@{owner}")))
+    }
+
+    /// The thread directories of earlier versions (`<root>/<thread_id>`, from before thread
+    /// ids were per owner): `(thread_id, path)`.
+    pub fn legacy_dirs(&self) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.opts.root) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                valid_thread_id(&name).then(|| (name, e.path()))
+            })
+            .collect()
+    }
+
+    /// Moves an earlier version's `<root>/<thread_id>` under `owner` (whose thread it was).
+    /// Leaves it where it is if `owner` already has a directory for the thread.
+    pub fn adopt_legacy_dir(&self, owner: &str, thread_id: &str) -> Result<bool, String> {
+        let from = self.opts.root.join(thread_id);
+        let parent = self.owner_dir(owner)?;
+        let to = parent.join(thread_id);
+        if !valid_thread_id(thread_id) || !from.is_dir() || to.exists() {
+            return Ok(false);
+        }
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::rename(&from, &to)
+            .map_err(|e| format!("cannot move {} to {}: {e}", from.display(), to.display()))?;
+        Ok(true)
     }
 
     /// The tools: `ls`, `read_file`, `write_file`, `str_replace`, and `bash` when enabled.
@@ -725,7 +775,12 @@ mod tests {
     fn resolve_path_refuses_escapes() {
         let tmp = tempfile::tempdir().unwrap();
         let ws = Workspace::new(WorkspaceOptions::new(tmp.path()));
-        let root = ws.thread_dir("t1").unwrap();
+        let root = ws.thread_dir("alice", "t1").unwrap();
+        assert_eq!(root, tmp.path().canonicalize().unwrap().join("@alice/t1"));
+        // bob's thread t1 is another directory
+        let bobs = ws.thread_dir("bob", "t1").unwrap();
+        assert_ne!(bobs, root);
+        assert!(resolve_path(&root, "../../@bob/t1/x").is_err());
         assert_eq!(
             resolve_path(&root, "a/b.txt").unwrap(),
             root.join("a/b.txt")
@@ -755,7 +810,37 @@ mod tests {
             );
             assert!(resolve_path(&root, "etc").is_err());
         }
-        assert!(ws.thread_dir("../x").is_err());
-        assert!(ws.thread_dir("").is_err());
+        assert!(ws.thread_dir("alice", "../x").is_err());
+        assert!(ws.thread_dir("alice", "").is_err());
+        assert!(ws.thread_dir("", "t1").is_err());
+        assert!(ws.thread_dir("a/b", "t1").is_err());
+        assert!(ws.thread_dir("..", "t1").is_ok(), "@.. is a plain name");
+    }
+
+    #[test]
+    fn legacy_thread_dirs_move_under_their_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(WorkspaceOptions::new(tmp.path()));
+        std::fs::create_dir_all(tmp.path().join("t1")).unwrap();
+        std::fs::write(tmp.path().join("t1/notes.txt"), "kept").unwrap();
+        ws.thread_dir("bob", "t2").unwrap();
+        let legacy = ws.legacy_dirs();
+        assert_eq!(
+            legacy.len(),
+            1,
+            "{legacy:?} (owner directories are not legacy)"
+        );
+        assert_eq!(legacy[0].0, "t1");
+        assert!(ws.adopt_legacy_dir("alice", "t1").unwrap());
+        let dir = ws.thread_dir("alice", "t1").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "kept"
+        );
+        assert!(ws.legacy_dirs().is_empty());
+        assert!(
+            !ws.adopt_legacy_dir("alice", "t1").unwrap(),
+            "nothing left to move"
+        );
     }
 }

@@ -52,6 +52,7 @@ fn config(thread: &str, modes: &[StreamMode]) -> RunConfig {
     let mut c = RunConfig::new(thread, uuid::Uuid::now_v7().to_string());
     c.stream_modes = modes.to_vec();
     c.configurable.insert("thread_id".into(), json!(thread));
+    c.configurable.insert("user_id".into(), json!("tester"));
     c
 }
 
@@ -153,7 +154,7 @@ async fn question_tool_calls_answer_and_title_end_to_end() {
         json!({"input_tokens": 200, "output_tokens": 10, "total_tokens": 210})
     );
     // the file really is in the thread's workspace
-    let file = tmp.path().join("thread-1/notes/hello.txt");
+    let file = tmp.path().join("@tester/thread-1/notes/hello.txt");
     assert_eq!(std::fs::read_to_string(file).unwrap(), "hi there");
 
     // accounting records are not kept in the state
@@ -268,8 +269,9 @@ async fn question_tool_calls_answer_and_title_end_to_end() {
 async fn workspace_escapes_are_refused_as_tool_errors() {
     let fake = FakeOpenAi::start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(tmp.path().join("other")).unwrap();
-    std::fs::write(tmp.path().join("other/secret.txt"), "top secret").unwrap();
+    // another thread of the same user
+    std::fs::create_dir_all(tmp.path().join("@tester/other")).unwrap();
+    std::fs::write(tmp.path().join("@tester/other/secret.txt"), "top secret").unwrap();
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().join("pwned.txt");
     fake.reply(
@@ -463,8 +465,8 @@ async fn model_is_chosen_per_run_and_thinking_is_passed() {
 async fn task_tool_runs_a_subagent_with_its_own_caller() {
     let fake = FakeAnthropic::start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(tmp.path().join("t-sub")).unwrap();
-    std::fs::write(tmp.path().join("t-sub/data.csv"), "a,b\n1,2\n").unwrap();
+    std::fs::create_dir_all(tmp.path().join("@tester/t-sub")).unwrap();
+    std::fs::write(tmp.path().join("@tester/t-sub/data.csv"), "a,b\n1,2\n").unwrap();
     // lead: delegate
     fake.reply(
         FakeReply::tool_call(
@@ -554,7 +556,7 @@ async fn workspace_tools_directly() {
     wo.bash_timeout = Duration::from_millis(500);
     wo.max_output = 100;
     let ws = Workspace::new(wo);
-    let dir = ws.thread_dir("tt").unwrap();
+    let dir = ws.thread_dir("tester", "tt").unwrap();
     let ctx = ToolContext::new("tt", CancellationToken::new()).with_workspace(Ok(dir.clone()));
     let tools = ws.tools();
     let tool = |n: &str| tools.iter().find(|t| t.name() == n).unwrap().clone();

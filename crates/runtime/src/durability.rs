@@ -578,7 +578,7 @@ impl Runtime {
             let mut live = self.live.lock();
             live.runs.insert(run.run_id.clone(), handle.clone());
             live.tails
-                .entry(run.thread_id.clone())
+                .entry(handle.thread_key())
                 .or_insert_with(|| handle.clone());
         }
         let _ = self
@@ -729,7 +729,7 @@ impl Runtime {
         let data = json!({"error": "ServerRestart", "message": MESSAGE});
         self.publish(
             &run.run_id,
-            &crate::thread_stream_id(&run.thread_id),
+            &crate::thread_stream_id(&run.owner, &run.thread_id),
             "error",
             &data,
         )
@@ -750,7 +750,7 @@ impl Runtime {
             // only the tasks of the step that had not committed); otherwise start it over.
             let latest = self
                 .stores
-                .checkpointer
+                .checkpointer(&run.owner)
                 .get_tuple(&run.thread_id, "", None)
                 .await
                 .ok()
@@ -774,11 +774,11 @@ impl Runtime {
         let prev = {
             let mut live = self.live.lock();
             live.runs.insert(run.run_id.clone(), handle.clone());
-            live.tails.insert(run.thread_id.clone(), handle.clone())
+            live.tails.insert(handle.thread_key(), handle.clone())
         };
         self.publish(
             &run.run_id,
-            &crate::thread_stream_id(&run.thread_id),
+            &crate::thread_stream_id(&run.owner, &run.thread_id),
             "metadata",
             &json!({"run_id": run.run_id, "attempt": 2}),
         )

@@ -101,7 +101,7 @@ impl Runtime {
             Arc::new(MemoryCheckpointer::new())
         } else {
             Arc::new(FencedCheckpointer {
-                inner: self.stores.checkpointer.clone(),
+                inner: self.stores.checkpointer(&owner),
                 lease: self.lease.clone(),
             })
         };
@@ -162,7 +162,7 @@ impl Runtime {
         let thread_stream = if ephemeral {
             String::new()
         } else {
-            thread_stream_id(&thread_id)
+            thread_stream_id(&owner, &thread_id)
         };
         let mut journal = Journal::new(&self, &run, &request, !ephemeral);
         journal.start().await;
@@ -396,7 +396,7 @@ impl Runtime {
                 if !handle.ephemeral && run.status == RunStatus::Running {
                     let _ = self
                         .stores
-                        .checkpointer
+                        .checkpointer(&run.owner)
                         .delete_run(&run.thread_id, &run.run_id)
                         .await;
                 }
@@ -437,7 +437,7 @@ impl Runtime {
 
     /// After a run that did not execute: the thread is idle again unless other runs are queued.
     async fn settle_thread_status(&self, owner: &str, thread_id: &str, ephemeral: bool) {
-        let others = self.live_runs_of_thread(thread_id).len() > 1;
+        let others = self.live_runs_of_thread(owner, thread_id).len() > 1;
         if !others {
             let _ = self
                 .rows(ephemeral)
@@ -582,7 +582,7 @@ impl Runtime {
         journal.finish(status, error.as_ref()).await;
         // Another queued run on this thread keeps it busy.
         let queued = self
-            .live_runs_of_thread(thread_id)
+            .live_runs_of_thread(owner, thread_id)
             .iter()
             .any(|h| h.run_id != run.run_id);
         let title = values

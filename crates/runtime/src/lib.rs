@@ -192,6 +192,16 @@ impl RunHandle {
     fn cancel_action(&self) -> Option<CancelAction> {
         *self.action.lock()
     }
+
+    /// Whether the run is on `owner`'s thread `thread_id` (thread ids are per owner).
+    fn on_thread(&self, owner: &str, thread_id: &str) -> bool {
+        self.owner == owner && self.thread_id == thread_id
+    }
+
+    /// Its thread's key in the per-thread registry ([`antler_graph::thread_key`]).
+    fn thread_key(&self) -> String {
+        antler_graph::thread_key(&self.owner, &self.thread_id)
+    }
 }
 
 /// Live runs and the per-thread queue.
@@ -446,12 +456,13 @@ impl Runtime {
         }
     }
 
-    fn live_runs_of_thread(&self, thread_id: &str) -> Vec<Arc<RunHandle>> {
+    /// The live runs of `owner`'s thread `thread_id` (thread ids are per owner).
+    fn live_runs_of_thread(&self, owner: &str, thread_id: &str) -> Vec<Arc<RunHandle>> {
         self.live
             .lock()
             .runs
             .values()
-            .filter(|h| h.thread_id == thread_id)
+            .filter(|h| h.on_thread(owner, thread_id))
             .cloned()
             .collect()
     }
@@ -525,7 +536,7 @@ impl Runtime {
             queue_it = self
                 .stores
                 .runs
-                .next_pending_for_thread(&thread.thread_id)
+                .next_pending_for_thread(owner, &thread.thread_id)
                 .await?
                 .is_some_and(|r| r.worker_id.is_none());
         }
@@ -548,7 +559,7 @@ impl Runtime {
             ) {
             self.stores
                 .runs
-                .active_for_thread(&thread.thread_id)
+                .active_for_thread(owner, &thread.thread_id)
                 .await?
                 .filter(|r| !self.is_live(&r.run_id) && r.cancel_requested.is_none())
         } else {
@@ -568,14 +579,14 @@ impl Runtime {
             let active: Vec<Arc<RunHandle>> = live
                 .runs
                 .values()
-                .filter(|h| h.thread_id == thread.thread_id && h.cancel_action().is_none())
+                .filter(|h| h.on_thread(owner, &thread.thread_id) && h.cancel_action().is_none())
                 .cloned()
                 .collect();
             if strategy == MultitaskStrategy::Reject && !active.is_empty() {
                 return Err(RuntimeError::Conflict(REJECT_MESSAGE.into()));
             }
             live.runs.insert(run_id.clone(), handle.clone());
-            let prev = live.tails.insert(thread.thread_id.clone(), handle.clone());
+            let prev = live.tails.insert(handle.thread_key(), handle.clone());
             let to_cancel: Vec<(Arc<RunHandle>, CancelAction)> = match strategy {
                 MultitaskStrategy::Interrupt => active
                     .into_iter()
@@ -609,7 +620,7 @@ impl Runtime {
         let thread_stream = if ephemeral {
             String::new()
         } else {
-            thread_stream_id(&thread.thread_id)
+            thread_stream_id(owner, &thread.thread_id)
         };
         self.publish(
             &run_id,
@@ -697,7 +708,7 @@ impl Runtime {
         let active = self
             .stores
             .runs
-            .active_for_thread(&thread.thread_id)
+            .active_for_thread(owner, &thread.thread_id)
             .await?;
         if let Some(a) = &active {
             match strategy {
@@ -710,7 +721,7 @@ impl Runtime {
                     } else {
                         CancelAction::Interrupt
                     };
-                    for h in self.live_runs_of_thread(&thread.thread_id) {
+                    for h in self.live_runs_of_thread(owner, &thread.thread_id) {
                         h.request_cancel(action);
                     }
                     self.stores
@@ -726,7 +737,7 @@ impl Runtime {
         // and run it, and its first event must be this `metadata`.
         self.publish(
             &run.run_id,
-            &thread_stream_id(&thread.thread_id),
+            &thread_stream_id(owner, &thread.thread_id),
             "metadata",
             &json!({"run_id": run.run_id, "attempt": 1}),
         )
@@ -904,7 +915,7 @@ impl Runtime {
         wait: bool,
     ) -> Result<(), RuntimeError> {
         let handle = self.live.lock().runs.get(run_id).cloned();
-        let Some(handle) = handle.filter(|h| h.thread_id == thread_id && h.owner == owner) else {
+        let Some(handle) = handle.filter(|h| h.on_thread(owner, thread_id)) else {
             // Not live here: another replica executes it, it is queued, its process died, or
             // it is unknown / already finished.
             return self
@@ -985,7 +996,10 @@ impl Runtime {
                 .await;
         }
         let busy = matches!(
-            self.stores.runs.active_for_thread(&run.thread_id).await,
+            self.stores
+                .runs
+                .active_for_thread(&run.owner, &run.thread_id)
+                .await,
             Ok(Some(_))
         );
         if !busy {
@@ -1014,7 +1028,7 @@ impl Runtime {
     pub fn cancel_in_background(self: &Arc<Self>, owner: &str, thread_id: String, run_id: String) {
         let handle = self.live.lock().runs.get(&run_id).cloned();
         if let Some(h) = handle {
-            if h.owner == owner && h.thread_id == thread_id {
+            if h.on_thread(owner, &thread_id) {
                 h.request_cancel(CancelAction::Interrupt);
             }
             return;
@@ -1251,7 +1265,7 @@ impl Runtime {
     /// its runs, run events and checkpoints.
     pub async fn delete_thread(&self, owner: &str, thread_id: &str) -> Result<(), RuntimeError> {
         self.require_thread(owner, thread_id).await?;
-        for h in self.live_runs_of_thread(thread_id) {
+        for h in self.live_runs_of_thread(owner, thread_id) {
             if h.owner != owner {
                 continue;
             }
@@ -1263,7 +1277,7 @@ impl Runtime {
         self.stores.runs.delete_by_thread(owner, thread_id).await?;
         self.stores.events.delete_thread(owner, thread_id).await?;
         self.stores
-            .checkpointer
+            .checkpointer(owner)
             .delete_thread(thread_id)
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
@@ -1276,7 +1290,7 @@ impl Runtime {
         let new_id = uuid::Uuid::now_v7().to_string();
         let copy = self.stores.threads.copy(owner, thread_id, &new_id).await?;
         self.stores
-            .checkpointer
+            .checkpointer(owner)
             .copy_thread(thread_id, &new_id)
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
@@ -1334,12 +1348,12 @@ impl Runtime {
         live.runs.remove(&handle.run_id);
         if live
             .tails
-            .get(&handle.thread_id)
+            .get(&handle.thread_key())
             .is_some_and(|t| Arc::ptr_eq(t, handle))
         {
             match prev {
-                Some(p) => live.tails.insert(handle.thread_id.clone(), p),
-                None => live.tails.remove(&handle.thread_id),
+                Some(p) => live.tails.insert(handle.thread_key(), p),
+                None => live.tails.remove(&handle.thread_key()),
             };
         }
         drop(live);
@@ -1364,6 +1378,7 @@ pub(crate) fn action_str(action: CancelAction) -> &'static str {
 }
 
 /// The bridge stream that carries every event of a thread's runs (`GET /threads/{id}/stream`).
-pub fn thread_stream_id(thread_id: &str) -> String {
-    format!("thread:{thread_id}")
+/// Thread ids are per owner, so the stream is named by the thread's key.
+pub fn thread_stream_id(owner: &str, thread_id: &str) -> String {
+    format!("thread:{}", antler_graph::thread_key(owner, thread_id))
 }

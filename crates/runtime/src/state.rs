@@ -65,7 +65,7 @@ impl Runtime {
         };
         let snap = graph
             .get_state(
-                self.stores.checkpointer.as_ref(),
+                self.stores.checkpointer(owner).as_ref(),
                 thread_id,
                 checkpoint_id,
                 subgraphs,
@@ -100,7 +100,7 @@ impl Runtime {
             filter: q.metadata.clone(),
         };
         let snaps = graph
-            .get_history(self.stores.checkpointer.as_ref(), thread_id, &opts)
+            .get_history(self.stores.checkpointer(owner).as_ref(), thread_id, &opts)
             .await
             .map_err(graph_error)?;
         snaps
@@ -124,11 +124,7 @@ impl Runtime {
         checkpoint_id: Option<&str>,
     ) -> Result<Value, RuntimeError> {
         let thread = self.require_thread(owner, thread_id).await?;
-        if self
-            .live_runs_of_thread(thread_id)
-            .iter()
-            .any(|h| h.owner == owner)
-        {
+        if !self.live_runs_of_thread(owner, thread_id).is_empty() {
             return Err(RuntimeError::Conflict(
                 "Thread is busy: a run is active. Wait for it to finish or cancel it.".into(),
             ));
@@ -162,7 +158,7 @@ impl Runtime {
         metadata.insert("thread_id".into(), json!(thread_id));
         let cp = graph
             .update_state(
-                self.stores.checkpointer.as_ref(),
+                self.stores.checkpointer(owner).as_ref(),
                 thread_id,
                 checkpoint_id,
                 values,
@@ -173,7 +169,12 @@ impl Runtime {
             .map_err(graph_error)?;
         // Keep the thread's values snapshot in step with the new head.
         if let Ok(snap) = graph
-            .get_state(self.stores.checkpointer.as_ref(), thread_id, None, false)
+            .get_state(
+                self.stores.checkpointer(owner).as_ref(),
+                thread_id,
+                None,
+                false,
+            )
             .await
         {
             let _ = self

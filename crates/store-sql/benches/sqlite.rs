@@ -88,7 +88,7 @@ impl Chain {
 async fn chain(stores: &Stores, thread: &str, n: usize) -> Chain {
     let list = ChannelValue::from_value(Value::Array((0..n).map(msg).collect()), true);
     let mut ch = Chain {
-        cp: stores.checkpointer.clone(),
+        cp: stores.checkpoints.clone(),
         thread: thread.into(),
         list,
         parent: None,

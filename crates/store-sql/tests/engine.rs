@@ -37,7 +37,7 @@ async fn echo_runs_match_the_memory_checkpointer_and_use_deltas() {
     let pool = connect_pool(&format!("sqlite://{}", dir.path().join("e.db").display()))
         .await
         .unwrap();
-    let sqlite = stores_from_pool(pool.clone()).checkpointer;
+    let sqlite = stores_from_pool(pool.clone()).checkpoints;
     let memory: Arc<dyn Checkpointer> = Arc::new(MemoryCheckpointer::new());
     let sink: StreamSink = Arc::new(|_| {});
 

@@ -71,8 +71,8 @@ async fn mysql_stores_pass_conformance() {
 async fn mysql_checkpointer_passes_conformance() {
     let Some(url) = mysql_url().await else { return };
     let stores = open_mysql(&url, PoolOptions::default()).await.unwrap();
-    antler_graph::conformance::run_all(stores.checkpointer.clone()).await;
-    antler_graph::conformance::run_all(stores.checkpointer).await;
+    antler_graph::conformance::run_all(stores.checkpoints.clone()).await;
+    antler_graph::conformance::run_all(stores.checkpoints).await;
 }
 
 #[tokio::test]
@@ -220,7 +220,12 @@ async fn two_pools_race_claims_and_share_event_seqs() {
         7,
         "{outcomes:?}"
     );
-    let running = a.runs.active_for_thread(&thread).await.unwrap().unwrap();
+    let running = a
+        .runs
+        .active_for_thread(&owner, &thread)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(running.status, RunStatus::Running);
 
     // the same pending run claimed by both pools at once: one claims it, the other finds it gone
@@ -339,7 +344,7 @@ async fn concurrent_run_lifecycles_never_fail() {
                     .insert("messages".into(), json!([{"content": "hi"}]));
                 let nv: BTreeMap<String, u64> = [("messages".to_string(), 1)].into();
                 stores
-                    .checkpointer
+                    .checkpoints
                     .put(&tid, "", None, &c, &Map::new(), &nv)
                     .await
                     .map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -390,7 +395,7 @@ async fn concurrent_run_lifecycles_never_fail() {
         for i in 0..4 {
             let tid = format!("{owner}-t{w}-{i}");
             a.runs.delete_by_thread(&owner, &tid).await.unwrap();
-            a.checkpointer.delete_thread(&tid).await.unwrap();
+            a.checkpoints.delete_thread(&tid).await.unwrap();
             a.threads.delete(&owner, &tid).await.unwrap();
         }
     }

@@ -70,8 +70,8 @@ async fn postgres_stores_pass_conformance() {
 async fn postgres_checkpointer_passes_conformance() {
     let Some(url) = pg_url().await else { return };
     let stores = open(&url).await;
-    antler_graph::conformance::run_all(stores.checkpointer.clone()).await;
-    antler_graph::conformance::run_all(stores.checkpointer).await;
+    antler_graph::conformance::run_all(stores.checkpoints.clone()).await;
+    antler_graph::conformance::run_all(stores.checkpoints).await;
 }
 
 #[tokio::test]
@@ -226,11 +226,16 @@ async fn two_pools_race_claims_and_share_sequences() {
     }
     // the winner's run is running; the loser's still pending
     let thread0 = format!("race-{x}-0");
-    let active = b.runs.active_for_thread(&thread0).await.unwrap().unwrap();
+    let active = b
+        .runs
+        .active_for_thread(&owner, &thread0)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(active.status, RunStatus::Running);
     let pending = a
         .runs
-        .next_pending_for_thread(&thread0)
+        .next_pending_for_thread(&owner, &thread0)
         .await
         .unwrap()
         .unwrap();
@@ -338,7 +343,7 @@ async fn concurrent_run_lifecycles_never_fail() {
                     .insert("messages".into(), json!([{"content": "hi"}]));
                 let nv: BTreeMap<String, u64> = [("messages".to_string(), 1)].into();
                 stores
-                    .checkpointer
+                    .checkpoints
                     .put(&tid, "", None, &c, &Map::new(), &nv)
                     .await
                     .map_err(|e| StoreError::Backend(e.to_string()))?;

@@ -24,15 +24,15 @@ async fn sqlite_stores_pass_conformance() {
 async fn sqlite_checkpointer_passes_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let stores = open_sqlite(dir.path()).await.unwrap();
-    antler_graph::conformance::run_all(stores.checkpointer.clone()).await;
-    antler_graph::conformance::run_all(stores.checkpointer).await;
+    antler_graph::conformance::run_all(stores.checkpoints.clone()).await;
+    antler_graph::conformance::run_all(stores.checkpoints).await;
 }
 
 #[tokio::test]
 async fn in_memory_url_works() {
     let stores = open_sqlite_url("sqlite::memory:").await.unwrap();
     conformance::run_all(&stores).await;
-    antler_graph::conformance::run_all(stores.checkpointer).await;
+    antler_graph::conformance::run_all(stores.checkpoints).await;
 }
 
 #[tokio::test]
@@ -251,7 +251,7 @@ async fn concurrent_run_lifecycles_never_fail() {
                     .insert("messages".into(), json!([{"content": "hi"}]));
                 let nv: BTreeMap<String, u64> = [("messages".to_string(), 1)].into();
                 stores
-                    .checkpointer
+                    .checkpoints
                     .put(&tid, "", None, &c, &Map::new(), &nv)
                     .await
                     .map_err(|e| antler_store::StoreError::Backend(e.to_string()))?;
@@ -292,4 +292,111 @@ async fn concurrent_run_lifecycles_never_fail() {
             .unwrap(),
         256
     );
+}
+
+/// A database written before thread ids were per owner (migrations 0001-0004) keeps
+/// everything after the upgrade: its threads, their checkpoints (moved under the owner's
+/// thread key) and their event sequences (no seq handed out twice); and another user may now
+/// create a thread of the same id, which starts empty with its own sequence.
+#[tokio::test]
+async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old-migrations");
+    std::fs::create_dir_all(&old).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if ["0001", "0002", "0003", "0004"]
+            .iter()
+            .any(|v| name.starts_with(v))
+        {
+            std::fs::copy(&path, old.join(&name)).unwrap();
+        }
+    }
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", data.join("antler.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    // the old layout: a thread of alice's, its checkpoint under the bare id, 5 events handed out
+    // (the first 4 deleted since)
+    let legacy = antler_store_sql::stores_from_pool(pool.clone());
+    legacy
+        .threads
+        .create("alice", Thread::new("t1", Map::new()))
+        .await
+        .unwrap();
+    let mut c = Checkpoint {
+        id: antler_graph::new_checkpoint_id(0),
+        ts: antler_graph::now_ts(),
+        ..Default::default()
+    };
+    c.channel_versions.insert("messages".into(), 1);
+    c.channel_values
+        .insert("messages".into(), json!([{"content": "old"}]));
+    let nv: BTreeMap<String, u64> = [("messages".to_string(), 1)].into();
+    legacy
+        .checkpoints
+        .put("t1", "", None, &c, &Map::new(), &nv)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO run_event_seqs (thread_id, last_seq) VALUES ('t1', 5)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let stores = open_sqlite(&data).await.unwrap();
+    assert!(stores.threads.get("alice", "t1").await.unwrap().is_some());
+    let tuple = stores
+        .checkpointer("alice")
+        .get_tuple("t1", "", None)
+        .await
+        .unwrap()
+        .expect("alice's checkpoint moved under her key");
+    assert_eq!(tuple.thread_id, "t1");
+    assert_eq!(tuple.checkpoint.id, c.id);
+    assert_eq!(
+        tuple.checkpoint.channel_values["messages"],
+        json!([{"content": "old"}])
+    );
+    assert!(
+        stores
+            .checkpointer("bob")
+            .get_tuple("t1", "", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ev = |n: i64| NewRunEvent::new("t1", "r", "x", "trace", json!(n));
+    let got = stores
+        .events
+        .append_batch("alice", vec![ev(6)])
+        .await
+        .unwrap();
+    assert_eq!(got[0].seq, 6, "alice's sequence continues");
+    stores
+        .threads
+        .create("bob", Thread::new("t1", Map::new()))
+        .await
+        .expect("bob may have a thread t1 too");
+    let got = stores
+        .events
+        .append_batch("bob", vec![ev(1)])
+        .await
+        .unwrap();
+    assert_eq!(got[0].seq, 1, "bob's thread has its own sequence");
+    let alice_events = stores
+        .events
+        .list("alice", "t1", &RunEventQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(alice_events.len(), 1);
+    assert_eq!(alice_events[0].content, json!(6));
 }

@@ -24,6 +24,7 @@ pub async fn run_all(stores: &Stores) {
     run_queue_not_before(stores).await;
     run_cancel_requests(stores).await;
     run_put_if_idle(stores).await;
+    run_threads_are_per_owner(stores).await;
     replicas(stores).await;
     run_events(stores).await;
     feedback(stores).await;
@@ -402,10 +403,22 @@ pub async fn threads(stores: &Stores) {
         "create bob's",
     );
     assert!(is_conflict(s.create(&alice, mk(1, json!({}))).await));
-    assert!(
-        is_conflict(s.create(&bob, mk(1, json!({}))).await),
-        "ids are global"
+    // ids are per owner: bob's thread of the same id is another thread
+    let bobs_t1 = ok(
+        s.create(&bob, mk(1, json!({"mine": "bob"}))).await,
+        "bob, same id",
     );
+    assert_eq!(bobs_t1.owner, bob);
+    let mut both = vec![alice.clone(), bob.clone()];
+    both.sort();
+    assert_eq!(ok(s.owners_of(&t1.thread_id).await, "owners"), both);
+    assert!(ok(s.owners_of("no-such-thread").await, "none").is_empty());
+    assert_eq!(
+        ok(s.get(&alice, &t1.thread_id).await, "alice's t1").map(|t| t.metadata),
+        Some(t1.metadata.clone())
+    );
+    ok(s.delete(&bob, &bobs_t1.thread_id).await, "bob deletes his");
+    assert!(ok(s.get(&alice, &t1.thread_id).await, "alice's stays").is_some());
 
     let got = ok(s.get(&alice, &t1.thread_id).await, "get").expect("own thread");
     assert_eq!(got, t1);
@@ -794,10 +807,11 @@ pub async fn runs(stores: &Stores) {
     );
 
     // queue helpers
-    let active = ok(s.active_for_thread(&thread).await, "active").expect("pending runs are active");
+    let active =
+        ok(s.active_for_thread(&alice, &thread).await, "active").expect("pending runs are active");
     assert_eq!(active.run_id, r1.run_id, "oldest first");
     assert_eq!(
-        ok(s.next_pending_for_thread(&thread).await, "next")
+        ok(s.next_pending_for_thread(&alice, &thread).await, "next")
             .expect("pending")
             .run_id,
         r1.run_id
@@ -838,7 +852,7 @@ pub async fn runs(stores: &Stores) {
     );
     assert_eq!(listed.len(), 1);
     assert_eq!(
-        ok(s.next_pending_for_thread(&thread).await, "next")
+        ok(s.next_pending_for_thread(&alice, &thread).await, "next")
             .expect("r2")
             .run_id,
         r2.run_id
@@ -857,7 +871,7 @@ pub async fn runs(stores: &Stores) {
         s.update_status(&r3.run_id, RunStatus::Running, None).await,
         "r3 running"
     ));
-    let active = ok(s.active_for_thread(&thread).await, "active").expect("r3 running");
+    let active = ok(s.active_for_thread(&alice, &thread).await, "active").expect("r3 running");
     assert_eq!(active.run_id, r3.run_id);
     assert!(!ok(
         s.update_status("missing", RunStatus::Error, None).await,
@@ -1093,13 +1107,10 @@ pub async fn runs(stores: &Stores) {
     assert_eq!(empty, TokenAggregate::default());
 
     assert!(
-        ok(
-            s.active_for_thread(&thread).await,
-            "no active for alice's runs"
-        )
-        .is_some_and(|r| r.run_id == rb.run_id)
+        ok(s.active_for_thread(&bob, &thread).await, "bob's")
+            .is_some_and(|r| r.run_id == rb.run_id)
     );
-    assert!(ok(s.active_for_thread("no-thread").await, "none").is_none());
+    assert!(ok(s.active_for_thread(&alice, "no-thread").await, "none").is_none());
 
     // delete
     assert!(is_not_found(s.delete(&bob, &r1.run_id).await));
@@ -1212,6 +1223,145 @@ pub async fn run_queue_not_before(stores: &Stores) {
         [d1.run_id.as_str()],
         "due now; d2 still waits behind it"
     );
+}
+
+/// Thread ids are per owner: two owners' threads of the same id are two threads for every
+/// per-thread rule of the run store (one running run, creation order, `put_if_idle`, the
+/// queue), and for run events (each thread has its own sequence).
+pub async fn run_threads_are_per_owner(stores: &Stores) {
+    let s = stores.runs.as_ref();
+    let x = sfx();
+    let (alice, bob) = (format!("pa-{x}"), format!("pb-{x}"));
+    let tid = format!("same-{x}");
+    for o in [&alice, &bob] {
+        ok(
+            stores
+                .threads
+                .create(o, Thread::new(&tid, Map::new()))
+                .await,
+            "thread of the same id",
+        );
+    }
+    let w = format!("pw-{x}");
+    let owned = |name: &str, owner: &str| {
+        let mut r = Run::new(format!("{name}-{x}"), &tid, "asst", owner);
+        r.worker_id = Some(w.clone());
+        r.lease_expires_at = Some(time::now() + chrono::Duration::seconds(600));
+        r
+    };
+    // alice's thread is busy: bob's is still idle
+    let a1 = owned("a1", &alice);
+    assert!(ok(s.put_if_idle(&a1).await, "alice idle"));
+    let b1 = owned("b1", &bob);
+    assert!(ok(
+        s.put_if_idle(&b1).await,
+        "bob's thread is another thread"
+    ));
+    // both run at once; an older pending run of alice's does not hold bob's back
+    let a2 = owned("a2", &alice);
+    ok(s.put(&a2).await, "a2 pending behind a1");
+    assert_eq!(
+        ok(
+            s.claim(&b1.run_id, &w, time::now() + chrono::Duration::seconds(60))
+                .await,
+            "b1"
+        ),
+        Claim::Claimed
+    );
+    assert_eq!(
+        ok(
+            s.claim(&a1.run_id, &w, time::now() + chrono::Duration::seconds(60))
+                .await,
+            "a1"
+        ),
+        Claim::Claimed,
+        "bob's running run is not on alice's thread"
+    );
+    assert_eq!(
+        ok(
+            s.claim(&a2.run_id, &w, time::now() + chrono::Duration::seconds(60))
+                .await,
+            "a2"
+        ),
+        Claim::Busy,
+        "alice's own thread still runs one at a time"
+    );
+    assert_eq!(
+        ok(s.active_for_thread(&alice, &tid).await, "alice active").map(|r| r.run_id),
+        Some(a1.run_id.clone())
+    );
+    assert_eq!(
+        ok(s.active_for_thread(&bob, &tid).await, "bob active").map(|r| r.run_id),
+        Some(b1.run_id.clone())
+    );
+    assert_eq!(
+        ok(s.next_pending_for_thread(&alice, &tid).await, "alice next").map(|r| r.run_id),
+        Some(a2.run_id.clone())
+    );
+    assert!(ok(s.next_pending_for_thread(&bob, &tid).await, "bob next").is_none());
+    // the queue: bob's queued run starts while alice's thread is running
+    let mut bq = Run::new(format!("bq-{x}"), &tid, "asst", &bob);
+    bq.created_at = DateTime::<Utc>::from_timestamp(86_400 * 366, 0).unwrap_or_default();
+    ok(s.put(&bq).await, "bob queued");
+    assert!(ok(
+        s.update_status(&b1.run_id, RunStatus::Success, None).await,
+        "b1 done"
+    ));
+    let mut claimed = Vec::new();
+    for _ in 0..20 {
+        claimed = claim_mine(s, &x, &w, 1).await;
+        if !claimed.is_empty() {
+            break;
+        }
+    }
+    let ids: Vec<&str> = claimed.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [bq.run_id.as_str()],
+        "alice's running run does not block it"
+    );
+    // deleting one owner's runs of the thread leaves the other's
+    assert_eq!(ok(s.delete_by_thread(&bob, &tid).await, "bob's runs"), 2);
+    assert!(ok(s.get(&alice, &a1.run_id).await, "a1 stays").is_some());
+    for r in [&a1, &a2] {
+        ok(
+            s.update_status(&r.run_id, RunStatus::Success, None).await,
+            "finish",
+        );
+    }
+    ok(s.delete_by_thread(&alice, &tid).await, "cleanup");
+
+    // run events: one sequence per owner's thread, each sees only its own
+    let e = stores.events.as_ref();
+    let ev = |run: &str, n: i64| NewRunEvent::new(&tid, run, "x", "trace", json!(n));
+    let a_events = ok(
+        e.append_batch(&alice, vec![ev("ra", 1), ev("ra", 2)]).await,
+        "a",
+    );
+    let b_events = ok(e.append_batch(&bob, vec![ev("rb", 1)]).await, "b");
+    assert_eq!(a_events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(b_events[0].seq, 1, "bob's thread has its own sequence");
+    let a_more = ok(e.append_batch(&alice, vec![ev("ra", 3)]).await, "a more");
+    assert_eq!(a_more[0].seq, 3, "bob's appends leave no gap in alice's");
+    let listed = ok(
+        e.list(&bob, &tid, &RunEventQuery::default()).await,
+        "bob lists",
+    );
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].content, json!(1));
+    assert_eq!(
+        ok(e.count(&alice, &tid, None, None).await, "alice count"),
+        3
+    );
+    assert_eq!(ok(e.delete_thread(&bob, &tid).await, "bob deletes"), 1);
+    assert_eq!(
+        ok(e.count(&alice, &tid, None, None).await, "alice keeps"),
+        3
+    );
+    assert_eq!(ok(e.delete_run(&alice, &tid, "ra").await, "cleanup"), 3);
+    for o in [&alice, &bob] {
+        ok(stores.threads.delete(o, &tid).await, "cleanup thread");
+    }
 }
 
 /// The durable queue: `claim_next` takes the oldest queued runs (pending, no worker) whose

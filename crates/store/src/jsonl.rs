@@ -1,7 +1,10 @@
-//! [`RunEventStore`] on JSON Lines files (`run_events.backend: jsonl`, DeerFlow's layout):
-//! `{base}/threads/{thread_id}/events.jsonl` holds one event per line (with its owner) and
-//! `{base}/threads/{thread_id}/seq` the last sequence number handed out, so seqs never repeat
-//! even after deletes or a restart.
+//! [`RunEventStore`] on JSON Lines files (`run_events.backend: jsonl`, after DeerFlow's
+//! layout): thread ids are per owner, so each owner's thread has its own directory
+//! `{base}/threads/{thread_id}/@{owner}/`, where `events.jsonl` holds one event per line (with
+//! its owner) and `seq` the last sequence number handed out, so seqs never repeat even after
+//! deletes or a restart. Earlier versions kept one directory per thread id
+//! (`{base}/threads/{thread_id}/events.jsonl` + `seq`): [`JsonlRunEventStore::open`] splits
+//! such a file by owner, each owner keeping the thread's last seq.
 //!
 //! One process owns the directory (seqs are allocated under an in-process lock per thread).
 //! Appends are one `write` of whole lines followed by `fsync`, so an acknowledged batch survives
@@ -52,33 +55,50 @@ impl JsonlRunEventStore {
     /// A store rooted at `base` (created when needed).
     pub fn open(base: impl Into<PathBuf>) -> StoreResult<Self> {
         let base = base.into();
-        std::fs::create_dir_all(base.join("threads")).map_err(|e| io("create", &base, e))?;
+        let threads = base.join("threads");
+        std::fs::create_dir_all(&threads).map_err(|e| io("create", &base, e))?;
+        for entry in std::fs::read_dir(&threads).map_err(|e| io("read", &threads, e))? {
+            let dir = entry.map_err(|e| io("read", &threads, e))?.path();
+            if dir.is_dir() {
+                split_by_owner(&dir)?;
+            }
+        }
         Ok(Self {
             base,
             threads: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
-    fn dir(&self, thread_id: &str) -> StoreResult<PathBuf> {
+    /// `{base}/threads/{thread_id}/@{owner}`.
+    fn dir(&self, owner: &str, thread_id: &str) -> StoreResult<PathBuf> {
         // ids become path segments: nothing that could leave the base directory
-        let safe = !thread_id.is_empty()
-            && thread_id.len() <= 255
-            && !thread_id.starts_with('.')
-            && thread_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-        if !safe {
+        let safe = |s: &str, extra: &[u8]| {
+            !s.is_empty()
+                && s.len() <= 255
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b) || extra.contains(&b))
+        };
+        if !safe(thread_id, b":") || thread_id.starts_with('.') {
             return Err(StoreError::InvalidArgument(format!(
                 "thread id {thread_id:?} cannot name a run-event file"
             )));
         }
-        Ok(self.base.join("threads").join(thread_id))
+        if !safe(owner, b"@+") {
+            return Err(StoreError::InvalidArgument(format!(
+                "owner {owner:?} cannot name a run-event file"
+            )));
+        }
+        Ok(self
+            .base
+            .join("threads")
+            .join(thread_id)
+            .join(format!("@{owner}")))
     }
 
-    fn lock(&self, thread_id: &str) -> Arc<tokio::sync::Mutex<Option<i64>>> {
+    fn lock(&self, owner: &str, thread_id: &str) -> Arc<tokio::sync::Mutex<Option<i64>>> {
         self.threads
             .lock()
-            .entry(thread_id.to_string())
+            .entry(antler_graph::thread_key(owner, thread_id))
             .or_default()
             .clone()
     }
@@ -117,6 +137,42 @@ fn last_seq(dir: &Path) -> StoreResult<i64> {
     // the events themselves win over a seq file a crash left behind
     let seen = read_lines(dir)?.iter().map(|l| l.seq).max().unwrap_or(0);
     Ok(recorded.max(seen))
+}
+
+/// Moves the events of an earlier version's thread directory (one file for the thread id,
+/// lines tagged with their owner) into one directory per owner; every owner keeps the
+/// thread's last seq, so none is handed out twice. Safe to repeat after a crash part-way: the
+/// old files go last.
+fn split_by_owner(thread_dir: &Path) -> StoreResult<()> {
+    let events = thread_dir.join("events.jsonl");
+    let seq = thread_dir.join("seq");
+    if !events.exists() && !seq.exists() {
+        return Ok(());
+    }
+    let last = last_seq(thread_dir)?;
+    let mut by_owner: Vec<(String, Vec<u8>)> = Vec::new();
+    for l in read_lines(thread_dir)? {
+        let mut bytes = serde_json::to_vec(&l).map_err(|e| StoreError::Backend(e.to_string()))?;
+        bytes.push(b'\n');
+        match by_owner.iter_mut().find(|(o, _)| *o == l.owner) {
+            Some((_, v)) => v.extend(bytes),
+            None => by_owner.push((l.owner.clone(), bytes)),
+        }
+    }
+    for (owner, bytes) in by_owner {
+        let dir = thread_dir.join(format!("@{owner}"));
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        replace(&dir.join("events.jsonl"), &bytes)?;
+        replace(&dir.join("seq"), last.to_string().as_bytes())?;
+    }
+    for old in [events, seq] {
+        match std::fs::remove_file(&old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", &old, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Whether the file is non-empty and does not end with a newline.
@@ -196,8 +252,8 @@ impl RunEventStore for JsonlRunEventStore {
         }
         let mut out: Vec<(usize, RunEvent)> = Vec::new();
         for (thread_id, batch) in by_thread {
-            let dir = self.dir(&thread_id)?;
-            let lock = self.lock(&thread_id);
+            let dir = self.dir(owner, &thread_id)?;
+            let lock = self.lock(owner, &thread_id);
             let mut cached = lock.lock().await;
             let known = *cached;
             let owner = owner.to_string();
@@ -257,7 +313,7 @@ impl RunEventStore for JsonlRunEventStore {
         thread_id: &str,
         q: &RunEventQuery,
     ) -> StoreResult<Vec<RunEvent>> {
-        let dir = self.dir(thread_id)?;
+        let dir = self.dir(owner, thread_id)?;
         let (owner, q2, tid) = (owner.to_string(), q.clone(), thread_id.to_string());
         let events = Self::blocking(move || {
             Ok(read_lines(&dir)?
@@ -286,18 +342,17 @@ impl RunEventStore for JsonlRunEventStore {
     }
 
     async fn delete_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
-        let dir = self.dir(thread_id)?;
-        let lock = self.lock(thread_id);
+        let dir = self.dir(owner, thread_id)?;
+        let lock = self.lock(owner, thread_id);
         let _held = lock.lock().await;
-        let owner = owner.to_string();
-        Self::blocking(move || rewrite(&dir, |l| l.owner != owner)).await
+        Self::blocking(move || rewrite(&dir, |_| false)).await
     }
 
     async fn delete_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
-        let dir = self.dir(thread_id)?;
-        let lock = self.lock(thread_id);
+        let dir = self.dir(owner, thread_id)?;
+        let lock = self.lock(owner, thread_id);
         let _held = lock.lock().await;
-        let (owner, run_id) = (owner.to_string(), run_id.to_string());
-        Self::blocking(move || rewrite(&dir, |l| !(l.owner == owner && l.run_id == run_id))).await
+        let run_id = run_id.to_string();
+        Self::blocking(move || rewrite(&dir, |l| l.run_id != run_id)).await
     }
 }

@@ -39,7 +39,9 @@ pub struct Stores {
     pub events: Arc<dyn RunEventStore>,
     pub feedback: Arc<dyn FeedbackStore>,
     pub items: Arc<dyn ItemStore>,
-    pub checkpointer: Arc<dyn antler_graph::Checkpointer>,
+    /// Every owner's checkpoints, keyed by [`antler_graph::thread_key`]; reach a user's
+    /// threads through [`Stores::checkpointer`].
+    pub checkpoints: Arc<dyn antler_graph::Checkpointer>,
 }
 
 impl Stores {
@@ -52,8 +54,17 @@ impl Stores {
             events: Arc::new(MemoryRunEventStore::default()),
             feedback: Arc::new(MemoryFeedbackStore::default()),
             items: Arc::new(MemoryItemStore::default()),
-            checkpointer: Arc::new(antler_graph::MemoryCheckpointer::new()),
+            checkpoints: Arc::new(antler_graph::MemoryCheckpointer::new()),
         }
+    }
+
+    /// `owner`'s checkpoints: thread ids are the owner's own (another user's thread of the
+    /// same id is a different thread).
+    pub fn checkpointer(&self, owner: &str) -> Arc<dyn antler_graph::Checkpointer> {
+        Arc::new(antler_graph::OwnerCheckpointer::new(
+            self.checkpoints.clone(),
+            owner,
+        ))
     }
 }
 

@@ -15,6 +15,7 @@ use crate::records::*;
 use crate::time;
 use crate::traits::*;
 use crate::util;
+use antler_graph::thread_key;
 
 fn order(ord: Ordering, sort: SortOrder) -> Ordering {
     match sort {
@@ -223,7 +224,8 @@ impl AssistantStore for MemoryAssistantStore {
 /// In-memory [`ThreadStore`].
 #[derive(Default)]
 pub struct MemoryThreadStore {
-    rows: RwLock<HashMap<String, Thread>>,
+    /// owner -> thread id -> thread (ids are per owner).
+    rows: RwLock<HashMap<String, HashMap<String, Thread>>>,
 }
 
 fn thread_matches(t: &Thread, q: &ThreadSearch) -> bool {
@@ -239,8 +241,10 @@ impl MemoryThreadStore {
     fn matching(&self, owner: &str, q: &ThreadSearch) -> Vec<Thread> {
         self.rows
             .read()
-            .values()
-            .filter(|t| t.owner == owner && thread_matches(t, q))
+            .get(owner)
+            .into_iter()
+            .flat_map(HashMap::values)
+            .filter(|t| thread_matches(t, q))
             .cloned()
             .collect()
     }
@@ -282,13 +286,14 @@ impl ThreadStore for MemoryThreadStore {
         thread.updated_at = time::truncate(thread.updated_at);
         thread.state_updated_at = time::truncate(thread.state_updated_at);
         let mut rows = self.rows.write();
-        if rows.contains_key(&thread.thread_id) {
+        let own = rows.entry(owner.to_string()).or_default();
+        if own.contains_key(&thread.thread_id) {
             return Err(StoreError::Conflict(format!(
                 "thread {} already exists",
                 thread.thread_id
             )));
         }
-        rows.insert(thread.thread_id.clone(), thread.clone());
+        own.insert(thread.thread_id.clone(), thread.clone());
         Ok(thread)
     }
 
@@ -296,8 +301,8 @@ impl ThreadStore for MemoryThreadStore {
         Ok(self
             .rows
             .read()
-            .get(thread_id)
-            .filter(|t| t.owner == owner)
+            .get(owner)
+            .and_then(|own| own.get(thread_id))
             .cloned())
     }
 
@@ -326,8 +331,8 @@ impl ThreadStore for MemoryThreadStore {
     ) -> StoreResult<Thread> {
         let mut rows = self.rows.write();
         let t = rows
-            .get_mut(thread_id)
-            .filter(|t| t.owner == owner)
+            .get_mut(owner)
+            .and_then(|own| own.get_mut(thread_id))
             .ok_or(StoreError::NotFound)?;
         apply_thread_update(t, update, time::now());
         Ok(t.clone())
@@ -335,13 +340,12 @@ impl ThreadStore for MemoryThreadStore {
 
     async fn delete(&self, owner: &str, thread_id: &str) -> StoreResult<()> {
         let mut rows = self.rows.write();
-        match rows.get(thread_id) {
-            Some(t) if t.owner == owner => {
-                rows.remove(thread_id);
-                Ok(())
-            }
-            _ => Err(StoreError::NotFound),
+        let own = rows.get_mut(owner).ok_or(StoreError::NotFound)?;
+        own.remove(thread_id).ok_or(StoreError::NotFound)?;
+        if own.is_empty() {
+            rows.remove(owner);
         }
+        Ok(())
     }
 
     async fn search(&self, owner: &str, q: &ThreadSearch) -> StoreResult<Vec<Thread>> {
@@ -366,19 +370,28 @@ impl ThreadStore for MemoryThreadStore {
 
     async fn copy(&self, owner: &str, thread_id: &str, new_id: &str) -> StoreResult<Thread> {
         let mut rows = self.rows.write();
-        let src = rows
-            .get(thread_id)
-            .filter(|t| t.owner == owner)
-            .cloned()
-            .ok_or(StoreError::NotFound)?;
-        if rows.contains_key(new_id) {
+        let own = rows.get_mut(owner).ok_or(StoreError::NotFound)?;
+        let src = own.get(thread_id).cloned().ok_or(StoreError::NotFound)?;
+        if own.contains_key(new_id) {
             return Err(StoreError::Conflict(format!(
                 "thread {new_id} already exists"
             )));
         }
         let copy = copy_of(&src, new_id, time::now());
-        rows.insert(new_id.to_string(), copy.clone());
+        own.insert(new_id.to_string(), copy.clone());
         Ok(copy)
+    }
+
+    async fn owners_of(&self, thread_id: &str) -> StoreResult<Vec<String>> {
+        let mut owners: Vec<String> = self
+            .rows
+            .read()
+            .iter()
+            .filter(|(_, own)| own.contains_key(thread_id))
+            .map(|(o, _)| o.clone())
+            .collect();
+        owners.sort();
+        Ok(owners)
     }
 }
 
@@ -409,38 +422,41 @@ pub(crate) fn copy_of(src: &Thread, new_id: &str, now: DateTime<Utc>) -> Thread 
 #[derive(Default)]
 struct RunRows {
     by_id: HashMap<String, Run>,
+    /// [`thread_key`]`(owner, thread_id)` -> run ids (thread ids are per owner).
     by_thread: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl RunRows {
     fn remove(&mut self, run_id: &str) -> Option<Run> {
         let run = self.by_id.remove(run_id)?;
-        if let Some(ids) = self.by_thread.get_mut(&run.thread_id) {
+        let key = thread_key(&run.owner, &run.thread_id);
+        if let Some(ids) = self.by_thread.get_mut(&key) {
             ids.remove(run_id);
             if ids.is_empty() {
-                self.by_thread.remove(&run.thread_id);
+                self.by_thread.remove(&key);
             }
         }
         Some(run)
     }
 
-    /// Whether a run of the thread other than `run_id` is running (the SQL backends' unique
+    /// Whether a run of `run`'s thread other than `run` is running (the SQL backends' unique
     /// index on running runs).
-    fn other_running(&self, thread_id: &str, run_id: &str) -> bool {
-        self.of_thread(thread_id)
-            .any(|r| r.status == RunStatus::Running && r.run_id != run_id)
+    fn other_running(&self, run: &Run) -> bool {
+        self.of_thread(&run.owner, &run.thread_id)
+            .any(|r| r.status == RunStatus::Running && r.run_id != run.run_id)
     }
 
-    /// Whether a run of the thread created before `key` (created_at, run_id) is pending.
-    fn older_pending(&self, thread_id: &str, key: &(DateTime<Utc>, String)) -> bool {
-        self.of_thread(thread_id).any(|r| {
-            r.status == RunStatus::Pending && (r.created_at, r.run_id.as_str()) < (key.0, &key.1)
+    /// Whether a run of `run`'s thread created before it is pending.
+    fn older_pending(&self, run: &Run) -> bool {
+        self.of_thread(&run.owner, &run.thread_id).any(|r| {
+            r.status == RunStatus::Pending
+                && (r.created_at, r.run_id.as_str()) < (run.created_at, run.run_id.as_str())
         })
     }
 
-    fn of_thread(&self, thread_id: &str) -> impl Iterator<Item = &Run> {
+    fn of_thread(&self, owner: &str, thread_id: &str) -> impl Iterator<Item = &Run> {
         self.by_thread
-            .get(thread_id)
+            .get(&thread_key(owner, thread_id))
             .into_iter()
             .flat_map(|ids| ids.iter().filter_map(|id| self.by_id.get(id)))
     }
@@ -485,11 +501,11 @@ impl MemoryRunStore {
         v
     }
 
-    fn collect_thread(&self, thread_id: &str, f: impl Fn(&Run) -> bool) -> Vec<Run> {
+    fn collect_thread(&self, owner: &str, thread_id: &str, f: impl Fn(&Run) -> bool) -> Vec<Run> {
         let mut v: Vec<Run> = self
             .rows
             .read()
-            .of_thread(thread_id)
+            .of_thread(owner, thread_id)
             .filter(|r| f(r))
             .cloned()
             .collect();
@@ -504,12 +520,12 @@ impl MemoryRunStore {
                 run.run_id
             )));
         }
-        if run.status == RunStatus::Running && rows.other_running(&run.thread_id, &run.run_id) {
+        if run.status == RunStatus::Running && rows.other_running(run) {
             return Err(running_conflict(&run.thread_id));
         }
         let run = run.as_stored();
         rows.by_thread
-            .entry(run.thread_id.clone())
+            .entry(thread_key(&run.owner, &run.thread_id))
             .or_default()
             .insert(run.run_id.clone());
         rows.by_id.insert(run.run_id.clone(), run);
@@ -530,7 +546,7 @@ impl RunStore for MemoryRunStore {
 
     async fn put_if_idle(&self, run: &Run) -> StoreResult<bool> {
         let mut rows = self.rows.write();
-        let busy = rows.of_thread(&run.thread_id).any(|r| {
+        let busy = rows.of_thread(&run.owner, &run.thread_id).any(|r| {
             r.run_id != run.run_id && r.status.is_active() && r.cancel_requested.is_none()
         });
         if busy {
@@ -555,9 +571,8 @@ impl RunStore for MemoryRunStore {
         thread_id: &str,
         q: &RunListQuery,
     ) -> StoreResult<Vec<Run>> {
-        let mut v = self.collect_thread(thread_id, |r| {
-            r.owner == owner && q.status.is_none_or(|s| r.status == s)
-        });
+        let mut v =
+            self.collect_thread(owner, thread_id, |r| q.status.is_none_or(|s| r.status == s));
         v.reverse();
         Ok(page(v, q.offset, q.limit))
     }
@@ -579,11 +594,11 @@ impl RunStore for MemoryRunStore {
         error: Option<&str>,
     ) -> StoreResult<bool> {
         let mut rows = self.rows.write();
-        let Some(thread_id) = rows.by_id.get(run_id).map(|r| r.thread_id.clone()) else {
+        let Some(run) = rows.by_id.get(run_id) else {
             return Ok(false);
         };
-        if to == RunStatus::Running && rows.other_running(&thread_id, run_id) {
-            return Err(running_conflict(&thread_id));
+        if to == RunStatus::Running && rows.other_running(run) {
+            return Err(running_conflict(&run.thread_id));
         }
         Ok(rows.by_id.get_mut(run_id).is_some_and(|r| {
             if from.contains(&r.status) {
@@ -609,8 +624,7 @@ impl RunStore for MemoryRunStore {
     async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
         let mut rows = self.rows.write();
         let doomed: Vec<String> = rows
-            .of_thread(thread_id)
-            .filter(|r| r.owner == owner)
+            .of_thread(owner, thread_id)
             .map(|r| r.run_id.clone())
             .collect();
         for id in &doomed {
@@ -661,8 +675,8 @@ impl RunStore for MemoryRunStore {
         thread_id: &str,
         include_active: bool,
     ) -> StoreResult<TokenAggregate> {
-        let runs = self.collect_thread(thread_id, |r| {
-            r.owner == owner && util::counts_for_tokens(r.status, include_active)
+        let runs = self.collect_thread(owner, thread_id, |r| {
+            util::counts_for_tokens(r.status, include_active)
         });
         Ok(util::aggregate(&runs))
     }
@@ -680,9 +694,7 @@ impl RunStore for MemoryRunStore {
         if run.status != RunStatus::Pending {
             return Ok(Claim::Gone);
         }
-        let thread_id = run.thread_id.clone();
-        let key = (run.created_at, run.run_id.clone());
-        if rows.other_running(&thread_id, run_id) || rows.older_pending(&thread_id, &key) {
+        if rows.other_running(run) || rows.older_pending(run) {
             return Ok(Claim::Busy);
         }
         if let Some(r) = rows.by_id.get_mut(run_id) {
@@ -740,8 +752,8 @@ impl RunStore for MemoryRunStore {
         }))
     }
 
-    async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
-        let runs = self.collect_thread(thread_id, |r| r.status.is_active());
+    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
+        let runs = self.collect_thread(owner, thread_id, |r| r.status.is_active());
         Ok(runs
             .iter()
             .find(|r| r.status == RunStatus::Running)
@@ -749,9 +761,13 @@ impl RunStore for MemoryRunStore {
             .cloned())
     }
 
-    async fn next_pending_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+    async fn next_pending_for_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+    ) -> StoreResult<Option<Run>> {
         Ok(self
-            .collect_thread(thread_id, |r| r.status == RunStatus::Pending)
+            .collect_thread(owner, thread_id, |r| r.status == RunStatus::Pending)
             .into_iter()
             .next())
     }
@@ -876,16 +892,17 @@ impl RunStore for MemoryRunStore {
 
 // ------------------------------------------------------------------------ run events
 
-/// Events of one thread; each row keeps its owner (as the SQL tables do).
+/// Events of one owner's thread.
 #[derive(Default)]
 struct ThreadEvents {
     next_seq: i64,
-    events: Vec<(String, RunEvent)>,
+    events: Vec<RunEvent>,
 }
 
 /// In-memory [`RunEventStore`].
 #[derive(Default)]
 pub struct MemoryRunEventStore {
+    /// [`thread_key`]`(owner, thread_id)` -> events (thread ids are per owner).
     threads: RwLock<HashMap<String, ThreadEvents>>,
 }
 
@@ -925,7 +942,7 @@ impl RunEventStore for MemoryRunEventStore {
         let mut threads = self.threads.write();
         let mut out = Vec::with_capacity(events.len());
         for e in events {
-            let t = threads.entry(e.thread_id.clone()).or_default();
+            let t = threads.entry(thread_key(owner, &e.thread_id)).or_default();
             t.next_seq += 1;
             let ev = RunEvent {
                 thread_id: e.thread_id,
@@ -937,7 +954,7 @@ impl RunEventStore for MemoryRunEventStore {
                 metadata: e.metadata,
                 created_at: time::truncate(e.created_at),
             };
-            t.events.push((owner.to_string(), ev.clone()));
+            t.events.push(ev.clone());
             out.push(ev);
         }
         Ok(out)
@@ -950,14 +967,14 @@ impl RunEventStore for MemoryRunEventStore {
         q: &RunEventQuery,
     ) -> StoreResult<Vec<RunEvent>> {
         let threads = self.threads.read();
-        let Some(t) = threads.get(thread_id) else {
+        let Some(t) = threads.get(&thread_key(owner, thread_id)) else {
             return Ok(Vec::new());
         };
         let matching: Vec<RunEvent> = t
             .events
             .iter()
-            .filter(|(o, e)| o == owner && event_matches(e, q))
-            .map(|(_, e)| e.clone())
+            .filter(|e| event_matches(e, q))
+            .cloned()
             .collect();
         Ok(window(matching, q))
     }
@@ -971,13 +988,12 @@ impl RunEventStore for MemoryRunEventStore {
     ) -> StoreResult<u64> {
         let threads = self.threads.read();
         Ok(threads
-            .get(thread_id)
+            .get(&thread_key(owner, thread_id))
             .map(|t| {
                 t.events
                     .iter()
-                    .filter(|(o, e)| {
-                        o == owner
-                            && run_id.is_none_or(|r| e.run_id == r)
+                    .filter(|e| {
+                        run_id.is_none_or(|r| e.run_id == r)
                             && category.is_none_or(|c| e.category == c)
                     })
                     .count() as u64
@@ -987,23 +1003,20 @@ impl RunEventStore for MemoryRunEventStore {
 
     async fn delete_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
         let mut threads = self.threads.write();
-        let Some(t) = threads.get_mut(thread_id) else {
+        let Some(t) = threads.get_mut(&thread_key(owner, thread_id)) else {
             return Ok(0);
         };
-        let before = t.events.len();
         // next_seq is kept: a later append on the same thread id still gets fresh seqs.
-        t.events.retain(|(o, _)| o != owner);
-        Ok((before - t.events.len()) as u64)
+        Ok(std::mem::take(&mut t.events).len() as u64)
     }
 
     async fn delete_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
         let mut threads = self.threads.write();
-        let Some(t) = threads.get_mut(thread_id) else {
+        let Some(t) = threads.get_mut(&thread_key(owner, thread_id)) else {
             return Ok(0);
         };
         let before = t.events.len();
-        t.events
-            .retain(|(o, e)| !(o == owner && e.run_id == run_id));
+        t.events.retain(|e| e.run_id != run_id);
         Ok((before - t.events.len()) as u64)
     }
 }

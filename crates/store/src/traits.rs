@@ -237,7 +237,9 @@ pub struct ThreadUpdate {
 /// Threads.
 #[async_trait::async_trait]
 pub trait ThreadStore: Send + Sync {
-    /// Inserts the thread owned by `owner`. Conflict if the id exists (for any owner).
+    /// Inserts the thread owned by `owner`. Conflict if `owner` already has a thread of that
+    /// id. Thread ids are per owner: another owner's thread of the same id is another thread,
+    /// and nothing of it shows through this owner's calls.
     async fn create(&self, owner: &str, thread: Thread) -> StoreResult<Thread>;
     async fn get(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Thread>>;
     /// Merges `metadata` into the thread's metadata (PATCH /threads/{id}); returns the thread.
@@ -261,6 +263,10 @@ pub trait ThreadStore: Send + Sync {
     /// A new thread `new_id` with the source's metadata, config, values, error and interrupts;
     /// status copied except `busy`, which becomes `idle`. Conflict if `new_id` exists.
     async fn copy(&self, owner: &str, thread_id: &str, new_id: &str) -> StoreResult<Thread>;
+    /// The owners that have a thread of this id, sorted. For operations only (moving an
+    /// earlier version's per-thread files under their owner at startup), never on a user's
+    /// behalf.
+    async fn owners_of(&self, thread_id: &str) -> StoreResult<Vec<String>>;
 }
 
 // ------------------------------------------------------------------------ runs
@@ -384,8 +390,8 @@ pub trait RunStore: Send + Sync {
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
-    /// The oldest active run of the thread (running preferred over pending).
-    async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>>;
+    /// The oldest active run of `owner`'s thread (running preferred over pending).
+    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>>;
     /// The durable run queue: claims up to `limit` queued runs (pending, no `worker_id`) for
     /// `worker_id` until `lease_until`, moving them to `running` (as [`claim`](Self::claim)).
     /// A queued run's `lease_expires_at`, when set, is the time it may start (`after_seconds`):
@@ -420,8 +426,12 @@ pub trait RunStore: Send + Sync {
         replica_id: &str,
         stale_before: DateTime<Utc>,
     ) -> StoreResult<u64>;
-    /// The oldest pending run of the thread.
-    async fn next_pending_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>>;
+    /// The oldest pending run of `owner`'s thread.
+    async fn next_pending_for_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+    ) -> StoreResult<Option<Run>>;
 }
 
 // ------------------------------------------------------------------------ run events

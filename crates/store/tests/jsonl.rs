@@ -16,6 +16,7 @@ async fn jsonl_run_events_pass_conformance() {
     stores.events = Arc::new(JsonlRunEventStore::open(dir.path()).unwrap());
     conformance::run_events(&stores).await;
     conformance::run_events(&stores).await;
+    conformance::run_threads_are_per_owner(&stores).await;
 }
 
 fn ev(thread: &str, run: &str, n: i64) -> NewRunEvent {
@@ -37,7 +38,7 @@ async fn seqs_and_events_survive_a_reopen_and_a_torn_line() {
         assert_eq!(s.delete_run("alice", "t1", "r1").await.unwrap(), 2);
     }
     // a crash mid-append leaves half a line behind
-    let file = dir.path().join("threads/t1/events.jsonl");
+    let file = dir.path().join("threads/t1/@alice/events.jsonl");
     std::fs::write(&file, "{\"owner\":\"alice\",\"run_id\":\"r").unwrap();
     let s = JsonlRunEventStore::open(dir.path()).unwrap();
     let got = s
@@ -76,4 +77,60 @@ async fn ids_that_could_escape_the_directory_are_refused() {
         let r = s.list("alice", bad, &RunEventQuery::default()).await;
         assert!(matches!(r, Err(StoreError::InvalidArgument(_))), "{bad:?}");
     }
+    for bad_owner in ["../x", "a/b", ""] {
+        let r = s.append_batch(bad_owner, vec![ev("t1", "r", 1)]).await;
+        assert!(
+            matches!(r, Err(StoreError::InvalidArgument(_))),
+            "{bad_owner:?}: {r:?}"
+        );
+    }
+}
+
+/// An earlier version kept one file per thread id, every owner's lines in it: opening the
+/// store splits it into one directory per owner, each keeping the thread's last seq.
+#[tokio::test]
+async fn an_earlier_versions_thread_file_is_split_by_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("threads/t1");
+    std::fs::create_dir_all(&old).unwrap();
+    let line = |owner: &str, seq: i64| {
+        json!({"owner": owner, "run_id": "r1", "seq": seq, "event_type": "x",
+               "category": "trace", "content": {"n": seq}, "metadata": {},
+               "created_at": "2026-11-01T10:00:00.000000+00:00"})
+        .to_string()
+    };
+    std::fs::write(
+        old.join("events.jsonl"),
+        format!(
+            "{}\n{}\n{}\n",
+            line("alice", 1),
+            line("bob", 2),
+            line("alice", 3)
+        ),
+    )
+    .unwrap();
+    std::fs::write(old.join("seq"), "7").unwrap();
+    let s = JsonlRunEventStore::open(dir.path()).unwrap();
+    assert!(!old.join("events.jsonl").exists() && !old.join("seq").exists());
+    let alice = s
+        .list("alice", "t1", &RunEventQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3]);
+    let bob = s
+        .list("bob", "t1", &RunEventQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(bob.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    for owner in ["alice", "bob"] {
+        let got = s
+            .append_batch(owner, vec![ev("t1", "r2", 9)])
+            .await
+            .unwrap();
+        assert_eq!(got[0].seq, 8, "{owner}: no seq is handed out twice");
+    }
+    // and once more: nothing left to split
+    drop(s);
+    let s = JsonlRunEventStore::open(dir.path()).unwrap();
+    assert_eq!(s.count("alice", "t1", None, None).await.unwrap(), 3);
 }

@@ -12,5 +12,5 @@ async fn memory_stores_pass_conformance() {
 
 #[tokio::test]
 async fn memory_checkpointer_passes_conformance() {
-    antler_graph::conformance::run_all(Stores::memory().checkpointer).await;
+    antler_graph::conformance::run_all(Stores::memory().checkpoints).await;
 }

@@ -717,7 +717,7 @@ async fn thread_stream(
         .await
         .map_err(rt_err)?;
     let filter = mode_filter(p.stream_mode.as_deref());
-    let stream_id = antler_runtime::thread_stream_id(&thread_id);
+    let stream_id = antler_runtime::thread_stream_id(owner, &thread_id);
     // Without Last-Event-ID a thread stream starts live (what the thread does from now on).
     let last = match last_event_id(&headers) {
         Some(id) => Some(id),

@@ -509,7 +509,7 @@ async fn copy(
         .map_err(thread_err(&thread_id))?;
     state
         .stores
-        .checkpointer
+        .checkpointer(owner)
         .copy_thread(&source.thread_id, &new_id)
         .await?;
     let mut runs = all_runs(&state, owner, &source.thread_id).await?;
@@ -541,8 +541,8 @@ struct PruneBody {
 }
 
 /// Keeps only the newest checkpoint of every namespace of a thread (with its pending writes).
-async fn keep_latest_checkpoints(state: &AppState, thread_id: &str) -> ApiResult<()> {
-    let cp = &state.stores.checkpointer;
+async fn keep_latest_checkpoints(state: &AppState, owner: &str, thread_id: &str) -> ApiResult<()> {
+    let cp = state.stores.checkpointer(owner);
     let all = cp.list(thread_id, None, &ListOptions::default()).await?;
     let namespaces: BTreeSet<String> = all.into_iter().map(|t| t.checkpoint_ns).collect();
     let mut latest = Vec::new();
@@ -607,7 +607,7 @@ async fn prune(
                 // A busy thread is writing checkpoints right now: leave it alone.
                 let thread = state.stores.threads.get(owner, id).await?;
                 if thread.is_some_and(|t| t.status != ThreadStatus::Busy) {
-                    keep_latest_checkpoints(&state, id).await?;
+                    keep_latest_checkpoints(&state, owner, id).await?;
                     pruned += 1;
                 }
             }

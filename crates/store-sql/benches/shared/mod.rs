@@ -115,7 +115,7 @@ fn checkpoints(c: &mut Criterion, rt: &Runtime, stores: &Stores, prefix: &str) {
                                 true,
                             );
                             let mut ch = Chain {
-                                cp: stores.checkpointer.clone(),
+                                cp: stores.checkpoints.clone(),
                                 thread: format!("bench-{label}-{n}-{}", sfx()),
                                 list,
                                 parent: None,
@@ -128,7 +128,7 @@ fn checkpoints(c: &mut Criterion, rt: &Runtime, stores: &Stores, prefix: &str) {
                                 total += start.elapsed();
                                 done += 1;
                             }
-                            stores.checkpointer.delete_thread(&ch.thread).await.unwrap();
+                            stores.checkpoints.delete_thread(&ch.thread).await.unwrap();
                         }
                     });
                     total

@@ -42,10 +42,10 @@ fn push_filters(
     run_id: Option<&str>,
     category: Option<&str>,
 ) {
-    qb.push(" WHERE thread_id = ");
-    qb.push_bind(thread_id.to_string());
-    qb.push(" AND owner = ");
+    qb.push(" WHERE owner = ");
     qb.push_bind(owner.to_string());
+    qb.push(" AND thread_id = ");
+    qb.push_bind(thread_id.to_string());
     if let Some(r) = run_id {
         qb.push(" AND run_id = ");
         qb.push_bind(r.to_string());
@@ -79,9 +79,10 @@ impl RunEventStore for MySqlRunEventStore {
                 let mut next: HashMap<&str, i64> = HashMap::new();
                 for (thread_id, n) in per_thread {
                     sqlx::query(
-                        "INSERT INTO run_event_seqs (thread_id, last_seq) VALUES (?, ?) \
+                        "INSERT INTO run_event_seqs (owner, thread_id, last_seq) VALUES (?, ?, ?) \
                          ON DUPLICATE KEY UPDATE last_seq = last_seq + ?",
                     )
+                    .bind(owner)
                     .bind(thread_id)
                     .bind(n)
                     .bind(n)
@@ -90,8 +91,9 @@ impl RunEventStore for MySqlRunEventStore {
                     .map_err(map_err)?;
                     // a locking read: the row as this transaction left it
                     let last: i64 = sqlx::query_scalar(
-                        "SELECT last_seq FROM run_event_seqs WHERE thread_id = ? FOR UPDATE",
+                        "SELECT last_seq FROM run_event_seqs WHERE owner = ? AND thread_id = ? FOR UPDATE",
                     )
+                    .bind(owner)
                     .bind(thread_id)
                     .fetch_one(&mut *tx)
                     .await

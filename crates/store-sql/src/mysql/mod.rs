@@ -223,7 +223,7 @@ pub fn stores_from_pool(db: MySqlDb) -> Stores {
         events: Arc::new(MySqlRunEventStore { db: db.clone() }),
         feedback: Arc::new(MySqlFeedbackStore { db: db.clone() }),
         items: Arc::new(MySqlItemStore { db: db.clone() }),
-        checkpointer: Arc::new(MySqlCheckpointer::with_db(db)),
+        checkpoints: Arc::new(MySqlCheckpointer::with_db(db)),
     }
 }
 

@@ -158,12 +158,14 @@ impl RunStore for MySqlRunStore {
                 // The thread's row lock serializes the check-and-insert of its runs; the check
                 // is the transaction's first plain read, so its snapshot is taken after the lock
                 // and sees every run committed before it.
-                sqlx::query("SELECT thread_id FROM threads WHERE thread_id = ? FOR UPDATE")
+                sqlx::query("SELECT thread_id FROM threads WHERE owner = ? AND thread_id = ? FOR UPDATE")
+                    .bind(&r.owner)
                     .bind(&r.thread_id)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                let busy = sqlx::query("SELECT 1 FROM runs WHERE thread_id = ? AND run_id <> ? AND status IN ('pending', 'running') AND cancel_requested IS NULL LIMIT 1")
+                let busy = sqlx::query("SELECT 1 FROM runs WHERE owner = ? AND thread_id = ? AND run_id <> ? AND status IN ('pending', 'running') AND cancel_requested IS NULL LIMIT 1")
+                    .bind(&r.owner)
                     .bind(&r.thread_id)
                     .bind(&r.run_id)
                     .fetch_optional(&mut *tx)
@@ -473,7 +475,7 @@ impl RunStore for MySqlRunStore {
             .retry(|| async {
                 let mut tx = self.db.begin().await?;
                 let row = sqlx::query(
-                    "SELECT thread_id, created_at FROM runs WHERE run_id = ? AND status = 'pending' FOR UPDATE",
+                    "SELECT owner, thread_id, created_at FROM runs WHERE run_id = ? AND status = 'pending' FOR UPDATE",
                 )
                 .bind(run_id)
                 .fetch_optional(&mut *tx)
@@ -482,12 +484,14 @@ impl RunStore for MySqlRunStore {
                 let Some(row) = row else {
                     return Ok(Claim::Gone);
                 };
+                let owner = get_str(&row, "owner")?;
                 let thread_id = get_str(&row, "thread_id")?;
                 let created = get_ts(&row, "created_at")?;
                 let older: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM runs WHERE thread_id = ? AND status = 'pending' \
+                    "SELECT 1 FROM runs WHERE owner = ? AND thread_id = ? AND status = 'pending' \
                      AND (created_at < ? OR (created_at = ? AND run_id < ?)) LIMIT 1",
                 )
+                .bind(&owner)
                 .bind(&thread_id)
                 .bind(created)
                 .bind(created)
@@ -577,13 +581,14 @@ impl RunStore for MySqlRunStore {
         .await
     }
 
-    async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
         self.db
             .retry(|| async {
                 sqlx::query(
-                    "SELECT * FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') \
+                    "SELECT * FROM runs WHERE owner = ? AND thread_id = ? AND status IN ('pending', 'running') \
                      ORDER BY CASE status WHEN 'running' THEN 0 ELSE 1 END, created_at ASC, run_id ASC LIMIT 1",
                 )
+                .bind(owner)
                 .bind(thread_id)
                 .fetch_optional(&self.db.pool)
                 .await
@@ -594,12 +599,17 @@ impl RunStore for MySqlRunStore {
             .await
     }
 
-    async fn next_pending_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+    async fn next_pending_for_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+    ) -> StoreResult<Option<Run>> {
         self.db
             .retry(|| async {
                 sqlx::query(
-                    "SELECT * FROM runs WHERE thread_id = ? AND status = 'pending' ORDER BY created_at ASC, run_id ASC LIMIT 1",
+                    "SELECT * FROM runs WHERE owner = ? AND thread_id = ? AND status = 'pending' ORDER BY created_at ASC, run_id ASC LIMIT 1",
                 )
+                .bind(owner)
                 .bind(thread_id)
                 .fetch_optional(&self.db.pool)
                 .await
@@ -629,7 +639,7 @@ impl RunStore for MySqlRunStore {
                 let ids: Vec<String> = sqlx::query_scalar(
                     "SELECT r.run_id FROM runs r WHERE r.status = 'pending' AND r.worker_id IS NULL \
                      AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= ?) \
-                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND (o.status = 'running' \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.owner = r.owner AND o.thread_id = r.thread_id AND (o.status = 'running' \
                      OR (o.status = 'pending' AND (o.created_at < r.created_at \
                      OR (o.created_at = r.created_at AND o.run_id < r.run_id))))) \
                      ORDER BY r.created_at ASC, r.run_id ASC LIMIT ? FOR UPDATE SKIP LOCKED",

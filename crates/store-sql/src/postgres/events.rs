@@ -38,10 +38,10 @@ fn push_filters(
     run_id: Option<&str>,
     category: Option<&str>,
 ) {
-    qb.push(" WHERE thread_id = ");
-    qb.push_bind(thread_id.to_string());
-    qb.push(" AND owner = ");
+    qb.push(" WHERE owner = ");
     qb.push_bind(owner.to_string());
+    qb.push(" AND thread_id = ");
+    qb.push_bind(thread_id.to_string());
     if let Some(r) = run_id {
         qb.push(" AND run_id = ");
         qb.push_bind(r.to_string());
@@ -78,10 +78,11 @@ impl RunEventStore for PostgresRunEventStore {
                 let mut next: std::collections::HashMap<&str, i64> = Default::default();
                 for (thread_id, n) in per_thread {
                     let last: i64 = sqlx::query_scalar(
-                        "INSERT INTO run_event_seqs (thread_id, last_seq) VALUES ($1, $2) \
-                         ON CONFLICT (thread_id) DO UPDATE SET last_seq = run_event_seqs.last_seq + EXCLUDED.last_seq \
+                        "INSERT INTO run_event_seqs (owner, thread_id, last_seq) VALUES ($1, $2, $3) \
+                         ON CONFLICT (owner, thread_id) DO UPDATE SET last_seq = run_event_seqs.last_seq + EXCLUDED.last_seq \
                          RETURNING last_seq",
                     )
+                    .bind(owner)
                     .bind(*thread_id)
                     .bind(*n)
                     .fetch_one(&mut *tx)

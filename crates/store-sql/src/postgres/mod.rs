@@ -139,7 +139,7 @@ pub fn stores_from_pool(pool: PgPool) -> Stores {
         events: Arc::new(PostgresRunEventStore { db: db.clone() }),
         feedback: Arc::new(PostgresFeedbackStore { db: db.clone() }),
         items: Arc::new(PostgresItemStore { db: db.clone() }),
-        checkpointer: Arc::new(PostgresCheckpointer::with_db(db)),
+        checkpoints: Arc::new(PostgresCheckpointer::with_db(db)),
     }
 }
 

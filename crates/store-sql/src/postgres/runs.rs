@@ -195,12 +195,14 @@ impl RunStore for PostgresRunStore {
                 let mut tx = self.db.begin().await?;
                 // the thread's row lock serializes the check-and-insert of its runs (READ
                 // COMMITTED: the check then sees every run committed before the lock)
-                sqlx::query("SELECT thread_id FROM threads WHERE thread_id = $1 FOR UPDATE")
+                sqlx::query("SELECT thread_id FROM threads WHERE owner = $1 AND thread_id = $2 FOR UPDATE")
+                    .bind(r.owner.clone())
                     .bind(r.thread_id.clone())
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                let busy = sqlx::query("SELECT 1 FROM runs WHERE thread_id = $1 AND run_id <> $2 AND status IN ('pending', 'running') AND cancel_requested IS NULL LIMIT 1")
+                let busy = sqlx::query("SELECT 1 FROM runs WHERE owner = $1 AND thread_id = $2 AND run_id <> $3 AND status IN ('pending', 'running') AND cancel_requested IS NULL LIMIT 1")
+                    .bind(r.owner.clone())
                     .bind(r.thread_id.clone())
                     .bind(r.run_id.clone())
                     .fetch_optional(&mut *tx)
@@ -443,7 +445,7 @@ impl RunStore for PostgresRunStore {
                 sqlx::query(
                     "UPDATE runs SET status = 'running', worker_id = $1, lease_expires_at = $2, updated_at = $3, \
                      started_at = COALESCE(started_at, $3) WHERE run_id = $4 AND status = 'pending' \
-                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = runs.thread_id \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.owner = runs.owner AND o.thread_id = runs.thread_id \
                      AND o.status = 'pending' AND (o.created_at, o.run_id) < (runs.created_at, runs.run_id))",
                 )
                 .bind(worker_id.to_string())
@@ -525,23 +527,29 @@ impl RunStore for PostgresRunStore {
         Ok(n > 0)
     }
 
-    async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
         self.fetch_one_run(|| {
             sqlx::query(
-                "SELECT * FROM runs WHERE thread_id = $1 AND status IN ('pending', 'running') \
+                "SELECT * FROM runs WHERE owner = $1 AND thread_id = $2 AND status IN ('pending', 'running') \
                  ORDER BY CASE status WHEN 'running' THEN 0 ELSE 1 END, created_at ASC, run_id ASC LIMIT 1",
             )
+            .bind(owner.to_string())
             .bind(thread_id.to_string())
         })
         .await
     }
 
-    async fn next_pending_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+    async fn next_pending_for_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+    ) -> StoreResult<Option<Run>> {
         self.fetch_one_run(|| {
             sqlx::query(
-                "SELECT * FROM runs WHERE thread_id = $1 AND status = 'pending' \
+                "SELECT * FROM runs WHERE owner = $1 AND thread_id = $2 AND status = 'pending' \
                  ORDER BY created_at ASC, run_id ASC LIMIT 1",
             )
+            .bind(owner.to_string())
             .bind(thread_id.to_string())
         })
         .await
@@ -566,7 +574,7 @@ impl RunStore for PostgresRunStore {
                     "WITH picked AS (SELECT r.run_id FROM runs r \
                      WHERE r.status = 'pending' AND r.worker_id IS NULL \
                      AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= $4) \
-                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND (o.status = 'running' \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.owner = r.owner AND o.thread_id = r.thread_id AND (o.status = 'running' \
                      OR (o.status = 'pending' AND (o.created_at, o.run_id) < (r.created_at, r.run_id)))) \
                      ORDER BY r.created_at ASC, r.run_id ASC LIMIT $1 FOR UPDATE OF r SKIP LOCKED) \
                      UPDATE runs SET status = 'running', worker_id = $2, lease_expires_at = $3, updated_at = $4, \

@@ -276,4 +276,16 @@ impl ThreadStore for PostgresThreadStore {
             None => Err(StoreError::NotFound),
         }
     }
+
+    async fn owners_of(&self, thread_id: &str) -> StoreResult<Vec<String>> {
+        self.db
+            .retry(|| async {
+                sqlx::query_scalar("SELECT owner FROM threads WHERE thread_id = $1 ORDER BY owner")
+                    .bind(thread_id)
+                    .fetch_all(&self.db.pool)
+                    .await
+                    .map_err(map_err)
+            })
+            .await
+    }
 }

@@ -125,7 +125,7 @@ pub fn stores_from_pool(pool: SqlitePool) -> Stores {
         events: Arc::new(SqliteRunEventStore { db: db.clone() }),
         feedback: Arc::new(SqliteFeedbackStore { db: db.clone() }),
         items: Arc::new(SqliteItemStore { db: db.clone() }),
-        checkpointer: Arc::new(SqliteCheckpointer::with_db(db)),
+        checkpoints: Arc::new(SqliteCheckpointer::with_db(db)),
     }
 }
 

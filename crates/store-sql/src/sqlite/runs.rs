@@ -143,7 +143,8 @@ impl RunStore for SqliteRunStore {
             .retry(|| async move {
                 // BEGIN IMMEDIATE: the check and the insert hold SQLite's writer lock
                 let mut tx = self.db.begin_ack().await?;
-                let busy = sqlx::query("SELECT 1 FROM runs WHERE thread_id = ? AND run_id <> ? AND status IN ('pending', 'running') AND cancel_requested IS NULL LIMIT 1")
+                let busy = sqlx::query("SELECT 1 FROM runs WHERE owner = ? AND thread_id = ? AND run_id <> ? AND status IN ('pending', 'running') AND cancel_requested IS NULL LIMIT 1")
+                    .bind(&r.owner)
                     .bind(&r.thread_id)
                     .bind(&r.run_id)
                     .fetch_optional(&mut *tx)
@@ -431,7 +432,7 @@ impl RunStore for SqliteRunStore {
                 sqlx::query(
                     "UPDATE runs SET status = 'running', worker_id = ?1, lease_expires_at = ?2, updated_at = ?3, \
                      started_at = COALESCE(started_at, ?3) WHERE run_id = ?4 AND status = 'pending' \
-                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = runs.thread_id \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.owner = runs.owner AND o.thread_id = runs.thread_id \
                      AND o.status = 'pending' AND (o.created_at, o.run_id) < (runs.created_at, runs.run_id))",
                 )
                 .bind(worker_id.to_string())
@@ -526,13 +527,14 @@ impl RunStore for SqliteRunStore {
         .await
     }
 
-    async fn active_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
         self.db
             .retry(|| async {
                 sqlx::query(
-                    "SELECT * FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') \
+                    "SELECT * FROM runs WHERE owner = ? AND thread_id = ? AND status IN ('pending', 'running') \
                      ORDER BY CASE status WHEN 'running' THEN 0 ELSE 1 END, created_at ASC, run_id ASC LIMIT 1",
                 )
+                .bind(owner)
                 .bind(thread_id)
                 .fetch_optional(&self.db.pool)
                 .await
@@ -543,12 +545,17 @@ impl RunStore for SqliteRunStore {
             .await
     }
 
-    async fn next_pending_for_thread(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+    async fn next_pending_for_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+    ) -> StoreResult<Option<Run>> {
         self.db
             .retry(|| async {
                 sqlx::query(
-                    "SELECT * FROM runs WHERE thread_id = ? AND status = 'pending' ORDER BY created_at ASC, run_id ASC LIMIT 1",
+                    "SELECT * FROM runs WHERE owner = ? AND thread_id = ? AND status = 'pending' ORDER BY created_at ASC, run_id ASC LIMIT 1",
                 )
+                .bind(owner)
                 .bind(thread_id)
                 .fetch_optional(&self.db.pool)
                 .await
@@ -580,7 +587,7 @@ impl RunStore for SqliteRunStore {
                      started_at = COALESCE(started_at, ?3) WHERE run_id IN (SELECT r.run_id FROM runs r \
                      WHERE r.status = 'pending' AND r.worker_id IS NULL \
                      AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= ?3) \
-                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND (o.status = 'running' \
+                     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.owner = r.owner AND o.thread_id = r.thread_id AND (o.status = 'running' \
                      OR (o.status = 'pending' AND (o.created_at, o.run_id) < (r.created_at, r.run_id)))) \
                      ORDER BY r.created_at ASC, r.run_id ASC LIMIT ?4) RETURNING *",
                 )

@@ -257,7 +257,7 @@ impl ThreadStore for SqliteThreadStore {
                 }
                 sqlx::query(
                     "UPDATE threads SET status = ?, metadata = ?, config = ?, state_values = ?, error = ?, interrupts = ?, \
-                     updated_at = ?, state_updated_at = ? WHERE thread_id = ?",
+                     updated_at = ?, state_updated_at = ? WHERE owner = ? AND thread_id = ?",
                 )
                 .bind(t.status.as_str())
                 .bind(json_map(&t.metadata))
@@ -267,6 +267,7 @@ impl ThreadStore for SqliteThreadStore {
                 .bind(t.interrupts.as_ref().map(json))
                 .bind(ts(&t.updated_at))
                 .bind(ts(&t.state_updated_at))
+                .bind(owner)
                 .bind(thread_id)
                 .execute(&mut *tx)
                 .await
@@ -357,6 +358,18 @@ impl ThreadStore for SqliteThreadStore {
                 insert(&mut tx, &copy).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(copy)
+            })
+            .await
+    }
+
+    async fn owners_of(&self, thread_id: &str) -> StoreResult<Vec<String>> {
+        self.db
+            .retry(|| async {
+                sqlx::query_scalar("SELECT owner FROM threads WHERE thread_id = ? ORDER BY owner")
+                    .bind(thread_id)
+                    .fetch_all(&self.db.pool)
+                    .await
+                    .map_err(map_err)
             })
             .await
     }
