@@ -474,16 +474,22 @@ async fn isolation_matrix(mode: AuthMode) {
     // Ignore B's own activity that A cannot see anyway; A's records must be identical.
     assert_eq!(before, after, "[{mode:?}] A's data changed");
 
-    same_ids_are_other_threads(mode, &app, &a, &b, &o).await;
+    same_ids_are_other_resources(mode, &app, &a, &b, &o).await;
     app.stop().await;
 }
 
-/// Thread ids are chosen by clients and are per owner: B using the id of A's thread gets a
-/// thread of B's own (nothing of A's in it, nothing of B's in A's), so an id collision never
-/// confirms that A's thread exists. Covers create (plain and `if_exists`), runs with
-/// `if_not_exists: create`, state, history, runs, events, the thread's live stream, copy and
-/// delete.
-async fn same_ids_are_other_threads(mode: AuthMode, app: &App, a: &Client, b: &Client, o: &Owned) {
+/// Thread and assistant ids are chosen by clients and are per owner: B using the id of A's
+/// thread gets a thread of B's own (nothing of A's in it, nothing of B's in A's), so an id
+/// collision never confirms that A's thread exists. Covers create (plain and `if_exists`), runs
+/// with `if_not_exists: create`, state, history, runs, events, the thread's live stream, copy
+/// and delete; then the same for an assistant (create, update, versions, delete).
+async fn same_ids_are_other_resources(
+    mode: AuthMode,
+    app: &App,
+    a: &Client,
+    b: &Client,
+    o: &Owned,
+) {
     let t = &o.thread;
     let what = |s: &str| format!("[{mode:?}] B on A's thread id: {s}");
     let r = b.post("/threads", json!({"thread_id": t})).await;
@@ -631,6 +637,60 @@ async fn same_ids_are_other_threads(mode: AuthMode, app: &App, a: &Client, b: &C
     let r = a.get(&format!("/threads/{t}/runs/{}/events", o.run)).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(!r.text.contains("bob"), "{}", r.text);
+
+    // assistants: B's assistant of A's assistant id is B's own
+    let id = &o.assistant;
+    let before = a.get(&format!("/assistants/{id}")).await.json();
+    let r = b
+        .post(
+            "/assistants",
+            json!({"assistant_id": id, "graph_id": "echo", "name": "bob's"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", what(&r.text));
+    assert_eq!(r.json()["name"], json!("bob's"));
+    let r = b
+        .send(
+            "PATCH",
+            &format!("/assistants/{id}"),
+            Some(json!({"name": "bob's v2"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", what(&r.text));
+    let r = b
+        .post(&format!("/assistants/{id}/versions"), json!({}))
+        .await;
+    assert_eq!(
+        r.json().as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        what(&r.text)
+    );
+    assert!(!r.text.contains("alice's"), "{}", what(&r.text));
+    let r = b
+        .send("DELETE", &format!("/assistants/{id}"), None, &[])
+        .await;
+    assert!(r.status < 300, "{}", what(&r.text));
+    assert_eq!(a.get(&format!("/assistants/{id}")).await.json(), before);
+    let r = a
+        .post(&format!("/assistants/{id}/versions"), json!({}))
+        .await;
+    assert_eq!(
+        r.json().as_array().map(Vec::len),
+        Some(1),
+        "A's versions: {}",
+        r.text
+    );
+    // the system assistants' ids are everyone's: taken
+    let echo = antler_store::system_assistant_id("echo");
+    let r = b
+        .post(
+            "/assistants",
+            json!({"assistant_id": echo, "graph_id": "echo"}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", what(&r.text));
 }
 
 #[tokio::test]

@@ -414,6 +414,10 @@ impl Runtime {
         let Some(me) = self.replica.get() else {
             return;
         };
+        let left = self.registry_left.lock().await;
+        if *left {
+            return;
+        }
         let mut me = me.clone();
         me.heartbeat_at = antler_store::time::now();
         if let Err(e) = self.stores.runs.heartbeat_replica(&me).await {
@@ -426,6 +430,9 @@ impl Runtime {
         if self.replica.get().is_none() {
             return;
         }
+        // after a heartbeat in flight, before any later one: the entry stays gone
+        let mut left = self.registry_left.lock().await;
+        *left = true;
         let stale = antler_store::time::now() - chrono::Duration::days(1);
         if let Err(e) = self
             .stores

@@ -240,6 +240,9 @@ pub struct Runtime {
     /// This process's entry in the replica registry, once [`Runtime::register_replica`] ran
     /// (the heartbeat refreshes it; `/info` reports it).
     replica: std::sync::OnceLock<antler_store::ReplicaInfo>,
+    /// Held while the registry entry is written; `true` once this process left the registry
+    /// (a heartbeat racing the shutdown must not write the entry back).
+    registry_left: tokio::sync::Mutex<bool>,
     /// Wakes the control loop before its next poll: a nudge from another replica (a cancel
     /// request on one of our runs, a queued run) or capacity freed here while runs are queued.
     wake: Arc<tokio::sync::Notify>,
@@ -296,6 +299,7 @@ impl Runtime {
             system_assistants: parking_lot::RwLock::new(HashMap::new()),
             ephemeral: Stores::memory(),
             replica: std::sync::OnceLock::new(),
+            registry_left: tokio::sync::Mutex::new(false),
             wake: Arc::new(tokio::sync::Notify::new()),
             queue_backlog: std::sync::atomic::AtomicBool::new(false),
         })

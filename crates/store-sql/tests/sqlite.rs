@@ -350,6 +350,28 @@ async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
         .execute(&pool)
         .await
         .unwrap();
+    // and an assistant of hers with two versions (the old schema's statements)
+    let at = "2026-11-01T10:00:00.000000+00:00";
+    sqlx::query(
+        "INSERT INTO assistants (assistant_id, owner, graph_id, name, config, context, metadata, \
+         version, created_at, updated_at) VALUES ('a1', 'alice', 'echo', 'hers', '{}', '{}', '{}', 2, ?, ?)",
+    )
+    .bind(at)
+    .bind(at)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for v in [1, 2] {
+        sqlx::query(
+            "INSERT INTO assistant_versions (assistant_id, version, graph_id, name, config, context, \
+             metadata, created_at) VALUES ('a1', ?, 'echo', 'hers', '{}', '{}', '{}', ?)",
+        )
+        .bind(v)
+        .bind(at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
     pool.close().await;
 
     let stores = open_sqlite(&data).await.unwrap();
@@ -399,4 +421,46 @@ async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
         .unwrap();
     assert_eq!(alice_events.len(), 1);
     assert_eq!(alice_events[0].content, json!(6));
+
+    // assistants: hers keeps both versions; bob may use the id; deleting hers cascades
+    let q = antler_store::VersionQuery::default();
+    assert_eq!(
+        stores
+            .assistants
+            .versions("alice", "a1", &q)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    stores
+        .assistants
+        .create("bob", antler_store::Assistant::new("a1", "echo", "his"))
+        .await
+        .expect("bob may have an assistant a1 too");
+    stores.assistants.delete("alice", "a1").await.unwrap();
+    assert_eq!(
+        stores
+            .assistants
+            .versions("bob", "a1", &q)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let pool = antler_store_sql::connect_pool(&url).await.unwrap();
+    let orphans: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM assistant_versions WHERE owner = 'alice'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        orphans, 0,
+        "the versions' foreign key cascades after the table rebuild"
+    );
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(broken.is_empty());
 }

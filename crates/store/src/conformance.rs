@@ -127,6 +127,56 @@ pub async fn assistants(stores: &Stores) {
     );
     assert!(ok(s.get(&alice, "no-such-assistant").await, "get missing").is_none());
 
+    // ids are per owner: bob's assistant of the same id is another assistant, with its own
+    // versions; nothing bob does to it reaches alice's
+    let mut bobs = Assistant::new(&id, &other_graph, format!("Bob's {x}"));
+    bobs.created_at = at(base, 11);
+    bobs.updated_at = bobs.created_at;
+    let bobs = ok(s.create(&bob, bobs).await, "bob, same id");
+    assert_eq!(bobs.owner, bob);
+    assert!(
+        is_conflict(s.create(&bob, bobs.clone()).await),
+        "bob's own id"
+    );
+    ok(
+        s.update(
+            &bob,
+            &id,
+            AssistantPatch {
+                name: Some("renamed by bob".into()),
+                ..Default::default()
+            },
+        )
+        .await,
+        "bob updates his",
+    );
+    assert_eq!(
+        ok(
+            s.versions(&bob, &id, &VersionQuery::default()).await,
+            "bob's versions"
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        ok(
+            s.versions(&alice, &id, &VersionQuery::default()).await,
+            "alice's"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        ok(s.get(&alice, &id).await, "alice's").expect("alice's"),
+        created
+    );
+    ok(s.delete(&bob, &id).await, "bob deletes his");
+    assert_eq!(
+        ok(s.get(&alice, &id).await, "alice's stays").expect("alice's"),
+        created
+    );
+    assert!(ok(s.get(&bob, &id).await, "bob's gone").is_none());
+
     // update = new version; metadata merges, config replaces
     let patched = ok(
         s.update(

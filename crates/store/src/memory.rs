@@ -38,11 +38,28 @@ struct AssistantEntry {
 /// In-memory [`AssistantStore`].
 #[derive(Default)]
 pub struct MemoryAssistantStore {
-    rows: RwLock<HashMap<String, AssistantEntry>>,
+    /// owner -> assistant id -> assistant (ids are per owner; [`SYSTEM_OWNER`]'s are seen by
+    /// everyone).
+    rows: RwLock<HashMap<String, HashMap<String, AssistantEntry>>>,
 }
 
-fn visible(row_owner: &str, owner: &str) -> bool {
-    row_owner == owner || row_owner == SYSTEM_OWNER
+type AssistantRows = HashMap<String, HashMap<String, AssistantEntry>>;
+
+/// The caller's own assistant of that id, else a system one.
+fn visible_entry<'a>(rows: &'a AssistantRows, owner: &str, id: &str) -> Option<&'a AssistantEntry> {
+    [owner, SYSTEM_OWNER]
+        .into_iter()
+        .find_map(|o| rows.get(o).and_then(|own| own.get(id)))
+}
+
+fn own_entry<'a>(
+    rows: &'a mut AssistantRows,
+    owner: &str,
+    id: &str,
+) -> StoreResult<&'a mut AssistantEntry> {
+    rows.get_mut(owner)
+        .and_then(|own| own.get_mut(id))
+        .ok_or(StoreError::NotFound)
 }
 
 fn assistant_matches(a: &Assistant, q: &AssistantSearch) -> bool {
@@ -55,10 +72,17 @@ fn assistant_matches(a: &Assistant, q: &AssistantSearch) -> bool {
 
 impl MemoryAssistantStore {
     fn matching(&self, owner: &str, q: &AssistantSearch) -> Vec<Assistant> {
-        self.rows
-            .read()
-            .values()
-            .filter(|e| visible(&e.current.owner, owner) && assistant_matches(&e.current, q))
+        let rows = self.rows.read();
+        let owners: &[&str] = if owner == SYSTEM_OWNER {
+            &[SYSTEM_OWNER]
+        } else {
+            &[owner, SYSTEM_OWNER]
+        };
+        owners
+            .iter()
+            .filter_map(|o| rows.get(*o))
+            .flat_map(HashMap::values)
+            .filter(|e| assistant_matches(&e.current, q))
             .map(|e| e.current.clone())
             .collect()
     }
@@ -71,7 +95,12 @@ impl AssistantStore for MemoryAssistantStore {
         assistant.created_at = time::truncate(assistant.created_at);
         assistant.updated_at = time::truncate(assistant.updated_at);
         let mut rows = self.rows.write();
-        if rows.contains_key(&assistant.assistant_id) {
+        // ids are per owner; the system assistants' ids (seen by everyone) are taken
+        let taken = [owner, SYSTEM_OWNER].into_iter().any(|o| {
+            rows.get(o)
+                .is_some_and(|own| own.contains_key(&assistant.assistant_id))
+        });
+        if taken {
             return Err(StoreError::Conflict(format!(
                 "assistant {} already exists",
                 assistant.assistant_id
@@ -81,7 +110,7 @@ impl AssistantStore for MemoryAssistantStore {
         let mut v = assistant.to_version();
         v.created_at = assistant.created_at;
         versions.insert(assistant.version, v);
-        rows.insert(
+        rows.entry(owner.to_string()).or_default().insert(
             assistant.assistant_id.clone(),
             AssistantEntry {
                 current: assistant.clone(),
@@ -92,12 +121,7 @@ impl AssistantStore for MemoryAssistantStore {
     }
 
     async fn get(&self, owner: &str, assistant_id: &str) -> StoreResult<Option<Assistant>> {
-        Ok(self
-            .rows
-            .read()
-            .get(assistant_id)
-            .filter(|e| visible(&e.current.owner, owner))
-            .map(|e| e.current.clone()))
+        Ok(visible_entry(&self.rows.read(), owner, assistant_id).map(|e| e.current.clone()))
     }
 
     async fn update(
@@ -107,10 +131,7 @@ impl AssistantStore for MemoryAssistantStore {
         patch: AssistantPatch,
     ) -> StoreResult<Assistant> {
         let mut rows = self.rows.write();
-        let entry = rows
-            .get_mut(assistant_id)
-            .filter(|e| e.current.owner == owner)
-            .ok_or(StoreError::NotFound)?;
+        let entry = own_entry(&mut rows, owner, assistant_id)?;
         let mut next = entry.current.clone();
         if let Some(g) = patch.graph_id {
             next.graph_id = g;
@@ -139,13 +160,12 @@ impl AssistantStore for MemoryAssistantStore {
 
     async fn delete(&self, owner: &str, assistant_id: &str) -> StoreResult<()> {
         let mut rows = self.rows.write();
-        match rows.get(assistant_id) {
-            Some(e) if e.current.owner == owner => {
-                rows.remove(assistant_id);
-                Ok(())
-            }
-            _ => Err(StoreError::NotFound),
+        let own = rows.get_mut(owner).ok_or(StoreError::NotFound)?;
+        own.remove(assistant_id).ok_or(StoreError::NotFound)?;
+        if own.is_empty() {
+            rows.remove(owner);
         }
+        Ok(())
     }
 
     async fn search(&self, owner: &str, q: &AssistantSearch) -> StoreResult<(Vec<Assistant>, u64)> {
@@ -176,10 +196,7 @@ impl AssistantStore for MemoryAssistantStore {
         q: &VersionQuery,
     ) -> StoreResult<Vec<AssistantVersion>> {
         let rows = self.rows.read();
-        let entry = rows
-            .get(assistant_id)
-            .filter(|e| visible(&e.current.owner, owner))
-            .ok_or(StoreError::NotFound)?;
+        let entry = visible_entry(&rows, owner, assistant_id).ok_or(StoreError::NotFound)?;
         let all: Vec<AssistantVersion> = entry
             .versions
             .values()
@@ -197,10 +214,7 @@ impl AssistantStore for MemoryAssistantStore {
         version: i64,
     ) -> StoreResult<Assistant> {
         let mut rows = self.rows.write();
-        let entry = rows
-            .get_mut(assistant_id)
-            .filter(|e| e.current.owner == owner)
-            .ok_or(StoreError::NotFound)?;
+        let entry = own_entry(&mut rows, owner, assistant_id)?;
         let v = entry
             .versions
             .get(&version)

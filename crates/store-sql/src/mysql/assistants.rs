@@ -45,11 +45,16 @@ fn row_to_version(row: &MySqlRow) -> StoreResult<AssistantVersion> {
     })
 }
 
-async fn insert_version(conn: &mut MySqlConnection, v: &AssistantVersion) -> StoreResult<()> {
+async fn insert_version(
+    conn: &mut MySqlConnection,
+    owner: &str,
+    v: &AssistantVersion,
+) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO assistant_versions (assistant_id, version, graph_id, name, description, config, context, metadata, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO assistant_versions (owner, assistant_id, version, graph_id, name, description, config, context, metadata, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
+    .bind(owner)
     .bind(&v.assistant_id)
     .bind(v.version)
     .bind(&v.graph_id)
@@ -68,7 +73,7 @@ async fn insert_version(conn: &mut MySqlConnection, v: &AssistantVersion) -> Sto
 async fn write_current(conn: &mut MySqlConnection, a: &Assistant) -> StoreResult<()> {
     sqlx::query(
         "UPDATE assistants SET graph_id = ?, name = ?, description = ?, config = ?, context = ?, metadata = ?, \
-         version = ?, updated_at = ? WHERE assistant_id = ?",
+         version = ?, updated_at = ? WHERE owner = ? AND assistant_id = ?",
     )
     .bind(&a.graph_id)
     .bind(&a.name)
@@ -78,6 +83,7 @@ async fn write_current(conn: &mut MySqlConnection, a: &Assistant) -> StoreResult
     .bind(json_map(&a.metadata))
     .bind(a.version)
     .bind(ts(&a.updated_at))
+    .bind(&a.owner)
     .bind(&a.assistant_id)
     .execute(conn)
     .await
@@ -131,6 +137,18 @@ impl AssistantStore for MySqlAssistantStore {
         self.db
             .retry(|| async move {
                 let mut tx = self.db.begin().await?;
+                // ids are per owner; the system assistants' ids (seen by everyone) are taken
+                if a.owner != SYSTEM_OWNER
+                    && sqlx::query("SELECT 1 FROM assistants WHERE owner = ? AND assistant_id = ?")
+                        .bind(SYSTEM_OWNER)
+                        .bind(&a.assistant_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .is_some()
+                {
+                    return Err(StoreError::Conflict(format!("assistant {} already exists", a.assistant_id)));
+                }
                 let res = sqlx::query(
                     "INSERT INTO assistants (assistant_id, owner, graph_id, name, description, config, context, metadata, \
                      version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -155,7 +173,7 @@ impl AssistantStore for MySqlAssistantStore {
                 res?;
                 let mut v = a.to_version();
                 v.created_at = a.created_at;
-                insert_version(&mut tx, &v).await?;
+                insert_version(&mut tx, &a.owner, &v).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(())
             })
@@ -166,11 +184,14 @@ impl AssistantStore for MySqlAssistantStore {
     async fn get(&self, owner: &str, assistant_id: &str) -> StoreResult<Option<Assistant>> {
         self.db
             .retry(|| async {
+                // the caller's own, else a system assistant of that id
                 sqlx::query(
-                    "SELECT * FROM assistants WHERE assistant_id = ? AND (owner = ? OR owner = ?)",
+                    "SELECT * FROM assistants WHERE assistant_id = ? AND (owner = ? OR owner = ?) \
+                     ORDER BY owner = ? LIMIT 1",
                 )
                 .bind(assistant_id)
                 .bind(owner)
+                .bind(SYSTEM_OWNER)
                 .bind(SYSTEM_OWNER)
                 .fetch_optional(&self.db.pool)
                 .await
@@ -211,14 +232,15 @@ impl AssistantStore for MySqlAssistantStore {
                 if let Some(d) = patch.description {
                     next.description = Some(d);
                 }
-                let max: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM assistant_versions WHERE assistant_id = ? FOR UPDATE")
+                let max: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM assistant_versions WHERE owner = ? AND assistant_id = ? FOR UPDATE")
+                    .bind(owner)
                     .bind(assistant_id)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(map_err)?;
                 next.version = max + 1;
                 next.updated_at = time::now();
-                insert_version(&mut tx, &next.to_version()).await?;
+                insert_version(&mut tx, owner, &next.to_version()).await?;
                 write_current(&mut tx, &next).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(next)
@@ -242,7 +264,8 @@ impl AssistantStore for MySqlAssistantStore {
                 }
                 // ON DELETE CASCADE removes the versions; be explicit in case foreign key
                 // checks are off for the session.
-                sqlx::query("DELETE FROM assistant_versions WHERE assistant_id = ?")
+                sqlx::query("DELETE FROM assistant_versions WHERE owner = ? AND assistant_id = ?")
+                    .bind(owner)
                     .bind(assistant_id)
                     .execute(&mut *tx)
                     .await
@@ -303,15 +326,18 @@ impl AssistantStore for MySqlAssistantStore {
         assistant_id: &str,
         q: &VersionQuery,
     ) -> StoreResult<Vec<AssistantVersion>> {
-        if self.get(owner, assistant_id).await?.is_none() {
+        // the caller's own assistant, or a system one
+        let Some(found) = self.get(owner, assistant_id).await? else {
             return Err(StoreError::NotFound);
-        }
+        };
+        let found = &found;
         let rows = self
             .db
             .retry(|| async {
-                let mut qb = QueryBuilder::<MySql>::new(
-                    "SELECT * FROM assistant_versions WHERE assistant_id = ",
-                );
+                let mut qb =
+                    QueryBuilder::<MySql>::new("SELECT * FROM assistant_versions WHERE owner = ");
+                qb.push_bind(found.owner.clone());
+                qb.push(" AND assistant_id = ");
                 qb.push_bind(assistant_id.to_string());
                 push_json_filter(
                     &mut qb,
@@ -341,8 +367,9 @@ impl AssistantStore for MySqlAssistantStore {
                 let mut tx = self.db.begin().await?;
                 let mut cur = owned(&mut tx, owner, assistant_id).await?;
                 let row = sqlx::query(
-                    "SELECT * FROM assistant_versions WHERE assistant_id = ? AND version = ?",
+                    "SELECT * FROM assistant_versions WHERE owner = ? AND assistant_id = ? AND version = ?",
                 )
+                .bind(owner)
                 .bind(assistant_id)
                 .bind(version)
                 .fetch_optional(&mut *tx)

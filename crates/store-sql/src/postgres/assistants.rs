@@ -48,10 +48,14 @@ fn row_to_version(row: &PgRow) -> StoreResult<AssistantVersion> {
     })
 }
 
-async fn insert_version(conn: &mut PgConnection, v: &AssistantVersion) -> StoreResult<()> {
+async fn insert_version(
+    conn: &mut PgConnection,
+    owner: &str,
+    v: &AssistantVersion,
+) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO assistant_versions (assistant_id, version, graph_id, name, description, config, context, metadata, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO assistant_versions (assistant_id, version, graph_id, name, description, config, context, metadata, created_at, owner) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&v.assistant_id)
     .bind(v.version)
@@ -62,6 +66,7 @@ async fn insert_version(conn: &mut PgConnection, v: &AssistantVersion) -> StoreR
     .bind(&v.context)
     .bind(obj(&v.metadata))
     .bind(v.created_at)
+    .bind(owner)
     .execute(conn)
     .await
     .map_err(map_err)?;
@@ -71,7 +76,7 @@ async fn insert_version(conn: &mut PgConnection, v: &AssistantVersion) -> StoreR
 async fn write_current(conn: &mut PgConnection, a: &Assistant) -> StoreResult<()> {
     sqlx::query(
         "UPDATE assistants SET graph_id = $1, name = $2, description = $3, config = $4, context = $5, metadata = $6, \
-         version = $7, updated_at = $8 WHERE assistant_id = $9",
+         version = $7, updated_at = $8 WHERE assistant_id = $9 AND owner = $10",
     )
     .bind(&a.graph_id)
     .bind(&a.name)
@@ -82,6 +87,7 @@ async fn write_current(conn: &mut PgConnection, a: &Assistant) -> StoreResult<()
     .bind(a.version)
     .bind(a.updated_at)
     .bind(&a.assistant_id)
+    .bind(&a.owner)
     .execute(conn)
     .await
     .map_err(map_err)?;
@@ -133,6 +139,21 @@ impl AssistantStore for PostgresAssistantStore {
         self.db
             .retry(|| async move {
                 let mut tx = self.db.begin().await?;
+                // ids are per owner; the system assistants' ids (seen by everyone) are taken
+                if a.owner != SYSTEM_OWNER
+                    && sqlx::query("SELECT 1 FROM assistants WHERE owner = $1 AND assistant_id = $2")
+                        .bind(SYSTEM_OWNER)
+                        .bind(&a.assistant_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .is_some()
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "assistant {} already exists",
+                        a.assistant_id
+                    )));
+                }
                 let res = sqlx::query(
                     "INSERT INTO assistants (assistant_id, owner, graph_id, name, description, config, context, metadata, \
                      version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -160,7 +181,7 @@ impl AssistantStore for PostgresAssistantStore {
                 res?;
                 let mut v = a.to_version();
                 v.created_at = a.created_at;
-                insert_version(&mut tx, &v).await?;
+                insert_version(&mut tx, &a.owner, &v).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(())
             })
@@ -171,8 +192,10 @@ impl AssistantStore for PostgresAssistantStore {
     async fn get(&self, owner: &str, assistant_id: &str) -> StoreResult<Option<Assistant>> {
         self.db
             .retry(|| async {
+                // the caller's own, else a system assistant of that id
                 sqlx::query(
-                    "SELECT * FROM assistants WHERE assistant_id = $1 AND owner IN ($2, $3)",
+                    "SELECT * FROM assistants WHERE assistant_id = $1 AND owner IN ($2, $3) \
+                     ORDER BY owner = $3 LIMIT 1",
                 )
                 .bind(assistant_id)
                 .bind(owner)
@@ -218,15 +241,16 @@ impl AssistantStore for PostgresAssistantStore {
                 }
                 // the assistant row is locked: no concurrent update can take the same number
                 let max: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE(MAX(version), 0)::BIGINT FROM assistant_versions WHERE assistant_id = $1",
+                    "SELECT COALESCE(MAX(version), 0)::BIGINT FROM assistant_versions WHERE assistant_id = $1 AND owner = $2",
                 )
                 .bind(assistant_id)
+                .bind(owner)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(map_err)?;
                 next.version = max + 1;
                 next.updated_at = time::now();
-                insert_version(&mut tx, &next.to_version()).await?;
+                insert_version(&mut tx, owner, &next.to_version()).await?;
                 write_current(&mut tx, &next).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(next)
@@ -310,15 +334,19 @@ impl AssistantStore for PostgresAssistantStore {
         assistant_id: &str,
         q: &VersionQuery,
     ) -> StoreResult<Vec<AssistantVersion>> {
-        if self.get(owner, assistant_id).await?.is_none() {
+        // the caller's own assistant, or a system one
+        let Some(found) = self.get(owner, assistant_id).await? else {
             return Err(StoreError::NotFound);
-        }
+        };
+        let found = &found;
         let rows = self
             .db
             .retry(|| async {
                 let mut qb = QueryBuilder::<Postgres>::new(
-                    "SELECT * FROM assistant_versions WHERE assistant_id = ",
+                    "SELECT * FROM assistant_versions WHERE owner = ",
                 );
+                qb.push_bind(found.owner.clone());
+                qb.push(" AND assistant_id = ");
                 qb.push_bind(assistant_id.to_string());
                 push_json_filter(&mut qb, "assistant_versions.metadata", &q.metadata)?;
                 qb.push(" ORDER BY version DESC LIMIT ");
@@ -342,10 +370,11 @@ impl AssistantStore for PostgresAssistantStore {
                 let mut tx = self.db.begin().await?;
                 let mut cur = lock_owned(&mut tx, owner, assistant_id).await?;
                 let row = sqlx::query(
-                    "SELECT * FROM assistant_versions WHERE assistant_id = $1 AND version = $2",
+                    "SELECT * FROM assistant_versions WHERE assistant_id = $1 AND version = $2 AND owner = $3",
                 )
                 .bind(assistant_id)
                 .bind(version)
+                .bind(owner)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?

@@ -45,11 +45,16 @@ fn row_to_version(row: &SqliteRow) -> StoreResult<AssistantVersion> {
     })
 }
 
-async fn insert_version(conn: &mut SqliteConnection, v: &AssistantVersion) -> StoreResult<()> {
+async fn insert_version(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    v: &AssistantVersion,
+) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO assistant_versions (assistant_id, version, graph_id, name, description, config, context, metadata, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO assistant_versions (owner, assistant_id, version, graph_id, name, description, config, context, metadata, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
+    .bind(owner)
     .bind(&v.assistant_id)
     .bind(v.version)
     .bind(&v.graph_id)
@@ -68,7 +73,7 @@ async fn insert_version(conn: &mut SqliteConnection, v: &AssistantVersion) -> St
 async fn write_current(conn: &mut SqliteConnection, a: &Assistant) -> StoreResult<()> {
     sqlx::query(
         "UPDATE assistants SET graph_id = ?, name = ?, description = ?, config = ?, context = ?, metadata = ?, \
-         version = ?, updated_at = ? WHERE assistant_id = ?",
+         version = ?, updated_at = ? WHERE owner = ? AND assistant_id = ?",
     )
     .bind(&a.graph_id)
     .bind(&a.name)
@@ -78,6 +83,7 @@ async fn write_current(conn: &mut SqliteConnection, a: &Assistant) -> StoreResul
     .bind(json_map(&a.metadata))
     .bind(a.version)
     .bind(ts(&a.updated_at))
+    .bind(&a.owner)
     .bind(&a.assistant_id)
     .execute(conn)
     .await
@@ -128,6 +134,18 @@ impl AssistantStore for SqliteAssistantStore {
         self.db
             .retry(|| async move {
                 let mut tx = self.db.begin().await?;
+                // ids are per owner; the system assistants' ids (seen by everyone) are taken
+                if a.owner != SYSTEM_OWNER
+                    && sqlx::query("SELECT 1 FROM assistants WHERE owner = ? AND assistant_id = ?")
+                        .bind(SYSTEM_OWNER)
+                        .bind(&a.assistant_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .is_some()
+                {
+                    return Err(StoreError::Conflict(format!("assistant {} already exists", a.assistant_id)));
+                }
                 let res = sqlx::query(
                     "INSERT INTO assistants (assistant_id, owner, graph_id, name, description, config, context, metadata, \
                      version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -152,7 +170,7 @@ impl AssistantStore for SqliteAssistantStore {
                 res?;
                 let mut v = a.to_version();
                 v.created_at = a.created_at;
-                insert_version(&mut tx, &v).await?;
+                insert_version(&mut tx, &a.owner, &v).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(())
             })
@@ -163,11 +181,14 @@ impl AssistantStore for SqliteAssistantStore {
     async fn get(&self, owner: &str, assistant_id: &str) -> StoreResult<Option<Assistant>> {
         self.db
             .retry(|| async {
+                // the caller's own, else a system assistant of that id
                 sqlx::query(
-                    "SELECT * FROM assistants WHERE assistant_id = ? AND (owner = ? OR owner = ?)",
+                    "SELECT * FROM assistants WHERE assistant_id = ? AND (owner = ? OR owner = ?) \
+                     ORDER BY owner = ? LIMIT 1",
                 )
                 .bind(assistant_id)
                 .bind(owner)
+                .bind(SYSTEM_OWNER)
                 .bind(SYSTEM_OWNER)
                 .fetch_optional(&self.db.pool)
                 .await
@@ -208,14 +229,15 @@ impl AssistantStore for SqliteAssistantStore {
                 if let Some(d) = patch.description {
                     next.description = Some(d);
                 }
-                let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM assistant_versions WHERE assistant_id = ?")
+                let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM assistant_versions WHERE owner = ? AND assistant_id = ?")
+                    .bind(owner)
                     .bind(assistant_id)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(map_err)?;
                 next.version = max + 1;
                 next.updated_at = time::now();
-                insert_version(&mut tx, &next.to_version()).await?;
+                insert_version(&mut tx, owner, &next.to_version()).await?;
                 write_current(&mut tx, &next).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(next)
@@ -238,7 +260,8 @@ impl AssistantStore for SqliteAssistantStore {
                     return Err(StoreError::NotFound);
                 }
                 // ON DELETE CASCADE removes the versions; be explicit in case foreign keys are off.
-                sqlx::query("DELETE FROM assistant_versions WHERE assistant_id = ?")
+                sqlx::query("DELETE FROM assistant_versions WHERE owner = ? AND assistant_id = ?")
+                    .bind(owner)
                     .bind(assistant_id)
                     .execute(&mut *tx)
                     .await
@@ -299,15 +322,18 @@ impl AssistantStore for SqliteAssistantStore {
         assistant_id: &str,
         q: &VersionQuery,
     ) -> StoreResult<Vec<AssistantVersion>> {
-        if self.get(owner, assistant_id).await?.is_none() {
+        // the caller's own assistant, or a system one
+        let Some(found) = self.get(owner, assistant_id).await? else {
             return Err(StoreError::NotFound);
-        }
+        };
+        let found = &found;
         let rows = self
             .db
             .retry(|| async {
-                let mut qb = QueryBuilder::<Sqlite>::new(
-                    "SELECT * FROM assistant_versions WHERE assistant_id = ",
-                );
+                let mut qb =
+                    QueryBuilder::<Sqlite>::new("SELECT * FROM assistant_versions WHERE owner = ");
+                qb.push_bind(found.owner.clone());
+                qb.push(" AND assistant_id = ");
                 qb.push_bind(assistant_id.to_string());
                 push_json_filter(&mut qb, "assistant_versions.metadata", &q.metadata)?;
                 qb.push(" ORDER BY version DESC LIMIT ");
@@ -331,8 +357,9 @@ impl AssistantStore for SqliteAssistantStore {
                 let mut tx = self.db.begin().await?;
                 let mut cur = owned(&mut tx, owner, assistant_id).await?;
                 let row = sqlx::query(
-                    "SELECT * FROM assistant_versions WHERE assistant_id = ? AND version = ?",
+                    "SELECT * FROM assistant_versions WHERE owner = ? AND assistant_id = ? AND version = ?",
                 )
+                .bind(owner)
                 .bind(assistant_id)
                 .bind(version)
                 .fetch_optional(&mut *tx)
