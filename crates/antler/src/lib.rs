@@ -519,6 +519,14 @@ pub async fn start(cfg: Config) -> Result<Server> {
     runtime_cfg.api_url = format!("http://{addr}");
     runtime_cfg.exclusive = cfg.backend.exclusive();
     let runtime = Runtime::new(stores.clone(), graphs, bridge, runtime_cfg);
+    // a deleted thread's agent workspace goes with it
+    let workspaces =
+        antler_llm::Workspace::new(antler_llm::WorkspaceOptions::new(workspace_root(&cfg)));
+    runtime.on_thread_deleted(Arc::new(move |owner, thread_id| {
+        if let Err(e) = workspaces.remove_thread_dir(owner, thread_id) {
+            tracing::warn!(%thread_id, "workspace of a deleted thread: {e}");
+        }
+    }));
     runtime
         .register_system_assistants()
         .await

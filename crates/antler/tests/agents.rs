@@ -242,6 +242,49 @@ async fn tool_using_conversation_streams_tokens_counts_tokens_and_sets_the_title
         usage["by_model"],
         json!({"gpt-4o-mini": {"tokens": 78, "runs": 1}})
     );
+
+    // deleting the thread deletes its workspace
+    let ws = app.dir.path().join("workspaces/@default").join(&t);
+    assert!(ws.exists());
+    let r = app
+        .http
+        .delete(app.u(&format!("/threads/{t}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert!(!ws.exists(), "the deleted thread's workspace is gone");
+    app.stop().await;
+}
+
+/// A stateless run's temporary thread is deleted when it ends: so is its workspace.
+#[tokio::test]
+async fn a_stateless_runs_workspace_goes_with_its_temporary_thread() {
+    let fake = FakeOpenAi::start().await.unwrap();
+    fake.reply(FakeReply::tool_call(
+        "call_1",
+        "write_file",
+        json!({"path": "scratch.txt", "content": "temporary"}),
+    ));
+    fake.reply(FakeReply::text("Done.", 1));
+    let app = App::start(&openai_yaml(&fake.base_url(), "title:\n  enabled: false\n")).await;
+    let (s, v) = app
+        .post(
+            "/runs/wait",
+            json!({"assistant_id": "lead_agent", "input": human("scribble")}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["messages"][2]["type"], "tool", "{v}");
+    assert_ne!(
+        v["messages"][2]["status"], "error",
+        "the file was written: {v}"
+    );
+    let root = app.dir.path().join("workspaces/@default");
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "workspaces left behind: {left:?}");
     app.stop().await;
 }
 

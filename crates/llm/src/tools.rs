@@ -273,6 +273,20 @@ impl Workspace {
         Ok(self.opts.root.join(format!("@{owner}")))
     }
 
+    /// Removes `owner`'s directory of the thread (when the thread is deleted); returns whether
+    /// there was one.
+    pub fn remove_thread_dir(&self, owner: &str, thread_id: &str) -> Result<bool, String> {
+        if !valid_thread_id(thread_id) {
+            return Ok(false);
+        }
+        let dir = self.owner_dir(owner)?.join(thread_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
+        }
+    }
+
     /// The thread directories of earlier versions (`<root>/<thread_id>`, from before thread
     /// ids were per owner): `(thread_id, path)`.
     pub fn legacy_dirs(&self) -> Vec<(String, PathBuf)> {
@@ -815,6 +829,15 @@ mod tests {
         assert!(ws.thread_dir("", "t1").is_err());
         assert!(ws.thread_dir("a/b", "t1").is_err());
         assert!(ws.thread_dir("..", "t1").is_ok(), "@.. is a plain name");
+        // removing bob's t1 leaves alice's
+        std::fs::write(bobs.join("x"), "b").unwrap();
+        assert!(ws.remove_thread_dir("bob", "t1").unwrap());
+        assert!(!bobs.exists() && root.exists());
+        assert!(!ws.remove_thread_dir("bob", "t1").unwrap(), "already gone");
+        assert!(
+            !ws.remove_thread_dir("bob", "../alice").unwrap(),
+            "never outside"
+        );
     }
 
     #[test]

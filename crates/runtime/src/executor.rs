@@ -243,6 +243,7 @@ impl Runtime {
         }
         if ephemeral {
             let _ = self.delete_thread_rows(&owner, &thread_id).await;
+            self.remove_thread_files(&owner, &thread_id).await;
         }
         self.forget(&handle);
         self.counters.finished.fetch_add(1, Ordering::Relaxed);

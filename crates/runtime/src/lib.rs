@@ -240,6 +240,9 @@ pub struct Runtime {
     /// This process's entry in the replica registry, once [`Runtime::register_replica`] ran
     /// (the heartbeat refreshes it; `/info` reports it).
     replica: std::sync::OnceLock<antler_store::ReplicaInfo>,
+    /// Removes the files a thread owns outside the stores (agent workspaces) when the thread
+    /// is deleted; set once by the binary ([`Runtime::on_thread_deleted`]).
+    thread_files: std::sync::OnceLock<ThreadFilesCleanup>,
     /// Held while the registry entry is written; `true` once this process left the registry
     /// (a heartbeat racing the shutdown must not write the entry back).
     registry_left: tokio::sync::Mutex<bool>,
@@ -299,6 +302,7 @@ impl Runtime {
             system_assistants: parking_lot::RwLock::new(HashMap::new()),
             ephemeral: Stores::memory(),
             replica: std::sync::OnceLock::new(),
+            thread_files: std::sync::OnceLock::new(),
             registry_left: tokio::sync::Mutex::new(false),
             wake: Arc::new(tokio::sync::Notify::new()),
             queue_backlog: std::sync::atomic::AtomicBool::new(false),
@@ -1270,9 +1274,6 @@ impl Runtime {
     pub async fn delete_thread(&self, owner: &str, thread_id: &str) -> Result<(), RuntimeError> {
         self.require_thread(owner, thread_id).await?;
         for h in self.live_runs_of_thread(owner, thread_id) {
-            if h.owner != owner {
-                continue;
-            }
             h.request_cancel(CancelAction::Interrupt);
             let mut rx = h.done.subscribe();
             let _ = rx.wait_for(Option::is_some).await;
@@ -1285,7 +1286,23 @@ impl Runtime {
             .delete_thread(thread_id)
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        self.remove_thread_files(owner, thread_id).await;
         Ok(())
+    }
+
+    /// Sets what removes a deleted thread's files outside the stores (the binary passes the
+    /// agent workspaces' `remove_thread_dir`); the first call wins.
+    pub fn on_thread_deleted(&self, cleanup: ThreadFilesCleanup) {
+        let _ = self.thread_files.set(cleanup);
+    }
+
+    /// Removes `owner`'s files of the thread (after its rows), off the async threads.
+    pub(crate) async fn remove_thread_files(&self, owner: &str, thread_id: &str) {
+        let Some(cleanup) = self.thread_files.get().cloned() else {
+            return;
+        };
+        let (owner, thread_id) = (owner.to_string(), thread_id.to_string());
+        let _ = tokio::task::spawn_blocking(move || cleanup(&owner, &thread_id)).await;
     }
 
     /// Copies a thread with its checkpoints under a new id.
@@ -1382,6 +1399,9 @@ pub(crate) fn action_str(action: CancelAction) -> &'static str {
 }
 
 /// The bridge stream that carries every event of a thread's runs (`GET /threads/{id}/stream`).
+/// Removes the files of `owner`'s thread kept outside the stores: `(owner, thread_id)`.
+pub type ThreadFilesCleanup = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// Thread ids are per owner, so the stream is named by the thread's key.
 pub fn thread_stream_id(owner: &str, thread_id: &str) -> String {
     format!("thread:{}", antler_graph::thread_key(owner, thread_id))
