@@ -322,8 +322,7 @@ pub fn workspace_root(cfg: &Config) -> std::path::PathBuf {
 /// owner now, so each such directory moves under its thread's owner
 /// (`<root>/@<owner>/<thread_id>`, where the agent finds it). One whose thread no longer
 /// exists stays where it is (no user can reach it), with a warning.
-async fn adopt_legacy_workspaces(root: &std::path::Path, stores: &Stores) -> Result<()> {
-    let ws = antler_llm::Workspace::new(antler_llm::WorkspaceOptions::new(root));
+async fn adopt_legacy_workspaces(ws: &antler_llm::Workspace, stores: &Stores) -> Result<()> {
     for (thread_id, path) in ws.legacy_dirs() {
         let owners = stores.threads.owners_of(&thread_id).await.map_err(|e| {
             anyhow::anyhow!("cannot look up the owner of workspace {thread_id}: {e}")
@@ -487,7 +486,9 @@ pub async fn start(cfg: Config) -> Result<Server> {
         _ => None,
     };
     let stores = open_stores(&cfg).await?;
-    adopt_legacy_workspaces(&workspace_root(&cfg), &stores).await?;
+    let workspaces =
+        antler_llm::Workspace::new(antler_llm::WorkspaceOptions::new(workspace_root(&cfg)));
+    adopt_legacy_workspaces(&workspaces, &stores).await?;
     let bridge: Arc<dyn StreamBridge> = match &cfg.redis_bridge {
         Some(rc) => {
             let bridge = RedisBridge::connect(rc.clone())
@@ -520,8 +521,6 @@ pub async fn start(cfg: Config) -> Result<Server> {
     runtime_cfg.exclusive = cfg.backend.exclusive();
     let runtime = Runtime::new(stores.clone(), graphs, bridge, runtime_cfg);
     // a deleted thread's agent workspace goes with it
-    let workspaces =
-        antler_llm::Workspace::new(antler_llm::WorkspaceOptions::new(workspace_root(&cfg)));
     runtime.on_thread_deleted(Arc::new(move |owner, thread_id| {
         if let Err(e) = workspaces.remove_thread_dir(owner, thread_id) {
             tracing::warn!(%thread_id, "workspace of a deleted thread: {e}");

@@ -10,6 +10,20 @@ use antler_store::{NewRunEvent, RunEventQuery, Thread, conformance};
 use antler_store_sql::{SqliteCheckpointer, connect_pool, open_sqlite, open_sqlite_url};
 use serde_json::{Map, json};
 
+/// A root checkpoint whose one channel is `messages = [{"content": text}]`, with the versions
+/// to store it under.
+fn messages_checkpoint(text: &str) -> (Checkpoint, BTreeMap<String, u64>) {
+    let mut c = Checkpoint {
+        id: antler_graph::new_checkpoint_id(0),
+        ts: antler_graph::now_ts(),
+        ..Default::default()
+    };
+    c.channel_versions.insert("messages".into(), 1);
+    c.channel_values
+        .insert("messages".into(), json!([{"content": text}]));
+    (c, [("messages".to_string(), 1)].into())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_stores_pass_conformance() {
     let dir = tempfile::tempdir().unwrap();
@@ -241,15 +255,7 @@ async fn concurrent_run_lifecycles_never_fail() {
                     ..Default::default()
                 };
                 stores.threads.update("o", &tid, busy).await?;
-                let mut c = Checkpoint {
-                    id: antler_graph::new_checkpoint_id(0),
-                    ts: antler_graph::now_ts(),
-                    ..Default::default()
-                };
-                c.channel_versions.insert("messages".into(), 1);
-                c.channel_values
-                    .insert("messages".into(), json!([{"content": "hi"}]));
-                let nv: BTreeMap<String, u64> = [("messages".to_string(), 1)].into();
+                let (c, nv) = messages_checkpoint("hi");
                 stores
                     .checkpoints
                     .put(&tid, "", None, &c, &Map::new(), &nv)
@@ -332,15 +338,7 @@ async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
         .create("alice", Thread::new("t1", Map::new()))
         .await
         .unwrap();
-    let mut c = Checkpoint {
-        id: antler_graph::new_checkpoint_id(0),
-        ts: antler_graph::now_ts(),
-        ..Default::default()
-    };
-    c.channel_versions.insert("messages".into(), 1);
-    c.channel_values
-        .insert("messages".into(), json!([{"content": "old"}]));
-    let nv: BTreeMap<String, u64> = [("messages".to_string(), 1)].into();
+    let (c, nv) = messages_checkpoint("old");
     legacy
         .checkpoints
         .put("t1", "", None, &c, &Map::new(), &nv)

@@ -1193,6 +1193,16 @@ pub async fn runs(stores: &Stores) {
     assert_eq!(ok(s.delete_by_thread(&bob, &thread).await, "delete bob"), 1);
 }
 
+/// A creation time in 1971, older than every real run, so the queue hands a suite's runs out
+/// first; random per call, so suites sharing a database do not tie.
+fn ancient_base() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(
+        86_400 * 365 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as i64 * 10,
+        0,
+    )
+    .unwrap_or_default()
+}
+
 /// Claims `limit` queued runs, keeping the ones this test made (suffix `x`). Other queued
 /// runs could only be leftovers of an earlier, interrupted run of this test: their
 /// timestamps are in 1971 too, so they are older than any real run; they are finished.
@@ -1221,11 +1231,7 @@ pub async fn run_queue_not_before(stores: &Stores) {
     let s = stores.runs.as_ref();
     let x = sfx();
     let owner = format!("qnb-{x}");
-    let base = DateTime::<Utc>::from_timestamp(
-        86_400 * 365 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as i64 * 10,
-        0,
-    )
-    .unwrap_or_default();
+    let base = ancient_base();
     let mk = |name: &str, thread: &str, secs: i64| {
         let mut r = Run::new(
             format!("{name}-{x}"),
@@ -1351,7 +1357,7 @@ pub async fn run_threads_are_per_owner(stores: &Stores) {
     assert!(ok(s.next_pending_for_thread(&bob, &tid).await, "bob next").is_none());
     // the queue: bob's queued run starts while alice's thread is running
     let mut bq = Run::new(format!("bq-{x}"), &tid, "asst", &bob);
-    bq.created_at = DateTime::<Utc>::from_timestamp(86_400 * 366, 0).unwrap_or_default();
+    bq.created_at = ancient_base();
     ok(s.put(&bq).await, "bob queued");
     assert!(ok(
         s.update_status(&b1.run_id, RunStatus::Success, None).await,
@@ -1421,12 +1427,7 @@ pub async fn run_queue(stores: &Stores) {
     let s = stores.runs.as_ref();
     let x = sfx();
     let owner = format!("queue-{x}");
-    // 1971: older than every real run, so the queue hands these out first.
-    let base = DateTime::<Utc>::from_timestamp(
-        86_400 * 365 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as i64 * 10,
-        0,
-    )
-    .unwrap_or_default();
+    let base = ancient_base();
     let mk = |name: &str, thread: &str, secs: i64| {
         let mut r = Run::new(
             format!("{name}-{x}"),

@@ -4,7 +4,8 @@
 //! its owner) and `seq` the last sequence number handed out, so seqs never repeat even after
 //! deletes or a restart. Earlier versions kept one directory per thread id
 //! (`{base}/threads/{thread_id}/events.jsonl` + `seq`): [`JsonlRunEventStore::open`] splits
-//! such a file by owner, each owner keeping the thread's last seq.
+//! such a file by owner, each owner keeping the thread's last seq, once (then it leaves the
+//! marker `{base}/threads/.per-owner`, so later starts do not walk every thread).
 //!
 //! One process owns the directory (seqs are allocated under an in-process lock per thread).
 //! Appends are one `write` of whole lines followed by `fsync`, so an acknowledged batch survives
@@ -57,11 +58,20 @@ impl JsonlRunEventStore {
         let base = base.into();
         let threads = base.join("threads");
         std::fs::create_dir_all(&threads).map_err(|e| io("create", &base, e))?;
-        for entry in std::fs::read_dir(&threads).map_err(|e| io("read", &threads, e))? {
-            let dir = entry.map_err(|e| io("read", &threads, e))?.path();
-            if dir.is_dir() {
-                split_by_owner(&dir)?;
+        // once: after the split, nothing writes the old layout again (thread ids never start
+        // with '.', so the marker names no thread)
+        let marker = threads.join(".per-owner");
+        if !marker.exists() {
+            for entry in std::fs::read_dir(&threads).map_err(|e| io("read", &threads, e))? {
+                let dir = entry.map_err(|e| io("read", &threads, e))?.path();
+                if dir.is_dir() {
+                    split_by_owner(&dir)?;
+                }
             }
+            replace(
+                &marker,
+                b"thread directories hold one directory per owner\n",
+            )?;
         }
         Ok(Self {
             base,
