@@ -1,14 +1,20 @@
 //! `antler-store-sql`: SQL implementations of the `antler-store` repository traits and of the
 //! `antler-graph` checkpointer.
 //!
-//! Three backends, each a module with its own embedded migrations (`migrations/<backend>/`):
+//! One implementation of each repository ([`repo`]) and of the checkpointer
+//! ([`checkpointer`]), written against a small [`sql::Dialect`] that each backend implements:
 //! SQLite ([`sqlite`], always built), PostgreSQL (`postgres`, feature `postgres`) and
-//! MySQL/MariaDB (`mysql`, feature `mysql`). They share the schema's shape (same tables, same
-//! columns) with each backend's native types, and pass the same conformance suites.
-//! Queries are runtime `sqlx::query` calls with every value bound; optional filters go
-//! through `QueryBuilder`.
+//! MySQL/MariaDB (`mysql`, feature `mysql`). A backend module holds only what is truly its
+//! own — connecting, migrations (`migrations/<backend>/`), error classification, column
+//! types, JSON filters and the few clauses it spells differently. The schemas have the same
+//! tables and columns in each backend's native types, and every backend passes the same
+//! conformance suites. Statements are runtime `sqlx` queries with every value bound.
 
-mod checkpoint_common;
+pub mod checkpointer;
+#[doc(hidden)]
+pub mod repo;
+#[doc(hidden)]
+pub mod sql;
 pub mod sqlite;
 
 #[cfg(feature = "postgres")]
@@ -17,8 +23,24 @@ pub mod postgres;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 
+use std::sync::Arc;
+
+use antler_store::Stores;
+
+pub use checkpointer::{MAX_DELTA_DEPTH, SqlCheckpointer};
 pub use sqlite::{
-    MAX_DELTA_DEPTH, SqliteAssistantStore, SqliteCheckpointer, SqliteFeedbackStore,
-    SqliteItemStore, SqliteRunEventStore, SqliteRunStore, SqliteThreadStore, connect_pool,
-    open_sqlite, open_sqlite_url, stores_from_pool,
+    SqliteCheckpointer, connect_pool, open_sqlite, open_sqlite_url, stores_from_pool,
 };
+
+/// Every store over one database.
+pub(crate) fn stores<D: sql::Dialect>(db: sql::Db<D>) -> Stores {
+    Stores {
+        assistants: Arc::new(repo::SqlAssistantStore { db: db.clone() }),
+        threads: Arc::new(repo::SqlThreadStore { db: db.clone() }),
+        runs: Arc::new(repo::SqlRunStore { db: db.clone() }),
+        events: Arc::new(repo::SqlRunEventStore { db: db.clone() }),
+        feedback: Arc::new(repo::SqlFeedbackStore { db: db.clone() }),
+        items: Arc::new(repo::SqlItemStore { db: db.clone() }),
+        checkpoints: Arc::new(SqlCheckpointer::with_db(db)),
+    }
+}

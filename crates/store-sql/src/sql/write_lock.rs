@@ -1,4 +1,5 @@
-//! The process-wide SQLite write lock, with two classes of writers.
+//! The process-wide write lock of a database one process owns (SQLite), with two classes of
+//! writers.
 //!
 //! SQLite admits one writer at a time; this process queues its writers here (async, FIFO
 //! within a class) instead of in SQLite's busy handler, which sleeps and polls. Writes a client
@@ -19,7 +20,7 @@ const MAX_ACK_STREAK: u32 = 8;
 
 /// The class of a writer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Priority {
+pub enum Priority {
     /// A client waits for this write to acknowledge its request.
     Ack,
     /// Everything else.
@@ -36,13 +37,13 @@ struct State {
 
 /// See the module docs.
 #[derive(Debug, Default)]
-pub(crate) struct WriteLock {
+pub struct WriteLock {
     state: Mutex<State>,
 }
 
 /// Holds the write lock; dropping it hands the lock to the next writer.
 #[derive(Debug)]
-pub(crate) struct WriteGuard {
+pub struct WriteGuard {
     lock: Option<Arc<WriteLock>>,
 }
 
@@ -57,7 +58,7 @@ impl Drop for WriteGuard {
 impl WriteLock {
     /// Waits for the lock. Cancel-safe: a waiter dropped before or after being handed the
     /// lock passes it on.
-    pub(crate) async fn acquire(self: &Arc<Self>, priority: Priority) -> WriteGuard {
+    pub async fn acquire(self: &Arc<Self>, priority: Priority) -> WriteGuard {
         loop {
             let rx = {
                 let mut s = self.state.lock();

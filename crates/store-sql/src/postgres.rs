@@ -1,12 +1,12 @@
-//! PostgreSQL implementations of every repository trait and of the graph checkpointer.
+//! PostgreSQL (feature `postgres`).
 //!
 //! Same tables and columns as the SQLite backend (`migrations/postgres`), in native types:
 //! JSONB, TIMESTAMPTZ, BIGINT, byte-ordered (`COLLATE "C"`) text ids. There is no process
 //! write lock: every multi-statement write is a transaction relying on row locks
 //! (`SELECT ... FOR UPDATE`, upserts) and unique indexes, so several processes (pools) can
 //! share one database. Transient failures (serialization failures, deadlocks, lock timeouts,
-//! lost connections, administrator shutdowns) are retried with backoff by [`Db::retry`] and
-//! surface as [`StoreError::Transient`] if they persist.
+//! lost connections, administrator shutdowns) are retried with backoff and surface as
+//! [`StoreError::Transient`] if they persist.
 //!
 //! Filters (`metadata`, `values`, store `filter`) compile to `(column -> key) = value::jsonb`,
 //! which has exactly the semantics of `antler_store::util::json_eq`: numbers by value
@@ -14,33 +14,30 @@
 //! keys are bound; plain keys (`[A-Za-z0-9_]+`) are inlined so the expression indexes on
 //! `threads (owner, (metadata -> 'graph_id'))` etc. apply.
 
-mod assistants;
-mod checkpointer;
-mod events;
-mod feedback;
-mod items;
-mod runs;
-mod threads;
-
-use std::future::Future;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use antler_store::{StoreError, StoreResult, Stores};
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 
-pub use crate::sqlite::MAX_DELTA_DEPTH;
-pub use assistants::PostgresAssistantStore;
-pub use checkpointer::PostgresCheckpointer;
-pub use events::PostgresRunEventStore;
-pub use feedback::PostgresFeedbackStore;
-pub use items::PostgresItemStore;
-pub use runs::PostgresRunStore;
-pub use threads::PostgresThreadStore;
+use crate::sql::{
+    Arg, Db, Dialect, NO_RETRY, Sql, SqlRow, col_err, common_getters, numbered, statement_runners,
+};
+
+pub use crate::checkpointer::MAX_DELTA_DEPTH;
+
+/// The PostgreSQL checkpointer.
+pub type PostgresCheckpointer = crate::checkpointer::SqlCheckpointer<Postgres>;
+
+impl PostgresCheckpointer {
+    /// A checkpointer over an existing pool (migrations must have run: see [`connect_pool`]).
+    pub fn new(pool: PgPool) -> Self {
+        Self::with_db(Db::new(pool, Postgres))
+    }
+}
 
 /// Embedded migrations (`migrations/postgres/*.sql`). sqlx serializes concurrent migrators
 /// with an advisory lock, so several processes may open the same database at once.
@@ -131,63 +128,121 @@ pub async fn connect_pool(url: &str, opts: PoolOptions) -> StoreResult<PgPool> {
 
 /// Every store over one pool (migrations must have run: see [`connect_pool`]).
 pub fn stores_from_pool(pool: PgPool) -> Stores {
-    let db = Db { pool };
-    Stores {
-        assistants: Arc::new(PostgresAssistantStore { db: db.clone() }),
-        threads: Arc::new(PostgresThreadStore { db: db.clone() }),
-        runs: Arc::new(PostgresRunStore { db: db.clone() }),
-        events: Arc::new(PostgresRunEventStore { db: db.clone() }),
-        feedback: Arc::new(PostgresFeedbackStore { db: db.clone() }),
-        items: Arc::new(PostgresItemStore { db: db.clone() }),
-        checkpoints: Arc::new(PostgresCheckpointer::with_db(db)),
+    crate::stores(Db::new(pool, Postgres))
+}
+
+/// The PostgreSQL [`Dialect`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Postgres;
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
+
+/// JSON text as a JSONB argument (checked once, not re-serialized).
+fn raw(s: &str) -> sqlx::types::Json<Box<RawValue>> {
+    let v = RawValue::from_string(s.to_owned())
+        .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("null is JSON"));
+    sqlx::types::Json(v)
+}
+
+fn bind<'q>(sql: &Sql) -> Query<'q> {
+    let mut q: Query<'q> = sqlx::query(sqlx::AssertSqlSafe(numbered(sql.text())));
+    for a in sql.args() {
+        q = match a {
+            Arg::Str(s) => q.bind(s.clone()),
+            Arg::OptStr(s) => q.bind(s.clone()),
+            Arg::I64(n) => q.bind(*n),
+            Arg::OptI64(n) => q.bind(*n),
+            Arg::F64(n) => q.bind(*n),
+            Arg::Bool(b) => q.bind(*b),
+            Arg::Ts(t) => q.bind(*t),
+            Arg::OptTs(t) => q.bind(*t),
+            Arg::Json(v) => q.bind(v.clone()),
+            Arg::OptJson(v) => q.bind(v.clone()),
+            Arg::JsonText(s) => q.bind(raw(s)),
+        };
+    }
+    q
+}
+
+impl Dialect for Postgres {
+    type DB = sqlx::Postgres;
+    type Row = PgRow;
+
+    const NAME: &'static str = "PostgreSQL";
+    const MAX_ATTEMPTS: u32 = 6;
+    const BACKOFF_MS: u64 = 10;
+    const EXCLUSIVE: bool = false;
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    /// A read snapshot: the heads and the blobs they name come from the same moment.
+    const BEGIN_READ: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const FOR_SHARE: &'static str = " FOR SHARE";
+    const GREATEST: &'static str = "GREATEST";
+    const STRPOS: &'static str = "strpos";
+    const KEY_COL: &'static str = "key";
+    const SEQ_COL: &'static str = "seq";
+
+    fn map_err(e: sqlx::Error) -> StoreError {
+        map_err(e)
+    }
+
+    statement_runners!(PgConnection, PgRow);
+
+    fn push_json_filter(
+        &self,
+        sql: &mut Sql,
+        column: &'static str,
+        filter: &Map<String, Value>,
+    ) -> StoreResult<()> {
+        push_json_filter(sql, column, filter)
+    }
+
+    fn on_conflict_update(key: &str) -> String {
+        format!(" ON CONFLICT ({key}) DO UPDATE SET ")
+    }
+
+    fn excluded(col: &str) -> String {
+        format!("EXCLUDED.{col}")
+    }
+
+    fn insert_ignore(_key: &str) -> String {
+        " ON CONFLICT DO NOTHING".to_string()
+    }
+
+    /// READ COMMITTED has no gap locks: a check-then-insert with no row to lock yet takes a
+    /// transaction-scoped advisory lock on the key instead.
+    fn key_lock(key: String) -> Option<Sql> {
+        Some(Sql::new("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))").arg(key))
+    }
+
+    fn and_in_json(sql: &mut Sql, column: &str, items: &[String]) {
+        sql.push(&format!(
+            " AND {column} IN (SELECT jsonb_array_elements_text("
+        ))
+        .bind(crate::sql::json_list(items))
+        .push("))");
     }
 }
 
-/// The shared pool plus the retry discipline.
-#[derive(Clone, Debug)]
-pub(crate) struct Db {
-    pub(crate) pool: PgPool,
-}
+impl SqlRow for PgRow {
+    common_getters!();
 
-const MAX_ATTEMPTS: u32 = 6;
-
-/// Prefix of transient errors that are not retried here: the caller already waited (pool
-/// acquire timeout, statement timeout), repeating it would multiply the wait.
-const NO_RETRY: &str = "timed out: ";
-
-impl Db {
-    /// Starts a transaction (READ COMMITTED).
-    pub(crate) async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(map_err)
+    fn bool(&self, col: &str) -> StoreResult<bool> {
+        sqlx::Row::try_get::<bool, _>(self, col).map_err(|e| col_err(col, e))
     }
 
-    /// Runs `f` (a read, a single statement, or a whole transaction that begins and commits
-    /// itself), retrying it with exponential backoff while it fails transiently.
-    pub(crate) async fn retry<T, F, Fut>(&self, mut f: F) -> StoreResult<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = StoreResult<T>>,
-    {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match f().await {
-                Err(StoreError::Transient(msg))
-                    if attempt < MAX_ATTEMPTS && !msg.starts_with(NO_RETRY) =>
-                {
-                    tracing::debug!(attempt, %msg, "PostgreSQL transient failure, retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                other => return other,
-            }
-        }
+    fn ts(&self, col: &str) -> StoreResult<DateTime<Utc>> {
+        sqlx::Row::try_get::<DateTime<Utc>, _>(self, col).map_err(|e| col_err(col, e))
     }
-}
 
-fn backoff(attempt: u32) -> Duration {
-    let base = 10u64 << attempt.min(6);
-    let jitter = rand::random::<u64>() % (base / 2 + 1);
-    Duration::from_millis(base + jitter)
+    fn opt_ts(&self, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        sqlx::Row::try_get::<Option<DateTime<Utc>>, _>(self, col).map_err(|e| col_err(col, e))
+    }
+
+    fn opt_json(&self, col: &str) -> StoreResult<Option<Value>> {
+        sqlx::Row::try_get::<Option<Value>, _>(self, col).map_err(|e| col_err(col, e))
+    }
 }
 
 /// SQLSTATEs worth retrying: serialization_failure, deadlock_detected, lock_not_available,
@@ -201,7 +256,7 @@ fn transient_state(code: &str) -> bool {
 }
 
 /// Maps a sqlx error into the store's error set.
-pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::PoolTimedOut => {
@@ -230,67 +285,6 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-// ------------------------------------------------------------------------ column helpers
-
-fn col_err(name: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("bad stored value in column {name}: {e}"))
-}
-
-pub(crate) fn get_str(row: &PgRow, name: &str) -> StoreResult<String> {
-    row.try_get::<String, _>(name).map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_opt_str(row: &PgRow, name: &str) -> StoreResult<Option<String>> {
-    row.try_get::<Option<String>, _>(name)
-        .map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_i64(row: &PgRow, name: &str) -> StoreResult<i64> {
-    row.try_get::<i64, _>(name).map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_bool(row: &PgRow, name: &str) -> StoreResult<bool> {
-    row.try_get::<bool, _>(name).map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_ts(row: &PgRow, name: &str) -> StoreResult<DateTime<Utc>> {
-    row.try_get::<DateTime<Utc>, _>(name)
-        .map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_opt_ts(row: &PgRow, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
-    row.try_get::<Option<DateTime<Utc>>, _>(name)
-        .map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_json(row: &PgRow, name: &str) -> StoreResult<Value> {
-    row.try_get::<Value, _>(name).map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_opt_json(row: &PgRow, name: &str) -> StoreResult<Option<Value>> {
-    row.try_get::<Option<Value>, _>(name)
-        .map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_map(row: &PgRow, name: &str) -> StoreResult<Map<String, Value>> {
-    match get_json(row, name)? {
-        Value::Object(m) => Ok(m),
-        other => Err(col_err(
-            name,
-            format!("expected a JSON object, got {other}"),
-        )),
-    }
-}
-
-pub(crate) fn parse_enum<T: FromStr<Err = StoreError>>(row: &PgRow, name: &str) -> StoreResult<T> {
-    get_str(row, name)?.parse::<T>()
-}
-
-/// A JSON object as a bindable JSONB value.
-pub(crate) fn obj(m: &Map<String, Value>) -> Value {
-    Value::Object(m.clone())
-}
-
 // ------------------------------------------------------------------------ JSON filters
 
 /// Keys made of these bytes are inlined as SQL literals (so expression indexes apply); any
@@ -309,8 +303,8 @@ const MAX_FILTER_KEYS: usize = 200;
 /// JSONB equality is `antler_store::util::json_eq`). A missing key yields SQL NULL, never
 /// true; a column that is not an object (or NULL) matches no non-empty filter.
 /// `column` must be a trusted, static column name.
-pub(crate) fn push_json_filter(
-    qb: &mut QueryBuilder<Postgres>,
+fn push_json_filter(
+    qb: &mut Sql,
     column: &'static str,
     filter: &Map<String, Value>,
 ) -> StoreResult<()> {
@@ -320,31 +314,15 @@ pub(crate) fn push_json_filter(
         )));
     }
     for (key, value) in filter {
-        qb.push(format!(" AND ({column} -> "));
+        qb.push(&format!(" AND ({column} -> "));
         if plain_key(key) {
-            qb.push(format!("'{key}'"));
+            qb.push(&format!("'{key}'"));
         } else {
-            qb.push_bind(key.clone());
-            qb.push("::text");
+            qb.bind(key.as_str()).push("::text");
         }
-        qb.push(") = ");
-        qb.push_bind(value.clone());
-        qb.push("::jsonb");
+        qb.push(") = ").bind(Arg::json(value)).push("::jsonb");
     }
     Ok(())
-}
-
-/// SQL for a sort direction.
-pub(crate) fn dir(order: antler_store::SortOrder) -> &'static str {
-    match order {
-        antler_store::SortOrder::Asc => "ASC",
-        antler_store::SortOrder::Desc => "DESC",
-    }
-}
-
-/// Clamps a usize page value into a BIGINT.
-pub(crate) fn lim(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -396,7 +374,7 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
-        let db = Db { pool };
+        let db = Db::new(pool, Postgres);
         let calls = std::sync::atomic::AtomicU32::new(0);
         let out = db
             .retry(|| async {
@@ -435,12 +413,14 @@ mod tests {
         assert!(!plain_key("a'b"));
         assert!(!plain_key(""));
         assert!(!plain_key("ключ"));
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT 1 WHERE TRUE");
+        let mut qb = Sql::new("SELECT 1 WHERE TRUE");
         let mut f = Map::new();
         f.insert("graph_id".into(), Value::from("g"));
         f.insert("x'); DROP TABLE threads; --".into(), Value::from(1));
-        push_json_filter(&mut qb, "threads.metadata", &f).unwrap();
-        let sql = qb.sql().as_str().to_string();
+        Postgres
+            .push_json_filter(&mut qb, "threads.metadata", &f)
+            .unwrap();
+        let sql = numbered(qb.text());
         assert!(
             sql.contains("(threads.metadata -> 'graph_id') = $1::jsonb"),
             "{sql}"

@@ -1,4 +1,4 @@
-//! MySQL / MariaDB implementations of every repository trait and of the graph checkpointer.
+//! MySQL / MariaDB (feature `mysql`).
 //!
 //! Same tables and columns as the SQLite backend (`migrations/mysql/`), natively typed:
 //! InnoDB, utf8mb4 with the binary collation (ids compare and sort byte-wise), JSON kept as
@@ -7,41 +7,38 @@
 //!
 //! There is no process-wide write lock as on SQLite: several processes share the database,
 //! so every read-modify-write runs in a transaction that locks the rows it depends on
-//! (`SELECT ... FOR UPDATE`), single-row changes are compare-and-set `UPDATE`s, and the
-//! "one running run per thread" rule is a UNIQUE index on a generated column. Deadlocks,
-//! lock wait timeouts and lost connections are [`StoreError::Transient`] and retried with
-//! backoff by [`Db::retry`].
+//! (`SELECT ... FOR UPDATE`; REPEATABLE READ's gap locks also cover rows not there yet),
+//! single-row changes are compare-and-set `UPDATE`s, and the "one running run per thread"
+//! rule is a UNIQUE index on a generated column. Deadlocks, lock wait timeouts and lost
+//! connections are [`StoreError::Transient`] and retried with backoff.
 //!
 //! MariaDB (tested: 10.11) and MySQL 8 differ in one place that matters here, JSON equality:
 //! MariaDB compares with `JSON_EQUALS`, MySQL with `=` between JSON values. The flavour is
 //! detected once per pool ([`Flavor`]).
 
-mod assistants;
-mod checkpointer;
-mod events;
-mod feedback;
-mod items;
-mod runs;
-mod threads;
-
-use std::future::Future;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use antler_store::{StoreError, StoreResult, Stores};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{MySql, QueryBuilder, Row};
+use sqlx::mysql::{
+    MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
+};
 
-pub use assistants::MySqlAssistantStore;
-pub use checkpointer::MySqlCheckpointer;
-pub use events::MySqlRunEventStore;
-pub use feedback::MySqlFeedbackStore;
-pub use items::MySqlItemStore;
-pub use runs::MySqlRunStore;
-pub use threads::MySqlThreadStore;
+use crate::sql::{
+    Arg, Db, Dialect, Sql, SqlRow, col_err, common_getters, parse_json, statement_runners,
+};
+
+/// The MySQL checkpointer.
+pub type MySqlCheckpointer = crate::checkpointer::SqlCheckpointer<MySql>;
+
+impl MySqlCheckpointer {
+    /// A checkpointer over an existing pool (migrations must have run: see [`connect_pool`]).
+    pub fn new(db: MySqlDb) -> Self {
+        Self::with_db(Db::new(db.pool, MySql { flavor: db.flavor }))
+    }
+}
 
 /// Embedded migrations (`migrations/mysql/*.sql`).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
@@ -215,70 +212,117 @@ fn connect_err(url: &str, e: sqlx::Error) -> StoreError {
 
 /// Every store over one pool.
 pub fn stores_from_pool(db: MySqlDb) -> Stores {
-    let db = Db::new(db);
-    Stores {
-        assistants: Arc::new(MySqlAssistantStore { db: db.clone() }),
-        threads: Arc::new(MySqlThreadStore { db: db.clone() }),
-        runs: Arc::new(MySqlRunStore { db: db.clone() }),
-        events: Arc::new(MySqlRunEventStore { db: db.clone() }),
-        feedback: Arc::new(MySqlFeedbackStore { db: db.clone() }),
-        items: Arc::new(MySqlItemStore { db: db.clone() }),
-        checkpoints: Arc::new(MySqlCheckpointer::with_db(db)),
+    crate::stores(Db::new(db.pool, MySql { flavor: db.flavor }))
+}
+
+/// The MySQL / MariaDB [`Dialect`].
+#[derive(Clone, Copy, Debug)]
+pub struct MySql {
+    flavor: Flavor,
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::MySql, MySqlArguments>;
+
+fn bind<'q>(sql: &Sql) -> Query<'q> {
+    let mut q: Query<'q> = sqlx::query(sql.sqlx_text());
+    for a in sql.args() {
+        q = match a {
+            Arg::Str(s) => q.bind(s.clone()),
+            Arg::OptStr(s) => q.bind(s.clone()),
+            Arg::I64(n) => q.bind(*n),
+            Arg::OptI64(n) => q.bind(*n),
+            Arg::F64(n) => q.bind(*n),
+            Arg::Bool(b) => q.bind(i64::from(*b)),
+            Arg::Ts(t) => q.bind(*t),
+            Arg::OptTs(t) => q.bind(*t),
+            Arg::Json(v) => q.bind(v.to_string()),
+            Arg::OptJson(v) => q.bind(v.as_ref().map(Value::to_string)),
+            Arg::JsonText(s) => q.bind(s.clone()),
+        };
+    }
+    q
+}
+
+impl Dialect for MySql {
+    type DB = sqlx::MySql;
+    type Row = MySqlRow;
+
+    const NAME: &'static str = "MySQL";
+    const MAX_ATTEMPTS: u32 = 8;
+    const BACKOFF_MS: u64 = 5;
+    const EXCLUSIVE: bool = false;
+    /// The server's default isolation, REPEATABLE READ; writers lock what they read.
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const BEGIN_READ: &'static str = "BEGIN";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const FOR_SHARE: &'static str = " LOCK IN SHARE MODE";
+    const GREATEST: &'static str = "GREATEST";
+    const STRPOS: &'static str = "INSTR";
+    /// `key` is a reserved word.
+    const KEY_COL: &'static str = "`key`";
+    const SEQ_COL: &'static str = "seq";
+
+    fn map_err(e: sqlx::Error) -> StoreError {
+        map_err(e)
+    }
+
+    statement_runners!(MySqlConnection, MySqlRow);
+
+    fn push_json_filter(
+        &self,
+        sql: &mut Sql,
+        column: &'static str,
+        filter: &Map<String, Value>,
+    ) -> StoreResult<()> {
+        push_json_filter(sql, self.flavor, column, filter)
+    }
+
+    fn on_conflict_update(_key: &str) -> String {
+        " ON DUPLICATE KEY UPDATE ".to_string()
+    }
+
+    fn excluded(col: &str) -> String {
+        format!("VALUES({col})")
+    }
+
+    /// A no-op assignment (`INSERT IGNORE` would also swallow other errors).
+    fn insert_ignore(key: &str) -> String {
+        let first = key.split(',').next().unwrap_or(key).trim();
+        format!(" ON DUPLICATE KEY UPDATE {first} = {first}")
+    }
+
+    /// REPEATABLE READ's gap locks (`SELECT ... FOR UPDATE` on the key) already exclude a
+    /// concurrent insert of the same key.
+    fn key_lock(_key: String) -> Option<Sql> {
+        None
+    }
+
+    fn and_in_json(sql: &mut Sql, column: &str, items: &[String]) {
+        sql.push(" AND JSON_CONTAINS(")
+            .bind(crate::sql::json_list(items))
+            .push(&format!(", JSON_QUOTE({column}))"));
     }
 }
 
-/// The shared pool plus the retry discipline.
-#[derive(Clone, Debug)]
-pub(crate) struct Db {
-    pub(crate) pool: MySqlPool,
-    pub(crate) flavor: Flavor,
-}
+impl SqlRow for MySqlRow {
+    common_getters!();
 
-const MAX_ATTEMPTS: u32 = 8;
-
-/// A transaction; dropping it without commit rolls back.
-pub(crate) type Tx = sqlx::Transaction<'static, MySql>;
-
-impl Db {
-    pub(crate) fn new(db: MySqlDb) -> Self {
-        Db {
-            pool: db.pool,
-            flavor: db.flavor,
-        }
+    fn bool(&self, col: &str) -> StoreResult<bool> {
+        Ok(self.i64(col)? != 0)
     }
 
-    /// Starts a transaction (the server's default isolation, REPEATABLE READ; writers lock
-    /// what they read with `FOR UPDATE`).
-    pub(crate) async fn begin(&self) -> StoreResult<Tx> {
-        self.pool.begin().await.map_err(map_err)
+    fn ts(&self, col: &str) -> StoreResult<DateTime<Utc>> {
+        sqlx::Row::try_get::<DateTime<Utc>, _>(self, col).map_err(|e| col_err(col, e))
     }
 
-    /// Runs `f` (a read, or a whole transaction that begins and commits itself), retrying it
-    /// with exponential backoff while the server reports a transient condition (deadlock,
-    /// lock wait timeout, lost connection, pool exhausted).
-    pub(crate) async fn retry<T, F, Fut>(&self, mut f: F) -> StoreResult<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = StoreResult<T>>,
-    {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match f().await {
-                Err(StoreError::Transient(msg)) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, %msg, "MySQL transient error, retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                other => return other,
-            }
-        }
+    fn opt_ts(&self, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        sqlx::Row::try_get::<Option<DateTime<Utc>>, _>(self, col).map_err(|e| col_err(col, e))
     }
-}
 
-fn backoff(attempt: u32) -> Duration {
-    let base = 5u64 << attempt.min(7);
-    let jitter = rand::random::<u64>() % (base / 2 + 1);
-    Duration::from_millis(base + jitter)
+    fn opt_json(&self, col: &str) -> StoreResult<Option<Value>> {
+        parse_json(col, self.opt_str(col)?)
+    }
 }
 
 /// Server error numbers worth retrying: deadlock, lock wait timeout, and the connection-level
@@ -299,7 +343,7 @@ const INVALID_CODES: &[u16] = &[
 ];
 
 /// Maps a sqlx error into the store's error set.
-pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => StoreError::Transient(e.to_string()),
@@ -322,84 +366,6 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Backend(e.to_string()),
     }
-}
-
-// ------------------------------------------------------------------------ column helpers
-
-/// Timestamps bind as `DATETIME(6)` in UTC (already truncated to microseconds by callers).
-pub(crate) fn ts(t: &DateTime<Utc>) -> DateTime<Utc> {
-    antler_store::time::truncate(*t)
-}
-
-pub(crate) fn ts_opt(t: &Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    t.as_ref().map(ts)
-}
-
-/// A statement rebuilt on every retry (binds are owned).
-pub(crate) type Stmt = sqlx::query::Query<'static, MySql, sqlx::mysql::MySqlArguments>;
-
-pub(crate) fn json(v: &Value) -> String {
-    v.to_string()
-}
-
-pub(crate) fn json_map(m: &Map<String, Value>) -> String {
-    // Map -> JSON text never fails.
-    serde_json::to_string(m).unwrap_or_else(|_| "{}".to_string())
-}
-
-fn col_err(name: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("bad stored value in column {name}: {e}"))
-}
-
-pub(crate) fn get_str(row: &MySqlRow, name: &str) -> StoreResult<String> {
-    row.try_get::<String, _>(name).map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_opt_str(row: &MySqlRow, name: &str) -> StoreResult<Option<String>> {
-    row.try_get::<Option<String>, _>(name)
-        .map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_i64(row: &MySqlRow, name: &str) -> StoreResult<i64> {
-    row.try_get::<i64, _>(name).map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_ts(row: &MySqlRow, name: &str) -> StoreResult<DateTime<Utc>> {
-    row.try_get::<DateTime<Utc>, _>(name)
-        .map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_opt_ts(row: &MySqlRow, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
-    row.try_get::<Option<DateTime<Utc>>, _>(name)
-        .map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_json(row: &MySqlRow, name: &str) -> StoreResult<Value> {
-    let s = get_str(row, name)?;
-    serde_json::from_str(&s).map_err(|e| col_err(name, e))
-}
-
-pub(crate) fn get_opt_json(row: &MySqlRow, name: &str) -> StoreResult<Option<Value>> {
-    get_opt_str(row, name)?
-        .map(|s| serde_json::from_str(&s).map_err(|e| col_err(name, e)))
-        .transpose()
-}
-
-pub(crate) fn get_map(row: &MySqlRow, name: &str) -> StoreResult<Map<String, Value>> {
-    match get_json(row, name)? {
-        Value::Object(m) => Ok(m),
-        other => Err(col_err(
-            name,
-            format!("expected a JSON object, got {other}"),
-        )),
-    }
-}
-
-pub(crate) fn parse_enum<T: FromStr<Err = StoreError>>(
-    row: &MySqlRow,
-    name: &str,
-) -> StoreResult<T> {
-    get_str(row, name)?.parse::<T>()
 }
 
 // ------------------------------------------------------------------------ JSON filters
@@ -435,13 +401,14 @@ const INDEXED_PREFIX_CHARS: usize = 128;
 /// `indexed` names the table whose generated metadata columns may narrow the search
 /// (`threads`): for string values of the indexed keys an extra, index-friendly condition
 /// on the value's prefix is added; the JSON comparison still decides.
-pub(crate) fn push_json_filter(
-    qb: &mut QueryBuilder<MySql>,
+fn push_json_filter(
+    qb: &mut Sql,
     flavor: Flavor,
     column: &'static str,
     filter: &Map<String, Value>,
-    indexed: Option<&'static str>,
 ) -> StoreResult<()> {
+    // the threads table has generated, indexed columns for a few metadata keys
+    let indexed = (column == "threads.metadata").then_some("threads");
     if filter.len() > MAX_FILTER_KEYS {
         return Err(StoreError::InvalidArgument(format!(
             "filter too large (at most {MAX_FILTER_KEYS} keys)"
@@ -451,58 +418,28 @@ pub(crate) fn push_json_filter(
         if let (Some(table), Value::String(s)) = (indexed, value)
             && let Some((_, gen_col)) = INDEXED_METADATA.iter().find(|(k, _)| k == key)
         {
-            qb.push(format!(" AND {table}.{gen_col} = "));
-            qb.push_bind(s.chars().take(INDEXED_PREFIX_CHARS).collect::<String>());
+            qb.push(&format!(" AND {table}.{gen_col} = "))
+                .bind(s.chars().take(INDEXED_PREFIX_CHARS).collect::<String>());
         }
         qb.push(" AND ");
         match flavor {
             Flavor::MariaDb => {
-                qb.push(format!("JSON_EQUALS(JSON_EXTRACT({column}, "));
-                qb.push_bind(key_path(key));
-                qb.push("), ");
-                qb.push_bind(json(value));
-                qb.push(") = 1");
+                qb.push(&format!("JSON_EQUALS(JSON_EXTRACT({column}, "))
+                    .bind(key_path(key))
+                    .push("), ")
+                    .bind(value.to_string())
+                    .push(") = 1");
             }
             Flavor::MySql => {
-                qb.push(format!("JSON_EXTRACT({column}, "));
-                qb.push_bind(key_path(key));
-                qb.push(") = CAST(");
-                qb.push_bind(json(value));
-                qb.push(" AS JSON)");
+                qb.push(&format!("JSON_EXTRACT({column}, "))
+                    .bind(key_path(key))
+                    .push(") = CAST(")
+                    .bind(value.to_string())
+                    .push(" AS JSON)");
             }
         }
     }
     Ok(())
-}
-
-/// Appends `<column> IN (?, ?, ...)`; an empty list matches nothing.
-pub(crate) fn push_in_list(qb: &mut QueryBuilder<MySql>, column: &str, items: &[String]) {
-    if items.is_empty() {
-        qb.push(" AND FALSE");
-        return;
-    }
-    qb.push(format!(" AND {column} IN ("));
-    let mut sep = qb.separated(", ");
-    for item in items {
-        sep.push_bind(item.clone());
-    }
-    qb.push(")");
-}
-
-/// Most values one `IN (...)` list may bind (MySQL allows 65,535 placeholders a statement).
-pub(crate) const MAX_IN_LIST: usize = 20_000;
-
-/// SQL for a sort direction.
-pub(crate) fn dir(order: antler_store::SortOrder) -> &'static str {
-    match order {
-        antler_store::SortOrder::Asc => "ASC",
-        antler_store::SortOrder::Desc => "DESC",
-    }
-}
-
-/// Clamps a usize page value into a bindable i64.
-pub(crate) fn lim(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

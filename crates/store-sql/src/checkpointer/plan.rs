@@ -1,6 +1,5 @@
-//! The backend-neutral half of the SQL checkpointers (SQLite, PostgreSQL, MySQL): the stored
-//! head's JSON shape, blob ids, list-delta planning and the per-process write caches. Each
-//! backend keeps only its SQL.
+//! What a checkpoint write stores, decided before any SQL runs: the stored head's JSON shape,
+//! blob ids, list-delta planning and the per-process write caches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,7 +9,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::sqlite::MAX_DELTA_DEPTH;
+/// A full value is written after this many consecutive deltas of a channel.
+pub const MAX_DELTA_DEPTH: i64 = 32;
 
 /// Bound on the delta-base cache (entries of (thread, ns, channel)); beyond it an arbitrary
 /// entry is evicted. The cache only makes writes smaller; losing an entry costs one full write.

@@ -1,0 +1,246 @@
+//! `threads` table.
+//!
+//! Every change is a read-modify-write of the row under a row lock (`FOR UPDATE`; the process
+//! write lock on SQLite) applying [`ThreadUpdate::apply`], the one definition every store
+//! shares: JSON is merged by serde, never by SQL string functions.
+
+use antler_store::{
+    StoreError, StoreResult, Thread, ThreadSearch, ThreadSortBy, ThreadStatus, ThreadStore,
+    ThreadUpdate, time,
+};
+use serde_json::{Map, Value};
+
+use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir};
+
+/// [`ThreadStore`] on any SQL backend.
+#[derive(Debug, Clone)]
+pub struct SqlThreadStore<D: Dialect> {
+    pub(crate) db: Db<D>,
+}
+
+pub(crate) fn row_to_thread(row: &impl SqlRow) -> StoreResult<Thread> {
+    Ok(Thread {
+        thread_id: row.str("thread_id")?,
+        created_at: row.ts("created_at")?,
+        updated_at: row.ts("updated_at")?,
+        state_updated_at: row.ts("state_updated_at")?,
+        metadata: row.map("metadata")?,
+        status: row.parse::<ThreadStatus>("status")?,
+        config: row.json("config")?,
+        values: row.opt_json("state_values")?,
+        error: row.opt_json("error")?,
+        interrupts: row.opt_json("interrupts")?,
+        owner: row.str("owner")?,
+    })
+}
+
+pub(crate) async fn insert<D: Dialect>(conn: &mut Conn<D>, t: &Thread) -> StoreResult<()> {
+    let sql = Sql::new(
+        "INSERT INTO threads (thread_id, owner, status, metadata, config, state_values, error, interrupts, \
+         created_at, updated_at, state_updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .arg(&t.thread_id)
+    .arg(&t.owner)
+    .arg(t.status.as_str())
+    .arg(Arg::map(&t.metadata))
+    .arg(Arg::json(&t.config))
+    .arg(Arg::opt_json(&t.values))
+    .arg(Arg::opt_json(&t.error))
+    .arg(Arg::opt_json(&t.interrupts))
+    .arg(t.created_at)
+    .arg(t.updated_at)
+    .arg(t.state_updated_at);
+    match D::execute(conn, &sql).await {
+        Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
+            "thread {} already exists",
+            t.thread_id
+        ))),
+        other => other.map(|_| ()),
+    }
+}
+
+/// The owner's thread, row-locked until the transaction ends.
+pub(crate) async fn locked<D: Dialect>(
+    conn: &mut Conn<D>,
+    owner: &str,
+    id: &str,
+) -> StoreResult<Thread> {
+    let mut sql = Sql::new("SELECT * FROM threads WHERE thread_id = ? AND owner = ?")
+        .arg(id)
+        .arg(owner);
+    sql.push(D::FOR_UPDATE);
+    let row = D::fetch_optional(conn, &sql)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    row_to_thread(&row)
+}
+
+/// Applies `update` to the owner's thread inside `conn`'s transaction; the thread as left.
+pub(crate) async fn update_in<D: Dialect>(
+    conn: &mut Conn<D>,
+    owner: &str,
+    thread_id: &str,
+    update: ThreadUpdate,
+) -> StoreResult<Thread> {
+    let mut t = locked::<D>(conn, owner, thread_id).await?;
+    update.apply(&mut t, time::now());
+    let sql = Sql::new(
+        "UPDATE threads SET status = ?, metadata = ?, config = ?, state_values = ?, error = ?, interrupts = ?, \
+         updated_at = ?, state_updated_at = ? WHERE owner = ? AND thread_id = ?",
+    )
+    .arg(t.status.as_str())
+    .arg(Arg::map(&t.metadata))
+    .arg(Arg::json(&t.config))
+    .arg(Arg::opt_json(&t.values))
+    .arg(Arg::opt_json(&t.error))
+    .arg(Arg::opt_json(&t.interrupts))
+    .arg(t.updated_at)
+    .arg(t.state_updated_at)
+    .arg(owner)
+    .arg(thread_id);
+    D::execute(conn, &sql).await?;
+    Ok(t)
+}
+
+impl<D: Dialect> SqlThreadStore<D> {
+    fn filtered(&self, select: &'static str, owner: &str, q: &ThreadSearch) -> StoreResult<Sql> {
+        let mut sql = Sql::new(select).arg(owner);
+        if let Some(ids) = &q.ids {
+            D::and_in_list(&mut sql, "thread_id", ids);
+        }
+        if let Some(s) = q.status {
+            sql.push(" AND status = ").bind(s.as_str());
+        }
+        let d = &self.db.dialect;
+        d.push_json_filter(&mut sql, "threads.metadata", &q.metadata)?;
+        d.push_json_filter(&mut sql, "threads.state_values", &q.values)?;
+        Ok(sql)
+    }
+}
+
+#[async_trait::async_trait]
+impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
+    async fn create(&self, owner: &str, mut thread: Thread) -> StoreResult<Thread> {
+        thread.owner = owner.to_string();
+        thread.created_at = time::truncate(thread.created_at);
+        thread.updated_at = time::truncate(thread.updated_at);
+        thread.state_updated_at = time::truncate(thread.state_updated_at);
+        self.db
+            .retry(|| async {
+                // one statement, ahead of queued background writes (a client waits for it)
+                let _write = self.db.lock(WriteClass::Ack).await;
+                let mut conn = self.db.pool.acquire().await.map_err(D::map_err)?;
+                insert::<D>(&mut conn, &thread).await
+            })
+            .await?;
+        Ok(thread)
+    }
+
+    async fn get(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Thread>> {
+        let sql = Sql::new("SELECT * FROM threads WHERE thread_id = ? AND owner = ?")
+            .arg(thread_id)
+            .arg(owner);
+        self.db
+            .fetch_optional(&sql)
+            .await?
+            .as_ref()
+            .map(row_to_thread)
+            .transpose()
+    }
+
+    async fn patch_metadata(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        metadata: Map<String, Value>,
+    ) -> StoreResult<Thread> {
+        let update = ThreadUpdate {
+            metadata: Some(metadata),
+            ..Default::default()
+        };
+        self.update(owner, thread_id, update).await
+    }
+
+    async fn update(
+        &self,
+        owner: &str,
+        thread_id: &str,
+        update: ThreadUpdate,
+    ) -> StoreResult<Thread> {
+        self.db
+            .retry(|| async {
+                let mut tx = self.db.begin(WriteClass::Background).await?;
+                let t = update_in::<D>(&mut tx, owner, thread_id, update.clone()).await?;
+                tx.commit().await?;
+                Ok(t)
+            })
+            .await
+    }
+
+    async fn delete(&self, owner: &str, thread_id: &str) -> StoreResult<()> {
+        let sql = Sql::new("DELETE FROM threads WHERE thread_id = ? AND owner = ?")
+            .arg(thread_id)
+            .arg(owner);
+        match self.db.execute(WriteClass::Background, &sql).await? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    async fn search(&self, owner: &str, q: &ThreadSearch) -> StoreResult<Vec<Thread>> {
+        let sort = match q.sort_by {
+            ThreadSortBy::ThreadId => "thread_id",
+            ThreadSortBy::Status => "status",
+            ThreadSortBy::CreatedAt => "created_at",
+            ThreadSortBy::UpdatedAt => "updated_at",
+            ThreadSortBy::StateUpdatedAt => "state_updated_at",
+        };
+        let d = dir(q.sort_order);
+        let mut sql = self.filtered("SELECT * FROM threads WHERE owner = ?", owner, q)?;
+        sql.push(&format!(" ORDER BY {sort} {d}, thread_id {d}"))
+            .page(q.limit, q.offset);
+        let rows = self.db.fetch_all(&sql).await?;
+        rows.iter().map(row_to_thread).collect()
+    }
+
+    async fn count(&self, owner: &str, q: &ThreadSearch) -> StoreResult<u64> {
+        let sql = self.filtered(
+            "SELECT COUNT(*) AS n FROM threads WHERE owner = ?",
+            owner,
+            q,
+        )?;
+        self.db.count(&sql).await
+    }
+
+    async fn copy(&self, owner: &str, thread_id: &str, new_id: &str) -> StoreResult<Thread> {
+        self.db
+            .retry(|| async {
+                let mut tx = self.db.begin(WriteClass::Background).await?;
+                let src = locked::<D>(&mut tx, owner, thread_id).await?;
+                let now = time::now();
+                let copy = Thread {
+                    thread_id: new_id.to_string(),
+                    created_at: now,
+                    updated_at: now,
+                    state_updated_at: now,
+                    status: if src.status == ThreadStatus::Busy {
+                        ThreadStatus::Idle
+                    } else {
+                        src.status
+                    },
+                    ..src
+                };
+                insert::<D>(&mut tx, &copy).await?;
+                tx.commit().await?;
+                Ok(copy)
+            })
+            .await
+    }
+
+    async fn owners_of(&self, thread_id: &str) -> StoreResult<Vec<String>> {
+        let sql =
+            Sql::new("SELECT owner FROM threads WHERE thread_id = ? ORDER BY owner").arg(thread_id);
+        let rows = self.db.fetch_all(&sql).await?;
+        rows.iter().map(|r| r.str("owner")).collect()
+    }
+}

@@ -1,0 +1,183 @@
+//! [`Db`]: a backend's pool with the retry and write discipline every repository uses.
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use antler_store::{StoreError, StoreResult};
+
+use super::write_lock::{Priority, WriteGuard, WriteLock};
+use super::{Dialect, Sql, backoff};
+
+/// A backend's connection type (what a pooled connection and a transaction deref to).
+pub type Conn<D> = <<D as Dialect>::DB as sqlx::Database>::Connection;
+
+/// Prefix of transient errors that are not retried: the caller already waited (pool acquire
+/// timeout, statement timeout), and repeating it would multiply the wait.
+pub const NO_RETRY: &str = "timed out: ";
+
+/// Who waits for a write: a client's acknowledgement (a new run or thread) goes before
+/// queued background writes on a database one process owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteClass {
+    Ack,
+    Background,
+}
+
+/// The pool, the dialect and, where one process owns the database, its write lock.
+pub struct Db<D: Dialect> {
+    pub pool: sqlx::Pool<D::DB>,
+    pub dialect: D,
+    write_lock: Arc<WriteLock>,
+}
+
+impl<D: Dialect> Clone for Db<D> {
+    fn clone(&self) -> Self {
+        Db {
+            pool: self.pool.clone(),
+            dialect: self.dialect.clone(),
+            write_lock: self.write_lock.clone(),
+        }
+    }
+}
+
+impl<D: Dialect> std::fmt::Debug for Db<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &D::NAME)
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A write transaction (holding the process write lock on an exclusive database until
+/// commit or drop; dropping without commit rolls back). Derefs to the connection.
+pub struct Tx<D: Dialect> {
+    tx: sqlx::Transaction<'static, D::DB>,
+    _guard: Option<WriteGuard>,
+}
+
+impl<D: Dialect> Tx<D> {
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await.map_err(D::map_err)
+    }
+}
+
+impl<D: Dialect> Deref for Tx<D> {
+    type Target = Conn<D>;
+    fn deref(&self) -> &Conn<D> {
+        &self.tx
+    }
+}
+
+impl<D: Dialect> DerefMut for Tx<D> {
+    fn deref_mut(&mut self) -> &mut Conn<D> {
+        &mut self.tx
+    }
+}
+
+impl<D: Dialect> Db<D> {
+    pub fn new(pool: sqlx::Pool<D::DB>, dialect: D) -> Self {
+        Db {
+            pool,
+            dialect,
+            write_lock: Arc::new(WriteLock::default()),
+        }
+    }
+
+    /// Runs `f` (a read, a statement, or a whole transaction that begins and commits
+    /// itself), retrying it with exponential backoff while it fails transiently.
+    pub async fn retry<T, F, Fut>(&self, mut f: F) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match f().await {
+                Err(StoreError::Transient(msg))
+                    if attempt < D::MAX_ATTEMPTS && !msg.starts_with(NO_RETRY) =>
+                {
+                    tracing::debug!(attempt, %msg, backend = D::NAME, "transient failure, retrying");
+                    tokio::time::sleep(backoff(D::BACKOFF_MS, attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The process write lock, on a database one process owns (`None` elsewhere: row locks
+    /// and unique indexes order concurrent writers).
+    pub async fn lock(&self, class: WriteClass) -> Option<WriteGuard> {
+        if !D::EXCLUSIVE {
+            return None;
+        }
+        let priority = match class {
+            WriteClass::Ack => Priority::Ack,
+            WriteClass::Background => Priority::Background,
+        };
+        Some(self.write_lock.acquire(priority).await)
+    }
+
+    /// Starts a write transaction (no retry: wrap the whole transaction in [`Db::retry`]).
+    pub async fn begin(&self, class: WriteClass) -> StoreResult<Tx<D>> {
+        let guard = self.lock(class).await;
+        let tx = self
+            .pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(D::map_err)?;
+        Ok(Tx { tx, _guard: guard })
+    }
+
+    /// Starts a read transaction: every statement in it sees the same snapshot.
+    pub async fn begin_read(&self) -> StoreResult<Tx<D>> {
+        let tx = self
+            .pool
+            .begin_with(D::BEGIN_READ)
+            .await
+            .map_err(D::map_err)?;
+        Ok(Tx { tx, _guard: None })
+    }
+
+    /// Every row of a query, on a pooled connection, with retries.
+    pub async fn fetch_all(&self, sql: &Sql) -> StoreResult<Vec<D::Row>> {
+        self.retry(|| async {
+            let mut c = self.pool.acquire().await.map_err(D::map_err)?;
+            D::fetch_all(&mut c, sql).await
+        })
+        .await
+    }
+
+    /// The first row of a query, on a pooled connection, with retries.
+    pub async fn fetch_optional(&self, sql: &Sql) -> StoreResult<Option<D::Row>> {
+        self.retry(|| async {
+            let mut c = self.pool.acquire().await.map_err(D::map_err)?;
+            D::fetch_optional(&mut c, sql).await
+        })
+        .await
+    }
+
+    /// The integer in column `n` of a query's first row (`SELECT COUNT(*) AS n ...`).
+    pub async fn count(&self, sql: &Sql) -> StoreResult<u64> {
+        use super::SqlRow;
+        let row = self.fetch_optional(sql).await?;
+        Ok(match row {
+            Some(r) => r.i64("n")?.max(0) as u64,
+            None => 0,
+        })
+    }
+
+    /// Runs one write statement in autocommit mode (one statement is atomic on its own; no
+    /// BEGIN/COMMIT round trips), under the process write lock where there is one, with
+    /// retries. Returns the number of rows it changed.
+    pub async fn execute(&self, class: WriteClass, sql: &Sql) -> StoreResult<u64> {
+        self.retry(|| async {
+            let _guard = self.lock(class).await;
+            let mut c = self.pool.acquire().await.map_err(D::map_err)?;
+            D::execute(&mut c, sql).await
+        })
+        .await
+    }
+}
