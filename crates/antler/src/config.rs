@@ -5,17 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use antler_auth::{AuthConfig, AuthMode};
+use antler_auth::AuthConfig;
 use antler_bridge::{MemoryBridgeConfig, RedisBridgeConfig};
 use antler_llm::{ModelConfig, TitleOptions};
-use antler_runtime::{MultitaskStrategy, Recovery, RuntimeConfig};
+use antler_runtime::RuntimeConfig;
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 
 mod agents;
+mod read;
+mod sections;
 
-use agents::parse_agent_sections;
 pub use agents::{AgentConfig, WORKSPACE_TOOLS, WorkspaceConfig};
+use read::Loader;
+use sections::Sections;
 
 /// Where the durable state lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,500 +250,27 @@ fn is_var_name(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-struct Reader<'a> {
-    warnings: &'a mut Vec<String>,
-}
-
-impl Reader<'_> {
-    /// Warns about keys of `section` that are not in `known`.
-    fn check_keys(&mut self, section: &str, map: &Map<String, Value>, known: &[&str]) {
-        for k in map.keys() {
-            if !known.contains(&k.as_str()) {
-                let path = if section.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{section}.{k}")
-                };
-                self.warnings
-                    .push(format!("unknown config key '{path}' ignored"));
-            }
-        }
-    }
-}
-
-fn section<'a>(root: &'a Map<String, Value>, name: &str) -> Result<Option<&'a Map<String, Value>>> {
-    match root.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(other) => bail!("config section '{name}' must be a mapping, got {other}"),
-    }
-}
-
-fn get_str(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<String>> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => bail!("config '{path}.{key}' must be a string, got {other}"),
-    }
-}
-
-fn get_f64(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<f64>> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => {
-            let n = v
-                .as_f64()
-                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
-            match n {
-                Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n)),
-                _ => bail!("config '{path}.{key}' must be a non-negative number, got {v}"),
-            }
-        }
-    }
-}
-
-fn get_u64(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<u64>> {
-    match get_f64(m, path, key)? {
-        None => Ok(None),
-        Some(n) if n.fract() == 0.0 => Ok(Some(n as u64)),
-        Some(n) => bail!("config '{path}.{key}' must be an integer, got {n}"),
-    }
-}
-
-fn get_bool(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<bool>> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) if matches!(s.as_str(), "true" | "false") => Ok(Some(s == "true")),
-        Some(other) => bail!("config '{path}.{key}' must be true or false, got {other}"),
-    }
-}
-
 /// Parses configuration text (already read from a file).
 pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
-    let text = substitute(text, lookup)?;
-    let root: Value = if text.trim().is_empty() {
-        Value::Object(Map::new())
-    } else {
-        serde_saphyr::from_str(&text).context("config is not valid YAML")?
-    };
-    let root = match root {
-        Value::Object(m) => m,
-        Value::Null => Map::new(),
-        other => bail!("config must be a mapping at the top level, got {other}"),
-    };
+    let root = top_level(&substitute(text, lookup)?)?;
+    let mut loader = Loader::new(lookup);
+    let sections: Sections = loader.read("", root)?;
     let mut cfg = Config::default();
-    let mut warnings = Vec::new();
-    let mut r = Reader {
-        warnings: &mut warnings,
-    };
-    r.check_keys(
-        "",
-        &root,
-        &[
-            "server",
-            "database",
-            "checkpointer",
-            "stream_bridge",
-            "run_events",
-            "runs",
-            "graphs",
-            "config_version",
-            "log_level",
-            "auth",
-            // Agent sections (parsed in `agents.rs`).
-            "models",
-            "tools",
-            "sandbox",
-            "title",
-            "agents",
-            "mcp_servers",
-            // DeerFlow sections Antler does not use yet; accepted silently so a DeerFlow
-            // config.yaml loads without noise.
-            "tool_groups",
-            "skills",
-            "memory",
-            "summarization",
-            "subagents",
-            "channels",
-            "run_ownership",
-        ],
-    );
-    if let Some(s) = section(&root, "server")? {
-        r.check_keys("server", s, &["host", "port", "heartbeat_seconds"]);
-        if let Some(h) = get_str(s, "server", "host")? {
-            cfg.host = h;
-        }
-        if let Some(p) = get_u64(s, "server", "port")? {
-            cfg.port = u16::try_from(p).context("config 'server.port' must be 0..65535")?;
-        }
-        if let Some(h) = get_f64(s, "server", "heartbeat_seconds")? {
-            if h < 0.1 {
-                bail!("config 'server.heartbeat_seconds' must be at least 0.1");
-            }
-            cfg.heartbeat = Duration::from_secs_f64(h);
-        }
-    }
-    if let Some(s) = section(&root, "database")? {
-        r.check_keys(
-            "database",
-            s,
-            &[
-                "backend",
-                "sqlite_dir",
-                "postgres_url",
-                "mysql_url",
-                "pool_size",
-                "pool_timeout",
-            ],
-        );
-        if let Some(b) = get_str(s, "database", "backend")? {
-            cfg.backend = match b.as_str() {
-                "sqlite" => Backend::Sqlite,
-                "memory" => Backend::Memory,
-                "postgres" | "postgresql" => Backend::Postgres,
-                "mysql" | "mariadb" => Backend::Mysql,
-                other => bail!(
-                    "config 'database.backend' must be sqlite, postgres, mysql or memory, got '{other}'"
-                ),
-            };
-            if !backend_compiled(cfg.backend.as_str()) {
-                bail!(
-                    "config 'database.backend: {b}': this build of antler was compiled without the '{}' feature",
-                    cfg.backend.as_str()
-                );
-            }
-        }
-        if let Some(d) = get_str(s, "database", "sqlite_dir")? {
-            cfg.sqlite_dir = PathBuf::from(d);
-        }
-        cfg.postgres_url = get_str(s, "database", "postgres_url")?.filter(|u| !u.is_empty());
-        cfg.mysql_url = get_str(s, "database", "mysql_url")?.filter(|u| !u.is_empty());
-        if let Some(n) = get_u64(s, "database", "pool_size")? {
-            if !(1..=1000).contains(&n) {
-                bail!("config 'database.pool_size' must be between 1 and 1000, got {n}");
-            }
-            cfg.pool.size = n as u32;
-        }
-        if let Some(t) = get_f64(s, "database", "pool_timeout")? {
-            if !(t > 0.0 && t <= 3600.0) {
-                bail!("config 'database.pool_timeout' must be between 0 and 3600 seconds, got {t}");
-            }
-            cfg.pool.acquire_timeout = Duration::from_secs_f64(t);
-        }
-        match cfg.backend {
-            Backend::Postgres if cfg.postgres_url.is_none() => {
-                bail!("config 'database.backend: postgres' needs 'database.postgres_url'")
-            }
-            Backend::Mysql if cfg.mysql_url.is_none() => {
-                bail!("config 'database.backend: mysql' needs 'database.mysql_url'")
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = section(&root, "checkpointer")? {
-        // DeerFlow's legacy section: `type: memory|sqlite`.
-        r.check_keys("checkpointer", s, &["type", "connection_string"]);
-        if let Some(t) = get_str(s, "checkpointer", "type")? {
-            match t.as_str() {
-                "memory" => cfg.backend = Backend::Memory,
-                "sqlite" => cfg.backend = Backend::Sqlite,
-                other => {
-                    bail!("config 'checkpointer.type' must be memory or sqlite, got '{other}'")
-                }
-            }
-        }
-    }
-    if let Some(s) = section(&root, "stream_bridge")? {
-        r.check_keys(
-            "stream_bridge",
-            s,
-            &[
-                "type",
-                "queue_maxsize",
-                "max_bytes",
-                "terminal_ttl_seconds",
-                "abandoned_ttl_seconds",
-                "awaiting_input_ttl_seconds",
-                "cleanup_interval_seconds",
-                "redis_url",
-                "stream_ttl_seconds",
-                "max_connections",
-                "key_prefix",
-                "block_ms",
-                "response_timeout_ms",
-                "max_retries",
-                "wait_timeout_seconds",
-            ],
-        );
-        let redis = match get_str(s, "stream_bridge", "type")?.as_deref() {
-            None | Some("memory") => false,
-            Some("redis") => true,
-            Some(other) => {
-                bail!("config 'stream_bridge.type' must be memory or redis, got '{other}'")
-            }
-        };
-        let b = &mut cfg.bridge;
-        if let Some(n) = get_u64(s, "stream_bridge", "queue_maxsize")? {
-            b.queue_maxsize = n as usize;
-        }
-        if let Some(n) = get_u64(s, "stream_bridge", "max_bytes")? {
-            b.max_bytes = n as usize;
-        }
-        if let Some(n) = get_u64(s, "stream_bridge", "terminal_ttl_seconds")? {
-            b.terminal_ttl_seconds = n;
-        }
-        if let Some(n) = get_u64(s, "stream_bridge", "abandoned_ttl_seconds")? {
-            b.abandoned_ttl_seconds = n;
-        }
-        if let Some(n) = get_u64(s, "stream_bridge", "awaiting_input_ttl_seconds")? {
-            b.awaiting_input_ttl_seconds = n;
-        }
-        if let Some(n) = get_u64(s, "stream_bridge", "cleanup_interval_seconds")? {
-            b.cleanup_interval_seconds = n;
-        }
-        if redis {
-            // DeerFlow's fallbacks: the key, then DEER_FLOW_STREAM_BRIDGE_REDIS_URL, then REDIS_URL
-            // (then the bridge's default, redis://127.0.0.1:6379/0).
-            let redis_url = get_str(s, "stream_bridge", "redis_url")?
-                .filter(|u| !u.trim().is_empty())
-                .or_else(|| {
-                    antler_bridge::redis_bridge::REDIS_URL_ENV
-                        .iter()
-                        .find_map(|k| lookup(k).filter(|v| !v.trim().is_empty()))
-                });
-            let mut rc = RedisBridgeConfig {
-                redis_url,
-                ..RedisBridgeConfig::default()
-            };
-            if let Some(n) = get_u64(s, "stream_bridge", "queue_maxsize")? {
-                rc.queue_maxsize = n as usize;
-            }
-            if let Some(n) = get_u64(s, "stream_bridge", "stream_ttl_seconds")? {
-                rc.stream_ttl_seconds = n;
-            }
-            if let Some(n) = get_u64(s, "stream_bridge", "awaiting_input_ttl_seconds")? {
-                rc.awaiting_input_ttl_seconds = n;
-            }
-            if let Some(p) = get_str(s, "stream_bridge", "key_prefix")? {
-                rc.key_prefix = p;
-            }
-            if let Some(n) = get_u64(s, "stream_bridge", "block_ms")? {
-                rc.block_ms = n;
-            }
-            if let Some(n) = get_u64(s, "stream_bridge", "response_timeout_ms")? {
-                rc.response_timeout_ms = n;
-            }
-            if let Some(n) = get_u64(s, "stream_bridge", "max_retries")? {
-                rc.max_retries = n.min(100) as u32;
-            }
-            if let Some(n) = get_u64(s, "stream_bridge", "wait_timeout_seconds")? {
-                rc.wait_timeout_seconds = n;
-            }
-            rc.validate()
-                .map_err(|e| anyhow::anyhow!("config 'stream_bridge': {e}"))?;
-            cfg.redis_bridge = Some(rc);
-        }
-        b.validate()
-            .map_err(|e| anyhow::anyhow!("config 'stream_bridge': {e}"))?;
-    }
-    if let Some(s) = section(&root, "run_events")? {
-        r.check_keys(
-            "run_events",
-            s,
-            &[
-                "backend",
-                "jsonl_base_dir",
-                "max_trace_content",
-                "track_token_usage",
-                "batch_size",
-            ],
-        );
-        if let Some(b) = get_str(s, "run_events", "backend")? {
-            cfg.run_events = match b.as_str() {
-                "db" => RunEventsBackend::Db,
-                "memory" => RunEventsBackend::Memory,
-                "jsonl" => RunEventsBackend::Jsonl(None),
-                other => {
-                    bail!("config 'run_events.backend' must be db, jsonl or memory, got '{other}'")
-                }
-            };
-        }
-        if let Some(d) = get_str(s, "run_events", "jsonl_base_dir")? {
-            match &mut cfg.run_events {
-                RunEventsBackend::Jsonl(dir) => *dir = Some(PathBuf::from(d)),
-                _ => r.warnings.push(
-                    "config 'run_events.jsonl_base_dir' is ignored unless 'run_events.backend' is jsonl"
-                        .into(),
-                ),
-            }
-        }
-        if let Some(n) = get_u64(s, "run_events", "max_trace_content")? {
-            if !(256..=10_485_760).contains(&n) {
-                bail!(
-                    "config 'run_events.max_trace_content' must be between 256 and 10485760 bytes, got {n}"
-                );
-            }
-            cfg.runtime.max_trace_content = n as usize;
-        }
-        if let Some(n) = get_u64(s, "run_events", "batch_size")? {
-            if n == 0 {
-                bail!("config 'run_events.batch_size' must be at least 1");
-            }
-            cfg.runtime.event_batch_size = n as usize;
-        }
-    }
-    if let Some(s) = section(&root, "runs")? {
-        r.check_keys(
-            "runs",
-            s,
-            &[
-                "default_multitask_strategy",
-                "timeout_seconds",
-                "stream_retention_seconds",
-                "shutdown_grace_seconds",
-                "webhook_attempts",
-                "recovery",
-                "lease_ttl_seconds",
-                "max_concurrent_runs",
-                "poll_interval_ms",
-            ],
-        );
-        if let Some(n) = get_u64(s, "runs", "max_concurrent_runs")? {
-            if n == 0 {
-                bail!("config 'runs.max_concurrent_runs' must be at least 1");
-            }
-            cfg.runtime.max_concurrent_runs = Some(usize::try_from(n).unwrap_or(usize::MAX));
-        }
-        if let Some(n) = get_u64(s, "runs", "poll_interval_ms")? {
-            if !(10..=60_000).contains(&n) {
-                bail!("config 'runs.poll_interval_ms' must be between 10 and 60000, got {n}");
-            }
-            cfg.runtime.poll_interval = Duration::from_millis(n);
-        }
-        if let Some(m) = get_str(s, "runs", "recovery")? {
-            cfg.runtime.recovery = Recovery::parse(&m).with_context(|| {
-                format!("config 'runs.recovery' must be resume or fail, got '{m}'")
-            })?;
-        }
-        if let Some(t) = get_f64(s, "runs", "lease_ttl_seconds")? {
-            if !(0.5..=3600.0).contains(&t) {
-                bail!("config 'runs.lease_ttl_seconds' must be between 0.5 and 3600, got {t}");
-            }
-            cfg.runtime.lease_ttl = Duration::from_secs_f64(t);
-        }
-        if let Some(m) = get_str(s, "runs", "default_multitask_strategy")? {
-            cfg.runtime.default_multitask_strategy = MultitaskStrategy::parse(&m).with_context(|| {
-                format!("config 'runs.default_multitask_strategy' must be reject, interrupt, rollback or enqueue, got '{m}'")
-            })?;
-        }
-        if let Some(t) = get_f64(s, "runs", "timeout_seconds")? {
-            cfg.runtime.run_timeout = (t > 0.0).then(|| Duration::from_secs_f64(t));
-        }
-        if let Some(t) = get_f64(s, "runs", "stream_retention_seconds")? {
-            cfg.runtime.stream_cleanup_delay = Duration::from_secs_f64(t);
-        }
-        if let Some(t) = get_f64(s, "runs", "shutdown_grace_seconds")? {
-            cfg.runtime.shutdown_grace = Duration::from_secs_f64(t);
-        }
-        if let Some(n) = get_u64(s, "runs", "webhook_attempts")? {
-            cfg.runtime.webhook_attempts = n.clamp(1, 20) as u32;
-        }
-    }
-    if let Some(s) = section(&root, "graphs")? {
-        r.check_keys("graphs", s, &["examples"]);
-        if let Some(b) = get_bool(s, "graphs", "examples")? {
-            cfg.examples = b;
-        }
-    }
-    if let Some(s) = section(&root, "auth")? {
-        parse_auth(&mut r, s, &mut cfg.auth)?;
-    }
-    if cfg.auth.jwt_secret.is_none()
-        && let Some(v) = lookup("AUTH_JWT_SECRET").filter(|v| !v.is_empty())
-    {
-        cfg.auth.jwt_secret = Some(v);
-    }
-    cfg.auth
-        .validate()
-        .map_err(|e| anyhow::anyhow!("config {e}"))?;
-    parse_agent_sections(&mut r, &root, &mut cfg)?;
-    cfg.warnings = warnings;
+    sections.apply(&mut loader, &mut cfg)?;
+    cfg.warnings = loader.warnings;
     Ok(cfg)
 }
 
-fn parse_auth(r: &mut Reader<'_>, s: &Map<String, Value>, a: &mut AuthConfig) -> Result<()> {
-    r.check_keys(
-        "auth",
-        s,
-        &[
-            "mode",
-            "enabled",
-            "jwt_secret",
-            "allow_registration",
-            "token_expiry_days",
-            "trusted_header",
-            "trusted_secret_header",
-            "trusted_secret",
-            "trusted_proxies",
-            "lockout_threshold",
-            "lockout_seconds",
-        ],
-    );
-    if let Some(m) = get_str(s, "auth", "mode")? {
-        a.mode = AuthMode::parse(&m).with_context(|| {
-            format!("config 'auth.mode' must be none, api_key, local or trusted_header, got '{m}'")
-        })?;
-    } else if get_bool(s, "auth", "enabled")? == Some(true) {
-        a.mode = AuthMode::Local;
+/// The top-level mapping of the YAML text (empty text: an empty mapping).
+fn top_level(text: &str) -> Result<Map<String, Value>> {
+    if text.trim().is_empty() {
+        return Ok(Map::new());
     }
-    if let Some(v) = get_str(s, "auth", "jwt_secret")?.filter(|v| !v.is_empty()) {
-        a.jwt_secret = Some(v);
+    match serde_saphyr::from_str(text).context("config is not valid YAML")? {
+        Value::Object(m) => Ok(m),
+        Value::Null => Ok(Map::new()),
+        other => bail!("config must be a mapping at the top level, got {other}"),
     }
-    if let Some(b) = get_bool(s, "auth", "allow_registration")? {
-        a.allow_registration = b;
-    }
-    if let Some(d) = get_u64(s, "auth", "token_expiry_days")? {
-        if !(1..=30).contains(&d) {
-            bail!("config 'auth.token_expiry_days' must be 1..30, got {d}");
-        }
-        a.token_expiry = Duration::from_secs(d * 86_400);
-    }
-    if let Some(h) = get_str(s, "auth", "trusted_header")? {
-        a.trusted_header = h.to_ascii_lowercase();
-    }
-    if let Some(h) = get_str(s, "auth", "trusted_secret_header")? {
-        a.trusted_secret_header = h.to_ascii_lowercase();
-    }
-    if let Some(v) = get_str(s, "auth", "trusted_secret")?.filter(|v| !v.is_empty()) {
-        a.trusted_secret = Some(v);
-    }
-    match s.get("trusted_proxies") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            a.trusted_proxies = items
-                .iter()
-                .map(|v| match v {
-                    Value::String(ip) if ip.parse::<std::net::IpAddr>().is_ok() => Ok(ip.clone()),
-                    other => bail!(
-                        "config 'auth.trusted_proxies' entries must be IP addresses, got {other}"
-                    ),
-                })
-                .collect::<Result<_>>()?;
-        }
-        Some(other) => bail!("config 'auth.trusted_proxies' must be a list, got {other}"),
-    }
-    if let Some(n) = get_u64(s, "auth", "lockout_threshold")? {
-        if n == 0 {
-            bail!("config 'auth.lockout_threshold' must be at least 1");
-        }
-        a.lockout_threshold = u32::try_from(n).unwrap_or(u32::MAX);
-    }
-    if let Some(t) = get_f64(s, "auth", "lockout_seconds")? {
-        a.lockout_duration = Duration::from_secs_f64(t);
-    }
-    Ok(())
 }
 
 /// Loads the configuration from `path` (or defaults when None).
@@ -759,6 +289,8 @@ pub fn load(path: Option<&Path>) -> Result<Config> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use antler_auth::AuthMode;
+    use antler_runtime::MultitaskStrategy;
 
     fn env(k: &str) -> Option<String> {
         match k {
@@ -906,6 +438,125 @@ mod tests {
             assert!(err.contains(needle), "{text}: {err}");
         }
         assert_eq!(parse("", &env).unwrap().auth.mode, AuthMode::None);
+    }
+
+    #[test]
+    fn each_section_names_the_path_of_a_bad_value() {
+        for (text, message) in [
+            (
+                "server: 3\n",
+                "config section 'server' must be a mapping, got 3",
+            ),
+            (
+                "server:\n  port: abc\n",
+                "config 'server.port' must be a non-negative number, got \"abc\"",
+            ),
+            (
+                "server:\n  port: 1.5\n",
+                "config 'server.port' must be an integer, got 1.5",
+            ),
+            (
+                "server:\n  port: 99999\n",
+                "config 'server.port' must be 0..65535: out of range integral type conversion attempted",
+            ),
+            (
+                "server:\n  host: [1]\n",
+                "config 'server.host' must be a string, got [1]",
+            ),
+            (
+                "database:\n  pool_size: 2000\n",
+                "config 'database.pool_size' must be between 1 and 1000, got 2000",
+            ),
+            (
+                "database:\n  pool_timeout: 0\n",
+                "config 'database.pool_timeout' must be between 0 and 3600 seconds, got 0",
+            ),
+            (
+                "checkpointer:\n  type: redis\n",
+                "config 'checkpointer.type' must be memory or sqlite, got 'redis'",
+            ),
+            (
+                "stream_bridge:\n  queue_maxsize: 0\n",
+                "config 'stream_bridge': invalid stream bridge config: queue_maxsize must be at least 1",
+            ),
+            (
+                "run_events:\n  backend: kafka\n",
+                "config 'run_events.backend' must be db, jsonl or memory, got 'kafka'",
+            ),
+            (
+                "run_events:\n  batch_size: 0\n",
+                "config 'run_events.batch_size' must be at least 1",
+            ),
+            (
+                "runs:\n  lease_ttl_seconds: 0.1\n",
+                "config 'runs.lease_ttl_seconds' must be between 0.5 and 3600, got 0.1",
+            ),
+            (
+                "runs:\n  lease_ttl_seconds: abc\n",
+                "config 'runs.lease_ttl_seconds' must be a non-negative number, got \"abc\"",
+            ),
+            (
+                "runs:\n  recovery: maybe\n",
+                "config 'runs.recovery' must be resume or fail, got 'maybe'",
+            ),
+            (
+                "runs:\n  poll_interval_ms: 5\n",
+                "config 'runs.poll_interval_ms' must be between 10 and 60000, got 5",
+            ),
+            (
+                "graphs:\n  examples: yes please\n",
+                "config 'graphs.examples' must be true or false, got \"yes please\"",
+            ),
+            (
+                "auth:\n  trusted_proxies: [nope]\n",
+                "config 'auth.trusted_proxies' entries must be IP addresses, got \"nope\"",
+            ),
+            (
+                "auth:\n  trusted_proxies: 127.0.0.1\n",
+                "config 'auth.trusted_proxies' must be a list, got \"127.0.0.1\"",
+            ),
+            (
+                "auth:\n  lockout_threshold: 0\n",
+                "config 'auth.lockout_threshold' must be at least 1",
+            ),
+            (
+                "auth:\n  jwt_secret: short\n",
+                "config auth.jwt_secret must be at least 16 characters",
+            ),
+        ] {
+            let err = format!("{:#}", parse(text, &env).unwrap_err());
+            assert_eq!(err, message, "{text}");
+        }
+    }
+
+    #[test]
+    fn warnings_follow_the_section_order_and_moot_values_are_not_checked() {
+        let cfg = parse(
+            "yy: 1\nruns:\n  r1: 1\nserver:\n  s1: 1\nstream_bridge:\n  type: memory\n  block_ms: 5s\nauth:\n  mode: none\n  enabled: maybe\nconfig_version: 3\nskills: {a: 1}\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.warnings,
+            [
+                "unknown config key 'yy' ignored",
+                "unknown config key 'server.s1' ignored",
+                "unknown config key 'runs.r1' ignored",
+            ]
+        );
+        for (text, message) in [
+            (
+                "stream_bridge:\n  type: redis\n  block_ms: 5s\n",
+                "config 'stream_bridge.block_ms' must be a non-negative number, got \"5s\"",
+            ),
+            (
+                "auth:\n  enabled: maybe\n",
+                "config 'auth.enabled' must be true or false, got \"maybe\"",
+            ),
+        ] {
+            let err = format!("{:#}", parse(text, &env).unwrap_err());
+            assert_eq!(err, message, "{text}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::chat::ChatModel;
@@ -132,100 +133,90 @@ impl std::fmt::Debug for ModelConfig {
     }
 }
 
-fn opt_str(
-    o: &Map<String, Value>,
-    name: &str,
-    keys: &[&str],
-) -> Result<Option<String>, ConfigError> {
-    for k in keys {
-        match o.get(*k) {
-            None | Some(Value::Null) => continue,
-            Some(Value::String(s)) => return Ok(Some(s.clone())),
-            Some(other) => {
-                return Err(ConfigError::field(
-                    name,
-                    k,
-                    format!("expected a string, got {}", type_name(other)),
-                ));
-            }
+/// A string (no number: model ids and URLs are written as strings).
+#[derive(Deserialize)]
+#[serde(try_from = "Value")]
+struct Str(String);
+
+impl TryFrom<Value> for Str {
+    type Error = String;
+    fn try_from(v: Value) -> Result<Self, String> {
+        match v {
+            Value::String(s) => Ok(Str(s)),
+            other => Err(format!("expected a string, got {}", type_name(&other))),
         }
     }
-    Ok(None)
 }
 
-fn opt_bool(o: &Map<String, Value>, name: &str, key: &str) -> Result<bool, ConfigError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(ConfigError::field(
-            name,
-            key,
-            format!("expected true or false, got {}", type_name(other)),
-        )),
+/// A non-negative integer (also written as a string).
+#[derive(Deserialize)]
+#[serde(try_from = "Value")]
+struct Count(u64);
+
+impl TryFrom<Value> for Count {
+    type Error = String;
+    fn try_from(v: Value) -> Result<Self, String> {
+        let expected = "expected a non-negative integer, got";
+        match v {
+            Value::Number(n) => n.as_u64().map(Count).ok_or(format!("{expected} {n}")),
+            Value::String(s) => s
+                .trim()
+                .parse()
+                .map(Count)
+                .map_err(|_| format!("{expected} '{s}'")),
+            other => Err(format!("{expected} {}", type_name(&other))),
+        }
     }
 }
 
-fn opt_u64(o: &Map<String, Value>, name: &str, key: &str) -> Result<Option<u64>, ConfigError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-            ConfigError::field(
-                name,
-                key,
-                format!("expected a non-negative integer, got {n}"),
-            )
-        }),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
-            ConfigError::field(
-                name,
-                key,
-                format!("expected a non-negative integer, got '{s}'"),
-            )
-        }),
-        Some(other) => Err(ConfigError::field(
-            name,
-            key,
-            format!("expected a non-negative integer, got {}", type_name(other)),
-        )),
+/// A finite number (also written as a string).
+#[derive(Deserialize)]
+#[serde(try_from = "Value")]
+struct Real(f64);
+
+impl TryFrom<Value> for Real {
+    type Error = String;
+    fn try_from(v: Value) -> Result<Self, String> {
+        let n = match &v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            other => return Err(format!("expected a number, got {}", type_name(other))),
+        };
+        match (n, v) {
+            (Some(n), _) if n.is_finite() => Ok(Real(n)),
+            (_, Value::String(s)) => Err(format!("expected a number, got '{s}'")),
+            (_, v) => Err(format!("expected a number, got {v}")),
+        }
     }
 }
 
-fn opt_f64(o: &Map<String, Value>, name: &str, key: &str) -> Result<Option<f64>, ConfigError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|f| f.is_finite())
-            .map(Some)
-            .ok_or_else(|| ConfigError::field(name, key, format!("expected a number, got {n}"))),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .map(Some)
-            .ok_or_else(|| ConfigError::field(name, key, format!("expected a number, got '{s}'"))),
-        Some(other) => Err(ConfigError::field(
-            name,
-            key,
-            format!("expected a number, got {}", type_name(other)),
-        )),
+/// `true` or `false`.
+#[derive(Deserialize)]
+#[serde(try_from = "Value")]
+struct Flag(bool);
+
+impl TryFrom<Value> for Flag {
+    type Error = String;
+    fn try_from(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Bool(b) => Ok(Flag(b)),
+            other => Err(format!("expected true or false, got {}", type_name(&other))),
+        }
     }
 }
 
-fn opt_map(
-    o: &Map<String, Value>,
-    name: &str,
-    key: &str,
-) -> Result<Map<String, Value>, ConfigError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m.clone()),
-        Some(other) => Err(ConfigError::field(
-            name,
-            key,
-            format!("expected a mapping, got {}", type_name(other)),
-        )),
+/// A mapping.
+#[derive(Deserialize)]
+#[serde(try_from = "Value")]
+struct Obj(Map<String, Value>);
+
+impl TryFrom<Value> for Obj {
+    type Error = String;
+    fn try_from(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Object(m) => Ok(Obj(m)),
+            other => Err(format!("expected a mapping, got {}", type_name(&other))),
+        }
     }
 }
 
@@ -270,37 +261,293 @@ fn provider_of_use(path: &str) -> Option<Provider> {
         .then_some(Provider::OpenAi)
 }
 
-/// Known keys (not passed through as `extra`).
-const KNOWN_KEYS: &[&str] = &[
-    "name",
-    "display_name",
-    "description",
-    "use",
-    "provider",
-    "model",
-    "model_name",
-    "base_url",
-    "api_base",
-    "openai_api_base",
-    "anthropic_api_url",
-    "api_key",
-    "openai_api_key",
-    "anthropic_api_key",
-    "max_tokens",
-    "temperature",
-    "timeout",
-    "request_timeout",
-    "max_retries",
-    "supports_thinking",
-    "supports_reasoning_effort",
-    "supports_vision",
-    "context_window",
-    "when_thinking_enabled",
-    "when_thinking_disabled",
-    "default_headers",
-    "model_kwargs",
-    "extra_body",
-];
+/// One `models:` entry as written. Of the aliases (`model` / `model_name`, `base_url` /
+/// `api_base` / ..., `timeout` / `request_timeout`) the first one set is used, and only it is
+/// checked ([`first`]). The keys the entry does not name are request-body fields
+/// ([`ModelConfig::extra`]).
+#[derive(Deserialize)]
+struct Entry {
+    /// Read beforehand, by [`entry_name`], so that every other error names the model.
+    #[serde(rename = "name")]
+    _name: Option<Value>,
+    display_name: Option<Str>,
+    description: Option<Str>,
+    #[serde(rename = "use")]
+    use_path: Option<Str>,
+    provider: Option<Str>,
+    model: Option<Value>,
+    model_name: Option<Value>,
+    base_url: Option<Value>,
+    api_base: Option<Value>,
+    openai_api_base: Option<Value>,
+    anthropic_api_url: Option<Value>,
+    api_key: Option<Value>,
+    openai_api_key: Option<Value>,
+    anthropic_api_key: Option<Value>,
+    max_tokens: Option<Count>,
+    temperature: Option<Real>,
+    timeout: Option<Value>,
+    request_timeout: Option<Value>,
+    max_retries: Option<Count>,
+    supports_thinking: Option<Flag>,
+    supports_reasoning_effort: Option<Flag>,
+    supports_vision: Option<Flag>,
+    context_window: Option<Count>,
+    when_thinking_enabled: Option<Obj>,
+    when_thinking_disabled: Option<Obj>,
+    default_headers: Option<Obj>,
+    model_kwargs: Option<Obj>,
+    extra_body: Option<Obj>,
+}
+
+/// The trimmed `name` of an entry.
+fn entry_name(o: &Map<String, Value>) -> Result<String, ConfigError> {
+    match o.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(ConfigError(
+            "a `models:` entry has no `name` (the id used by context.model_name)".into(),
+        )),
+        Some(other) => Err(ConfigError(format!(
+            "a `models:` entry has a `name` that is {}, expected a string",
+            type_name(other)
+        ))),
+    }
+}
+
+impl Entry {
+    /// Deserializes the entry of model `name`; also returns the keys it does not name.
+    fn read(name: &str, v: &Value) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut track = serde_path_to_error::Track::new();
+        let mut unknown = Vec::new();
+        let de = serde_path_to_error::Deserializer::new(v, &mut track);
+        match serde_ignored::deserialize(de, |key| unknown.push(key.to_string())) {
+            Ok(entry) => Ok((entry, unknown)),
+            Err(e) => Err(ConfigError::field(name, &track.path().to_string(), e)),
+        }
+    }
+
+    /// Validates the values. `unknown`: the other keys of the entry, with their values.
+    fn into_config(
+        self,
+        name: String,
+        unknown: Vec<(String, Value)>,
+    ) -> Result<ModelConfig, ConfigError> {
+        let n = name.as_str();
+        let text = |s: Option<Str>| s.map(|Str(s)| s);
+        let provider = provider(n, text(self.provider), self.use_path.as_ref())?;
+        let model = first::<Str>(n, [("model", self.model), ("model_name", self.model_name)])?
+            .map(|(_, Str(m))| m)
+            .filter(|m| !m.trim().is_empty())
+            .ok_or_else(|| ConfigError::field(n, "model", "missing: the provider's model id"))?;
+        let base_url = first::<Str>(
+            n,
+            [
+                ("base_url", self.base_url),
+                ("api_base", self.api_base),
+                ("openai_api_base", self.openai_api_base),
+                ("anthropic_api_url", self.anthropic_api_url),
+            ],
+        )?;
+        let api_key = first::<Str>(
+            n,
+            [
+                ("api_key", self.api_key),
+                ("openai_api_key", self.openai_api_key),
+                ("anthropic_api_key", self.anthropic_api_key),
+            ],
+        )?;
+        let timeout = first::<Real>(
+            n,
+            [
+                ("timeout", self.timeout),
+                ("request_timeout", self.request_timeout),
+            ],
+        )?;
+        Ok(ModelConfig {
+            display_name: text(self.display_name),
+            description: text(self.description),
+            provider,
+            use_path: text(self.use_path),
+            model,
+            base_url: base_url_of(n, base_url.map(|(_, Str(u))| u))?,
+            api_key: api_key.map(|(_, Str(k))| k).filter(|k| !k.is_empty()),
+            max_tokens: max_tokens(n, self.max_tokens)?,
+            temperature: temperature(n, self.temperature)?,
+            timeout: timeout_of(n, timeout)?,
+            max_retries: max_retries(n, self.max_retries)?,
+            supports_thinking: self.supports_thinking.is_some_and(|Flag(b)| b),
+            supports_reasoning_effort: self.supports_reasoning_effort.is_some_and(|Flag(b)| b),
+            supports_vision: self.supports_vision.is_some_and(|Flag(b)| b),
+            context_window: self.context_window.map(|Count(c)| c),
+            when_thinking_enabled: flatten_body_map(map(self.when_thinking_enabled)),
+            when_thinking_disabled: flatten_body_map(map(self.when_thinking_disabled)),
+            headers: headers(n, map(self.default_headers))?,
+            extra: extra(map(self.model_kwargs), map(self.extra_body), unknown),
+            name,
+        })
+    }
+}
+
+/// The first of the alias `keys` that is set, as a `T` (an error names that key).
+fn first<T: TryFrom<Value, Error = String>>(
+    n: &str,
+    keys: impl IntoIterator<Item = (&'static str, Option<Value>)>,
+) -> Result<Option<(&'static str, T)>, ConfigError> {
+    let Some((key, v)) = keys.into_iter().find_map(|(k, v)| v.map(|v| (k, v))) else {
+        return Ok(None);
+    };
+    T::try_from(v)
+        .map(|t| Some((key, t)))
+        .map_err(|e| ConfigError::field(n, key, e))
+}
+
+fn map(m: Option<Obj>) -> Map<String, Value> {
+    m.map(|Obj(m)| m).unwrap_or_default()
+}
+
+/// `provider:`, else the provider of the `use:` class.
+fn provider(
+    n: &str,
+    provider: Option<String>,
+    use_path: Option<&Str>,
+) -> Result<Provider, ConfigError> {
+    if let Some(p) = provider {
+        return match p.trim().to_ascii_lowercase().as_str() {
+            "openai" | "openai-compatible" | "openai_compatible" | "deepseek" => {
+                Ok(Provider::OpenAi)
+            }
+            "anthropic" => Ok(Provider::Anthropic),
+            other => Err(ConfigError::field(
+                n,
+                "provider",
+                format!("unknown provider '{other}' (expected `openai` or `anthropic`)"),
+            )),
+        };
+    }
+    let Some(Str(u)) = use_path else {
+        return Err(ConfigError::field(
+            n,
+            "use",
+            "missing: set `use` (e.g. langchain_openai:ChatOpenAI) or `provider` (openai | anthropic)",
+        ));
+    };
+    provider_of_use(u).ok_or_else(|| {
+        ConfigError::field(
+            n,
+            "use",
+            format!(
+                "unsupported class '{u}': supported are OpenAI-compatible chat models \
+                 (e.g. langchain_openai:ChatOpenAI, langchain_deepseek:ChatDeepSeek) \
+                 and langchain_anthropic:ChatAnthropic; or set `provider: openai | anthropic`"
+            ),
+        )
+    })
+}
+
+/// An http(s) base URL (blank: the provider's default).
+fn base_url_of(n: &str, url: Option<String>) -> Result<Option<String>, ConfigError> {
+    let url = url.filter(|u| !u.trim().is_empty());
+    if let Some(u) = &url {
+        let lower = u.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Err(ConfigError::field(
+                n,
+                "base_url",
+                format!("'{u}' is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    Ok(url)
+}
+
+fn max_tokens(n: &str, t: Option<Count>) -> Result<Option<u64>, ConfigError> {
+    match t {
+        Some(Count(0)) => Err(ConfigError::field(n, "max_tokens", "must be at least 1")),
+        t => Ok(t.map(|Count(t)| t)),
+    }
+}
+
+fn temperature(n: &str, t: Option<Real>) -> Result<Option<f64>, ConfigError> {
+    match t {
+        Some(Real(t)) if !(0.0..=2.0).contains(&t) => Err(ConfigError::field(
+            n,
+            "temperature",
+            format!("{t} is outside 0..=2"),
+        )),
+        t => Ok(t.map(|Real(t)| t)),
+    }
+}
+
+/// The timeout in seconds (`timeout` or `request_timeout`), at most a day.
+fn timeout_of(n: &str, t: Option<(&str, Real)>) -> Result<Duration, ConfigError> {
+    match t {
+        None => Ok(DEFAULT_TIMEOUT),
+        Some((_, Real(t))) if t > 0.0 && t <= 86_400.0 => Ok(Duration::from_secs_f64(t)),
+        Some((key, Real(t))) => Err(ConfigError::field(
+            n,
+            key,
+            format!("{t} seconds is not in (0, 86400]"),
+        )),
+    }
+}
+
+fn max_retries(n: &str, r: Option<Count>) -> Result<u32, ConfigError> {
+    match r {
+        None => Ok(DEFAULT_MAX_RETRIES),
+        Some(Count(r)) if r <= 20 => Ok(r as u32),
+        Some(Count(r)) => Err(ConfigError::field(
+            n,
+            "max_retries",
+            format!("{r} is more than 20"),
+        )),
+    }
+}
+
+/// `default_headers`: valid names, string (or number) values.
+fn headers(n: &str, m: Map<String, Value>) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut headers = Vec::with_capacity(m.len());
+    for (k, v) in m {
+        match v {
+            Value::String(s) => headers.push((k, s)),
+            Value::Number(x) => headers.push((k, x.to_string())),
+            other => {
+                return Err(ConfigError::field(
+                    n,
+                    "default_headers",
+                    format!("header '{k}' is {}, expected a string", type_name(&other)),
+                ));
+            }
+        }
+    }
+    if let Some((k, _)) = headers
+        .iter()
+        .find(|(k, _)| ::http::HeaderName::from_bytes(k.as_bytes()).is_err())
+    {
+        return Err(ConfigError::field(
+            n,
+            "default_headers",
+            format!("'{k}' is not a valid header name"),
+        ));
+    }
+    Ok(headers)
+}
+
+/// The extra request-body fields: `model_kwargs`, `extra_body`, then the unknown keys (but
+/// not the [`IGNORED_KEYS`]), later ones winning.
+fn extra(
+    model_kwargs: Map<String, Value>,
+    extra_body: Map<String, Value>,
+    unknown: Vec<(String, Value)>,
+) -> Map<String, Value> {
+    let unknown = unknown
+        .into_iter()
+        .filter(|(k, _)| !IGNORED_KEYS.contains(&k.as_str()));
+    model_kwargs
+        .into_iter()
+        .chain(extra_body)
+        .chain(unknown)
+        .collect()
+}
 
 impl ModelConfig {
     /// Parses and validates one `models:` entry. Errors name the model and the field.
@@ -311,180 +558,13 @@ impl ModelConfig {
                 type_name(v)
             ))
         })?;
-        let name = match o.get("name") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-            Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(ConfigError(
-                    "a `models:` entry has no `name` (the id used by context.model_name)".into(),
-                ));
-            }
-            Some(other) => {
-                return Err(ConfigError(format!(
-                    "a `models:` entry has a `name` that is {}, expected a string",
-                    type_name(other)
-                )));
-            }
-        };
-        let n = name.as_str();
-        let use_path = opt_str(o, n, &["use"])?;
-        let provider = match opt_str(o, n, &["provider"])? {
-            Some(p) => match p.trim().to_ascii_lowercase().as_str() {
-                "openai" | "openai-compatible" | "openai_compatible" | "deepseek" => {
-                    Provider::OpenAi
-                }
-                "anthropic" => Provider::Anthropic,
-                other => {
-                    return Err(ConfigError::field(
-                        n,
-                        "provider",
-                        format!("unknown provider '{other}' (expected `openai` or `anthropic`)"),
-                    ));
-                }
-            },
-            None => match &use_path {
-                Some(u) => provider_of_use(u).ok_or_else(|| {
-                    ConfigError::field(
-                        n,
-                        "use",
-                        format!(
-                            "unsupported class '{u}': supported are OpenAI-compatible chat models \
-                             (e.g. langchain_openai:ChatOpenAI, langchain_deepseek:ChatDeepSeek) \
-                             and langchain_anthropic:ChatAnthropic; or set `provider: openai | anthropic`"
-                        ),
-                    )
-                })?,
-                None => {
-                    return Err(ConfigError::field(
-                        n,
-                        "use",
-                        "missing: set `use` (e.g. langchain_openai:ChatOpenAI) or `provider` (openai | anthropic)",
-                    ));
-                }
-            },
-        };
-        let model = opt_str(o, n, &["model", "model_name"])?
-            .filter(|m| !m.trim().is_empty())
-            .ok_or_else(|| ConfigError::field(n, "model", "missing: the provider's model id"))?;
-        let base_url = opt_str(
-            o,
-            n,
-            &[
-                "base_url",
-                "api_base",
-                "openai_api_base",
-                "anthropic_api_url",
-            ],
-        )?
-        .filter(|u| !u.trim().is_empty());
-        if let Some(u) = &base_url {
-            let lower = u.to_ascii_lowercase();
-            if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-                return Err(ConfigError::field(
-                    n,
-                    "base_url",
-                    format!("'{u}' is not an http:// or https:// URL"),
-                ));
-            }
-        }
-        let api_key = opt_str(o, n, &["api_key", "openai_api_key", "anthropic_api_key"])?
-            .filter(|k| !k.is_empty());
-        let max_tokens = opt_u64(o, n, "max_tokens")?;
-        if max_tokens == Some(0) {
-            return Err(ConfigError::field(n, "max_tokens", "must be at least 1"));
-        }
-        let temperature = opt_f64(o, n, "temperature")?;
-        if let Some(t) = temperature
-            && !(0.0..=2.0).contains(&t)
-        {
-            return Err(ConfigError::field(
-                n,
-                "temperature",
-                format!("{t} is outside 0..=2"),
-            ));
-        }
-        let timeout_key = if o.get("timeout").is_some_and(|v| !v.is_null()) {
-            "timeout"
-        } else {
-            "request_timeout"
-        };
-        let timeout = match opt_f64(o, n, timeout_key)? {
-            None => DEFAULT_TIMEOUT,
-            Some(t) if t > 0.0 && t <= 86_400.0 => Duration::from_secs_f64(t),
-            Some(t) => {
-                return Err(ConfigError::field(
-                    n,
-                    timeout_key,
-                    format!("{t} seconds is not in (0, 86400]"),
-                ));
-            }
-        };
-        let max_retries = match opt_u64(o, n, "max_retries")? {
-            None => DEFAULT_MAX_RETRIES,
-            Some(r) if r <= 20 => r as u32,
-            Some(r) => {
-                return Err(ConfigError::field(
-                    n,
-                    "max_retries",
-                    format!("{r} is more than 20"),
-                ));
-            }
-        };
-        let mut headers = Vec::new();
-        for (k, v) in opt_map(o, n, "default_headers")? {
-            match v {
-                Value::String(s) => headers.push((k, s)),
-                Value::Number(x) => headers.push((k, x.to_string())),
-                other => {
-                    return Err(ConfigError::field(
-                        n,
-                        "default_headers",
-                        format!("header '{k}' is {}, expected a string", type_name(&other)),
-                    ));
-                }
-            }
-        }
-        for (k, _) in &headers {
-            if ::http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                return Err(ConfigError::field(
-                    n,
-                    "default_headers",
-                    format!("'{k}' is not a valid header name"),
-                ));
-            }
-        }
-        let mut extra = Map::new();
-        for key in ["model_kwargs", "extra_body"] {
-            for (k, v) in opt_map(o, n, key)? {
-                extra.insert(k, v);
-            }
-        }
-        for (k, v) in o {
-            if !KNOWN_KEYS.contains(&k.as_str()) && !IGNORED_KEYS.contains(&k.as_str()) {
-                extra.insert(k.clone(), v.clone());
-            }
-        }
-        Ok(ModelConfig {
-            display_name: opt_str(o, n, &["display_name"])?,
-            description: opt_str(o, n, &["description"])?,
-            provider,
-            use_path,
-            model,
-            base_url,
-            api_key,
-            max_tokens,
-            temperature,
-            timeout,
-            max_retries,
-            supports_thinking: opt_bool(o, n, "supports_thinking")?,
-            supports_reasoning_effort: opt_bool(o, n, "supports_reasoning_effort")?,
-            supports_vision: opt_bool(o, n, "supports_vision")?,
-            context_window: opt_u64(o, n, "context_window")?,
-            when_thinking_enabled: flatten_body_map(opt_map(o, n, "when_thinking_enabled")?),
-            when_thinking_disabled: flatten_body_map(opt_map(o, n, "when_thinking_disabled")?),
-            headers,
-            extra,
-            name,
-        })
+        let name = entry_name(o)?;
+        let (entry, unknown) = Entry::read(&name, v)?;
+        let unknown = unknown
+            .into_iter()
+            .filter_map(|k| o.get(&k).map(|v| (k, v.clone())))
+            .collect();
+        entry.into_config(name, unknown)
     }
 
     /// A minimal OpenAI-compatible entry (tests, programmatic setups).
@@ -791,6 +871,44 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.starts_with("models[0]: model 'a'"), "{e}");
+    }
+
+    #[test]
+    fn the_first_alias_set_is_used_and_errors_name_the_key() {
+        let c = ModelConfig::from_value(&json!({
+            "name": "m", "provider": "openai", "model": "x", "model_name": [1],
+            "base_url": "http://a", "api_base": 3, "timeout": 5, "request_timeout": [2],
+        }))
+        .unwrap();
+        assert_eq!(
+            (c.model.as_str(), c.base_url.as_deref(), c.timeout),
+            ("x", Some("http://a"), Duration::from_secs(5))
+        );
+        let err = |v: Value| ModelConfig::from_value(&v).unwrap_err().0;
+        for (entry, message) in [
+            (
+                json!({"name": "m", "provider": "openai", "model_name": 5}),
+                "model 'm': field `model_name`: expected a string, got a number",
+            ),
+            (
+                json!({"name": "m", "provider": "openai", "model": "x", "request_timeout": "soon"}),
+                "model 'm': field `request_timeout`: expected a number, got 'soon'",
+            ),
+            (
+                json!({"name": "m", "provider": "openai", "model": "x", "max_tokens": -5}),
+                "model 'm': field `max_tokens`: expected a non-negative integer, got -5",
+            ),
+            (
+                json!({"name": "m", "provider": "openai", "model": "x", "supports_vision": "yes"}),
+                "model 'm': field `supports_vision`: expected true or false, got a string",
+            ),
+            (
+                json!({"name": "m", "provider": "openai", "model": "x", "extra_body": [1]}),
+                "model 'm': field `extra_body`: expected a mapping, got a list",
+            ),
+        ] {
+            assert_eq!(err(entry), message);
+        }
     }
 
     #[test]

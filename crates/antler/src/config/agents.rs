@@ -14,9 +14,13 @@ use std::time::Duration;
 
 use antler_llm::{McpServerConfig, McpTransport, ModelConfig, SubagentSpec};
 use anyhow::{Result, bail};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Config, Reader, get_bool, get_f64, get_str, get_u64, section};
+use super::Config;
+use super::read::{
+    Flag, Int, Loader, Names, Number, Section, Text, Unused, filled, timeout, within,
+};
 
 /// Names of the workspace tools (DeerFlow's sandbox tool names).
 pub const WORKSPACE_TOOLS: &[&str] = &["ls", "read_file", "write_file", "str_replace", "bash"];
@@ -93,91 +97,28 @@ pub struct AgentConfig {
     pub mcp_servers: Option<Vec<String>>,
 }
 
-/// Parses `models:`, `agents:`, `sandbox:`, `tools:` and `title:` into `cfg`.
-pub(super) fn parse_agent_sections(
-    r: &mut Reader<'_>,
-    root: &Map<String, Value>,
-    cfg: &mut Config,
-) -> Result<()> {
-    if let Some(v) = root.get("models") {
-        cfg.models = parse_models(v)?;
-    }
-    let model_names: Vec<String> = cfg.models.iter().map(|m| m.name.clone()).collect();
-    let check_model = |path: &str, name: &str| -> Result<()> {
-        if model_names.iter().any(|n| n == name) {
-            Ok(())
-        } else {
-            bail!(
-                "config '{path}': model '{name}' is not in `models:` (configured: {})",
-                if model_names.is_empty() {
-                    "none".to_string()
-                } else {
-                    model_names.join(", ")
-                }
-            )
-        }
-    };
-    if let Some(s) = section(root, "sandbox")? {
-        parse_sandbox(r, s, &mut cfg.workspace)?;
-    }
-    if let Some(v) = root.get("tools") {
-        parse_tools(r, v, &mut cfg.workspace)?;
-    }
-    if let Some(v) = root.get("mcp_servers") {
-        parse_mcp_servers(r, v, &mut cfg.workspace)?;
-    }
-    if let Some(s) = section(root, "title")? {
-        r.check_keys(
-            "title",
-            s,
-            &["enabled", "max_words", "max_chars", "model_name"],
-        );
-        let t = &mut cfg.title;
-        if let Some(b) = get_bool(s, "title", "enabled")? {
-            t.enabled = b;
-        }
-        if let Some(n) = get_u64(s, "title", "max_words")? {
-            if !(1..=50).contains(&n) {
-                bail!("config 'title.max_words' must be between 1 and 50, got {n}");
-            }
-            t.max_words = n as usize;
-        }
-        if let Some(n) = get_u64(s, "title", "max_chars")? {
-            if !(1..=500).contains(&n) {
-                bail!("config 'title.max_chars' must be between 1 and 500, got {n}");
-            }
-            t.max_chars = n as usize;
-        }
-        if let Some(m) = get_str(s, "title", "model_name")?.filter(|m| !m.is_empty()) {
-            check_model("title.model_name", &m)?;
-            t.model_name = Some(m);
-        }
-    }
-    let agents: Vec<(String, &Map<String, Value>)> = match root.get("agents") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::Object(m) => Ok((format!("agents[{i}]"), m)),
-                other => bail!("config 'agents[{i}]' must be a mapping, got {other}"),
-            })
-            .collect::<Result<_>>()?,
-        // `agents: {name: {...}}` is accepted too; the key is the name.
-        Some(Value::Object(by_name)) => by_name
-            .iter()
-            .map(|(name, item)| match item {
-                Value::Object(m) => Ok((format!("agents.{name}"), m)),
-                Value::Null => bail!("config 'agents.{name}' is empty"),
-                other => bail!("config 'agents.{name}' must be a mapping, got {other}"),
-            })
-            .collect::<Result<_>>()?,
-        Some(other) => bail!("config 'agents' must be a list, got {other}"),
-    };
-    let keyed = matches!(root.get("agents"), Some(Value::Object(_)));
-    for (path, m) in agents {
-        let name_from_key = keyed.then(|| path.trim_start_matches("agents.").to_string());
-        let agent = parse_agent(r, &path, m, name_from_key, &check_model)?;
+/// The agent-side top-level sections, as written.
+pub(super) struct AgentSections {
+    pub models: Value,
+    pub tools: Value,
+    pub sandbox: Value,
+    pub title: Value,
+    pub agents: Value,
+    pub mcp_servers: Value,
+}
+
+/// Reads `models:`, `sandbox:`, `tools:`, `mcp_servers:`, `title:` and `agents:` (in this order:
+/// the later ones refer to the earlier ones) into `cfg`.
+pub(super) fn apply(l: &mut Loader<'_>, s: AgentSections, cfg: &mut Config) -> Result<()> {
+    cfg.models = parse_models(s.models)?;
+    l.apply::<Sandbox>(s.sandbox, cfg)?;
+    parse_tools(l, s.tools, &mut cfg.workspace)?;
+    parse_mcp_servers(l, s.mcp_servers, &mut cfg.workspace)?;
+    l.apply::<Title>(s.title, cfg)?;
+    for AgentEntry { path, key, map } in agent_entries(s.agents)? {
+        let agent = l
+            .read::<Agent>(&path, map)?
+            .into_config(l, &path, key, &cfg.models)?;
         for s in agent.mcp_servers.iter().flatten() {
             let w = &cfg.workspace;
             if !w.mcp_servers.iter().any(|m| m.name == *s) && !w.mcp_disabled.contains(s) {
@@ -192,108 +133,140 @@ pub(super) fn parse_agent_sections(
     Ok(())
 }
 
-fn parse_models(v: &Value) -> Result<Vec<ModelConfig>> {
-    match v {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(items) => {
-            let mut out: Vec<ModelConfig> = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let m = ModelConfig::from_value(item)
-                    .map_err(|e| anyhow::anyhow!("config 'models[{i}]': {}", e.0))?;
-                if out.iter().any(|o| o.name == m.name) {
-                    bail!(
-                        "config 'models[{i}]': model '{}' is configured twice",
-                        m.name
-                    );
-                }
-                out.push(m);
-            }
-            Ok(out)
-        }
+/// That the model `name` (named at `path`) is in `models:`.
+fn check_model(models: &[ModelConfig], path: &str, name: &str) -> Result<()> {
+    if models.iter().any(|m| m.name == name) {
+        return Ok(());
+    }
+    let configured = if models.is_empty() {
+        "none".to_string()
+    } else {
+        let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        names.join(", ")
+    };
+    bail!("config '{path}': model '{name}' is not in `models:` (configured: {configured})")
+}
+
+fn parse_models(v: Value) -> Result<Vec<ModelConfig>> {
+    let items = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
         other => bail!("config 'models' must be a list, got {other}"),
+    };
+    let mut out: Vec<ModelConfig> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let m = ModelConfig::from_value(item)
+            .map_err(|e| anyhow::anyhow!("config 'models[{i}]': {}", e.0))?;
+        if out.iter().any(|o| o.name == m.name) {
+            bail!(
+                "config 'models[{i}]': model '{}' is configured twice",
+                m.name
+            );
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// `sandbox:`.
+#[derive(Deserialize)]
+#[allow(dead_code)] // the `Unused` fields: accepted, never read
+struct Sandbox {
+    #[serde(rename = "use")]
+    provider: Option<Text>,
+    enabled: Option<Flag>,
+    allow_host_bash: Option<Flag>,
+    bash_timeout_seconds: Option<Number>,
+    workspace_dir: Option<Text>,
+    // DeerFlow's container provider options: not used by Antler.
+    image: Option<Unused>,
+    port: Option<Unused>,
+    base_url: Option<Unused>,
+    auto_start: Option<Unused>,
+    container_prefix: Option<Unused>,
+    idle_timeout: Option<Unused>,
+    replicas: Option<Unused>,
+    mounts: Option<Unused>,
+    environment: Option<Unused>,
+    provisioner_url: Option<Unused>,
+}
+
+impl Section for Sandbox {
+    const NAME: &'static str = "sandbox";
+    fn apply(self, l: &mut Loader<'_>, cfg: &mut Config) -> Result<()> {
+        if let Some(Text(u)) = &self.provider
+            && !u.contains("LocalSandboxProvider")
+        {
+            l.warn(format!(
+                "config 'sandbox.use: {u}': Antler's workspace tools run on this host (like \
+                 LocalSandboxProvider); the provider is ignored"
+            ));
+        }
+        let w = &mut cfg.workspace;
+        if let Some(Flag(b)) = self.enabled {
+            w.enabled = b;
+        }
+        if let Some(Flag(b)) = self.allow_host_bash {
+            w.bash = b;
+        }
+        if let Some(Number(t)) = self.bash_timeout_seconds {
+            w.bash_timeout = timeout("sandbox.bash_timeout_seconds", t, "")?;
+        }
+        if let Some(d) = filled(self.workspace_dir) {
+            w.root = Some(PathBuf::from(d));
+        }
+        Ok(())
     }
 }
 
-fn parse_sandbox(
-    r: &mut Reader<'_>,
-    s: &Map<String, Value>,
-    w: &mut WorkspaceConfig,
-) -> Result<()> {
-    r.check_keys(
-        "sandbox",
-        s,
-        &[
-            "use",
-            "enabled",
-            "allow_host_bash",
-            "bash_timeout_seconds",
-            "workspace_dir",
-            // DeerFlow's container provider options: not used by Antler.
-            "image",
-            "port",
-            "base_url",
-            "auto_start",
-            "container_prefix",
-            "idle_timeout",
-            "replicas",
-            "mounts",
-            "environment",
-            "provisioner_url",
-        ],
-    );
-    if let Some(u) = get_str(s, "sandbox", "use")?
-        && !u.contains("LocalSandboxProvider")
-    {
-        r.warnings.push(format!(
-            "config 'sandbox.use: {u}': Antler's workspace tools run on this host (like \
-             LocalSandboxProvider); the provider is ignored"
-        ));
-    }
-    if let Some(b) = get_bool(s, "sandbox", "enabled")? {
-        w.enabled = b;
-    }
-    if let Some(b) = get_bool(s, "sandbox", "allow_host_bash")? {
-        w.bash = b;
-    }
-    if let Some(t) = get_f64(s, "sandbox", "bash_timeout_seconds")? {
-        if !(t > 0.0 && t <= 3600.0) {
-            bail!("config 'sandbox.bash_timeout_seconds' must be between 0 and 3600, got {t}");
+/// `title:`.
+#[derive(Deserialize)]
+struct Title {
+    enabled: Option<Flag>,
+    max_words: Option<Int>,
+    max_chars: Option<Int>,
+    model_name: Option<Text>,
+}
+
+impl Section for Title {
+    const NAME: &'static str = "title";
+    fn apply(self, _: &mut Loader<'_>, cfg: &mut Config) -> Result<()> {
+        let t = &mut cfg.title;
+        if let Some(Flag(b)) = self.enabled {
+            t.enabled = b;
         }
-        w.bash_timeout = Duration::from_secs_f64(t);
+        if let Some(Int(n)) = self.max_words {
+            t.max_words = within("title.max_words", n, 1..=50, "")? as usize;
+        }
+        if let Some(Int(n)) = self.max_chars {
+            t.max_chars = within("title.max_chars", n, 1..=500, "")? as usize;
+        }
+        if let Some(m) = filled(self.model_name) {
+            check_model(&cfg.models, "title.model_name", &m)?;
+            t.model_name = Some(m);
+        }
+        Ok(())
     }
-    if let Some(d) = get_str(s, "sandbox", "workspace_dir")?.filter(|d| !d.is_empty()) {
-        w.root = Some(PathBuf::from(d));
-    }
-    Ok(())
 }
 
 /// DeerFlow's `tools:` list (`- name: read_file` / `use: ...`): the workspace tools it names
 /// are offered; the others (web search, ...) are not implemented by Antler and are reported.
-fn parse_tools(r: &mut Reader<'_>, v: &Value, w: &mut WorkspaceConfig) -> Result<()> {
+fn parse_tools(l: &mut Loader<'_>, v: Value, w: &mut WorkspaceConfig) -> Result<()> {
     let items = match v {
         Value::Null => return Ok(()),
         Value::Array(items) => items,
         other => bail!("config 'tools' must be a list, got {other}"),
     };
-    let mut names = Vec::new();
-    let mut unsupported = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let name = match item {
-            Value::String(s) => s.clone(),
-            Value::Object(m) => match m.get("name") {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                _ => bail!("config 'tools[{i}]' has no `name`"),
-            },
-            other => bail!("config 'tools[{i}]' must be a mapping or a name, got {other}"),
-        };
-        if WORKSPACE_TOOLS.contains(&name.as_str()) {
-            names.push(name);
-        } else {
-            unsupported.push(name);
-        }
-    }
+    let names = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| tool_name(i, item))
+        .collect::<Result<Vec<_>>>()?;
+    let (names, unsupported): (Vec<_>, Vec<_>) = names
+        .into_iter()
+        .partition(|n| WORKSPACE_TOOLS.contains(&n.as_str()));
     if !unsupported.is_empty() {
-        r.warnings.push(format!(
+        l.warn(format!(
             "config 'tools': {} not available in Antler; ignored",
             unsupported.join(", ")
         ));
@@ -302,18 +275,50 @@ fn parse_tools(r: &mut Reader<'_>, v: &Value, w: &mut WorkspaceConfig) -> Result
     Ok(())
 }
 
-fn str_list(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<Vec<String>>> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.clone()),
-                other => bail!("config '{path}.{key}' must be a list of names, got {other}"),
+/// The name of `tools[i]`: a bare name, or a mapping's `name` (its other keys are DeerFlow's).
+fn tool_name(i: usize, item: Value) -> Result<String> {
+    match item {
+        Value::String(s) => Ok(s),
+        Value::Object(mut m) => match m.remove("name") {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s),
+            _ => bail!("config 'tools[{i}]' has no `name`"),
+        },
+        other => bail!("config 'tools[{i}]' must be a mapping or a name, got {other}"),
+    }
+}
+
+/// One `agents:` entry as written.
+struct AgentEntry {
+    /// `agents[0]` or `agents.<name>`.
+    path: String,
+    /// The name when `agents:` is a mapping of names.
+    key: Option<String>,
+    map: Map<String, Value>,
+}
+
+/// The `agents:` entries: a list, or a mapping whose keys are the names.
+fn agent_entries(v: Value) -> Result<Vec<AgentEntry>> {
+    let entry = |path, key, map| AgentEntry { path, key, map };
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::Object(m) => Ok(entry(format!("agents[{i}]"), None, m)),
+                other => bail!("config 'agents[{i}]' must be a mapping, got {other}"),
             })
-            .collect::<Result<Vec<_>>>()
-            .map(Some),
-        Some(other) => bail!("config '{path}.{key}' must be a list of names, got {other}"),
+            .collect(),
+        // `agents: {name: {...}}` is accepted too; the key is the name.
+        Value::Object(by_name) => by_name
+            .into_iter()
+            .map(|(name, item)| match item {
+                Value::Object(m) => Ok(entry(format!("agents.{name}"), Some(name), m)),
+                Value::Null => bail!("config 'agents.{name}' is empty"),
+                other => bail!("config 'agents.{name}' must be a mapping, got {other}"),
+            })
+            .collect(),
+        other => bail!("config 'agents' must be a list, got {other}"),
     }
 }
 
@@ -325,115 +330,152 @@ fn valid_agent_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn parse_agent(
-    r: &mut Reader<'_>,
-    path: &str,
-    m: &Map<String, Value>,
-    name_from_key: Option<String>,
-    check_model: &dyn Fn(&str, &str) -> Result<()>,
-) -> Result<AgentConfig> {
-    r.check_keys(
-        path,
-        m,
-        &[
-            "name",
-            "description",
-            "model",
-            "model_name",
-            "system_prompt",
-            "tools",
-            "subagents",
-            "mcp_servers",
-        ],
-    );
-    let name = match get_str(m, path, "name")?.or(name_from_key) {
-        Some(n) => n,
-        None => bail!("config '{path}' has no `name`"),
-    };
-    if !valid_agent_name(&name) {
-        bail!(
-            "config '{path}.name': '{name}' must be lower-case letters, digits and hyphens \
-             (at most 64), as DeerFlow's agent names are"
-        );
-    }
-    let model = get_str(m, path, "model")?
-        .or(get_str(m, path, "model_name")?)
-        .filter(|s| !s.is_empty());
-    if let Some(mm) = &model {
-        check_model(&format!("{path}.model"), mm)?;
-    }
-    let mut subagents = Vec::new();
-    match m.get("subagents") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                let sp = format!("{path}.subagents[{i}]");
-                let Value::Object(s) = item else {
-                    bail!("config '{sp}' must be a mapping, got {item}");
-                };
-                r.check_keys(
-                    &sp,
-                    s,
-                    &[
-                        "name",
-                        "description",
-                        "system_prompt",
-                        "model",
-                        "model_name",
-                        "tools",
-                        "max_turns",
-                    ],
-                );
-                let Some(sname) = get_str(s, &sp, "name")?.filter(|n| !n.is_empty()) else {
-                    bail!("config '{sp}' has no `name`");
-                };
-                if subagents.iter().any(|x: &SubagentSpec| x.name == sname) {
-                    bail!("config '{sp}': subagent '{sname}' is defined twice");
-                }
-                let mut spec = SubagentSpec::new(
-                    &sname,
-                    &get_str(s, &sp, "description")?.unwrap_or_default(),
-                    &get_str(s, &sp, "system_prompt")?.unwrap_or_else(|| {
-                        "You are a subagent. Complete the task you are given with the tools \
-                         available, then answer with the result."
-                            .to_string()
-                    }),
-                );
-                spec.model_name = get_str(s, &sp, "model")?
-                    .or(get_str(s, &sp, "model_name")?)
-                    .filter(|x| !x.is_empty());
-                if let Some(mm) = &spec.model_name {
-                    check_model(&format!("{sp}.model"), mm)?;
-                }
-                spec.tools = str_list(s, &sp, "tools")?;
-                if let Some(n) = get_u64(s, &sp, "max_turns")? {
-                    if !(1..=100).contains(&n) {
-                        bail!("config '{sp}.max_turns' must be between 1 and 100, got {n}");
-                    }
-                    spec.max_turns = n as usize;
-                }
-                subagents.push(spec);
-            }
+/// One `agents:` entry.
+#[derive(Deserialize)]
+struct Agent {
+    name: Option<Text>,
+    description: Option<Text>,
+    model: Option<Text>,
+    model_name: Option<Text>,
+    system_prompt: Option<Text>,
+    tools: Option<Names>,
+    subagents: Option<Value>,
+    mcp_servers: Option<Names>,
+}
+
+impl Agent {
+    fn into_config(
+        self,
+        l: &mut Loader<'_>,
+        path: &str,
+        name_from_key: Option<String>,
+        models: &[ModelConfig],
+    ) -> Result<AgentConfig> {
+        let Some(name) = self.name.map(|Text(n)| n).or(name_from_key) else {
+            bail!("config '{path}' has no `name`");
+        };
+        if !valid_agent_name(&name) {
+            bail!(
+                "config '{path}.name': '{name}' must be lower-case letters, digits and hyphens \
+                 (at most 64), as DeerFlow's agent names are"
+            );
         }
-        Some(other) => bail!("config '{path}.subagents' must be a list, got {other}"),
+        let model = filled(self.model.or(self.model_name));
+        if let Some(m) = &model {
+            check_model(models, &format!("{path}.model"), m)?;
+        }
+        let subagents = match self.subagents {
+            None => Vec::new(),
+            Some(Value::Array(items)) => parse_subagents(l, path, items, models)?,
+            Some(other) => bail!("config '{path}.subagents' must be a list, got {other}"),
+        };
+        Ok(AgentConfig {
+            name,
+            description: self.description.map(|Text(d)| d),
+            model,
+            system_prompt: self
+                .system_prompt
+                .map(|Text(p)| p)
+                .filter(|p| !p.trim().is_empty()),
+            tools: self.tools.map(|Names(t)| t),
+            subagents,
+            mcp_servers: self.mcp_servers.map(|Names(s)| s),
+        })
     }
-    Ok(AgentConfig {
-        name,
-        description: get_str(m, path, "description")?,
-        model,
-        system_prompt: get_str(m, path, "system_prompt")?.filter(|s| !s.trim().is_empty()),
-        tools: str_list(m, path, "tools")?,
-        subagents,
-        mcp_servers: str_list(m, path, "mcp_servers")?,
-    })
+}
+
+/// One `subagents:` entry of an agent.
+#[derive(Deserialize)]
+struct Subagent {
+    name: Option<Text>,
+    description: Option<Text>,
+    system_prompt: Option<Text>,
+    model: Option<Text>,
+    model_name: Option<Text>,
+    tools: Option<Names>,
+    max_turns: Option<Int>,
+}
+
+fn parse_subagents(
+    l: &mut Loader<'_>,
+    path: &str,
+    items: Vec<Value>,
+    models: &[ModelConfig],
+) -> Result<Vec<SubagentSpec>> {
+    let mut subagents: Vec<SubagentSpec> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let sp = format!("{path}.subagents[{i}]");
+        let Value::Object(m) = item else {
+            bail!("config '{sp}' must be a mapping, got {item}");
+        };
+        let spec = l
+            .read::<Subagent>(&sp, m)?
+            .into_spec(&sp, &subagents, models)?;
+        subagents.push(spec);
+    }
+    Ok(subagents)
+}
+
+impl Subagent {
+    /// The spec of subagent `sp`, whose name must differ from those `before` it.
+    fn into_spec(
+        self,
+        sp: &str,
+        before: &[SubagentSpec],
+        models: &[ModelConfig],
+    ) -> Result<SubagentSpec> {
+        let Some(name) = filled(self.name) else {
+            bail!("config '{sp}' has no `name`");
+        };
+        if before.iter().any(|x| x.name == name) {
+            bail!("config '{sp}': subagent '{name}' is defined twice");
+        }
+        let mut spec = SubagentSpec::new(
+            &name,
+            &self.description.map(|Text(d)| d).unwrap_or_default(),
+            &self.system_prompt.map(|Text(p)| p).unwrap_or_else(|| {
+                "You are a subagent. Complete the task you are given with the tools \
+                 available, then answer with the result."
+                    .to_string()
+            }),
+        );
+        spec.model_name = filled(self.model.or(self.model_name));
+        if let Some(m) = &spec.model_name {
+            check_model(models, &format!("{sp}.model"), m)?;
+        }
+        spec.tools = self.tools.map(|Names(t)| t);
+        if let Some(Int(n)) = self.max_turns {
+            spec.max_turns = within(&format!("{sp}.max_turns"), n, 1..=100, "")? as usize;
+        }
+        Ok(spec)
+    }
+}
+
+/// One `mcp_servers:` entry (every field optional: see `parse_mcp_servers`).
+#[derive(Deserialize)]
+struct McpEntry {
+    #[allow(dead_code)] // decided before, by `parse_mcp_servers`; checked here
+    enabled: Option<Flag>,
+    #[serde(rename = "type")]
+    kind: Option<Text>,
+    transport: Option<Text>,
+    command: Option<Text>,
+    args: Option<Names>,
+    env: Option<Value>,
+    url: Option<Text>,
+    headers: Option<Value>,
+    #[allow(dead_code)] // accepted, not used
+    description: Option<Unused>,
+    timeout_seconds: Option<Number>,
+    connect_timeout_seconds: Option<Number>,
 }
 
 /// `mcp_servers: {name: {...}}` (DeerFlow's `mcpServers` entries): `type: stdio` with
 /// `command` / `args` / `env`, `type: http` (also `streamable_http`) with `url` / `headers`,
-/// or `type: sse` (the legacy HTTP+SSE transport) with `url` / `headers`; without `type` it follows from `command` or `url`. `enabled: false` skips an
-/// entry; `timeout_seconds` (default 60) bounds one tool call and `connect_timeout_seconds`
-/// (default 10) the start.
-fn parse_mcp_servers(r: &mut Reader<'_>, v: &Value, w: &mut WorkspaceConfig) -> Result<()> {
+/// or `type: sse` (the legacy HTTP+SSE transport) with `url` / `headers`; without `type` it
+/// follows from `command` or `url`. `enabled: false` skips an entry; `timeout_seconds`
+/// (default 60) bounds one tool call and `connect_timeout_seconds` (default 10) the start.
+fn parse_mcp_servers(l: &mut Loader<'_>, v: Value, w: &mut WorkspaceConfig) -> Result<()> {
     let entries = match v {
         Value::Null => return Ok(()),
         Value::Object(m) => m,
@@ -447,32 +489,46 @@ fn parse_mcp_servers(r: &mut Reader<'_>, v: &Value, w: &mut WorkspaceConfig) -> 
         let Value::Object(m) = entry else {
             bail!("config '{path}' must be a mapping, got {entry}");
         };
-        r.check_keys(
-            &path,
-            m,
-            &[
-                "enabled",
-                "type",
-                "transport",
-                "command",
-                "args",
-                "env",
-                "url",
-                "headers",
-                "description",
-                "timeout_seconds",
-                "connect_timeout_seconds",
-            ],
-        );
-        if get_bool(m, &path, "enabled")? == Some(false) {
-            w.mcp_disabled.push(name.clone());
+        // Of an entry switched off only the keys are checked (its values are moot).
+        let off = m.get("enabled").cloned().map(Flag::try_from);
+        if let Some(Ok(Flag(false))) = off {
+            let keys = m.into_iter().map(|(k, _)| (k, Value::Null)).collect();
+            l.read::<McpEntry>(&path, keys)?;
+            w.mcp_disabled.push(name);
             continue;
         }
-        let kind = get_str(m, &path, "type")?.or(get_str(m, &path, "transport")?);
-        let command = get_str(m, &path, "command")?.filter(|c| !c.is_empty());
-        let url = get_str(m, &path, "url")?.filter(|u| !u.is_empty());
-        let sse = kind.as_deref() == Some("sse");
-        let stdio = match (kind.as_deref(), &command, &url) {
+        let entry = l.read::<McpEntry>(&path, m)?;
+        w.mcp_servers.push(entry.into_server(&path, name)?);
+    }
+    Ok(())
+}
+
+impl McpEntry {
+    fn into_server(self, path: &str, name: String) -> Result<McpServerConfig> {
+        let mut server = McpServerConfig::new(name, self.transport(path)?);
+        if let Some(Number(t)) = self.timeout_seconds {
+            server.call_timeout = timeout(&format!("{path}.timeout_seconds"), t, "")?;
+        }
+        if let Some(Number(t)) = self.connect_timeout_seconds {
+            server.connect_timeout = timeout(&format!("{path}.connect_timeout_seconds"), t, "")?;
+        }
+        Ok(server)
+    }
+
+    /// The transport: `type` (or `transport`), else whichever of `command` / `url` is set.
+    fn transport(&self, path: &str) -> Result<McpTransport> {
+        let kind = self.kind.as_ref().or(self.transport.as_ref());
+        let command = self
+            .command
+            .as_ref()
+            .map(|Text(c)| c.clone())
+            .filter(|c| !c.is_empty());
+        let url = self
+            .url
+            .as_ref()
+            .map(|Text(u)| u.clone())
+            .filter(|u| !u.is_empty());
+        let stdio = match (kind.map(|Text(k)| k.as_str()), &command, &url) {
             (Some("stdio"), _, _) => true,
             (Some("http" | "sse" | "streamable_http" | "streamable-http"), _, _) => false,
             (Some(other), _, _) => bail!(
@@ -486,59 +542,45 @@ fn parse_mcp_servers(r: &mut Reader<'_>, v: &Value, w: &mut WorkspaceConfig) -> 
             }
             (None, None, None) => bail!("config '{path}' needs `command` (stdio) or `url` (http)"),
         };
-        let transport = if stdio {
+        if stdio {
             let Some(command) = command else {
                 bail!("config '{path}' is a stdio server without `command`");
             };
-            McpTransport::Stdio {
-                command,
-                args: str_list(m, &path, "args")?.unwrap_or_default(),
-                env: string_map(m, &path, "env")?,
-            }
-        } else {
-            let Some(url) = url else {
-                bail!("config '{path}' is an http server without `url`");
-            };
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("config '{path}.url': '{url}' is not an http(s) URL");
-            }
-            let headers = string_map(m, &path, "headers")?;
-            if sse {
-                McpTransport::Sse { url, headers }
-            } else {
-                McpTransport::Http { url, headers }
-            }
-        };
-        let mut server = McpServerConfig::new(name.clone(), transport);
-        for (key, slot) in [
-            ("timeout_seconds", &mut server.call_timeout),
-            ("connect_timeout_seconds", &mut server.connect_timeout),
-        ] {
-            if let Some(t) = get_f64(m, &path, key)? {
-                if !(t > 0.0 && t <= 3600.0) {
-                    bail!("config '{path}.{key}' must be between 0 and 3600, got {t}");
-                }
-                *slot = Duration::from_secs_f64(t);
-            }
+            let args = self
+                .args
+                .as_ref()
+                .map(|Names(a)| a.clone())
+                .unwrap_or_default();
+            let env = string_map(&format!("{path}.env"), self.env.as_ref())?;
+            return Ok(McpTransport::Stdio { command, args, env });
         }
-        w.mcp_servers.push(server);
+        let Some(url) = url else {
+            bail!("config '{path}' is an http server without `url`");
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("config '{path}.url': '{url}' is not an http(s) URL");
+        }
+        let headers = string_map(&format!("{path}.headers"), self.headers.as_ref())?;
+        Ok(match kind {
+            Some(Text(k)) if k == "sse" => McpTransport::Sse { url, headers },
+            _ => McpTransport::Http { url, headers },
+        })
     }
-    Ok(())
 }
 
 /// A mapping of names to scalar values (`env:`, `headers:`), values as strings.
-fn string_map(m: &Map<String, Value>, path: &str, key: &str) -> Result<BTreeMap<String, String>> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
+fn string_map(path: &str, v: Option<&Value>) -> Result<BTreeMap<String, String>> {
+    match v {
+        None => Ok(BTreeMap::new()),
         Some(Value::Object(items)) => items
             .iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k.clone(), s.clone())),
                 Value::Number(_) | Value::Bool(_) => Ok((k.clone(), v.to_string())),
-                other => bail!("config '{path}.{key}.{k}' must be a string, got {other}"),
+                other => bail!("config '{path}.{k}' must be a string, got {other}"),
             })
             .collect(),
-        Some(other) => bail!("config '{path}.{key}' must be a mapping, got {other}"),
+        Some(other) => bail!("config '{path}' must be a mapping, got {other}"),
     }
 }
 
@@ -651,6 +693,81 @@ mod tests {
         // secrets in env / headers never show in the debug form
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("abc") && !dbg.contains("Bearer x"), "{dbg}");
+    }
+
+    #[test]
+    fn nested_entries_warn_in_order_and_a_server_switched_off_is_not_checked() {
+        let text = "mcp_servers:\n  a: {enabled: 'false', args: [--port, 8080], timeout_seconds: -1, type: ws, q: 1}\n  b: {command: x, zz: 1}\nagents:\n  - name: a\n    subagents: [{name: s, w1: 1}]\n    w2: 2\n  - name: b\n    w3: 3\n";
+        let cfg = parse(text, &env).unwrap();
+        assert_eq!(cfg.workspace.mcp_disabled, vec!["a"]);
+        assert_eq!(
+            cfg.warnings,
+            [
+                "unknown config key 'mcp_servers.a.q' ignored",
+                "unknown config key 'mcp_servers.b.zz' ignored",
+                "unknown config key 'agents[0].w2' ignored",
+                "unknown config key 'agents[0].subagents[0].w1' ignored",
+                "unknown config key 'agents[1].w3' ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn each_agent_section_names_the_path_of_a_bad_value() {
+        for (text, message) in [
+            (
+                "agents:\n  - name: a\n    subagents: [{name: s, max_turns: 101}]\n",
+                "config 'agents[0].subagents[0].max_turns' must be between 1 and 100, got 101",
+            ),
+            (
+                "agents:\n  - name: a\n    subagents: [x]\n",
+                "config 'agents[0].subagents[0]' must be a mapping, got \"x\"",
+            ),
+            (
+                "agents:\n  - name: a\n    tools: read_file\n",
+                "config 'agents[0].tools' must be a list of names, got \"read_file\"",
+            ),
+            (
+                "agents:\n  - name: a\n    description: [1]\n",
+                "config 'agents[0].description' must be a string, got [1]",
+            ),
+            ("agents:\n  a:\n", "config 'agents.a' is empty"),
+            (
+                "sandbox:\n  enabled: 2\n",
+                "config 'sandbox.enabled' must be true or false, got 2",
+            ),
+            (
+                "title:\n  max_chars: 501\n",
+                "config 'title.max_chars' must be between 1 and 500, got 501",
+            ),
+            (
+                "title: 1\n",
+                "config section 'title' must be a mapping, got 1",
+            ),
+            (
+                "tools: [3]\n",
+                "config 'tools[0]' must be a mapping or a name, got 3",
+            ),
+            (
+                "mcp_servers:\n  a: {command: x, args: [1]}\n",
+                "config 'mcp_servers.a.args' must be a list of names, got 1",
+            ),
+            (
+                "mcp_servers:\n  a: {command: x, enabled: 3}\n",
+                "config 'mcp_servers.a.enabled' must be true or false, got 3",
+            ),
+            (
+                "mcp_servers:\n  a: {url: 'http://x', headers: {H: {a: 1}}}\n",
+                "config 'mcp_servers.a.headers.H' must be a string, got {\"a\":1}",
+            ),
+            (
+                "models:\n  - name: m\n    provider: openai\n    model: x\n    max_retries: 21\n",
+                "config 'models[0]': model 'm': field `max_retries`: 21 is more than 20",
+            ),
+        ] {
+            let err = format!("{:#}", parse(text, &env).unwrap_err());
+            assert_eq!(err, message, "{text}");
+        }
     }
 
     #[test]
