@@ -266,7 +266,8 @@ async fn open_stores(cfg: &Config) -> Result<Stores> {
 async fn open_database(cfg: &Config) -> Result<Stores> {
     Ok(match cfg.backend {
         Backend::Memory => Stores::memory(),
-        Backend::Sqlite => antler_store_sql::open_sqlite(&cfg.sqlite_dir)
+        // `start` holds the data directory's lock: this server is the database's only writer
+        Backend::Sqlite => antler_store_sql::sqlite::open_sqlite_owned(&cfg.sqlite_dir)
             .await
             .with_context(|| {
                 format!(

@@ -49,6 +49,16 @@ impl SqliteCheckpointer {
 
 /// Opens (creating it if needed) `dir/antler.db`, runs the migrations and returns every store.
 pub async fn open_sqlite(dir: &Path) -> StoreResult<Stores> {
+    Ok(stores_from_pool(open_dir(dir).await?))
+}
+
+/// [`open_sqlite`] for the one server that owns `dir` (it holds the directory's lock, so no
+/// other pool writes the database): caches of its own writes are trusted without re-reading.
+pub async fn open_sqlite_owned(dir: &Path) -> StoreResult<Stores> {
+    Ok(crate::stores(Db::new(open_dir(dir).await?, Sqlite).owned()))
+}
+
+async fn open_dir(dir: &Path) -> StoreResult<SqlitePool> {
     std::fs::create_dir_all(dir).map_err(|e| {
         StoreError::Backend(format!(
             "cannot create data directory {}: {e}",
@@ -58,8 +68,7 @@ pub async fn open_sqlite(dir: &Path) -> StoreResult<Stores> {
     let opts = SqliteConnectOptions::new()
         .filename(dir.join(DB_FILE))
         .create_if_missing(true);
-    let pool = connect(opts, false).await?;
-    Ok(stores_from_pool(pool))
+    connect(opts, false).await
 }
 
 /// Opens a database by URL (`sqlite://path/to/file.db`, `sqlite::memory:`), runs the

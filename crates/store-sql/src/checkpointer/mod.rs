@@ -21,6 +21,7 @@
 //! in one multi-row insert, the head). Reads run in one snapshot.
 
 mod gc;
+mod latest;
 mod plan;
 mod read;
 mod write;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 
 use antler_graph::{
     ChannelValue, ChannelVersion, Checkpoint, CheckpointError, CheckpointTuple, Checkpointer,
-    ListOptions,
+    ListOptions, PendingWrite,
 };
 use antler_store::{StoreError, StoreResult};
 use parking_lot::Mutex;
@@ -40,6 +41,17 @@ pub use plan::MAX_DELTA_DEPTH;
 use plan::{Caches, HeadKey, ListEntry, Values};
 use write::{PlannedPut, Written};
 
+/// One checkpoint to store (the arguments of a put).
+pub(crate) struct Put<'a> {
+    pub thread_id: &'a str,
+    pub checkpoint_ns: &'a str,
+    pub parent_id: Option<&'a str>,
+    pub checkpoint: &'a Checkpoint,
+    pub values: Values<'a>,
+    pub metadata: &'a Map<String, Value>,
+    pub new_versions: &'a BTreeMap<String, ChannelVersion>,
+}
+
 use crate::sql::{Db, Dialect, WriteClass};
 
 /// [`Checkpointer`] on any SQL backend.
@@ -48,6 +60,8 @@ pub struct SqlCheckpointer<D: Dialect> {
     pub(crate) db: Db<D>,
     /// Per-process write caches (never held across an await).
     cache: Arc<Mutex<Caches>>,
+    /// Each thread's latest checkpoint as last committed (see [`latest`]).
+    latest: Arc<Mutex<latest::Latest>>,
 }
 
 impl<D: Dialect> std::fmt::Debug for SqlCheckpointer<D> {
@@ -67,6 +81,7 @@ impl<D: Dialect> SqlCheckpointer<D> {
         SqlCheckpointer {
             db,
             cache: Arc::new(Mutex::new(Caches::default())),
+            latest: Arc::new(Mutex::new(latest::Latest::default())),
         }
     }
 
@@ -81,16 +96,48 @@ impl<D: Dialect> SqlCheckpointer<D> {
         metadata: &Map<String, Value>,
         new_versions: &BTreeMap<String, ChannelVersion>,
     ) -> Result<(), CheckpointError> {
-        let plans = plan::plan(
-            &self.cache,
+        let put = Put {
             thread_id,
             checkpoint_ns,
+            parent_id,
             checkpoint,
-            &values,
+            values,
+            metadata,
             new_versions,
-        )?;
-        let head_key: HeadKey = (thread_id.to_string(), checkpoint_ns.to_string());
-        let cached_parent = parent_id.and_then(|pid| {
+        };
+        let (plans, written) = self
+            .db
+            .retry(|| async {
+                let mut tx = self.db.begin(WriteClass::Background).await?;
+                // planned under the write lock: no other write of this process can change
+                // the delta bases between the plan and the insert
+                let out = self.put_in(&mut tx, &put).await?;
+                tx.commit().await?;
+                Ok(out)
+            })
+            .await
+            .map_err(storage)?;
+        self.committed(&put, plans, written);
+        Ok(())
+    }
+
+    /// Plans and writes one checkpoint inside `conn`'s transaction.
+    pub(crate) async fn put_in(
+        &self,
+        conn: &mut crate::sql::Conn<D>,
+        put: &Put<'_>,
+    ) -> StoreResult<(Vec<plan::BlobPlan>, Written)> {
+        let plans = plan::plan(
+            &self.cache,
+            put.thread_id,
+            put.checkpoint_ns,
+            put.checkpoint,
+            &put.values,
+            put.new_versions,
+        )
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let head_key: HeadKey = (put.thread_id.to_string(), put.checkpoint_ns.to_string());
+        let cached_parent = put.parent_id.and_then(|pid| {
             self.cache
                 .lock()
                 .heads
@@ -98,29 +145,147 @@ impl<D: Dialect> SqlCheckpointer<D> {
                 .filter(|(id, _)| id == pid)
                 .map(|(_, blobs)| blobs.clone())
         });
-        let put = PlannedPut {
-            thread_id,
-            checkpoint_ns,
-            parent_id,
-            checkpoint,
-            metadata,
-            new_versions,
+        let planned = PlannedPut {
+            thread_id: put.thread_id,
+            checkpoint_ns: put.checkpoint_ns,
+            parent_id: put.parent_id,
+            checkpoint: put.checkpoint,
+            metadata: put.metadata,
+            new_versions: put.new_versions,
             plans: &plans,
             cached_parent: cached_parent.as_ref(),
-            trusted_bases: D::EXCLUSIVE,
+            trusted_bases: self.db.owned,
         };
-        let written = self
-            .db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                let written = write::put_in::<D>(&mut tx, &put).await?;
-                tx.commit().await?;
-                Ok(written)
+        let written = write::put_in::<D>(conn, &planned).await?;
+        Ok((plans, written))
+    }
+
+    /// After a put committed: the write caches, and the latest checkpoint when the put
+    /// carried every channel (a shared put does; a plain one only the changed ones).
+    pub(crate) fn committed(&self, put: &Put<'_>, plans: Vec<plan::BlobPlan>, written: Written) {
+        let (thread_id, ns) = (put.thread_id, put.checkpoint_ns);
+        self.remember(thread_id, ns, &put.checkpoint.id, plans, written);
+        let key: HeadKey = (thread_id.to_string(), ns.to_string());
+        let mut latest = self.latest.lock();
+        match put.values {
+            Values::Shared(values) => {
+                let mut checkpoint = put.checkpoint.clone();
+                checkpoint.channel_values = Map::new();
+                let tuple = CheckpointTuple {
+                    thread_id: thread_id.to_string(),
+                    checkpoint_ns: ns.to_string(),
+                    checkpoint,
+                    metadata: put.metadata.clone(),
+                    parent_checkpoint_id: put.parent_id.map(str::to_string),
+                    pending_writes: Vec::new(),
+                };
+                let values = values.clone();
+                latest.put(key, latest::Entry { tuple, values });
+            }
+            Values::Plain(_) => latest.remove(&key),
+        }
+    }
+
+    /// After pending writes committed: the cached latest checkpoint gets them too.
+    pub(crate) fn writes_committed(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: &str,
+        task_id: &str,
+        writes: &[(String, Value)],
+    ) {
+        let key: HeadKey = (thread_id.to_string(), checkpoint_ns.to_string());
+        let pending = writes
+            .iter()
+            .map(|(channel, value)| PendingWrite {
+                task_id: task_id.to_string(),
+                channel: channel.clone(),
+                value: value.clone(),
             })
+            .collect();
+        self.latest
+            .lock()
+            .add_writes(&key, checkpoint_id, task_id, pending);
+    }
+
+    /// The cached latest checkpoint of (thread, ns) when it can be trusted: always on a
+    /// database this pool owns ([`Db::owned`]); elsewhere after checking it is still the latest one with
+    /// as many pending writes (another process may have written since).
+    async fn cached_latest(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Option<Arc<latest::Entry>>, CheckpointError> {
+        let key: HeadKey = (thread_id.to_string(), checkpoint_ns.to_string());
+        let Some(entry) = self.latest.lock().get(&key) else {
+            return Ok(None);
+        };
+        if checkpoint_id.is_some_and(|id| id != entry.tuple.checkpoint.id) {
+            return Ok(None);
+        }
+        if self.db.owned {
+            return Ok(Some(entry));
+        }
+        let version = self
+            .db
+            .fetch_optional(&read::version_sql(thread_id, checkpoint_ns))
             .await
             .map_err(storage)?;
-        self.remember(thread_id, checkpoint_ns, &checkpoint.id, plans, written);
-        Ok(())
+        let current = match version {
+            Some(row) => {
+                use crate::sql::SqlRow;
+                Some((
+                    row.str("checkpoint_id").map_err(storage)?,
+                    row.i64("n").map_err(storage)?,
+                ))
+            }
+            None => None,
+        };
+        let cached = (
+            entry.tuple.checkpoint.id.clone(),
+            entry.tuple.pending_writes.len() as i64,
+        );
+        if current.as_ref() == Some(&cached) {
+            return Ok(Some(entry));
+        }
+        self.latest.lock().remove(&key);
+        Ok(None)
+    }
+
+    /// Reads a checkpoint from the database (one snapshot, transient failures retried).
+    async fn load(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Option<CheckpointTuple>, CheckpointError> {
+        let sql = read::head_sql(thread_id, checkpoint_ns, checkpoint_id);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result: Result<Option<CheckpointTuple>, CheckpointError> = async {
+                // one read transaction: the head and its blobs come from the same snapshot
+                let mut tx = self.db.begin_read().await.map_err(storage)?;
+                let out = match D::fetch_optional(&mut tx, &sql).await.map_err(storage)? {
+                    Some(row) => Some(read::load_tuple::<D>(&mut tx, &row).await?),
+                    None => None,
+                };
+                tx.commit().await.map_err(storage)?;
+                Ok(out)
+            }
+            .await;
+            match result {
+                Err(CheckpointError::Storage(msg))
+                    if attempt < D::MAX_ATTEMPTS
+                        && msg.starts_with("storage temporarily unavailable") =>
+                {
+                    tokio::time::sleep(crate::sql::backoff(D::BACKOFF_MS, attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Records what a committed put stored, for the next put's deltas and parent lookup.
@@ -161,7 +326,11 @@ impl<D: Dialect> SqlCheckpointer<D> {
         Fut: std::future::Future<Output = StoreResult<()>>,
     {
         self.cache.lock().forget_thread(thread_id);
-        self.db.retry(f).await.map_err(storage)
+        self.latest.lock().forget_thread(thread_id);
+        let out = self.db.retry(f).await.map_err(storage);
+        // a read that raced the write may have cached what it replaced
+        self.latest.lock().forget_thread(thread_id);
+        out
     }
 }
 
@@ -173,31 +342,53 @@ impl<D: Dialect> Checkpointer for SqlCheckpointer<D> {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
     ) -> Result<Option<CheckpointTuple>, CheckpointError> {
-        let sql = read::head_sql(thread_id, checkpoint_ns, checkpoint_id);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let result: Result<Option<CheckpointTuple>, CheckpointError> = async {
-                // one read transaction: the head and its blobs come from the same snapshot
-                let mut tx = self.db.begin_read().await.map_err(storage)?;
-                let out = match D::fetch_optional(&mut tx, &sql).await.map_err(storage)? {
-                    Some(row) => Some(read::load_tuple::<D>(&mut tx, &row).await?),
-                    None => None,
-                };
-                tx.commit().await.map_err(storage)?;
-                Ok(out)
-            }
-            .await;
-            match result {
-                Err(CheckpointError::Storage(msg))
-                    if attempt < D::MAX_ATTEMPTS
-                        && msg.starts_with("storage temporarily unavailable") =>
-                {
-                    tokio::time::sleep(crate::sql::backoff(D::BACKOFF_MS, attempt)).await;
-                }
-                other => return other,
-            }
+        if let Some(e) = self
+            .cached_latest(thread_id, checkpoint_ns, checkpoint_id)
+            .await?
+        {
+            let mut tuple = e.tuple.clone();
+            tuple.checkpoint.channel_values = e
+                .values
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_value()))
+                .collect();
+            return Ok(Some(tuple));
         }
+        self.load(thread_id, checkpoint_ns, checkpoint_id).await
+    }
+
+    async fn get_tuple_shared(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Option<(CheckpointTuple, BTreeMap<String, ChannelValue>)>, CheckpointError> {
+        if let Some(e) = self
+            .cached_latest(thread_id, checkpoint_ns, checkpoint_id)
+            .await?
+        {
+            return Ok(Some((e.tuple.clone(), e.values.clone())));
+        }
+        let Some(mut tuple) = self.load(thread_id, checkpoint_ns, checkpoint_id).await? else {
+            return Ok(None);
+        };
+        let values: BTreeMap<String, ChannelValue> =
+            std::mem::take(&mut tuple.checkpoint.channel_values)
+                .into_iter()
+                .map(|(k, v)| {
+                    let list = v.is_array();
+                    (k, ChannelValue::from_value(v, list))
+                })
+                .collect();
+        if checkpoint_id.is_none() {
+            let key: HeadKey = (thread_id.to_string(), checkpoint_ns.to_string());
+            let entry = latest::Entry {
+                tuple: tuple.clone(),
+                values: values.clone(),
+            };
+            self.latest.lock().put(key, entry);
+        }
+        Ok(Some((tuple, values)))
     }
 
     async fn list(
@@ -289,7 +480,9 @@ impl<D: Dialect> Checkpointer for SqlCheckpointer<D> {
                 .await
             })
             .await
-            .map_err(storage)
+            .map_err(storage)?;
+        self.writes_committed(thread_id, checkpoint_ns, checkpoint_id, task_id, writes);
+        Ok(())
     }
 
     async fn delete_thread(&self, thread_id: &str) -> Result<(), CheckpointError> {

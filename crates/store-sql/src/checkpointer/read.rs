@@ -198,3 +198,15 @@ pub(crate) fn list_sql<D: Dialect>(
     }
     Ok(sql)
 }
+
+/// The id of the latest checkpoint of (thread, ns) and its number of pending writes: what
+/// a cached copy must still match.
+pub(crate) fn version_sql(thread_id: &str, ns: &str) -> Sql {
+    Sql::new(
+        "SELECT c.checkpoint_id, (SELECT COUNT(*) FROM checkpoint_writes w WHERE w.thread_id = c.thread_id \
+         AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id) AS n \
+         FROM checkpoints c WHERE c.thread_id = ? AND c.checkpoint_ns = ? ORDER BY c.checkpoint_id DESC LIMIT 1",
+    )
+    .arg(thread_id)
+    .arg(ns)
+}

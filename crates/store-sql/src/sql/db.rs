@@ -29,6 +29,9 @@ pub struct Db<D: Dialect> {
     pub pool: sqlx::Pool<D::DB>,
     pub dialect: D,
     write_lock: Arc<WriteLock>,
+    /// No other pool or process writes this database (the server took its data directory's
+    /// lock): what this process cached of its own writes needs no validation.
+    pub owned: bool,
 }
 
 impl<D: Dialect> Clone for Db<D> {
@@ -37,6 +40,7 @@ impl<D: Dialect> Clone for Db<D> {
             pool: self.pool.clone(),
             dialect: self.dialect.clone(),
             write_lock: self.write_lock.clone(),
+            owned: self.owned,
         }
     }
 }
@@ -82,7 +86,14 @@ impl<D: Dialect> Db<D> {
             pool,
             dialect,
             write_lock: Arc::new(WriteLock::default()),
+            owned: false,
         }
+    }
+
+    /// Marks the database as written by this pool only (see [`Db::owned`]).
+    pub fn owned(mut self) -> Self {
+        self.owned = true;
+        self
     }
 
     /// Runs `f` (a read, a statement, or a whole transaction that begins and commits
