@@ -239,31 +239,18 @@ impl Exec {
         }
     }
 
-    /// On resume LangGraph re-emits the checkpoint it continues from.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn emit_current_checkpoint(
+    /// Emits the checkpoint `id` this run saved, with the tasks it triggers next.
+    pub(super) fn emit_saved_checkpoint(
         &self,
         ch: &Channels,
-        id: Option<&str>,
+        id: &str,
         parent: Option<&str>,
         source: &str,
         step: i64,
-        meta: &Map<String, Value>,
-        pending: &Pending,
     ) {
-        let Some(id) = id else { return };
         if self.emitter.wants(StreamMode::Checkpoints) || self.emitter.wants(StreamMode::Debug) {
             let next = prepare(self.g(), ch, id, step + 1, &self.ns);
-            self.emit_checkpoint(
-                ch,
-                id,
-                parent,
-                source,
-                step,
-                &next,
-                Some(meta),
-                Some(pending),
-            );
+            self.emit_checkpoint(ch, id, parent, source, step, &next, None, None);
         }
     }
 
@@ -377,16 +364,21 @@ impl Exec {
         }
     }
 
+    /// Events mode shows the root run as a chain of its own (a subgraph's chain is emitted by
+    /// the parent's task, see `subgraph.rs`).
+    pub(super) fn events_root(&self) -> bool {
+        self.is_root && self.emitter.wants(StreamMode::Events)
+    }
+
     pub(super) fn finish(
         &self,
         ch: &Channels,
         id: Option<&str>,
         interrupts: Vec<Interrupt>,
         next: Vec<String>,
-        events_root: bool,
     ) -> RunOutcome {
         let values = ch.state_values(self.g());
-        if events_root {
+        if self.events_root() {
             self.emitter.emit(
                 StreamMode::Events,
                 json!({"event": "on_chain_end", "data": {"output": values}, "run_id": self.cfg.run_id,

@@ -10,14 +10,22 @@
 //! Pending writes of a checkpoint are keyed by task id: successful writes under the task id,
 //! an error under `<id>~error`, interrupts under `<id>~interrupt~<n>` and resume values under
 //! `<id>~resume~<n>` (so every record is written once and never overwritten).
+//!
+//! Files: `api` (the public entry points), `run_loop` (load, then supersteps) and `input` (the
+//! run's input before the first step), `node` / `subgraph` (running one task) and `writes` (its
+//! output as writes), `exec` (the executor: checkpoint saves and stream output), `channels`,
+//! `tasks` (which tasks a checkpoint triggers) and `pending` (pending writes by task).
 
 mod api;
 mod channels;
 mod exec;
+mod input;
 mod node;
 mod pending;
 mod run_loop;
+mod subgraph;
 mod tasks;
+mod writes;
 
 use std::sync::Arc;
 
