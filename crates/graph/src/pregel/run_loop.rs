@@ -18,7 +18,9 @@ use super::pending::Pending;
 use super::tasks::{Task, prepare};
 use super::{ERROR, INTERRUPT, NO_WRITES, recursion_message};
 use crate::checkpoint::now_ts;
-use crate::types::{Command, GraphError, Interrupt, RunInput, RunOutcome, START, StreamMode};
+use crate::types::{
+    Command, GraphError, Interrupt, Interrupts, RunInput, RunOutcome, START, StreamMode,
+};
 
 /// The state the loop carries from the input to each superstep and from one to the next.
 pub(super) struct LoopState {
@@ -75,6 +77,11 @@ struct Recorded<'t> {
     parent_cmd: Option<Command>,
 }
 
+/// Whether the breakpoints `at` (before or after) name one of `tasks`.
+fn breaks_at(at: &Interrupts, tasks: &[Task]) -> bool {
+    tasks.iter().any(|t| at.matches(&t.name))
+}
+
 fn cancelled() -> ExecError {
     GraphError::new("CancelledError", "").into()
 }
@@ -99,6 +106,7 @@ impl Exec {
         Ok(self.finish(&st.ch, st.cur_id.as_deref(), Vec::new(), Vec::new()))
     }
 
+    /// `RunConfig::recursion_limit` as a step count.
     pub(super) fn recursion_limit(&self) -> i64 {
         i64::try_from(self.cfg.recursion_limit).unwrap_or(i64::MAX / 4)
     }
@@ -192,11 +200,7 @@ impl Exec {
         }
         let is_input_step = tasks.iter().all(|t| t.name == START);
         let resumed = std::mem::take(&mut st.resumed_first_step);
-        if !(is_input_step || resumed)
-            && tasks
-                .iter()
-                .any(|t| self.cfg.interrupt_before.matches(&t.name))
-        {
+        if !(is_input_step || resumed) && breaks_at(&self.cfg.interrupt_before, &tasks) {
             return Ok(Flow::Paused(self.pause_at_breakpoint(&st.ch, &id, &tasks)));
         }
         self.emit_task_records(st, &tasks, step);
@@ -206,7 +210,7 @@ impl Exec {
             return Err(e.into());
         }
         if let Some(cmd) = rec.parent_cmd {
-            return Err(self.to_parent(cmd));
+            return Err(self.parent_command(cmd));
         }
         if !rec.interrupts.is_empty() {
             let outcome = self.pause_on_interrupts(
@@ -220,11 +224,7 @@ impl Exec {
             return Ok(Flow::Paused(outcome));
         }
         let new_id = self.commit_step(st, &tasks, rec.writes, step, &id).await?;
-        if !is_input_step
-            && tasks
-                .iter()
-                .any(|t| self.cfg.interrupt_after.matches(&t.name))
-        {
+        if !is_input_step && breaks_at(&self.cfg.interrupt_after, &tasks) {
             let next = prepare(self.g(), &st.ch, &new_id, step + 1, &self.ns);
             return Ok(Flow::Paused(
                 self.pause_at_breakpoint(&st.ch, &new_id, &next),
@@ -234,7 +234,7 @@ impl Exec {
     }
 
     /// A task's command for the parent graph ends this graph's run; the root has no parent.
-    fn to_parent(&self, cmd: Command) -> ExecError {
+    fn parent_command(&self, cmd: Command) -> ExecError {
         if self.is_root {
             return GraphError::new("InvalidUpdateError", "There is no parent graph").into();
         }
