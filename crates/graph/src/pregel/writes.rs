@@ -9,6 +9,19 @@ use super::{TASKS, branch};
 use crate::messages;
 use crate::types::{END, GraphError, NodeOutput, PARENT, Reducer, Route, START, StreamMode};
 
+/// A value written to an `add_messages` channel, coerced to messages (one or a list).
+fn coerce_messages(v: &Value) -> Result<Value, TaskResult> {
+    match v {
+        Value::Array(_) => messages::coerce_messages(v).map(Value::Array),
+        Value::Null => Ok(Value::Null),
+        single => messages::coerce_message(single),
+    }
+    .map_err(|e| TaskResult::Failed {
+        kind: "ValueError".into(),
+        message: e.0,
+    })
+}
+
 impl Exec {
     /// Writes produced by `node` for edges, given its state writes.
     pub(super) fn edge_writes(
@@ -101,15 +114,7 @@ impl Exec {
                 for (k, v) in o {
                     let v = match g.reducer(&k) {
                         None => continue,
-                        Some(Reducer::AddMessages) => match &v {
-                            Value::Array(_) => messages::coerce_messages(&v).map(Value::Array),
-                            Value::Null => Ok(Value::Null),
-                            single => messages::coerce_message(single),
-                        }
-                        .map_err(|e| TaskResult::Failed {
-                            kind: "ValueError".into(),
-                            message: e.0,
-                        })?,
+                        Some(Reducer::AddMessages) => coerce_messages(&v)?,
                         Some(_) => v,
                     };
                     writes.push((k, v));
@@ -120,15 +125,7 @@ impl Exec {
                 let mut coerced = Map::new();
                 for (k, v) in o {
                     let v = match g.reducer(&k) {
-                        Some(Reducer::AddMessages) => match &v {
-                            Value::Array(_) => messages::coerce_messages(&v).map(Value::Array),
-                            Value::Null => Ok(Value::Null),
-                            single => messages::coerce_message(single),
-                        }
-                        .map_err(|e| TaskResult::Failed {
-                            kind: "ValueError".into(),
-                            message: e.0,
-                        })?,
+                        Some(Reducer::AddMessages) => coerce_messages(&v)?,
                         _ => v,
                     };
                     if g.reducer(&k).is_some() {
