@@ -250,14 +250,14 @@ async fn open_stores(cfg: &Config) -> Result<Stores> {
     let mut stores = open_database(cfg).await?;
     match &cfg.run_events {
         RunEventsBackend::Db => {}
-        RunEventsBackend::Memory => stores.events = Arc::new(MemoryRunEventStore::default()),
+        RunEventsBackend::Memory => stores.set_events(Arc::new(MemoryRunEventStore::default())),
         RunEventsBackend::Jsonl(dir) => {
             let dir = dir
                 .clone()
                 .unwrap_or_else(|| cfg.sqlite_dir.join("run-events"));
             let store = JsonlRunEventStore::open(&dir)
                 .map_err(|e| anyhow::anyhow!("run events (jsonl) in {}: {e}", dir.display()))?;
-            stores.events = Arc::new(store);
+            stores.set_events(Arc::new(store));
         }
     }
     Ok(stores)

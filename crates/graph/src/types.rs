@@ -360,6 +360,9 @@ pub struct RunConfig {
     pub stream_modes: Vec<StreamMode>,
     /// Emit subgraph output (with ns).
     pub subgraphs: bool,
+    /// Materialize [`RunOutcome::values`] (default). A caller that reads the final state from
+    /// [`RunOutcome::state`] (or not at all) turns it off: building the values is O(state).
+    pub output_values: bool,
 }
 
 impl RunConfig {
@@ -376,6 +379,7 @@ impl RunConfig {
             interrupt_after: Interrupts::None,
             stream_modes: Vec::new(),
             subgraphs: false,
+            output_values: true,
         }
     }
 }
@@ -394,8 +398,10 @@ pub enum RunInput {
 /// Result of a run.
 #[derive(Clone, Debug)]
 pub struct RunOutcome {
-    /// Final state values.
+    /// Final state values (`null` when the run's config turned `output_values` off).
     pub values: Value,
+    /// Final state in the engine's shared form (state keys only; O(channels) to clone).
+    pub state: std::collections::BTreeMap<String, crate::ChannelValue>,
     /// Pending interrupts (non-empty = paused by `interrupt()`).
     pub interrupts: Vec<Interrupt>,
     /// Nodes that would run next (non-empty after a breakpoint or interrupt).

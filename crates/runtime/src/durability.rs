@@ -9,8 +9,8 @@
 //!
 //! Fencing: a process knows until when its leases are certainly valid (the start of its last
 //! successful renewal + TTL, minus a margin for clock skew). Past that instant another process
-//! may adopt its runs, so it stops writing: checkpoint writes go through [`FencedCheckpointer`],
-//! which refuses them, and the executor skips the final row writes. A step is therefore never
+//! may adopt its runs, so it stops writing: a run's session refuses to commit its units
+//! (`crate::session`), and the executor skips the final row writes. A step is therefore never
 //! committed by two processes.
 //!
 //! Several replicas (issue 5): every process runs a control loop that, every
@@ -20,18 +20,13 @@
 //! how a second server on a database that cannot be shared is refused at startup and how
 //! `/info` lists the live replicas.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use antler_graph::{
-    ChannelValue, ChannelVersion, Checkpoint, CheckpointError, CheckpointTuple, Checkpointer,
-    ListOptions,
-};
 use antler_store::{ReplicaInfo, Run, RunStatus, ThreadStatus, ThreadUpdate};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::executor::{Job, encode_error};
 use crate::{CancelAction, RunCreate, RunHandle, Runtime, RuntimeError};
@@ -161,133 +156,6 @@ impl Lease {
 
     fn heartbeat_every(&self) -> Duration {
         (self.ttl / 3).max(Duration::from_millis(100))
-    }
-}
-
-/// The thread's checkpointer, refusing writes once this process's lease is no longer certain.
-pub(crate) struct FencedCheckpointer {
-    pub(crate) inner: Arc<dyn Checkpointer>,
-    pub(crate) lease: Arc<Lease>,
-}
-
-impl FencedCheckpointer {
-    fn check(&self) -> Result<(), CheckpointError> {
-        if self.lease.valid() {
-            Ok(())
-        } else {
-            Err(CheckpointError::Storage(
-                "this server lost its run lease (database unreachable?); another server may resume the run".into(),
-            ))
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Checkpointer for FencedCheckpointer {
-    async fn get_tuple(
-        &self,
-        thread_id: &str,
-        checkpoint_ns: &str,
-        checkpoint_id: Option<&str>,
-    ) -> Result<Option<CheckpointTuple>, CheckpointError> {
-        self.inner
-            .get_tuple(thread_id, checkpoint_ns, checkpoint_id)
-            .await
-    }
-
-    async fn list(
-        &self,
-        thread_id: &str,
-        checkpoint_ns: Option<&str>,
-        opts: &ListOptions,
-    ) -> Result<Vec<CheckpointTuple>, CheckpointError> {
-        self.inner.list(thread_id, checkpoint_ns, opts).await
-    }
-
-    async fn put(
-        &self,
-        thread_id: &str,
-        checkpoint_ns: &str,
-        parent_id: Option<&str>,
-        checkpoint: &Checkpoint,
-        metadata: &Map<String, Value>,
-        new_versions: &BTreeMap<String, ChannelVersion>,
-    ) -> Result<(), CheckpointError> {
-        self.check()?;
-        self.inner
-            .put(
-                thread_id,
-                checkpoint_ns,
-                parent_id,
-                checkpoint,
-                metadata,
-                new_versions,
-            )
-            .await
-    }
-
-    async fn put_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_ns: &str,
-        checkpoint_id: &str,
-        task_id: &str,
-        writes: &[(String, Value)],
-    ) -> Result<(), CheckpointError> {
-        self.check()?;
-        self.inner
-            .put_writes(thread_id, checkpoint_ns, checkpoint_id, task_id, writes)
-            .await
-    }
-
-    async fn delete_thread(&self, thread_id: &str) -> Result<(), CheckpointError> {
-        self.check()?;
-        self.inner.delete_thread(thread_id).await
-    }
-
-    async fn copy_thread(&self, from: &str, to: &str) -> Result<(), CheckpointError> {
-        self.check()?;
-        self.inner.copy_thread(from, to).await
-    }
-
-    async fn delete_run(&self, thread_id: &str, run_id: &str) -> Result<(), CheckpointError> {
-        self.check()?;
-        self.inner.delete_run(thread_id, run_id).await
-    }
-
-    async fn get_tuple_shared(
-        &self,
-        thread_id: &str,
-        checkpoint_ns: &str,
-        checkpoint_id: Option<&str>,
-    ) -> Result<Option<(CheckpointTuple, BTreeMap<String, ChannelValue>)>, CheckpointError> {
-        self.inner
-            .get_tuple_shared(thread_id, checkpoint_ns, checkpoint_id)
-            .await
-    }
-
-    async fn put_shared(
-        &self,
-        thread_id: &str,
-        checkpoint_ns: &str,
-        parent_id: Option<&str>,
-        checkpoint: &Checkpoint,
-        values: &BTreeMap<String, ChannelValue>,
-        metadata: &Map<String, Value>,
-        new_versions: &BTreeMap<String, ChannelVersion>,
-    ) -> Result<(), CheckpointError> {
-        self.check()?;
-        self.inner
-            .put_shared(
-                thread_id,
-                checkpoint_ns,
-                parent_id,
-                checkpoint,
-                values,
-                metadata,
-                new_versions,
-            )
-            .await
     }
 }
 

@@ -10,14 +10,17 @@ use antler_graph::{
     Checkpointer, Command, GraphError, Interrupts, MemoryCheckpointer, RunConfig, RunInput,
     RunOutcome, StreamPart, StreamSink,
 };
-use antler_store::{Claim, Run, RunStatus, ThreadStatus, ThreadUpdate};
+use antler_store::{Claim, Run, RunStatus, ThreadStatus, ThreadUpdate, WriteOp, WriteUnit};
+use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::durability::FencedCheckpointer;
 use crate::events::{EventShaper, engine_modes};
 use crate::journal::Journal;
-use crate::{CancelAction, RunCreate, RunHandle, RunResult, Runtime, thread_stream_id};
+use crate::session::{Durability, RunSession};
+use crate::{
+    CancelAction, FinalValues, RunCreate, RunHandle, RunResult, Runtime, thread_stream_id,
+};
 
 /// How long the stream of an ephemeral (stateless, deleted-on-completion) run is retained.
 const EPHEMERAL_STREAM_RETENTION: Duration = Duration::from_secs(10);
@@ -47,6 +50,92 @@ enum Ending {
     TimedOut,
 }
 
+/// The thread's state after a run.
+#[derive(Default)]
+struct FinalView {
+    values: Option<FinalValues>,
+    /// Task id -> the task's open interrupts.
+    interrupts: Map<String, Value>,
+}
+
+/// How a run ended, for its row, its thread and its waiters.
+struct End {
+    status: RunStatus,
+    thread_status: ThreadStatus,
+    error: Option<Value>,
+    result: RunResult,
+}
+
+fn classify(ending: &Ending, view: &FinalView, run: &Run) -> End {
+    let error = |kind: &str, message: &str| Some(json!({"error": kind, "message": message}));
+    match ending {
+        Ending::Finished(outcome) => {
+            let paused = !outcome.interrupts.is_empty();
+            let stream = paused.then(|| {
+                Value::Array(
+                    outcome
+                        .interrupts
+                        .iter()
+                        .map(|i| i.to_stream_value())
+                        .collect(),
+                )
+            });
+            let interrupted = paused || !view.interrupts.is_empty() || !outcome.next.is_empty();
+            End {
+                status: RunStatus::Success,
+                thread_status: if interrupted {
+                    ThreadStatus::Interrupted
+                } else {
+                    ThreadStatus::Idle
+                },
+                error: None,
+                result: RunResult::Values(FinalValues::shared(outcome.state.clone(), stream)),
+            }
+        }
+        Ending::Failed(e) => End {
+            status: RunStatus::Error,
+            thread_status: ThreadStatus::Error,
+            error: error(&e.kind, &e.message),
+            result: RunResult::Error {
+                kind: e.kind.clone(),
+                message: e.message.clone(),
+            },
+        },
+        Ending::Cancelled(CancelAction::Interrupt) => End {
+            status: RunStatus::Interrupted,
+            thread_status: ThreadStatus::Interrupted,
+            error: None,
+            result: RunResult::Stopped(
+                view.values
+                    .as_ref()
+                    .filter(|v| !v.is_empty())
+                    .map_or_else(|| json!({}), FinalValues::to_value),
+            ),
+        },
+        Ending::Cancelled(CancelAction::Rollback) => End {
+            status: RunStatus::Interrupted,
+            thread_status: ThreadStatus::Idle,
+            error: error(
+                "UserRollback",
+                &format!(
+                    "rollback requested via POST /threads/{}/runs/{}/cancel",
+                    run.thread_id, run.run_id
+                ),
+            ),
+            result: RunResult::RolledBack,
+        },
+        Ending::TimedOut => End {
+            status: RunStatus::Timeout,
+            thread_status: ThreadStatus::Error,
+            error: error("TimeoutError", "run exceeded its timeout"),
+            result: RunResult::Error {
+                kind: "TimeoutError".into(),
+                message: "run exceeded its timeout".into(),
+            },
+        },
+    }
+}
+
 /// Encodes an error for the run row: `{"error": kind, "message": text}` as JSON text.
 pub(crate) fn encode_error(kind: &str, message: &str) -> String {
     json!({"error": kind, "message": message}).to_string()
@@ -72,6 +161,14 @@ pub(crate) fn split_error(stored: Option<&str>) -> (String, String) {
     }
 }
 
+/// What a run writes through while it executes.
+struct Plumbing {
+    /// The engine's checkpointer: the run's session, or a memory checkpointer (ephemeral).
+    checkpointer: Arc<dyn Checkpointer>,
+    session: Option<Arc<RunSession>>,
+    journal: Arc<Mutex<Journal>>,
+}
+
 impl Runtime {
     pub(crate) async fn execute(self: Arc<Self>, job: Job) {
         let Job {
@@ -84,31 +181,40 @@ impl Runtime {
             adopted,
             claimed,
         } = job;
-        if let Some(update) = thread_update {
-            let _ = self
-                .rows(handle.ephemeral)
-                .threads
-                .update(&run.owner, &run.thread_id, update)
-                .await;
-        }
-        let owner = run.owner.clone();
-        let run_id = run.run_id.clone();
-        let thread_id = run.thread_id.clone();
-        // A stateless run whose temporary thread is deleted when it ends keeps its checkpoints
-        // in memory: nothing of it outlives the run, so writing them to disk would be pure cost.
-        let ephemeral = handle.ephemeral;
-        let checkpointer: Arc<dyn Checkpointer> = if ephemeral {
-            Arc::new(MemoryCheckpointer::new())
-        } else {
-            Arc::new(FencedCheckpointer {
-                inner: self.stores.checkpointer(&owner),
-                lease: self.lease.clone(),
-            })
-        };
-
         // 1. Wait for our turn (the previous run of the thread) and `after_seconds`; a cancel
         //    while waiting ends the run without executing it.
-        let cancelled_early = tokio::select! {
+        let cancelled_early = self.wait_turn(&handle, prev, &request).await;
+        self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+        if cancelled_early {
+            let action = handle.cancel_action().unwrap_or(CancelAction::Interrupt);
+            self.finish_unstarted(&handle, &run, action).await;
+            return;
+        }
+        // 2. pending -> running (exactly once), under this process's lease.
+        let ours_already = claimed || (adopted && run.status == RunStatus::Running);
+        let Some(start) = self.start(&handle, &run, thread_update, ours_already).await else {
+            return;
+        };
+        self.counters.running.fetch_add(1, Ordering::Relaxed);
+        let plumbing = self.plumbing(&handle, &run, &request, start);
+        // 3. Run the graph while the forwarder publishes its stream.
+        let ending = self
+            .drive(&handle, &run, &request, &graph_id, adopted, &plumbing)
+            .await;
+        self.counters.running.fetch_sub(1, Ordering::Relaxed);
+        // 4. Finalize: row, thread, stream, webhook.
+        self.conclude(&handle, &run, &request, ending, plumbing)
+            .await;
+    }
+
+    /// Waits for the previous run of the thread and `after_seconds`; true when cancelled.
+    async fn wait_turn(
+        &self,
+        handle: &RunHandle,
+        prev: Option<Arc<RunHandle>>,
+        request: &RunCreate,
+    ) -> bool {
+        tokio::select! {
             biased;
             _ = handle.cancel.cancelled() => true,
             _ = async {
@@ -120,113 +226,200 @@ impl Runtime {
                     tokio::time::sleep(Duration::from_secs_f64(request.after_seconds)).await;
                 }
             } => false,
-        };
-        drop(prev);
-        self.counters.pending.fetch_sub(1, Ordering::Relaxed);
-        if cancelled_early {
-            let action = handle.cancel_action().unwrap_or(CancelAction::Interrupt);
-            self.finish_unstarted(&handle, &run, action).await;
-            return;
         }
+    }
 
-        // 2. pending -> running (exactly once), under this process's lease. An adopted run
-        //    that was running is ours already.
-        let ours_already = claimed || (adopted && run.status == RunStatus::Running);
-        if !ours_already {
-            match self.claim(&handle, &run).await {
-                Some(true) => {}
-                Some(false) => {
-                    // Deleted or already handled elsewhere: nothing to execute.
-                    self.finish_unstarted(&handle, &run, CancelAction::Interrupt)
-                        .await;
-                    return;
-                }
-                None => {
-                    let action = handle.cancel_action().unwrap_or(CancelAction::Interrupt);
-                    self.finish_unstarted(&handle, &run, action).await;
-                    return;
-                }
+    /// Starts the run: the writes of its start, to fold into its first unit (`Some`), or
+    /// `None` when it ended before starting. Where this process is alone on its database
+    /// the run is this process's by construction, so the claim and the thread's busy status
+    /// commit with the first step; elsewhere the claim is committed first (another replica
+    /// may run the thread).
+    async fn start(
+        &self,
+        handle: &Arc<RunHandle>,
+        run: &Run,
+        thread_update: Option<ThreadUpdate>,
+        ours_already: bool,
+    ) -> Option<Vec<WriteOp>> {
+        let fold = self.config.exclusive && !handle.ephemeral;
+        let mut ops = Vec::new();
+        if let Some(update) = thread_update {
+            if fold {
+                ops.push(WriteOp::Thread {
+                    thread_id: run.thread_id.clone(),
+                    update,
+                });
+            } else {
+                let threads = &self.rows(handle.ephemeral).threads;
+                let _ = threads.update(&run.owner, &run.thread_id, update).await;
             }
         }
-        self.counters.running.fetch_add(1, Ordering::Relaxed);
+        if ours_already {
+            return Some(ops);
+        }
+        if fold {
+            ops.insert(
+                0,
+                WriteOp::ClaimRun {
+                    run_id: run.run_id.clone(),
+                    worker_id: self.lease.worker_id.clone(),
+                    lease_until: self.lease.expiry(),
+                },
+            );
+            return Some(ops);
+        }
+        match self.claim(handle, run).await {
+            Some(true) => Some(ops),
+            Some(false) => {
+                // Deleted or already handled elsewhere: nothing to execute.
+                self.finish_unstarted(handle, run, CancelAction::Interrupt)
+                    .await;
+                None
+            }
+            None => {
+                let action = handle.cancel_action().unwrap_or(CancelAction::Interrupt);
+                self.finish_unstarted(handle, run, action).await;
+                None
+            }
+        }
+    }
 
-        // 3. Stream plumbing: the engine's sink is synchronous, so parts go through an unbounded
-        //    channel to a forwarder that shapes, serializes once and publishes in order.
+    /// The journal and the checkpointer the engine writes through.
+    fn plumbing(
+        &self,
+        handle: &RunHandle,
+        run: &Run,
+        request: &RunCreate,
+        start: Vec<WriteOp>,
+    ) -> Plumbing {
+        let ephemeral = handle.ephemeral;
+        let journal = Arc::new(Mutex::new(Journal::new(self, run, request, !ephemeral)));
+        journal.lock().start();
+        if ephemeral {
+            // A stateless run whose temporary thread is deleted when it ends keeps its
+            // checkpoints in memory: nothing of it outlives the run.
+            return Plumbing {
+                checkpointer: Arc::new(MemoryCheckpointer::new()),
+                session: None,
+                journal,
+            };
+        }
+        let durability = Durability::of(&request.durability, request.checkpoint_during);
+        let session = Arc::new(RunSession::new(
+            &run.owner,
+            &run.thread_id,
+            durability,
+            self.stores.commits.clone(),
+            self.stores.checkpointer(&run.owner),
+            journal.clone(),
+            self.lease.clone(),
+            start,
+        ));
+        Plumbing {
+            checkpointer: session.clone(),
+            session: Some(session),
+            journal,
+        }
+    }
+
+    /// Runs the graph concurrently with the forwarder (same task: no extra spawn). The engine's
+    /// sink is synchronous: the journal records each part, then it goes through an unbounded
+    /// channel to the forwarder, which shapes, serializes once and publishes in order. The
+    /// sink (and the channel's sender) is dropped when the graph future completes, which ends
+    /// the forwarder after it has published everything.
+    async fn drive(
+        self: &Arc<Self>,
+        handle: &Arc<RunHandle>,
+        run: &Run,
+        request: &RunCreate,
+        graph_id: &str,
+        adopted: bool,
+        plumbing: &Plumbing,
+    ) -> Ending {
         let (tx, rx) = mpsc::unbounded_channel::<StreamPart>();
+        let journal = plumbing.journal.clone();
         let sink: StreamSink = Arc::new(move |part| {
+            journal.lock().observe(&part);
             let _ = tx.send(part);
         });
         // (`metadata` was published when the run was created, so a stream's first byte does
         // not wait for the run to start.)
-        // Nobody can join an ephemeral run's temporary thread: no thread stream for it.
-        let thread_stream = if ephemeral {
-            String::new()
-        } else {
-            thread_stream_id(&owner, &thread_id)
-        };
-        let mut journal = Journal::new(&self, &run, &request, !ephemeral);
-        journal.start().await;
-        let forwarder = {
-            let rt = self.clone();
-            let run_id = run_id.clone();
-            let thread_stream = thread_stream.clone();
-            let requested = request.stream_mode.clone();
-            async move {
-                let mut rx = rx;
-                let mut shaper = EventShaper::new(&requested);
-                let mut journal = journal;
-                while let Some(part) = rx.recv().await {
-                    journal.observe(&part).await;
-                    for (name, data) in shaper.shape(part) {
-                        rt.publish(&run_id, &thread_stream, &name, &data).await;
-                    }
-                }
-                journal
-            }
-        };
-
-        // 4. Run the graph, concurrently with the forwarder (same task: no extra spawn). The
-        //    sink (and with it the channel's sender) is dropped when the graph future completes,
-        //    which ends the forwarder after it has published everything.
+        let forwarder = self.forward(handle, run, request, rx);
         let graph_part = async {
-            let Some(graph) = self.graphs.get(&graph_id).cloned() else {
+            let Some(graph) = self.graphs.get(graph_id).cloned() else {
                 drop(sink);
                 return Ending::Failed(GraphError {
                     kind: "GraphNotFound".into(),
                     message: format!("graph '{graph_id}' is not registered"),
                 });
             };
-            let (input, config) = self.graph_inputs(&run, &request, adopted);
-            let fut = graph.run(
-                checkpointer.clone(),
-                input,
-                config,
-                sink,
-                handle.cancel.clone(),
-            );
+            let (input, config) = self.graph_inputs(run, request, adopted);
+            let cp = plumbing.checkpointer.clone();
+            let fut = graph.run(cp, input, config, sink, handle.cancel.clone());
             let timed = match self.config.run_timeout {
                 Some(t) => tokio::time::timeout(t, fut).await.ok(),
                 None => Some(fut.await),
             };
-            match timed {
-                None => Ending::TimedOut,
-                Some(Ok(outcome)) => Ending::Finished(outcome),
-                Some(Err(e)) => match handle.cancel_action() {
-                    Some(action) if handle.cancel.is_cancelled() => Ending::Cancelled(action),
-                    _ if self.shutdown.is_cancelled() => Ending::Cancelled(CancelAction::Interrupt),
-                    _ => Ending::Failed(e),
-                },
-            }
+            self.ending(handle, timed)
         };
-        let (ending, journal) = tokio::join!(graph_part, forwarder);
+        let (ending, ()) = tokio::join!(graph_part, forwarder);
+        ending
+    }
 
-        // 5. Finalize: row, thread, stream, journal, webhook.
-        self.counters.running.fetch_sub(1, Ordering::Relaxed);
+    fn ending(&self, handle: &RunHandle, timed: Option<Result<RunOutcome, GraphError>>) -> Ending {
+        match timed {
+            None => Ending::TimedOut,
+            Some(Ok(outcome)) => Ending::Finished(outcome),
+            Some(Err(e)) => match handle.cancel_action() {
+                Some(action) if handle.cancel.is_cancelled() => Ending::Cancelled(action),
+                _ if self.shutdown.is_cancelled() => Ending::Cancelled(CancelAction::Interrupt),
+                _ => Ending::Failed(e),
+            },
+        }
+    }
+
+    /// Publishes the run's stream parts to its stream and its thread's stream.
+    async fn forward(
+        &self,
+        handle: &RunHandle,
+        run: &Run,
+        request: &RunCreate,
+        mut rx: mpsc::UnboundedReceiver<StreamPart>,
+    ) {
+        // Nobody can join an ephemeral run's temporary thread: no thread stream for it.
+        let thread_stream = self.thread_stream_of(handle, run);
+        let mut shaper = EventShaper::new(&request.stream_mode);
+        while let Some(part) = rx.recv().await {
+            for (name, data) in shaper.shape(part) {
+                self.publish(&run.run_id, &thread_stream, &name, &data)
+                    .await;
+            }
+        }
+    }
+
+    fn thread_stream_of(&self, handle: &RunHandle, run: &Run) -> String {
+        if handle.ephemeral {
+            String::new()
+        } else {
+            thread_stream_id(&run.owner, &run.thread_id)
+        }
+    }
+
+    /// After the graph part: the final writes, the streams' ends, the webhook, the cleanup of
+    /// an ephemeral run, and the run's `done` watch.
+    async fn conclude(
+        &self,
+        handle: &Arc<RunHandle>,
+        run: &Run,
+        request: &RunCreate,
+        ending: Ending,
+        plumbing: Plumbing,
+    ) {
+        let ephemeral = handle.ephemeral;
         if !ephemeral && !self.lease.valid() {
             // Fenced: another process may own the run by now. Write nothing; it resumes the
             // run from the last checkpoint we committed.
-            drop(journal);
-            self.forget(&handle);
+            self.forget(handle);
             self.counters.finished.fetch_add(1, Ordering::Relaxed);
             handle.done.send_replace(Some(RunResult::Error {
                 kind: "LeaseLost".into(),
@@ -234,18 +427,17 @@ impl Runtime {
             }));
             return;
         }
-        let result = self
-            .finalize(&run, checkpointer.as_ref(), ephemeral, ending, journal)
-            .await;
-        self.end_streams(&run_id, &thread_stream, &result).await;
+        let result = self.finalize(handle, run, ending, &plumbing).await;
+        let thread_stream = self.thread_stream_of(handle, run);
+        self.end_streams(&run.run_id, &thread_stream, &result).await;
         if let Some(url) = request.webhook.clone() {
-            self.send_webhook(url, &owner, &run_id).await;
+            self.send_webhook(url, &run.owner, &run.run_id).await;
         }
         if ephemeral {
-            let _ = self.delete_thread_rows(&owner, &thread_id).await;
-            self.remove_thread_files(&owner, &thread_id).await;
+            let _ = self.delete_thread_rows(&run.owner, &run.thread_id).await;
+            self.remove_thread_files(&run.owner, &run.thread_id).await;
         }
-        self.forget(&handle);
+        self.forget(handle);
         self.counters.finished.fetch_add(1, Ordering::Relaxed);
         handle.done.send_replace(Some(result));
     }
@@ -329,6 +521,8 @@ impl Runtime {
                 .unwrap_or_default(),
             stream_modes: engine_modes(&request.stream_mode),
             subgraphs: request.stream_subgraphs,
+            // the final state is read from the outcome's shared channels, when at all
+            output_values: false,
         };
         (input, config)
     }
@@ -455,175 +649,176 @@ impl Runtime {
         }
     }
 
+    /// The run's last writes (row, thread, last events: one unit with whatever the session
+    /// still holds) and its result.
     async fn finalize(
         &self,
+        handle: &RunHandle,
         run: &Run,
-        checkpointer: &dyn Checkpointer,
-        ephemeral: bool,
         ending: Ending,
-        journal: Journal,
+        plumbing: &Plumbing,
     ) -> RunResult {
-        let owner = run.owner.as_str();
-        let thread_id = run.thread_id.as_str();
-        let graph = self.graphs.get(
-            run.metadata
-                .get("graph_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        );
-        // Rollback first: remove what the run wrote.
-        if let Ending::Cancelled(CancelAction::Rollback) = ending {
-            let _ = checkpointer.delete_run(thread_id, &run.run_id).await;
-            let _ = self.rows(ephemeral).runs.delete(owner, &run.run_id).await;
-            let _ = self
-                .stores
-                .events
-                .delete_run(owner, thread_id, &run.run_id)
-                .await;
-        }
-        // Current state of the thread (values + pending interrupts). A run that simply finished
-        // already has it in its outcome; the others read it back from the checkpointer.
-        let finished_clean =
-            matches!(&ending, Ending::Finished(o) if o.interrupts.is_empty() && o.next.is_empty());
-        let snapshot = match graph {
-            Some(g) if !finished_clean => {
-                g.get_state(checkpointer, thread_id, None, false).await.ok()
-            }
-            _ => None,
-        };
-        let values = match (&ending, &snapshot) {
-            (Ending::Finished(o), _) if finished_clean => Some(o.values.clone()),
-            (_, Some(s)) => Some(s.values.clone()),
-            _ => None,
-        }
-        .filter(|v| v.as_object().is_some_and(|m| !m.is_empty()));
-        let mut interrupts = Map::new();
-        if let Some(s) = &snapshot {
-            for t in &s.tasks {
-                if !t.interrupts.is_empty() {
-                    let list: Vec<Value> = t
-                        .interrupts
-                        .iter()
-                        .map(|i| json!({"id": i.id, "value": i.value}))
-                        .collect();
-                    interrupts.insert(t.id.clone(), Value::Array(list));
-                }
-            }
-        }
-        let (status, thread_status, error, result) = match &ending {
-            Ending::Finished(outcome) => {
-                let mut vals = outcome.values.clone();
-                let paused = !outcome.interrupts.is_empty();
-                if paused && let Some(obj) = vals.as_object_mut() {
-                    obj.insert(
-                        "__interrupt__".into(),
-                        Value::Array(
-                            outcome
-                                .interrupts
-                                .iter()
-                                .map(|i| i.to_stream_value())
-                                .collect(),
-                        ),
-                    );
-                }
-                let at_breakpoint = !outcome.next.is_empty();
-                let ts = if paused || !interrupts.is_empty() || at_breakpoint {
-                    ThreadStatus::Interrupted
-                } else {
-                    ThreadStatus::Idle
-                };
-                (RunStatus::Success, ts, None, RunResult::Values(vals))
-            }
-            Ending::Failed(e) => (
-                RunStatus::Error,
-                ThreadStatus::Error,
-                Some(json!({"error": e.kind, "message": e.message})),
-                RunResult::Error {
-                    kind: e.kind.clone(),
-                    message: e.message.clone(),
-                },
-            ),
-            Ending::Cancelled(CancelAction::Interrupt) => (
-                RunStatus::Interrupted,
-                ThreadStatus::Interrupted,
-                None,
-                RunResult::Stopped(values.clone().unwrap_or_else(|| json!({}))),
-            ),
-            Ending::Cancelled(CancelAction::Rollback) => (
-                RunStatus::Interrupted,
-                ThreadStatus::Idle,
-                Some(json!({
-                    "error": "UserRollback",
-                    "message": format!("rollback requested via POST /threads/{thread_id}/runs/{}/cancel", run.run_id),
-                })),
-                RunResult::RolledBack,
-            ),
-            Ending::TimedOut => (
-                RunStatus::Timeout,
-                ThreadStatus::Error,
-                Some(json!({"error": "TimeoutError", "message": "run exceeded its timeout"})),
-                RunResult::Error {
-                    kind: "TimeoutError".into(),
-                    message: "run exceeded its timeout".into(),
-                },
-            ),
-        };
         let rolled_back = matches!(ending, Ending::Cancelled(CancelAction::Rollback));
+        if rolled_back {
+            self.roll_back(handle, run, plumbing).await;
+        }
+        let view = self
+            .final_view(run, plumbing.checkpointer.as_ref(), &ending)
+            .await;
+        let end = classify(&ending, &view, run);
+        let mut ops = Vec::new();
         if !rolled_back {
             // Status, error and the final counters in one write.
-            let mut completion = journal.completion();
-            completion.status = Some(status);
-            completion.error = error.as_ref().map(|e| e.to_string());
-            let _ = self
-                .rows(ephemeral)
-                .runs
-                .update_completion(&run.run_id, &completion)
-                .await;
+            let mut completion = plumbing.journal.lock().completion();
+            completion.status = Some(end.status);
+            completion.error = end.error.as_ref().map(|e| e.to_string());
+            ops.push(WriteOp::RunCompletion {
+                run_id: run.run_id.clone(),
+                completion,
+            });
         }
-        journal.finish(status, error.as_ref()).await;
-        // Another queued run on this thread keeps it busy.
+        plumbing
+            .journal
+            .lock()
+            .finish(end.status, end.error.as_ref());
+        let thread_status = end.thread_status;
+        if !handle.ephemeral {
+            ops.push(self.final_thread_update(run, &view, &end, rolled_back));
+        }
+        let result = match self.commit_end(handle, plumbing, ops).await {
+            Ok(()) => end.result,
+            Err(e) => self.storage_failure(run, e).await,
+        };
+        if matches!(result, RunResult::Values(_)) && thread_status == ThreadStatus::Interrupted {
+            self.bridge.mark_awaiting_input(&run.run_id).await;
+        }
+        result
+    }
+
+    /// Rollback first: remove what the run wrote (after its queued units committed).
+    async fn roll_back(&self, handle: &RunHandle, run: &Run, plumbing: &Plumbing) {
+        let (owner, thread_id) = (run.owner.as_str(), run.thread_id.as_str());
+        let _ = plumbing
+            .checkpointer
+            .delete_run(thread_id, &run.run_id)
+            .await;
+        let _ = self
+            .rows(handle.ephemeral)
+            .runs
+            .delete(owner, &run.run_id)
+            .await;
+        let _ = self
+            .stores
+            .events
+            .delete_run(owner, thread_id, &run.run_id)
+            .await;
+    }
+
+    /// The thread's state after the run. A run that simply finished has it in its outcome;
+    /// the others read it back (from the run's own latest checkpoint: no database read).
+    async fn final_view(&self, run: &Run, cp: &dyn Checkpointer, ending: &Ending) -> FinalView {
+        let clean =
+            matches!(ending, Ending::Finished(o) if o.interrupts.is_empty() && o.next.is_empty());
+        if let (Ending::Finished(o), true) = (ending, clean) {
+            return FinalView {
+                values: Some(FinalValues::shared(o.state.clone(), None)),
+                interrupts: Map::new(),
+            };
+        }
+        let graph_id = run.metadata.get("graph_id").and_then(Value::as_str);
+        let snapshot = match graph_id.and_then(|g| self.graphs.get(g)) {
+            Some(g) => g.get_state(cp, &run.thread_id, None, false).await.ok(),
+            None => None,
+        };
+        let Some(s) = snapshot else {
+            return FinalView::default();
+        };
+        let mut interrupts = Map::new();
+        for t in s.tasks.iter().filter(|t| !t.interrupts.is_empty()) {
+            let list: Vec<Value> = t
+                .interrupts
+                .iter()
+                .map(|i| json!({"id": i.id, "value": i.value}))
+                .collect();
+            interrupts.insert(t.id.clone(), Value::Array(list));
+        }
+        FinalView {
+            values: Some(FinalValues::json(s.values)),
+            interrupts,
+        }
+    }
+
+    /// The thread as the run leaves it (another queued run on it keeps it busy).
+    fn final_thread_update(
+        &self,
+        run: &Run,
+        view: &FinalView,
+        end: &End,
+        rolled_back: bool,
+    ) -> WriteOp {
         let queued = self
-            .live_runs_of_thread(owner, thread_id)
+            .live_runs_of_thread(&run.owner, &run.thread_id)
             .iter()
             .any(|h| h.run_id != run.run_id);
-        let title = values
-            .as_ref()
-            .and_then(|v| v.get("title"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let values = view.values.as_ref().filter(|v| !v.is_empty());
         let mut meta = Map::new();
-        if let Some(t) = title {
+        if let Some(t) = values.and_then(|v| v.get_str("title")) {
             meta.insert("title".into(), Value::String(t));
-        }
-        if ephemeral {
-            // The temporary thread is deleted right after: no point updating it.
-            return result;
         }
         let update = ThreadUpdate {
             status: Some(if queued {
                 ThreadStatus::Busy
             } else {
-                thread_status
+                end.thread_status
             }),
-            values: Some(Some(values.clone().unwrap_or(Value::Null))),
-            error: Some(Some(error.clone().unwrap_or(Value::Null))),
+            values: Some(Some(values.map_or(Value::Null, FinalValues::to_value))),
+            error: Some(Some(end.error.clone().unwrap_or(Value::Null))),
             interrupts: if rolled_back {
                 Some(None)
             } else {
-                Some(Some(Value::Object(interrupts)))
+                Some(Some(Value::Object(view.interrupts.clone())))
             },
             config: Some(json!({"configurable": {}})),
             metadata: (!meta.is_empty()).then_some(meta),
         };
-        let _ = self
-            .rows(ephemeral)
-            .threads
-            .update(owner, thread_id, update)
-            .await;
-        if matches!(result, RunResult::Values(_)) && thread_status == ThreadStatus::Interrupted {
-            self.bridge.mark_awaiting_input(&run.run_id).await;
+        WriteOp::Thread {
+            thread_id: run.thread_id.clone(),
+            update,
         }
-        result
+    }
+
+    /// Commits the run's last unit and waits for every unit of the run.
+    async fn commit_end(
+        &self,
+        handle: &RunHandle,
+        plumbing: &Plumbing,
+        ops: Vec<WriteOp>,
+    ) -> Result<(), antler_store::StoreError> {
+        match &plumbing.session {
+            Some(session) => session.finish(ops).await,
+            None => {
+                let mut unit = WriteUnit::new(handle.owner.clone(), handle.thread_key());
+                unit.ops = ops;
+                self.rows(true).commits.submit(unit).await
+            }
+        }
+    }
+
+    /// A run whose writes could not be committed: it fails with the storage error (the row
+    /// is marked as failed if the database takes that write).
+    async fn storage_failure(&self, run: &Run, e: antler_store::StoreError) -> RunResult {
+        tracing::error!(run_id = %run.run_id, error = %e, "run writes not committed");
+        let message = format!("the run's writes could not be committed: {e}");
+        let stored = encode_error("StorageError", &message);
+        let _ = self
+            .stores
+            .runs
+            .update_status(&run.run_id, RunStatus::Error, Some(&stored))
+            .await;
+        RunResult::Error {
+            kind: "StorageError".into(),
+            message,
+        }
     }
 
     /// Deletes a temporary thread's rows and checkpoints (stateless runs, `on_completion: delete`).

@@ -1,5 +1,7 @@
-//! The run journal: lifecycle callbacks that persist run events in batches, count tokens by
-//! caller and model, and keep best-effort progress snapshots (at most one per 5 s) on the run row.
+//! The run journal: records a run's events, counts tokens by caller and model, and keeps
+//! best-effort progress snapshots (at most one per 5 s) of the run row. It is a synchronous
+//! accumulator fed by the engine's sink as parts are produced; the run's session drains what
+//! it recorded into each unit it commits (so a step's events commit with its checkpoint).
 //!
 //! It observes the engine's `updates` parts (the executor always asks the engine for them; they
 //! are only published when the client asked for them too): every AI / tool message a node
@@ -10,11 +12,10 @@
 //! token-usage report) is the `response_metadata.model_name` of its first lead-agent AI
 //! message, else of its first model call of any caller; it is written to the run row once.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use antler_graph::{StreamMode, StreamPart};
-use antler_store::{NewRunEvent, Run, RunCompletion, RunProgress, RunStatus, Stores};
+use antler_store::{NewRunEvent, Run, RunCompletion, RunProgress, RunStatus, WriteOp};
 use serde_json::{Value, json};
 
 use crate::{RunCreate, Runtime};
@@ -25,16 +26,15 @@ const MAX_TEXT: usize = 2000;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 pub(crate) struct Journal {
-    stores: Stores,
-    owner: String,
     thread_id: String,
     run_id: String,
-    batch_size: usize,
     /// Content of non-message events longer than this (as JSON) is truncated
     /// (`run_events.max_trace_content`).
     max_trace: usize,
     persist: bool,
     buffer: Vec<NewRunEvent>,
+    /// Run-row changes for the next unit (model name, progress snapshot).
+    ops: Vec<WriteOp>,
     counters: RunCompletion,
     last_progress: Instant,
     dirty: bool,
@@ -110,7 +110,7 @@ fn truncate_trace(content: Value, mut metadata: Value, limit: usize) -> (Value, 
 
 impl Journal {
     /// `persist: false` keeps the counters but writes no run events (ephemeral runs).
-    pub(crate) fn new(rt: &Arc<Runtime>, run: &Run, request: &RunCreate, persist: bool) -> Self {
+    pub(crate) fn new(rt: &Runtime, run: &Run, request: &RunCreate, persist: bool) -> Self {
         let first_human_message = request
             .input
             .as_ref()
@@ -133,14 +133,12 @@ impl Journal {
             ..Default::default()
         };
         Self {
-            stores: rt.stores().clone(),
-            owner: run.owner.clone(),
             thread_id: run.thread_id.clone(),
             run_id: run.run_id.clone(),
-            batch_size: rt.config().event_batch_size.max(1),
             max_trace: rt.config().max_trace_content,
             persist,
             buffer: Vec::new(),
+            ops: Vec::new(),
             counters,
             last_progress: Instant::now(),
             dirty: false,
@@ -163,18 +161,16 @@ impl Journal {
         self.buffer.push(ev);
     }
 
-    async fn flush(&mut self) {
-        if self.buffer.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.buffer);
-        if let Err(e) = self.stores.events.append_batch(&self.owner, batch).await {
-            tracing::warn!(run_id = %self.run_id, error = %e, "run event batch not persisted");
-        }
+    /// What was recorded since the last call: the run events, and the run-row changes.
+    pub(crate) fn drain(&mut self) -> (Vec<NewRunEvent>, Vec<WriteOp>) {
+        (
+            std::mem::take(&mut self.buffer),
+            std::mem::take(&mut self.ops),
+        )
     }
 
     /// `run.start` and the human input.
-    pub(crate) async fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         self.push(
             "run.start",
             "trace",
@@ -192,7 +188,7 @@ impl Journal {
     }
 
     /// Observes one engine part.
-    pub(crate) async fn observe(&mut self, part: &StreamPart) {
+    pub(crate) fn observe(&mut self, part: &StreamPart) {
         if part.mode != StreamMode::Updates || !part.ns.is_empty() {
             return;
         }
@@ -218,39 +214,36 @@ impl Journal {
                 self.observe_message(node, m);
             }
         }
-        if self.model_name != model_before
-            && let Err(e) = self
-                .stores
-                .runs
-                .update_model_name(&self.run_id, self.model_name.as_deref())
-                .await
-        {
-            tracing::warn!(run_id = %self.run_id, error = %e, "run model name not recorded");
-        }
-        if self.buffer.len() >= self.batch_size {
-            self.flush().await;
+        if self.model_name != model_before {
+            self.ops.push(WriteOp::RunModelName {
+                run_id: self.run_id.clone(),
+                model_name: self.model_name.clone(),
+            });
         }
         if self.dirty && self.last_progress.elapsed() >= PROGRESS_EVERY {
             self.dirty = false;
             self.last_progress = Instant::now();
-            let c = &self.counters;
-            let progress = RunProgress {
-                total_input_tokens: Some(c.total_input_tokens),
-                total_output_tokens: Some(c.total_output_tokens),
-                total_tokens: Some(c.total_tokens),
-                llm_call_count: Some(c.llm_call_count),
-                lead_agent_tokens: Some(c.lead_agent_tokens),
-                subagent_tokens: Some(c.subagent_tokens),
-                middleware_tokens: Some(c.middleware_tokens),
-                message_count: Some(c.message_count),
-                last_ai_message: c.last_ai_message.clone(),
-                first_human_message: c.first_human_message.clone(),
-            };
-            let _ = self
-                .stores
-                .runs
-                .update_progress(&self.run_id, &progress)
-                .await;
+            let progress = self.progress();
+            self.ops.push(WriteOp::RunProgress {
+                run_id: self.run_id.clone(),
+                progress,
+            });
+        }
+    }
+
+    fn progress(&self) -> RunProgress {
+        let c = &self.counters;
+        RunProgress {
+            total_input_tokens: Some(c.total_input_tokens),
+            total_output_tokens: Some(c.total_output_tokens),
+            total_tokens: Some(c.total_tokens),
+            llm_call_count: Some(c.llm_call_count),
+            lead_agent_tokens: Some(c.lead_agent_tokens),
+            subagent_tokens: Some(c.subagent_tokens),
+            middleware_tokens: Some(c.middleware_tokens),
+            message_count: Some(c.message_count),
+            last_ai_message: c.last_ai_message.clone(),
+            first_human_message: c.first_human_message.clone(),
         }
     }
 
@@ -333,8 +326,8 @@ impl Journal {
         c
     }
 
-    /// `run.end` / `run.error`, then the final flush.
-    pub(crate) async fn finish(mut self, status: RunStatus, error: Option<&Value>) {
+    /// `run.end` / `run.error` (drained with the run's last unit).
+    pub(crate) fn finish(&mut self, status: RunStatus, error: Option<&Value>) {
         match status {
             RunStatus::Error | RunStatus::Timeout => {
                 let content = error.cloned().unwrap_or(Value::Null);
@@ -345,7 +338,6 @@ impl Journal {
                 self.push("run.end", "outputs", content, json!({}));
             }
         }
-        self.flush().await;
     }
 }
 

@@ -22,7 +22,9 @@ mod journal;
 #[cfg(test)]
 mod replica_tests;
 mod request;
+mod session;
 mod state;
+mod values;
 mod webhook;
 
 use std::collections::HashMap;
@@ -44,7 +46,9 @@ pub use durability::{Recovery, ReplicaBackends, ReplicaStatus};
 pub use events::{EventShaper, engine_modes};
 pub use graphs::Graphs;
 pub use request::{CancelAction, MultitaskStrategy, OnDisconnect, RunCreate, STREAM_MODES};
+pub use session::Durability;
 pub use state::HistoryQuery;
+pub use values::FinalValues;
 
 /// Errors of the run kernel, mapped by the gateway onto HTTP statuses.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +141,7 @@ impl Default for RuntimeConfig {
 pub enum RunResult {
     /// The graph finished or paused in `interrupt()`: final values (with `__interrupt__` when
     /// paused).
-    Values(Value),
+    Values(FinalValues),
     /// The graph failed.
     Error {
         /// Exception-like kind (`ValueError`, `GraphRecursionError`, ...).
@@ -155,7 +159,8 @@ impl RunResult {
     /// The body of `/wait` and `/join`.
     pub fn to_body(&self) -> Value {
         match self {
-            RunResult::Values(v) | RunResult::Stopped(v) => v.clone(),
+            RunResult::Values(v) => v.to_value(),
+            RunResult::Stopped(v) => v.clone(),
             RunResult::Error { kind, message } => {
                 json!({"__error__": {"error": kind, "message": message}})
             }
@@ -1233,7 +1238,7 @@ impl Runtime {
                 obj.insert("__interrupt__".into(), Value::Array(list));
             }
         }
-        Ok(RunResult::Values(values))
+        Ok(RunResult::Values(FinalValues::json(values)))
     }
 
     /// Whether the run is live (pending or running) in this process.

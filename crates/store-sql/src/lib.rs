@@ -11,6 +11,7 @@
 //! conformance suites. Statements are runtime `sqlx` queries with every value bound.
 
 pub mod checkpointer;
+mod commit;
 #[doc(hidden)]
 pub mod repo;
 #[doc(hidden)]
@@ -34,6 +35,11 @@ pub use sqlite::{
 
 /// Every store over one database.
 pub(crate) fn stores<D: sql::Dialect>(db: sql::Db<D>) -> Stores {
+    let checkpointer = SqlCheckpointer::with_db(db.clone());
+    let applier = commit::SqlApplier {
+        db: db.clone(),
+        checkpointer: checkpointer.clone(),
+    };
     Stores {
         assistants: Arc::new(repo::SqlAssistantStore { db: db.clone() }),
         threads: Arc::new(repo::SqlThreadStore { db: db.clone() }),
@@ -41,6 +47,7 @@ pub(crate) fn stores<D: sql::Dialect>(db: sql::Db<D>) -> Stores {
         events: Arc::new(repo::SqlRunEventStore { db: db.clone() }),
         feedback: Arc::new(repo::SqlFeedbackStore { db: db.clone() }),
         items: Arc::new(repo::SqlItemStore { db: db.clone() }),
-        checkpoints: Arc::new(SqlCheckpointer::with_db(db)),
+        checkpoints: Arc::new(checkpointer),
+        commits: antler_store::CommitQueue::new(Arc::new(applier)),
     }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 async fn jsonl_run_events_pass_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let mut stores = Stores::memory();
-    stores.events = Arc::new(JsonlRunEventStore::open(dir.path()).unwrap());
+    stores.set_events(Arc::new(JsonlRunEventStore::open(dir.path()).unwrap()));
     conformance::run_events(&stores).await;
     conformance::run_events(&stores).await;
     conformance::run_threads_are_per_owner(&stores).await;

@@ -377,7 +377,12 @@ impl Exec {
         interrupts: Vec<Interrupt>,
         next: Vec<String>,
     ) -> RunOutcome {
-        let values = ch.state_values(self.g());
+        let materialize = self.cfg.output_values || !self.is_root || self.events_root();
+        let values = if materialize {
+            ch.state_values(self.g())
+        } else {
+            Value::Null
+        };
         if self.events_root() {
             self.emitter.emit(
                 StreamMode::Events,
@@ -388,6 +393,7 @@ impl Exec {
         }
         RunOutcome {
             values,
+            state: ch.state_shared(self.g()),
             interrupts,
             next,
             checkpoint: id.map(|i| self.cref(i)),

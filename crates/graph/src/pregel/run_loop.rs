@@ -56,7 +56,7 @@ enum Flow {
     /// No task was triggered: the run is done.
     Done,
     /// The run pauses (breakpoint or interrupt) with this outcome.
-    Paused(RunOutcome),
+    Paused(Box<RunOutcome>),
 }
 
 /// A task's outcome in a step: the writes it recorded before (a resumed step) or its result.
@@ -100,7 +100,7 @@ impl Exec {
             match self.superstep(&mut st, id).await? {
                 Flow::Next => {}
                 Flow::Done => break,
-                Flow::Paused(outcome) => return Ok(outcome),
+                Flow::Paused(outcome) => return Ok(*outcome),
             }
         }
         Ok(self.finish(&st.ch, st.cur_id.as_deref(), Vec::new(), Vec::new()))
@@ -201,7 +201,9 @@ impl Exec {
         let is_input_step = tasks.iter().all(|t| t.name == START);
         let resumed = std::mem::take(&mut st.resumed_first_step);
         if !(is_input_step || resumed) && breaks_at(&self.cfg.interrupt_before, &tasks) {
-            return Ok(Flow::Paused(self.pause_at_breakpoint(&st.ch, &id, &tasks)));
+            return Ok(Flow::Paused(Box::new(
+                self.pause_at_breakpoint(&st.ch, &id, &tasks),
+            )));
         }
         self.emit_task_records(st, &tasks, step);
         let runs = self.run_tasks(st, &tasks, step, &id).await?;
@@ -221,14 +223,14 @@ impl Exec {
                 rec.interrupts,
                 &rec.interrupted,
             );
-            return Ok(Flow::Paused(outcome));
+            return Ok(Flow::Paused(Box::new(outcome)));
         }
         let new_id = self.commit_step(st, &tasks, rec.writes, step, &id).await?;
         if !is_input_step && breaks_at(&self.cfg.interrupt_after, &tasks) {
             let next = prepare(self.g(), &st.ch, &new_id, step + 1, &self.ns);
-            return Ok(Flow::Paused(
+            return Ok(Flow::Paused(Box::new(
                 self.pause_at_breakpoint(&st.ch, &new_id, &next),
-            ));
+            )));
         }
         Ok(Flow::Next)
     }

@@ -38,8 +38,10 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 pub use plan::MAX_DELTA_DEPTH;
-use plan::{Caches, HeadKey, ListEntry, Values};
-use write::{PlannedPut, Written};
+pub(crate) use plan::Values;
+use plan::{Caches, HeadKey, ListEntry};
+use write::PlannedPut;
+pub(crate) use write::{Written, encode_writes, writes_in};
 
 /// One checkpoint to store (the arguments of a put).
 pub(crate) struct Put<'a> {
@@ -163,8 +165,19 @@ impl<D: Dialect> SqlCheckpointer<D> {
     /// After a put committed: the write caches, and the latest checkpoint when the put
     /// carried every channel (a shared put does; a plain one only the changed ones).
     pub(crate) fn committed(&self, put: &Put<'_>, plans: Vec<plan::BlobPlan>, written: Written) {
+        self.remember(
+            put.thread_id,
+            put.checkpoint_ns,
+            &put.checkpoint.id,
+            plans,
+            written,
+        );
+        self.publish_latest(put);
+    }
+
+    /// Caches `put` as its thread's latest checkpoint (it is committed).
+    pub(crate) fn publish_latest(&self, put: &Put<'_>) {
         let (thread_id, ns) = (put.thread_id, put.checkpoint_ns);
-        self.remember(thread_id, ns, &put.checkpoint.id, plans, written);
         let key: HeadKey = (thread_id.to_string(), ns.to_string());
         let mut latest = self.latest.lock();
         match put.values {
@@ -184,6 +197,12 @@ impl<D: Dialect> SqlCheckpointer<D> {
             }
             Values::Plain(_) => latest.remove(&key),
         }
+    }
+
+    /// Drops everything cached about a thread whose writes did not commit.
+    pub(crate) fn forget_thread(&self, thread_id: &str) {
+        self.cache.lock().forget_thread(thread_id);
+        self.latest.lock().forget_thread(thread_id);
     }
 
     /// After pending writes committed: the cached latest checkpoint gets them too.
@@ -289,7 +308,7 @@ impl<D: Dialect> SqlCheckpointer<D> {
     }
 
     /// Records what a committed put stored, for the next put's deltas and parent lookup.
-    fn remember(
+    pub(crate) fn remember(
         &self,
         thread_id: &str,
         checkpoint_ns: &str,

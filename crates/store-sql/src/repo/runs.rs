@@ -68,6 +68,10 @@ fn row_to_replica(row: &impl SqlRow) -> StoreResult<ReplicaInfo> {
     })
 }
 
+fn ids_of(rows: &[impl SqlRow]) -> StoreResult<Vec<String>> {
+    rows.iter().map(|r| r.str("run_id")).collect()
+}
+
 fn runs(rows: &[impl SqlRow]) -> StoreResult<Vec<Run>> {
     rows.iter().map(row_to_run).collect()
 }
@@ -145,6 +149,34 @@ pub(crate) fn completion_sql(run_id: &str, c: &RunCompletion) -> Sql {
     sql.push(", last_ai_message = ").bind(&c.last_ai_message);
     sql.push(", first_human_message = ")
         .bind(&c.first_human_message);
+    sql.push(" WHERE run_id = ").bind(run_id);
+    sql
+}
+
+/// A best-effort progress snapshot (only the given figures change).
+pub(crate) fn progress_sql(run_id: &str, p: &RunProgress) -> Sql {
+    let mut sql = Sql::new("UPDATE runs SET updated_at = ");
+    sql.bind(time::now());
+    for (col, v) in [
+        ("total_input_tokens", p.total_input_tokens),
+        ("total_output_tokens", p.total_output_tokens),
+        ("total_tokens", p.total_tokens),
+        ("llm_call_count", p.llm_call_count),
+        ("lead_agent_tokens", p.lead_agent_tokens),
+        ("subagent_tokens", p.subagent_tokens),
+        ("middleware_tokens", p.middleware_tokens),
+        ("message_count", p.message_count),
+    ] {
+        sql.push(&format!(", {col} = COALESCE(")).bind(v);
+        sql.push(&format!(", {col})"));
+    }
+    for (col, v) in [
+        ("last_ai_message", &p.last_ai_message),
+        ("first_human_message", &p.first_human_message),
+    ] {
+        sql.push(&format!(", {col} = COALESCE(")).bind(v);
+        sql.push(&format!(", {col})"));
+    }
     sql.push(" WHERE run_id = ").bind(run_id);
     sql
 }
@@ -404,29 +436,7 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
     }
 
     async fn update_progress(&self, run_id: &str, p: &RunProgress) -> StoreResult<()> {
-        let mut sql = Sql::new("UPDATE runs SET updated_at = ").arg(time::now());
-        sql.push("?");
-        for (col, v) in [
-            ("total_input_tokens", p.total_input_tokens),
-            ("total_output_tokens", p.total_output_tokens),
-            ("total_tokens", p.total_tokens),
-            ("llm_call_count", p.llm_call_count),
-            ("lead_agent_tokens", p.lead_agent_tokens),
-            ("subagent_tokens", p.subagent_tokens),
-            ("middleware_tokens", p.middleware_tokens),
-            ("message_count", p.message_count),
-        ] {
-            sql.push(&format!(", {col} = COALESCE(")).bind(v);
-            sql.push(&format!(", {col})"));
-        }
-        for (col, v) in [
-            ("last_ai_message", &p.last_ai_message),
-            ("first_human_message", &p.first_human_message),
-        ] {
-            sql.push(&format!(", {col} = COALESCE(")).bind(v);
-            sql.push(&format!(", {col})"));
-        }
-        sql.push(" WHERE run_id = ").bind(run_id);
+        let sql = progress_sql(run_id, p);
         self.db
             .execute(WriteClass::Background, &sql)
             .await
@@ -475,13 +485,50 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             .await
     }
 
+    /// Must not deadlock with the group commit, which updates several of this worker's run
+    /// rows in one transaction: the rows not locked right now are renewed together, the
+    /// others one at a time (a single-row statement holds no other lock to wait in a cycle).
     async fn renew_leases(&self, worker_id: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
-        let sql = Sql::new(
-            "UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status IN ('pending', 'running')",
+        let renewed = self
+            .db
+            .retry(|| async {
+                let mut tx = self.db.begin(WriteClass::Background).await?;
+                let mut pick = Sql::new(
+                    "SELECT run_id FROM runs WHERE worker_id = ? AND status IN ('pending', 'running')",
+                )
+                .arg(worker_id);
+                pick.push(D::SKIP_LOCKED);
+                let ids = ids_of(&D::fetch_all(&mut tx, &pick).await?)?;
+                if !ids.is_empty() {
+                    let mut sql = Sql::new("UPDATE runs SET lease_expires_at = ? WHERE worker_id = ?")
+                        .arg(lease_until)
+                        .arg(worker_id);
+                    sql.and_in("run_id", ids.iter());
+                    D::execute(&mut tx, &sql).await?;
+                }
+                tx.commit().await?;
+                Ok(ids)
+            })
+            .await?;
+        let all = Sql::new(
+            "SELECT run_id FROM runs WHERE worker_id = ? AND status IN ('pending', 'running')",
         )
-        .arg(lease_until)
         .arg(worker_id);
-        self.db.execute(WriteClass::Background, &sql).await
+        let mut held = renewed.len() as u64;
+        for id in ids_of(&self.db.fetch_all(&all).await?)? {
+            if renewed.contains(&id) {
+                continue;
+            }
+            let one = Sql::new(
+                "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND worker_id = ? \
+                 AND status IN ('pending', 'running')",
+            )
+            .arg(lease_until)
+            .arg(&id)
+            .arg(worker_id);
+            held += self.db.execute(WriteClass::Background, &one).await?;
+        }
+        Ok(held)
     }
 
     async fn list_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Run>> {

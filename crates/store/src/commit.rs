@@ -1,0 +1,442 @@
+//! Group commit: units of durable writes queued to one writer per database, which applies
+//! every unit waiting at that moment in one transaction.
+//!
+//! A running run hands its writes over in [`WriteUnit`]s (a step's checkpoint, its pending
+//! writes and run events; the run's start and end folded into its first and last unit) and
+//! gets a [`Commit`] back, which resolves once the unit is durable. The queue's worker takes
+//! the first unit, everything queued behind it (up to [`MAX_BATCH`]), and hands the batch to
+//! the backend's [`ApplyUnits`]: while one transaction commits, the next batch gathers, so
+//! concurrent runs share commits instead of queueing for one each. Units are applied in the
+//! order they were submitted, and a unit's [`Commit`] never resolves before the unit's data
+//! is committed.
+//!
+//! A backend applies a batch in one transaction; when that fails it applies the units one by
+//! one, so a bad unit fails alone. Every op is idempotent (checkpoint blobs have fresh ids and
+//! heads are upserts, pending writes are upserts, run events keep the seqs of their first
+//! attempt), so a batch retried after a commit whose answer was lost stores nothing twice.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use antler_graph::{ChannelValue, ChannelVersion, Checkpoint};
+use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    NewRunEvent, RunCompletion, RunEventStore, RunProgress, StoreError, StoreResult, ThreadUpdate,
+};
+
+/// Most units one transaction applies.
+pub const MAX_BATCH: usize = 256;
+
+/// A checkpoint in the engine's shared form, keyed by its storage thread key
+/// ([`antler_graph::thread_key`]).
+#[derive(Clone, Debug)]
+pub struct CheckpointPut {
+    pub thread_key: String,
+    pub checkpoint_ns: String,
+    pub parent_id: Option<String>,
+    /// The head; `channel_values` is empty (the values are in `values`).
+    pub checkpoint: Checkpoint,
+    /// Every non-empty channel.
+    pub values: BTreeMap<String, ChannelValue>,
+    pub metadata: Map<String, Value>,
+    pub new_versions: BTreeMap<String, ChannelVersion>,
+}
+
+/// One task's pending writes against a checkpoint.
+#[derive(Clone, Debug)]
+pub struct WritesPut {
+    pub thread_key: String,
+    pub checkpoint_ns: String,
+    pub checkpoint_id: String,
+    pub task_id: String,
+    pub writes: Vec<(String, Value)>,
+}
+
+/// Run events to append, with the seqs an earlier attempt of the same append was given (so
+/// a retry stores each event once).
+#[derive(Debug, Default)]
+pub struct EventsPut {
+    pub events: Vec<NewRunEvent>,
+    pub assigned: Mutex<Option<Vec<i64>>>,
+}
+
+impl EventsPut {
+    pub fn new(events: Vec<NewRunEvent>) -> Self {
+        EventsPut {
+            events,
+            assigned: Mutex::new(None),
+        }
+    }
+}
+
+/// One write of a unit.
+#[derive(Debug)]
+pub enum WriteOp {
+    Checkpoint(Box<CheckpointPut>),
+    Writes(WritesPut),
+    Events(EventsPut),
+    /// Moves a pending run to running under the worker's lease (as
+    /// [`RunStore::claim`](crate::RunStore::claim)); the unit fails when the run cannot start.
+    /// A run this worker already runs (a retry after a lost answer) counts as claimed.
+    ClaimRun {
+        run_id: String,
+        worker_id: String,
+        lease_until: DateTime<Utc>,
+    },
+    /// [`RunStore::update_completion`](crate::RunStore::update_completion).
+    RunCompletion {
+        run_id: String,
+        completion: RunCompletion,
+    },
+    /// [`RunStore::update_model_name`](crate::RunStore::update_model_name).
+    RunModelName {
+        run_id: String,
+        model_name: Option<String>,
+    },
+    /// [`RunStore::update_progress`](crate::RunStore::update_progress).
+    RunProgress {
+        run_id: String,
+        progress: RunProgress,
+    },
+    /// [`ThreadStore::update`](crate::ThreadStore::update) of the unit owner's thread (a
+    /// thread deleted meanwhile is not an error).
+    Thread {
+        thread_id: String,
+        update: ThreadUpdate,
+    },
+}
+
+/// Writes committed atomically, on behalf of `owner`.
+#[derive(Debug)]
+pub struct WriteUnit {
+    pub owner: String,
+    /// The thread whose rows the unit writes (its storage key): a batch applies units in
+    /// submission order per thread and in the order of this key across threads, so two
+    /// batches lock rows in the same order.
+    pub key: String,
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteUnit {
+    pub fn new(owner: impl Into<String>, key: impl Into<String>) -> Self {
+        WriteUnit {
+            owner: owner.into(),
+            key: key.into(),
+            ops: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A backend's way of applying a batch of units.
+#[async_trait::async_trait]
+pub trait ApplyUnits: Send + Sync + 'static {
+    /// Applies the units in order, in one transaction where possible; one result per unit.
+    async fn apply(&self, units: &[WriteUnit]) -> Vec<StoreResult<()>>;
+}
+
+/// Resolves when its unit is committed (or failed). Dropping it does not cancel the unit.
+pub struct Commit(CommitState);
+
+enum CommitState {
+    Waiting(oneshot::Receiver<StoreResult<()>>),
+    Ready(Option<StoreResult<()>>),
+}
+
+impl Commit {
+    /// An already-resolved commit (an empty unit, a queue that is gone).
+    pub fn ready(result: StoreResult<()>) -> Self {
+        Commit(CommitState::Ready(Some(result)))
+    }
+}
+
+impl Future for Commit {
+    type Output = StoreResult<()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<StoreResult<()>> {
+        match &mut self.0 {
+            CommitState::Waiting(rx) => Pin::new(rx).poll(cx).map(|r| {
+                r.unwrap_or_else(|_| {
+                    Err(StoreError::Backend("the commit queue stopped".to_string()))
+                })
+            }),
+            CommitState::Ready(r) => Poll::Ready(r.take().unwrap_or(Ok(()))),
+        }
+    }
+}
+
+type Job = (WriteUnit, oneshot::Sender<StoreResult<()>>);
+
+struct Inner {
+    applier: Arc<dyn ApplyUnits>,
+    /// Run events kept outside the database (JSONL, memory): appended after the batch.
+    events: RwLock<Option<Arc<dyn RunEventStore>>>,
+    sender: OnceLock<mpsc::UnboundedSender<Job>>,
+    stats: CommitStats,
+}
+
+/// Counters of a queue (for benchmarks and `/metrics`).
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Batches applied (transactions, when a batch commits at once).
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Units applied.
+    pub units: std::sync::atomic::AtomicU64,
+}
+
+/// The per-database queue (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct CommitQueue {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CommitQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitQueue").finish_non_exhaustive()
+    }
+}
+
+impl CommitQueue {
+    pub fn new(applier: Arc<dyn ApplyUnits>) -> Self {
+        CommitQueue {
+            inner: Arc::new(Inner {
+                applier,
+                events: RwLock::new(None),
+                sender: OnceLock::new(),
+                stats: CommitStats::default(),
+            }),
+        }
+    }
+
+    /// Routes run events to `events` instead of the backend's own tables (they are appended
+    /// right after the batch that carried them commits).
+    pub fn route_events(&self, events: Arc<dyn RunEventStore>) {
+        *self.inner.events.write() = Some(events);
+    }
+
+    /// Queues a unit; the returned [`Commit`] resolves when it is durable. Units are applied
+    /// in submission order. Must be called inside a Tokio runtime (the worker starts on the
+    /// first unit).
+    pub fn submit(&self, unit: WriteUnit) -> Commit {
+        if unit.is_empty() {
+            return Commit::ready(Ok(()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let sender = self.inner.sender.get_or_init(|| self.start());
+        match sender.send((unit, tx)) {
+            Ok(()) => Commit(CommitState::Waiting(rx)),
+            Err(_) => Commit::ready(Err(StoreError::Backend(
+                "the commit queue stopped".to_string(),
+            ))),
+        }
+    }
+
+    /// The queue's counters.
+    pub fn stats(&self) -> &CommitStats {
+        &self.inner.stats
+    }
+
+    fn start(&self) -> mpsc::UnboundedSender<Job> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The worker holds the queue weakly: it ends when the last handle is dropped and
+        // everything queued has been applied.
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(worker(inner, rx));
+        tx
+    }
+}
+
+async fn worker(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut batch: Vec<Job> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else {
+            for (_, tx) in batch.drain(..) {
+                let _ = tx.send(Err(StoreError::Backend("the commit queue stopped".into())));
+            }
+            continue;
+        };
+        run_batch(&inner, &mut batch).await;
+    }
+}
+
+async fn run_batch(inner: &Inner, batch: &mut Vec<Job>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let external = inner.events.read().clone();
+    let mut units: Vec<WriteUnit> = Vec::with_capacity(batch.len());
+    let mut senders = Vec::with_capacity(batch.len());
+    let mut outside: Vec<(String, Vec<EventsPut>)> = Vec::new();
+    for (mut unit, tx) in batch.drain(..) {
+        if external.is_some() {
+            let (events, rest): (Vec<WriteOp>, Vec<WriteOp>) = unit
+                .ops
+                .into_iter()
+                .partition(|op| matches!(op, WriteOp::Events(_)));
+            unit.ops = rest;
+            let events = events
+                .into_iter()
+                .filter_map(|op| match op {
+                    WriteOp::Events(e) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            outside.push((unit.owner.clone(), events));
+        }
+        units.push(unit);
+        senders.push(tx);
+    }
+    let mut results = inner.applier.apply(&units).await;
+    if let Some(store) = external {
+        for ((owner, events), result) in outside.into_iter().zip(results.iter_mut()) {
+            if result.is_err() {
+                continue;
+            }
+            for e in events {
+                if let Err(err) = store.append_batch(&owner, e.events).await {
+                    *result = Err(err);
+                    break;
+                }
+            }
+        }
+    }
+    inner.stats.batches.fetch_add(1, Relaxed);
+    inner.stats.units.fetch_add(units.len() as u64, Relaxed);
+    for (tx, result) in senders.into_iter().zip(results) {
+        let _ = tx.send(result);
+    }
+}
+
+/// Applies units through the repository traits, op by op (for backends without
+/// transactions: the in-memory stores).
+pub struct StoreApplier {
+    pub threads: Arc<dyn crate::ThreadStore>,
+    pub runs: Arc<dyn crate::RunStore>,
+    pub events: Arc<dyn RunEventStore>,
+    pub checkpoints: Arc<dyn antler_graph::Checkpointer>,
+}
+
+#[async_trait::async_trait]
+impl ApplyUnits for StoreApplier {
+    async fn apply(&self, units: &[WriteUnit]) -> Vec<StoreResult<()>> {
+        let mut out = Vec::with_capacity(units.len());
+        for unit in units {
+            out.push(apply_unit(self, unit).await);
+        }
+        out
+    }
+}
+
+async fn apply_unit(stores: &StoreApplier, unit: &WriteUnit) -> StoreResult<()> {
+    for op in &unit.ops {
+        apply_op(stores, &unit.owner, op).await?;
+    }
+    Ok(())
+}
+
+fn checkpoint_err(e: antler_graph::CheckpointError) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+async fn apply_op(stores: &StoreApplier, owner: &str, op: &WriteOp) -> StoreResult<()> {
+    let cp = &stores.checkpoints;
+    match op {
+        WriteOp::Checkpoint(p) => cp
+            .put_shared(
+                &p.thread_key,
+                &p.checkpoint_ns,
+                p.parent_id.as_deref(),
+                &p.checkpoint,
+                &p.values,
+                &p.metadata,
+                &p.new_versions,
+            )
+            .await
+            .map_err(checkpoint_err),
+        WriteOp::Writes(w) => cp
+            .put_writes(
+                &w.thread_key,
+                &w.checkpoint_ns,
+                &w.checkpoint_id,
+                &w.task_id,
+                &w.writes,
+            )
+            .await
+            .map_err(checkpoint_err),
+        WriteOp::Events(e) => stores
+            .events
+            .append_batch(owner, e.events.clone())
+            .await
+            .map(|_| ()),
+        WriteOp::ClaimRun {
+            run_id,
+            worker_id,
+            lease_until,
+        } => claim(stores, owner, run_id, worker_id, *lease_until).await,
+        WriteOp::RunCompletion { run_id, completion } => stores
+            .runs
+            .update_completion(run_id, completion)
+            .await
+            .map(|_| ()),
+        WriteOp::RunModelName { run_id, model_name } => stores
+            .runs
+            .update_model_name(run_id, model_name.as_deref())
+            .await
+            .map(|_| ()),
+        WriteOp::RunProgress { run_id, progress } => {
+            stores.runs.update_progress(run_id, progress).await
+        }
+        WriteOp::Thread { thread_id, update } => {
+            match stores
+                .threads
+                .update(owner, thread_id, update.clone())
+                .await
+            {
+                Err(StoreError::NotFound) => Ok(()),
+                other => other.map(|_| ()),
+            }
+        }
+    }
+}
+
+async fn claim(
+    stores: &StoreApplier,
+    owner: &str,
+    run_id: &str,
+    worker_id: &str,
+    lease_until: DateTime<Utc>,
+) -> StoreResult<()> {
+    match stores.runs.claim(run_id, worker_id, lease_until).await? {
+        crate::Claim::Claimed => Ok(()),
+        other => {
+            let run = stores.runs.get(owner, run_id).await?;
+            let ours = run.is_some_and(|r| {
+                r.status == crate::RunStatus::Running && r.worker_id.as_deref() == Some(worker_id)
+            });
+            if ours {
+                Ok(())
+            } else {
+                Err(unclaimable(run_id, other))
+            }
+        }
+    }
+}
+
+/// The error of a unit whose run could not be claimed.
+pub fn unclaimable(run_id: &str, claim: crate::Claim) -> StoreError {
+    StoreError::Conflict(format!("run {run_id} cannot start ({claim:?})"))
+}
