@@ -1,10 +1,11 @@
 //! The shared conformance suite every [`StreamBridge`] implementation runs (memory and Redis):
-//! `conformance::run_all(bridge).await` from a `#[tokio::test]`.
+//! [`bridge_conformance!`](crate::bridge_conformance) expands to one `#[tokio::test]` per case,
+//! each on a bridge of its own, so a failure names the case.
 //!
 //! Requirements on the bridge under test: it retains at least 4 events per stream, trims below
-//! 20,000 events, and it is used by nobody else (the suite ends by calling `close()`). Every
-//! wait is bounded (10 s), so a broken implementation fails instead of hanging; the suite works
-//! under a paused Tokio clock, a current-thread runtime and a multi-thread runtime.
+//! 20,000 events, and it is used by nobody else ([`close_ends_subscriptions`] calls `close()`).
+//! Every wait is bounded (10 s), so a broken implementation fails instead of hanging; the suite
+//! works under a paused Tokio clock, a current-thread runtime and a multi-thread runtime.
 //!
 //! These functions are test code: they panic (assert) on any violation.
 
@@ -26,21 +27,54 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// wait for (so a bridge retaining >= 4 events never has to report a gap to them).
 const WINDOW: u64 = 3;
 
-/// Runs every check, then closes the bridge (the last check).
-pub async fn run_all(bridge: Arc<dyn StreamBridge>) {
-    ordering_and_ids(&bridge).await;
-    publish_after_end_is_an_error(&bridge).await;
-    exact_resume_after_every_id(&bridge).await;
-    resume_while_live(&bridge).await;
-    unknown_ids_replay_from_earliest(&bridge).await;
-    concurrent_publish_during_resume(&bridge).await;
-    end_delivery(&bridge).await;
-    exists_semantics(&bridge).await;
-    gap_for_trimmed_ids(&bridge).await;
-    many_subscribers_one_never_reads(&bridge).await;
-    awaiting_input_keeps_stream_usable(&bridge).await;
-    cleanup_drops_streams(&bridge).await;
-    close_ends_subscriptions(&bridge).await;
+/// One `#[tokio::test]` per case of the suite, in the module where it is invoked.
+///
+/// `$factory` is an expression evaluated afresh in every test, a future of
+/// `Option<Arc<dyn StreamBridge>>`; `None` skips the test (e.g. Redis unreachable outside CI).
+/// Attributes before it replace the default `#[tokio::test]` (runtime flavour, paused clock):
+///
+/// ```ignore
+/// mod paused_clock {
+///     antler_bridge::bridge_conformance!(#[tokio::test(start_paused = true)] super::bridge());
+/// }
+/// ```
+#[macro_export]
+macro_rules! bridge_conformance {
+    (@case [$($attr:tt)*] $factory:expr, $case:ident) => {
+        $($attr)*
+        async fn $case() {
+            let Some(bridge) = $factory.await else { return };
+            $crate::conformance::$case(&bridge).await;
+        }
+    };
+    (@cases $attrs:tt $factory:expr; $($case:ident),+ $(,)?) => {
+        $($crate::bridge_conformance!(@case $attrs $factory, $case);)+
+    };
+    ($(#[$attr:meta])+ $factory:expr) => {
+        $crate::bridge_conformance!(@cases [$(#[$attr])+] $factory;
+            ordering_and_ids,
+            publish_after_end_is_an_error,
+            exact_resume_after_every_id,
+            resume_while_live,
+            unknown_ids_replay_from_earliest,
+            concurrent_publish_during_resume,
+            end_reaches_a_live_subscriber,
+            end_of_a_stream_nobody_published_to,
+            terminal_event_then_end,
+            exists_semantics,
+            gap_for_trimmed_ids,
+            gap_for_a_live_subscriber_behind_the_trim,
+            many_subscribers_one_never_reads,
+            awaiting_input_keeps_stream_usable,
+            cleanup_drops_an_ended_stream_now,
+            cleanup_ends_an_active_stream,
+            cleanup_with_a_delay_drops_later,
+            close_ends_subscriptions,
+        );
+    };
+    ($factory:expr) => {
+        $crate::bridge_conformance!(#[tokio::test] $factory);
+    };
 }
 
 /// A stream id no other check (or earlier run of the suite) uses.
@@ -254,10 +288,8 @@ pub async fn concurrent_publish_during_resume(bridge: &Arc<dyn StreamBridge>) {
     );
 }
 
-/// End reaches live subscribers, late subscribers and ended-but-empty streams; a terminal
-/// event is followed by End.
-pub async fn end_delivery(bridge: &Arc<dyn StreamBridge>) {
-    // Live subscriber waiting for the end.
+/// End reaches a live subscriber waiting for it.
+pub async fn end_reaches_a_live_subscriber(bridge: &Arc<dyn StreamBridge>) {
     let s = fresh_stream("end-live");
     publish_n(bridge, &s, 0, 1).await;
     let mut sub = subscribe(bridge, &s, None).await;
@@ -271,8 +303,10 @@ pub async fn end_delivery(bridge: &Arc<dyn StreamBridge>) {
     assert_eq!(next(&mut sub).await, Some(BridgeItem::End));
     assert_eq!(next(&mut sub).await, None);
     task.await.expect("end task");
+}
 
-    // Ending a stream nobody published to.
+/// Ending a stream nobody published to creates it; a late subscriber gets just End.
+pub async fn end_of_a_stream_nobody_published_to(bridge: &Arc<dyn StreamBridge>) {
     let empty = fresh_stream("end-empty");
     bridge.publish_end(&empty).await.expect("end");
     assert!(bridge.exists(&empty).await);
@@ -280,8 +314,10 @@ pub async fn end_delivery(bridge: &Arc<dyn StreamBridge>) {
         drain(subscribe(bridge, &empty, None).await).await,
         vec![BridgeItem::End]
     );
+}
 
-    // Terminal event then end, atomically.
+/// A terminal event is followed by End, atomically; publishing after it fails.
+pub async fn terminal_event_then_end(bridge: &Arc<dyn StreamBridge>) {
     let t = fresh_stream("terminal");
     publish_n(bridge, &t, 0, 1).await;
     let id = bridge
@@ -341,25 +377,31 @@ pub async fn exists_semantics(bridge: &Arc<dyn StreamBridge>) {
     bridge.publish_end(&s).await.expect("end");
 }
 
-/// An id older than the retained window yields a Gap (then the end of the subscription);
-/// the id just before the window resumes without a gap; a live subscriber that falls behind the
-/// trim point gets a Gap after the events it could still read.
-pub async fn gap_for_trimmed_ids(bridge: &Arc<dyn StreamBridge>) {
-    let s = fresh_stream("gap");
+/// Publishes to `s` until the bridge trims its log: every id published, and the seq of the
+/// earliest event still retained (> 1).
+async fn publish_until_trimmed(bridge: &Arc<dyn StreamBridge>, s: &str) -> (Vec<String>, u64) {
     let mut ids: Vec<String> = Vec::new();
-    let mut slow = subscribe(bridge, &s, None).await;
-    // Publish until the bridge starts trimming.
-    let earliest = loop {
+    loop {
         let n = ids.len() as u64;
         assert!(n < 20_000, "the bridge never trimmed its log");
-        ids.extend(publish_n(bridge, &s, n, 64).await);
-        let mut probe = subscribe(bridge, &s, None).await;
+        ids.extend(publish_n(bridge, s, n, 64).await);
+        let mut probe = subscribe(bridge, s, None).await;
         let first = next_event(&mut probe).await;
         if first.seq > 1 {
-            break first.seq;
+            return (ids, first.seq);
         }
-    };
-    let idx = |seq: u64| usize::try_from(seq).unwrap_or(usize::MAX);
+    }
+}
+
+fn idx(seq: u64) -> usize {
+    usize::try_from(seq).unwrap_or(usize::MAX)
+}
+
+/// An id older than the retained window yields a Gap (then the end of the subscription); the
+/// id just before the window resumes without a gap.
+pub async fn gap_for_trimmed_ids(bridge: &Arc<dyn StreamBridge>) {
+    let s = fresh_stream("gap");
+    let (ids, earliest) = publish_until_trimmed(bridge, &s).await;
     let latest = ids.len() as u64 - 1;
 
     // Resume from a trimmed id.
@@ -382,8 +424,15 @@ pub async fn gap_for_trimmed_ids(bridge: &Arc<dyn StreamBridge>) {
     let mut sub = subscribe(bridge, &s, Some(&ids[idx(earliest - 1)])).await;
     assert_eq!(next_event(&mut sub).await.seq, earliest);
     drop(sub);
+    bridge.publish_end(&s).await.expect("end");
+}
 
-    // The live subscriber that never read: contiguous events from 0, then a Gap, then the end.
+/// A live subscriber that falls behind the trim point gets the contiguous events it could
+/// still read from 0, then a Gap naming its last event, then the end of the subscription.
+pub async fn gap_for_a_live_subscriber_behind_the_trim(bridge: &Arc<dyn StreamBridge>) {
+    let s = fresh_stream("gap-live");
+    let mut slow = subscribe(bridge, &s, None).await;
+    let (ids, earliest) = publish_until_trimmed(bridge, &s).await;
     let mut expected = 0u64;
     loop {
         match next(&mut slow).await {
@@ -410,6 +459,50 @@ pub async fn gap_for_trimmed_ids(bridge: &Arc<dyn StreamBridge>) {
     bridge.publish_end(&s).await.expect("end");
 }
 
+/// A reader task that collects the seqs of `sub` until End, reporting how many it has read.
+fn spawn_reader(
+    mut sub: Subscription,
+) -> (watch::Receiver<u64>, tokio::task::JoinHandle<Vec<u64>>) {
+    let (tx, rx) = watch::channel(0u64);
+    let task = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        loop {
+            match next(&mut sub).await {
+                Some(BridgeItem::Event(e)) => {
+                    seqs.push(e.seq);
+                    tx.send_replace(seqs.len() as u64);
+                }
+                Some(BridgeItem::End) => break,
+                other => panic!("reader got {other:?}"),
+            }
+        }
+        seqs
+    });
+    (rx, task)
+}
+
+/// Publishes `total` events then End, never more than [`WINDOW`] ahead of any reader.
+async fn publish_paced(
+    bridge: Arc<dyn StreamBridge>,
+    stream: String,
+    total: u64,
+    mut progress: Vec<watch::Receiver<u64>>,
+) {
+    for i in 0..total {
+        for rx in &mut progress {
+            tokio::time::timeout(STEP_TIMEOUT, rx.wait_for(|c| i < c + WINDOW))
+                .await
+                .expect("publisher held back")
+                .expect("reader gone");
+        }
+        bridge
+            .publish(&stream, "custom", payload(i))
+            .await
+            .expect("publish");
+    }
+    bridge.publish_end(&stream).await.expect("end");
+}
+
 /// Many readers and one subscriber that never reads: the publisher and the readers are not
 /// held back by it, every reader gets every event once and in order; the idle one later gets a
 /// contiguous prefix and then End or Gap.
@@ -421,41 +514,16 @@ pub async fn many_subscribers_one_never_reads(bridge: &Arc<dyn StreamBridge>) {
     let mut progress = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..readers {
-        let mut sub = subscribe(bridge, &s, None).await;
-        let (tx, rx) = watch::channel(0u64);
+        let (rx, task) = spawn_reader(subscribe(bridge, &s, None).await);
         progress.push(rx);
-        tasks.push(tokio::spawn(async move {
-            let mut seqs = Vec::new();
-            loop {
-                match next(&mut sub).await {
-                    Some(BridgeItem::Event(e)) => {
-                        seqs.push(e.seq);
-                        tx.send_replace(seqs.len() as u64);
-                    }
-                    Some(BridgeItem::End) => break,
-                    other => panic!("reader got {other:?}"),
-                }
-            }
-            seqs
-        }));
+        tasks.push(task);
     }
-    let publisher = Arc::clone(bridge);
-    let stream = s.clone();
-    let publish_task = tokio::spawn(async move {
-        for i in 0..total {
-            for rx in &mut progress {
-                tokio::time::timeout(STEP_TIMEOUT, rx.wait_for(|c| i < c + WINDOW))
-                    .await
-                    .expect("publisher held back")
-                    .expect("reader gone");
-            }
-            publisher
-                .publish(&stream, "custom", payload(i))
-                .await
-                .expect("publish");
-        }
-        publisher.publish_end(&stream).await.expect("end");
-    });
+    let publish_task = tokio::spawn(publish_paced(
+        Arc::clone(bridge),
+        s.clone(),
+        total,
+        progress,
+    ));
     tokio::time::timeout(STEP_TIMEOUT * 3, publish_task)
         .await
         .expect("publisher blocked by the idle subscriber")
@@ -495,8 +563,8 @@ pub async fn awaiting_input_keeps_stream_usable(bridge: &Arc<dyn StreamBridge>) 
     assert_events_then_end(&items, 0..2, &[]);
 }
 
-/// `cleanup` drops streams now or after the delay; attached subscribers still finish.
-pub async fn cleanup_drops_streams(bridge: &Arc<dyn StreamBridge>) {
+/// `cleanup` with no delay drops an ended stream at once; attached subscribers still finish.
+pub async fn cleanup_drops_an_ended_stream_now(bridge: &Arc<dyn StreamBridge>) {
     let s = fresh_stream("cleanup-now");
     let ids = publish_n(bridge, &s, 0, 2).await;
     bridge.publish_end(&s).await.expect("end");
@@ -508,15 +576,21 @@ pub async fn cleanup_drops_streams(bridge: &Arc<dyn StreamBridge>) {
         Err(BridgeError::StreamNotFound { .. })
     ));
     assert_events_then_end(&drain(attached).await, 0..2, &ids);
+}
 
-    // Cleanup of an active stream ends its subscribers instead of leaving them hanging.
+/// Cleanup of an active stream ends its subscribers instead of leaving them hanging.
+pub async fn cleanup_ends_an_active_stream(bridge: &Arc<dyn StreamBridge>) {
     let active = fresh_stream("cleanup-active");
     publish_n(bridge, &active, 0, 1).await;
     let mut sub = subscribe(bridge, &active, None).await;
     assert_eq!(next_event(&mut sub).await.seq, 0);
     bridge.cleanup(&active, Duration::ZERO).await;
     assert_eq!(next(&mut sub).await, Some(BridgeItem::End));
+}
 
+/// `cleanup` with a delay drops the stream later, not at once; cleaning up an unknown stream
+/// is a no-op.
+pub async fn cleanup_with_a_delay_drops_later(bridge: &Arc<dyn StreamBridge>) {
     let later = fresh_stream("cleanup-later");
     publish_n(bridge, &later, 0, 1).await;
     bridge.publish_end(&later).await.expect("end");
@@ -540,7 +614,7 @@ pub async fn cleanup_drops_streams(bridge: &Arc<dyn StreamBridge>) {
 }
 
 /// `close()` ends live subscriptions without End; afterwards publish/subscribe fail with
-/// `Closed`. Must run last.
+/// `Closed`.
 pub async fn close_ends_subscriptions(bridge: &Arc<dyn StreamBridge>) {
     let s = fresh_stream("close");
     publish_n(bridge, &s, 0, 1).await;

@@ -1,7 +1,8 @@
 //! The [`StreamBridge`] trait — the boundary between a run's executor (publisher) and the HTTP
 //! layer's SSE streams (subscribers) — and [`BridgeStats`].
 //!
-//! Semantics every implementation must honour (checked by [`crate::conformance::run_all`]):
+//! Semantics every implementation must honour (checked by the `conformance` suite, feature
+//! `testing`):
 //! - a stream is identified by its run id; events get ids `"<unix_ms>-<seq>"` with `seq` the
 //!   event's offset in the stream, from 0, strictly increasing;
 //! - `publish_end` is terminal: publishing afterwards is [`BridgeError::StreamEnded`]; calling

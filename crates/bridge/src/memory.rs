@@ -861,25 +861,30 @@ mod tests {
         sub.collect().await
     }
 
-    #[tokio::test]
-    async fn conformance_suite_passes_on_default_config() {
-        let b: Arc<dyn StreamBridge> = bridge(MemoryBridgeConfig::default());
-        crate::conformance::run_all(b).await;
+    /// A memory bridge as the conformance suite takes it.
+    async fn suite_bridge(config: MemoryBridgeConfig) -> Option<Arc<dyn StreamBridge>> {
+        Some(bridge(config))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn conformance_suite_passes_multi_threaded_small_log() {
-        let b: Arc<dyn StreamBridge> = bridge(MemoryBridgeConfig {
-            queue_maxsize: 16,
-            ..MemoryBridgeConfig::default()
-        });
-        crate::conformance::run_all(b).await;
+    mod conformance_on_default_config {
+        crate::bridge_conformance!(super::suite_bridge(super::MemoryBridgeConfig::default()));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn conformance_suite_passes_with_paused_clock() {
-        let b: Arc<dyn StreamBridge> = bridge(small());
-        crate::conformance::run_all(b).await;
+    mod conformance_multi_threaded_small_log {
+        crate::bridge_conformance!(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            super::suite_bridge(super::MemoryBridgeConfig {
+                queue_maxsize: 16,
+                ..super::MemoryBridgeConfig::default()
+            })
+        );
+    }
+
+    mod conformance_with_paused_clock {
+        crate::bridge_conformance!(
+            #[tokio::test(start_paused = true)]
+            super::suite_bridge(super::small())
+        );
     }
 
     #[test]

@@ -1,25 +1,27 @@
 //! Runs the public conformance suite against the memory bridge from outside the crate, as
-//! `redis_bridge.rs` does for the Redis bridge.
+//! `redis_bridge.rs` does for the Redis bridge: one test per case and configuration.
 
 use std::sync::Arc;
 
-use antler_bridge::{MemoryBridge, MemoryBridgeConfig, StreamBridge, conformance};
+use antler_bridge::{MemoryBridge, MemoryBridgeConfig, StreamBridge};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_bridge_passes_conformance() {
-    let bridge: Arc<dyn StreamBridge> =
-        Arc::new(MemoryBridge::new(MemoryBridgeConfig::default()).expect("bridge"));
-    conformance::run_all(bridge).await;
+async fn bridge(config: MemoryBridgeConfig) -> Option<Arc<dyn StreamBridge>> {
+    Some(Arc::new(MemoryBridge::new(config).expect("bridge")))
 }
 
-#[tokio::test(start_paused = true)]
-async fn memory_bridge_passes_conformance_with_minimum_retention() {
-    let bridge: Arc<dyn StreamBridge> = Arc::new(
-        MemoryBridge::new(MemoryBridgeConfig {
-            queue_maxsize: 4,
-            ..MemoryBridgeConfig::default()
-        })
-        .expect("bridge"),
+mod default_config {
+    antler_bridge::bridge_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        super::bridge(super::MemoryBridgeConfig::default())
     );
-    conformance::run_all(bridge).await;
+}
+
+mod minimum_retention {
+    antler_bridge::bridge_conformance!(
+        #[tokio::test(start_paused = true)]
+        super::bridge(super::MemoryBridgeConfig {
+            queue_maxsize: 4,
+            ..super::MemoryBridgeConfig::default()
+        })
+    );
 }

@@ -11,6 +11,10 @@
 #![allow(clippy::result_large_err)]
 
 pub mod checkpoint;
+/// The [`Checkpointer`] conformance suite (feature `testing`; test crates enable it through
+/// their `[dev-dependencies]`).
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod context;
 pub mod examples;
 pub mod graph;
@@ -20,8 +24,8 @@ pub mod types;
 
 pub use checkpoint::{
     ChannelValue, ChannelVersion, Checkpoint, CheckpointError, CheckpointTuple, Checkpointer,
-    ListOptions, MemoryCheckpointer, OwnerCheckpointer, PendingWrite, conformance,
-    new_checkpoint_id, now_ts, thread_key,
+    ListOptions, MemoryCheckpointer, OwnerCheckpointer, PendingWrite, new_checkpoint_id, now_ts,
+    thread_key,
 };
 pub use context::{ModelCall, ModelCallInfo, NodeContext, NodeInput};
 pub use graph::{CompiledGraph, StateGraph};

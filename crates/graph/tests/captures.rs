@@ -496,7 +496,9 @@ async fn peer_recordings_with_plain_checkpointer() {
     }
 }
 
-#[tokio::test]
-async fn plain_checkpointer_passes_conformance() {
-    conformance::run_all(Arc::new(PlainCheckpointer(MemoryCheckpointer::new()))).await;
+mod plain_checkpointer_conformance {
+    use super::*;
+    antler_graph::checkpointer_conformance!(async {
+        Some(Arc::new(PlainCheckpointer(MemoryCheckpointer::new())) as Arc<dyn Checkpointer>)
+    });
 }

@@ -6,7 +6,8 @@
 //!   [`MessageAssembler`], which turns events into LangChain `AIMessageChunk` / `AIMessage` JSON.
 //! - [`openai`] / [`anthropic`]: HTTP clients (SSE streaming, tool calls, usage, reasoning,
 //!   retries with backoff before the first chunk, timeouts).
-//! - [`fake`]: scripted fake provider servers for tests (real HTTP on loopback).
+//! - `fake` (feature `testing`): scripted fake provider servers for tests (real HTTP on
+//!   loopback); test crates enable it through their `[dev-dependencies]`.
 //! - [`tools`]: the [`Tool`] trait and per-thread workspace tools.
 //! - [`mcp`]: MCP servers' tools (stdio / streamable HTTP through `rmcp`) as [`Tool`]s.
 //! - [`agent`]: the `lead_agent` ReAct graph (model ⇄ tools, title middleware, subagents).
@@ -16,6 +17,7 @@ pub mod anthropic;
 pub mod chat;
 pub mod config;
 pub mod error;
+#[cfg(feature = "testing")]
 pub mod fake;
 pub mod mcp;
 mod mcp_sse;

@@ -1,13 +1,18 @@
-//! The shared conformance suites (stores + checkpointer) against a SQLite database in a temp
-//! dir, plus SQLite-specific checks: persistence across reopen, two pools (as two processes)
-//! writing the same file, and channel blobs stored once per version.
+//! The shared conformance suites (stores + checkpointer) and the SQL suite (`common`)
+//! against SQLite databases in temp dirs (and `sqlite::memory:`), one database per test, plus
+//! SQLite-specific checks: URL validation, huge inputs, the delta cache, an old database
+//! upgraded.
 
+mod common;
+
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use antler_graph::{Checkpoint, Checkpointer};
-use antler_store::{NewRunEvent, RunEventQuery, Thread, conformance};
+use antler_graph::{ChannelValue, Checkpoint, Checkpointer};
+use antler_store::{NewRunEvent, RunEventQuery, Stores, Thread};
 use antler_store_sql::{SqliteCheckpointer, connect_pool, open_sqlite, open_sqlite_url};
+use common::{Backend, Blobs, messages_at, msg, push, step};
 use serde_json::{Map, json};
 
 /// A root checkpoint whose one channel is `messages = [{"content": text}]`, with the versions
@@ -24,29 +29,113 @@ fn messages_checkpoint(text: &str) -> (Checkpoint, BTreeMap<String, u64>) {
     (c, [("messages".to_string(), 1)].into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_stores_pass_conformance() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = open_sqlite(dir.path()).await.unwrap();
-    assert!(dir.path().join("antler.db").exists());
-    conformance::run_all(&stores).await;
-    // again on the same database: fresh ids, cleaned up after itself
-    conformance::run_all(&stores).await;
+/// A database `antler.db` in a temp dir of its own.
+struct Sqlite {
+    dir: tempfile::TempDir,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_checkpointer_passes_conformance() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = open_sqlite(dir.path()).await.unwrap();
-    antler_graph::conformance::run_all(stores.checkpoints.clone()).await;
-    antler_graph::conformance::run_all(stores.checkpoints).await;
+impl Sqlite {
+    fn new() -> Sqlite {
+        Sqlite {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("antler.db").display())
+    }
 }
 
-#[tokio::test]
-async fn in_memory_url_works() {
-    let stores = open_sqlite_url("sqlite::memory:").await.unwrap();
-    conformance::run_all(&stores).await;
-    antler_graph::conformance::run_all(stores.checkpoints).await;
+impl Backend for Sqlite {
+    const MAX_DELTA_DEPTH: i64 = antler_store_sql::sqlite::MAX_DELTA_DEPTH;
+    const LIFECYCLES: (usize, usize) = (32, 8);
+
+    async fn open(&self) -> Stores {
+        open_sqlite(self.dir.path()).await.unwrap()
+    }
+
+    async fn checkpointer(&self) -> Arc<dyn Checkpointer> {
+        let pool = connect_pool(&self.url()).await.unwrap();
+        Arc::new(SqliteCheckpointer::new(pool))
+    }
+
+    async fn blobs(&self, thread: &str) -> Blobs {
+        let pool = connect_pool(&self.url()).await.unwrap();
+        let (full, delta, max_depth, bytes): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(base_id IS NULL), 0), COALESCE(SUM(base_id IS NOT NULL), 0), \
+             COALESCE(MAX(depth), 0), COALESCE(SUM(length(value)), 0) \
+             FROM checkpoint_blobs WHERE thread_id = ? AND channel = 'messages'",
+        )
+        .bind(thread)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        Blobs {
+            full,
+            delta,
+            max_depth,
+            bytes,
+        }
+    }
+}
+
+/// The stores of a fresh [`Sqlite`] database, keeping its temp dir alive.
+struct SqliteStores {
+    stores: Stores,
+    _db: Sqlite,
+}
+
+impl Borrow<Stores> for SqliteStores {
+    fn borrow(&self) -> &Stores {
+        &self.stores
+    }
+}
+
+impl Borrow<Arc<dyn Checkpointer>> for SqliteStores {
+    fn borrow(&self) -> &Arc<dyn Checkpointer> {
+        &self.stores.checkpoints
+    }
+}
+
+async fn on_disk() -> Option<SqliteStores> {
+    let db = Sqlite::new();
+    let stores = db.open().await;
+    assert!(db.dir.path().join("antler.db").exists());
+    Some(SqliteStores { stores, _db: db })
+}
+
+async fn in_memory() -> Option<Stores> {
+    Some(open_sqlite_url("sqlite::memory:").await.unwrap())
+}
+
+async fn in_memory_checkpointer() -> Option<Arc<dyn Checkpointer>> {
+    Some(in_memory().await?.checkpoints)
+}
+
+mod stores {
+    antler_store::store_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        super::on_disk()
+    );
+}
+
+mod checkpointer {
+    antler_graph::checkpointer_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        super::on_disk()
+    );
+}
+
+mod in_memory_url_stores {
+    antler_store::store_conformance!(super::in_memory());
+}
+
+mod in_memory_url_checkpointer {
+    antler_graph::checkpointer_conformance!(super::in_memory_checkpointer());
+}
+
+mod sql {
+    crate::common::sql_suite!(async { Some(super::Sqlite::new()) });
 }
 
 #[tokio::test]
@@ -56,106 +145,6 @@ async fn bad_url_is_invalid_argument() {
         matches!(err, antler_store::StoreError::InvalidArgument(_)),
         "{err:?}"
     );
-}
-
-#[tokio::test]
-async fn data_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let stores = open_sqlite(dir.path()).await.unwrap();
-        let mut md = Map::new();
-        md.insert("k".into(), json!("v"));
-        stores
-            .threads
-            .create("alice", Thread::new("t-persist", md))
-            .await
-            .unwrap();
-    }
-    let stores = open_sqlite(dir.path()).await.unwrap();
-    let t = stores
-        .threads
-        .get("alice", "t-persist")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(t.metadata.get("k"), Some(&json!("v")));
-    assert_eq!(t.values, Some(serde_json::Value::Null));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_pools_share_one_sequence() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = open_sqlite(dir.path()).await.unwrap();
-    let b = open_sqlite(dir.path()).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..10 {
-        let events = if i % 2 == 0 {
-            a.events.clone()
-        } else {
-            b.events.clone()
-        };
-        tasks.push(tokio::spawn(async move {
-            let batch = (0..5)
-                .map(|j| NewRunEvent::new("shared", format!("r{i}"), "x", "trace", json!(j)))
-                .collect();
-            events.append_batch("alice", batch).await
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-    let all = a
-        .events
-        .list("alice", "shared", &RunEventQuery::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        (1..=50).collect::<Vec<i64>>()
-    );
-}
-
-#[tokio::test]
-async fn unchanged_channels_are_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("cp.db").display());
-    let pool = connect_pool(&url).await.unwrap();
-    let cp: Arc<dyn Checkpointer> = Arc::new(SqliteCheckpointer::new(pool.clone()));
-    let big: Vec<serde_json::Value> = (0..200)
-        .map(|i| json!({"type": "human", "content": format!("m{i}"), "id": i.to_string()}))
-        .collect();
-    let mut parent: Option<String> = None;
-    for step in 0..20u64 {
-        let mut c = Checkpoint {
-            id: antler_graph::new_checkpoint_id(step as i64),
-            ts: antler_graph::now_ts(),
-            ..Default::default()
-        };
-        c.channel_versions.insert("messages".into(), 1);
-        c.channel_versions.insert("counter".into(), step + 2);
-        let mut new_versions = BTreeMap::new();
-        if step == 0 {
-            c.channel_values.insert("messages".into(), json!(big));
-            new_versions.insert("messages".to_string(), 1);
-        }
-        c.channel_values.insert("counter".into(), json!(step));
-        new_versions.insert("counter".to_string(), step + 2);
-        let mut md = Map::new();
-        md.insert("step".into(), json!(step));
-        cp.put("t", "", parent.as_deref(), &c, &md, &new_versions)
-            .await
-            .unwrap();
-        parent = Some(c.id.clone());
-    }
-    let blobs: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM checkpoint_blobs WHERE channel = 'messages'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(blobs, 1, "the unchanged messages channel is written once");
-    let latest = cp.get_tuple("t", "", None).await.unwrap().unwrap();
-    assert_eq!(latest.checkpoint.channel_values["messages"], json!(big));
-    assert_eq!(latest.checkpoint.channel_values["counter"], json!(19));
 }
 
 #[tokio::test]
@@ -224,80 +213,6 @@ async fn huge_inputs_are_rejected_or_handled_not_500() {
     let found = stores.threads.search("alice", &q).await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].thread_id, "t2");
-}
-
-/// 32 concurrent "runs" (thread + run rows, status changes, events, checkpoints) on one file
-/// through two pools: no busy/locked error may surface, every seq is unique.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_run_lifecycles_never_fail() {
-    use antler_store::{Run, RunCompletion, RunStatus, ThreadStatus, ThreadUpdate};
-    let dir = tempfile::tempdir().unwrap();
-    let a = open_sqlite(dir.path()).await.unwrap();
-    let b = open_sqlite(dir.path()).await.unwrap();
-    let mut tasks = Vec::new();
-    for w in 0..32 {
-        let stores = if w % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move {
-            for i in 0..8 {
-                let tid = format!("t{w}-{i}");
-                stores
-                    .threads
-                    .create("o", Thread::new(&tid, Map::new()))
-                    .await?;
-                let run = Run::new(format!("r{w}-{i}"), &tid, "a", "o");
-                stores.runs.put(&run).await?;
-                stores
-                    .runs
-                    .transition(&run.run_id, &[RunStatus::Pending], RunStatus::Running, None)
-                    .await?;
-                let busy = ThreadUpdate {
-                    status: Some(ThreadStatus::Busy),
-                    ..Default::default()
-                };
-                stores.threads.update("o", &tid, busy).await?;
-                let (c, nv) = messages_checkpoint("hi");
-                stores
-                    .checkpoints
-                    .put(&tid, "", None, &c, &Map::new(), &nv)
-                    .await
-                    .map_err(|e| antler_store::StoreError::Backend(e.to_string()))?;
-                let events = (0..5)
-                    .map(|j| NewRunEvent::new("shared-thread", &run.run_id, "x", "trace", json!(j)))
-                    .collect();
-                stores.events.append_batch("o", events).await?;
-                let done = RunCompletion {
-                    status: Some(RunStatus::Success),
-                    ..Default::default()
-                };
-                stores.runs.update_completion(&run.run_id, &done).await?;
-                let idle = ThreadUpdate {
-                    status: Some(ThreadStatus::Idle),
-                    ..Default::default()
-                };
-                stores.threads.update("o", &tid, idle).await?;
-            }
-            Ok::<(), antler_store::StoreError>(())
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-    let all = a
-        .events
-        .list("o", "shared-thread", &RunEventQuery::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        (1..=32 * 8 * 5).collect::<Vec<i64>>()
-    );
-    assert_eq!(
-        a.threads
-            .count("o", &antler_store::ThreadSearch::default())
-            .await
-            .unwrap(),
-        256
-    );
 }
 
 /// A database written before thread ids were per owner (migrations 0001-0004) keeps
@@ -461,4 +376,31 @@ async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
         .await
         .unwrap();
     assert!(broken.is_empty());
+}
+
+/// More threads than the delta cache holds: the one being written is never the one evicted.
+#[tokio::test]
+async fn the_delta_cache_keeps_the_threads_in_use() {
+    let db = Sqlite::new();
+    let cp = db.checkpointer().await;
+    for t in 0..300 {
+        let thread = format!("t{t}");
+        let mut list = ChannelValue::from_value(json!([]), true);
+        let mut parent: Option<String> = None;
+        for i in 0..3 {
+            list = push(&list, msg(i));
+            parent = Some(step(&*cp, &thread, parent.as_deref(), &list, i as u64 + 1, "r").await);
+        }
+    }
+    let pool = connect_pool(&db.url()).await.unwrap();
+    let deltas: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM checkpoint_blobs WHERE base_id IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(deltas, 600);
+    assert_eq!(
+        messages_at(&*cp, "t7", None).await,
+        json!([msg(0), msg(1), msg(2)])
+    );
 }

@@ -2,8 +2,9 @@
 //!
 //! Owns the records (assistants, threads, runs, run events, feedback, store items), the
 //! backend-neutral repository traits, the one [`StoreError`] type, in-memory implementations
-//! of every trait, and the shared [`conformance`] suite that every implementation (in-memory,
-//! SQLite, later PostgreSQL/MySQL) runs.
+//! of every trait, and the shared `conformance` suite (feature `testing`) that every
+//! implementation (in-memory, SQLite, PostgreSQL, MySQL) runs, one test per case through
+//! `store_conformance!`.
 //!
 //! Invariants: every method that touches user data takes the caller's `owner` and filters by
 //! it (another owner's row behaves as missing); timestamps are UTC truncated to microseconds;
@@ -11,6 +12,7 @@
 //! `updated_at`/`state_updated_at` on writes.
 
 pub mod commit;
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod error;
 pub mod jsonl;

@@ -2,21 +2,49 @@
 //! seqs survive a reopen, a torn last line (crash mid-write) is ignored, and ids that could
 //! escape the directory are refused.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use antler_store::{
-    JsonlRunEventStore, NewRunEvent, RunEventQuery, RunEventStore, StoreError, Stores, conformance,
+    JsonlRunEventStore, NewRunEvent, RunEventQuery, RunEventStore, StoreError, Stores,
 };
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jsonl_run_events_pass_conformance() {
+/// The in-memory stores with the JSONL run event store in a temp dir of their own.
+struct JsonlStores {
+    stores: Stores,
+    _dir: tempfile::TempDir,
+}
+
+impl Borrow<Stores> for JsonlStores {
+    fn borrow(&self) -> &Stores {
+        &self.stores
+    }
+}
+
+async fn jsonl_stores() -> Option<JsonlStores> {
     let dir = tempfile::tempdir().unwrap();
     let mut stores = Stores::memory();
     stores.set_events(Arc::new(JsonlRunEventStore::open(dir.path()).unwrap()));
-    conformance::run_events(&stores).await;
-    conformance::run_events(&stores).await;
-    conformance::run_threads_are_per_owner(&stores).await;
+    Some(JsonlStores { stores, _dir: dir })
+}
+
+/// The run event cases, and the per-owner ones (their events part is the JSONL store's).
+mod conformance {
+    antler_store::store_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        super::jsonl_stores();
+        events_append_per_thread_seqs,
+        events_concurrent_appends_never_reuse_a_seq,
+        events_list_round_trip,
+        events_filters,
+        events_cursors,
+        events_count,
+        events_delete,
+        per_owner_run_rules,
+        per_owner_queue,
+        per_owner_event_sequences,
+    );
 }
 
 fn ev(thread: &str, run: &str, n: i64) -> NewRunEvent {

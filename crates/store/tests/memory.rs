@@ -1,16 +1,22 @@
-//! The shared conformance suite against the in-memory stores.
+//! The shared conformance suites against the in-memory stores: one test per case.
 
-use antler_store::{Stores, conformance};
+use std::sync::Arc;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_stores_pass_conformance() {
-    let stores = Stores::memory();
-    conformance::run_all(&stores).await;
-    // twice on the same stores: the suite cleans up after itself and uses fresh ids
-    conformance::run_all(&stores).await;
+use antler_graph::Checkpointer;
+use antler_store::Stores;
+
+mod stores {
+    antler_store::store_conformance!(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async {
+            Some(antler_store::Stores::memory())
+        }
+    );
 }
 
-#[tokio::test]
-async fn memory_checkpointer_passes_conformance() {
-    antler_graph::conformance::run_all(Stores::memory().checkpoints).await;
+mod checkpointer {
+    use super::*;
+    antler_graph::checkpointer_conformance!(async {
+        Some::<Arc<dyn Checkpointer>>(Stores::memory().checkpoints)
+    });
 }

@@ -1,0 +1,577 @@
+//! The stores through several pools of one database: a differential test against the
+//! in-memory stores, concurrent run lifecycles, claims racing across pools, shared event
+//! sequences, persistence across reconnects.
+
+use std::collections::BTreeMap;
+
+use antler_graph::Checkpoint;
+use antler_store::{
+    Claim, ItemSearch, NewRunEvent, Run, RunCompletion, RunEventQuery, RunStatus, SortOrder,
+    StoreError, StoreResult, Stores, Thread, ThreadSearch, ThreadSortBy, ThreadStatus,
+    ThreadUpdate,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Map, Value, json};
+
+use super::{Backend, uid};
+
+// ------------------------------------------------------------------------ differential
+
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!(1)),
+        Just(json!(2)),
+        Just(json!(1.5)),
+        Just(json!("1")),
+        Just(json!("a")),
+        Just(json!("A")),
+        Just(json!(true)),
+        Just(json!(false)),
+        Just(Value::Null),
+        Just(json!([1, 2])),
+        Just(json!([1.0, 2])),
+        Just(json!([2, 1])),
+        Just(json!([])),
+        Just(json!({"x": "y"})),
+        Just(json!({"x": "y", "n": 1})),
+        Just(json!({"n": 1.0, "x": "y"})),
+        Just(json!({"n": {"deep": [true, null]}})),
+        Just(json!({})),
+    ]
+}
+
+fn object() -> impl Strategy<Value = Map<String, Value>> {
+    let key = prop_oneof![
+        Just("a"),
+        Just("b"),
+        Just("c d"),
+        Just("it's"),
+        Just("graph_id")
+    ];
+    proptest::collection::btree_map(key, scalar(), 0..3)
+        .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn status() -> impl Strategy<Value = ThreadStatus> {
+    prop_oneof![
+        Just(ThreadStatus::Idle),
+        Just(ThreadStatus::Busy),
+        Just(ThreadStatus::Error)
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    metadata: Map<String, Value>,
+    values: Option<Map<String, Value>>,
+    status: ThreadStatus,
+}
+
+fn row() -> impl Strategy<Value = Row> {
+    (object(), proptest::option::of(object()), status()).prop_map(|(metadata, values, status)| {
+        Row {
+            metadata,
+            values,
+            status,
+        }
+    })
+}
+
+type Query = (Map<String, Value>, Map<String, Value>, Option<ThreadStatus>);
+
+/// Thread `owner-NNN` and item `ns/n{i % 3}:k{i}` per row.
+async fn load(stores: &Stores, owner: &str, rows: &[Row]) {
+    for (i, r) in rows.iter().enumerate() {
+        let id = format!("{owner}-{i:03}");
+        stores
+            .threads
+            .create(owner, Thread::new(&id, r.metadata.clone()))
+            .await
+            .unwrap();
+        let update = ThreadUpdate {
+            status: Some(r.status),
+            values: r.values.clone().map(|v| Some(Value::Object(v))),
+            ..Default::default()
+        };
+        stores.threads.update(owner, &id, update).await.unwrap();
+        let ns = vec!["ns".to_string(), format!("n{}", i % 3)];
+        let value = Value::Object(r.metadata.clone());
+        stores
+            .items
+            .put(owner, &ns, &format!("k{i}"), value)
+            .await
+            .unwrap();
+    }
+}
+
+async fn unload(stores: &Stores, owner: &str, rows: &[Row]) {
+    for i in 0..rows.len() {
+        stores
+            .threads
+            .delete(owner, &format!("{owner}-{i:03}"))
+            .await
+            .unwrap();
+        let ns = vec!["ns".to_string(), format!("n{}", i % 3)];
+        stores
+            .items
+            .delete(owner, &ns, &format!("k{i}"))
+            .await
+            .unwrap();
+    }
+}
+
+async fn thread_ids(stores: &Stores, owner: &str, q: &ThreadSearch) -> (Vec<String>, u64) {
+    let found = stores.threads.search(owner, q).await.unwrap();
+    let count = stores.threads.count(owner, q).await.unwrap();
+    (found.into_iter().map(|t| t.thread_id).collect(), count)
+}
+
+async fn item_keys(stores: &Stores, owner: &str, q: &ItemSearch) -> Vec<String> {
+    let mut k: Vec<String> = stores
+        .items
+        .search(owner, q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.item.key)
+        .collect();
+    k.sort();
+    k
+}
+
+/// `rows` loaded into the in-memory stores and into `sql` give the same answers to every
+/// query (thread search/count by metadata, values and status; item search by value filter and
+/// namespace prefix); `sql` is left as it was.
+async fn agree(sql: &Stores, owner: &str, rows: &[Row], queries: &[Query]) {
+    let memory = Stores::memory();
+    load(&memory, owner, rows).await;
+    load(sql, owner, rows).await;
+    for (metadata, values, status) in queries {
+        let q = ThreadSearch {
+            metadata: metadata.clone(),
+            values: values.clone(),
+            status: *status,
+            sort_by: ThreadSortBy::ThreadId,
+            sort_order: SortOrder::Asc,
+            limit: 100,
+            ..Default::default()
+        };
+        let m = thread_ids(&memory, owner, &q).await;
+        assert_eq!(m, thread_ids(sql, owner, &q).await, "thread search {q:?}");
+        for prefix in [
+            vec![],
+            vec!["ns".to_string()],
+            vec!["ns".to_string(), "n1".to_string()],
+        ] {
+            let q = ItemSearch {
+                namespace_prefix: prefix,
+                filter: metadata.clone(),
+                limit: 100,
+                offset: 0,
+            };
+            let m = item_keys(&memory, owner, &q).await;
+            assert_eq!(m, item_keys(sql, owner, &q).await, "item search {q:?}");
+        }
+    }
+    unload(sql, owner, rows).await;
+}
+
+/// Random data and random filters give the same answers from the in-memory stores and from
+/// the backend (48 proptest cases).
+pub async fn memory_and_backend_agree_on_filters<B: Backend>(b: &B) {
+    let sql = b.open().await;
+    let handle = tokio::runtime::Handle::current();
+    let run = uid();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut runner = TestRunner::new(Config {
+            cases: 48,
+            ..Config::default()
+        });
+        let case = std::sync::atomic::AtomicU32::new(0);
+        let queries =
+            proptest::collection::vec((object(), object(), proptest::option::of(status())), 1..6);
+        let input = (proptest::collection::vec(row(), 0..12), queries);
+        runner.run(&input, |(rows, queries)| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            handle.block_on(agree(&sql, &format!("d{n}-{run}"), &rows, &queries));
+            Ok(())
+        })
+    })
+    .await;
+    match outcome {
+        Ok(result) => result.unwrap(),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+// ------------------------------------------------------------------------ several pools
+
+/// One run's life on thread `{owner}-t{w}-{i}`: thread and run rows, a claim (even workers,
+/// asserting it wins) or a status transition (odd ones), busy, a checkpoint, 5 events on the
+/// shared thread, completion, idle.
+async fn lifecycle(
+    stores: &Stores,
+    owner: &str,
+    shared: &str,
+    w: usize,
+    i: usize,
+) -> StoreResult<()> {
+    let tid = format!("{owner}-t{w}-{i}");
+    stores
+        .threads
+        .create(owner, Thread::new(&tid, Map::new()))
+        .await?;
+    let run = Run::new(format!("{owner}-r{w}-{i}"), &tid, "a", owner);
+    stores.runs.put(&run).await?;
+    if w.is_multiple_of(2) {
+        let until = antler_store::time::now() + chrono::Duration::seconds(30);
+        assert_eq!(
+            stores.runs.claim(&run.run_id, "w", until).await?,
+            Claim::Claimed
+        );
+    } else {
+        let pending = [RunStatus::Pending];
+        stores
+            .runs
+            .transition(&run.run_id, &pending, RunStatus::Running, None)
+            .await?;
+    }
+    let status = |status| ThreadUpdate {
+        status: Some(status),
+        ..Default::default()
+    };
+    stores
+        .threads
+        .update(owner, &tid, status(ThreadStatus::Busy))
+        .await?;
+    let mut c = Checkpoint {
+        id: antler_graph::new_checkpoint_id(0),
+        ts: antler_graph::now_ts(),
+        ..Default::default()
+    };
+    c.channel_versions.insert("messages".into(), 1);
+    c.channel_values
+        .insert("messages".into(), json!([{"content": "hi"}]));
+    let nv: BTreeMap<String, u64> = [("messages".to_string(), 1)].into();
+    let put = stores
+        .checkpoints
+        .put(&tid, "", None, &c, &Map::new(), &nv)
+        .await;
+    put.map_err(|e| StoreError::Backend(e.to_string()))?;
+    let events = (0..5)
+        .map(|j| NewRunEvent::new(shared, &run.run_id, "x", "trace", json!(j)))
+        .collect();
+    stores.events.append_batch(owner, events).await?;
+    let done = RunCompletion {
+        status: Some(RunStatus::Success),
+        ..Default::default()
+    };
+    stores.runs.update_completion(&run.run_id, &done).await?;
+    stores
+        .threads
+        .update(owner, &tid, status(ThreadStatus::Idle))
+        .await?;
+    Ok(())
+}
+
+/// Concurrent run lifecycles through two pools: no busy/locked error, deadlock or lock
+/// timeout may surface, every seq is unique, every thread ends idle.
+pub async fn concurrent_run_lifecycles_never_fail<B: Backend>(b: &B) {
+    let (a, other) = (b.open().await, b.open().await);
+    let (workers, runs) = B::LIFECYCLES;
+    let x = uid();
+    let (owner, shared) = (format!("o-{x}"), format!("shared-{x}"));
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let stores = if w % 2 == 0 { a.clone() } else { other.clone() };
+        let (owner, shared) = (owner.clone(), shared.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..runs {
+                lifecycle(&stores, &owner, &shared, w, i).await?;
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let all = a
+        .events
+        .list(&owner, &shared, &RunEventQuery::default())
+        .await
+        .unwrap();
+    let total = (workers * runs) as i64;
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=total * 5).collect::<Vec<i64>>()
+    );
+    assert_eq!(
+        a.threads
+            .count(&owner, &ThreadSearch::default())
+            .await
+            .unwrap(),
+        total as u64
+    );
+    let idle = ThreadSearch {
+        status: Some(ThreadStatus::Idle),
+        ..Default::default()
+    };
+    assert_eq!(a.threads.count(&owner, &idle).await.unwrap(), total as u64);
+    // leave nothing behind in the shared database
+    for w in 0..workers {
+        for i in 0..runs {
+            let tid = format!("{owner}-t{w}-{i}");
+            a.runs.delete_by_thread(&owner, &tid).await.unwrap();
+            a.checkpoints.delete_thread(&tid).await.unwrap();
+            a.threads.delete(&owner, &tid).await.unwrap();
+        }
+    }
+    a.events.delete_thread(&owner, &shared).await.unwrap();
+}
+
+/// 20 threads, each with two pending runs claimed at once through different pools: on every
+/// thread one wins and one is told the thread is busy.
+pub async fn two_pools_race_claims_per_thread<B: Backend>(b: &B) {
+    let (a, other) = (b.open().await, b.open().await);
+    let x = uid();
+    let owner = format!("o-{x}");
+    let later = antler_store::time::now() + chrono::Duration::seconds(60);
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let thread = format!("race-{x}-{t}");
+        let runs = [0, 1].map(|r| Run::new(format!("race-{x}-{t}-{r}"), &thread, "asst", &owner));
+        for run in &runs {
+            a.runs.put(run).await.unwrap();
+        }
+        for (r, run) in runs.into_iter().enumerate() {
+            let store = if r == 0 {
+                a.runs.clone()
+            } else {
+                other.runs.clone()
+            };
+            let worker = format!("w{r}-{x}");
+            tasks.push(tokio::spawn(async move {
+                (t, store.claim(&run.run_id, &worker, later).await)
+            }));
+        }
+    }
+    let mut per_thread: BTreeMap<i32, Vec<Claim>> = BTreeMap::new();
+    for task in tasks {
+        let (t, res) = task.await.unwrap();
+        per_thread.entry(t).or_default().push(res.unwrap());
+    }
+    for (t, claims) in &per_thread {
+        let won = claims.iter().filter(|c| **c == Claim::Claimed).count();
+        let busy = claims.iter().filter(|c| **c == Claim::Busy).count();
+        assert_eq!((won, busy), (1, 1), "thread {t}: {claims:?}");
+    }
+    // the winner's run is running; the loser's still pending
+    let thread0 = format!("race-{x}-0");
+    let active = other
+        .runs
+        .active_for_thread(&owner, &thread0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(active.status, RunStatus::Running);
+    let pending = a
+        .runs
+        .next_pending_for_thread(&owner, &thread0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(pending.run_id, active.run_id);
+    for t in 0..20 {
+        a.runs
+            .delete_by_thread(&owner, &format!("race-{x}-{t}"))
+            .await
+            .unwrap();
+    }
+}
+
+/// 8 pending runs of one thread claimed at once from both pools: exactly one wins, the others
+/// are told the thread is busy.
+pub async fn two_pools_race_claims_on_one_thread<B: Backend>(b: &B) {
+    let (a, other) = (b.open().await, b.open().await);
+    let (owner, thread) = (format!("o-{}", uid()), format!("t-{}", uid()));
+    a.threads
+        .create(&owner, Thread::new(&thread, Map::new()))
+        .await
+        .unwrap();
+    let runs: Vec<String> = (0..8).map(|i| format!("r{i}-{}", uid())).collect();
+    for r in &runs {
+        a.runs
+            .put(&Run::new(r.clone(), &thread, "asst", &owner))
+            .await
+            .unwrap();
+    }
+    let lease = antler_store::time::now() + chrono::Duration::seconds(60);
+    let mut tasks = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        let store = if i % 2 == 0 {
+            a.runs.clone()
+        } else {
+            other.runs.clone()
+        };
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim(&r, &format!("worker-{i}"), lease).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap().unwrap());
+    }
+    let count = |c: Claim| outcomes.iter().filter(|o| **o == c).count();
+    assert_eq!(count(Claim::Claimed), 1, "{outcomes:?}");
+    assert_eq!(count(Claim::Busy), 7, "{outcomes:?}");
+    let running = a
+        .runs
+        .active_for_thread(&owner, &thread)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(running.status, RunStatus::Running);
+    a.runs.delete_by_thread(&owner, &thread).await.unwrap();
+    a.threads.delete(&owner, &thread).await.unwrap();
+}
+
+/// The same pending run claimed by both pools at once: one claims it, the other finds it gone.
+pub async fn two_pools_claim_the_same_run<B: Backend>(b: &B) {
+    let (a, other) = (b.open().await, b.open().await);
+    let (owner, thread2, run2) = (
+        format!("o-{}", uid()),
+        format!("t-{}", uid()),
+        format!("r-{}", uid()),
+    );
+    a.runs
+        .put(&Run::new(run2.clone(), &thread2, "asst", &owner))
+        .await
+        .unwrap();
+    let lease = antler_store::time::now() + chrono::Duration::seconds(60);
+    let (x, y) = tokio::join!(
+        a.runs.claim(&run2, "wa", lease),
+        other.runs.claim(&run2, "wb", lease)
+    );
+    let mut both = [x.unwrap(), y.unwrap()];
+    both.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(both, [Claim::Claimed, Claim::Gone]);
+    a.runs.delete_by_thread(&owner, &thread2).await.unwrap();
+}
+
+/// Event batches of one thread appended concurrently through both pools: seqs 1..=50, no gap,
+/// no repeat; deleting never lets a seq be reused.
+pub async fn two_pools_share_event_sequences<B: Backend>(b: &B) {
+    let (a, other) = (b.open().await, b.open().await);
+    let (owner, shared) = (format!("o-{}", uid()), format!("t-events-{}", uid()));
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let events = if i % 2 == 0 {
+            a.events.clone()
+        } else {
+            other.events.clone()
+        };
+        let (owner, shared) = (owner.clone(), shared.clone());
+        tasks.push(tokio::spawn(async move {
+            let batch = (0..5)
+                .map(|j| NewRunEvent::new(&shared, format!("r{i}"), "x", "trace", json!(j)))
+                .collect();
+            events.append_batch(&owner, batch).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let all = other
+        .events
+        .list(&owner, &shared, &RunEventQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<i64>>()
+    );
+    a.events.delete_thread(&owner, &shared).await.unwrap();
+    let again = vec![NewRunEvent::new(&shared, "r", "x", "trace", json!(0))];
+    let again = a.events.append_batch(&owner, again).await.unwrap();
+    assert_eq!(again[0].seq, 51);
+    a.events.delete_thread(&owner, &shared).await.unwrap();
+}
+
+/// Batches spanning two threads in opposite orders, through both pools, do not deadlock.
+pub async fn batches_spanning_two_threads_do_not_deadlock<B: Backend>(b: &B) {
+    let (a, other) = (b.open().await, b.open().await);
+    let x = uid();
+    let (owner, t1, t2) = (format!("o-{x}"), format!("dl1-{x}"), format!("dl2-{x}"));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let events = if i % 2 == 0 {
+            a.events.clone()
+        } else {
+            other.events.clone()
+        };
+        let (first, second) = if i % 2 == 0 {
+            (t1.clone(), t2.clone())
+        } else {
+            (t2.clone(), t1.clone())
+        };
+        let owner = owner.clone();
+        tasks.push(tokio::spawn(async move {
+            let batch = vec![
+                NewRunEvent::new(&first, "r", "x", "trace", json!(i)),
+                NewRunEvent::new(&second, "r", "x", "trace", json!(i)),
+            ];
+            events.append_batch(&owner, batch).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for t in [&t1, &t2] {
+        assert_eq!(a.events.count(&owner, t, None, None).await.unwrap(), 8);
+        a.events.delete_thread(&owner, t).await.unwrap();
+    }
+}
+
+/// A thread and an item written through one pool read back whole through a new one after the
+/// first is gone: metadata, `values: null`, timestamps to the microsecond (sub-microsecond
+/// digits dropped), numbers.
+pub async fn data_survives_reconnect<B: Backend>(b: &B) {
+    let x = uid();
+    let (owner, tid, docs) = (
+        format!("alice-{x}"),
+        format!("t-persist-{x}"),
+        vec!["docs".to_string()],
+    );
+    let created = {
+        let stores = b.open().await;
+        let mut md = Map::new();
+        md.insert("k".into(), json!("v"));
+        let mut t = Thread::new(&tid, md);
+        t.created_at = chrono::DateTime::parse_from_rfc3339("2031-02-03T04:05:06.123456789Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let created = stores.threads.create(&owner, t).await.unwrap();
+        stores
+            .items
+            .put(&owner, &docs, "k", json!({"v": 1.5}))
+            .await
+            .unwrap();
+        created
+    };
+    let stores = b.open().await;
+    let t = stores.threads.get(&owner, &tid).await.unwrap().unwrap();
+    assert_eq!(t.metadata.get("k"), Some(&json!("v")));
+    assert_eq!(t.values, Some(Value::Null));
+    assert_eq!(
+        antler_store::time::format(&t.created_at),
+        "2031-02-03T04:05:06.123456+00:00"
+    );
+    assert_eq!(t.created_at, created.created_at);
+    assert_eq!(t.updated_at, created.updated_at);
+    let item = stores.items.get(&owner, &docs, "k").await.unwrap().unwrap();
+    assert_eq!(item.value, json!({"v": 1.5}));
+    stores.threads.delete(&owner, &tid).await.unwrap();
+    stores.items.delete(&owner, &docs, "k").await.unwrap();
+}
