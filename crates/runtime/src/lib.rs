@@ -40,10 +40,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use antler_store::{CancelAction, MultitaskStrategy};
 pub use durability::{Recovery, ReplicaBackends, ReplicaStatus};
 pub use events::{EventShaper, engine_modes};
 pub use graphs::Graphs;
-pub use request::{CancelAction, MultitaskStrategy, OnDisconnect, RunCreate, STREAM_MODES};
+pub use request::{OnDisconnect, RunCreate, STREAM_MODES};
 pub use state::HistoryQuery;
 
 /// Errors of the run kernel, mapped by the gateway onto HTTP statuses.
@@ -734,7 +735,7 @@ impl Runtime {
                     }
                     self.stores
                         .runs
-                        .request_cancel(&a.run_id, action_str(action))
+                        .request_cancel(&a.run_id, action.as_str())
                         .await?;
                     self.bridge.wake_replica(a.worker_id.as_deref()).await;
                 }
@@ -851,7 +852,7 @@ impl Runtime {
         run.lease_expires_at = Some(self.lease.expiry());
         run.metadata = metadata;
         run.kwargs = kwargs;
-        run.multitask_strategy = strategy.as_str().into();
+        run.multitask_strategy = strategy;
         run.temporary = temporary;
         run
     }
@@ -978,7 +979,7 @@ impl Runtime {
         }
         self.stores
             .runs
-            .request_cancel(run_id, action_str(action))
+            .request_cancel(run_id, action.as_str())
             .await?;
         // the owner reads the request now rather than at its next poll (no owner: whoever
         // claimed it meanwhile)
@@ -1389,14 +1390,6 @@ impl Runtime {
 
 /// The 409 of multitask `reject` (the reference's words).
 const REJECT_MESSAGE: &str = "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.";
-
-/// The stored spelling of a cancel action (`runs.cancel_requested`).
-pub(crate) fn action_str(action: CancelAction) -> &'static str {
-    match action {
-        CancelAction::Interrupt => "interrupt",
-        CancelAction::Rollback => "rollback",
-    }
-}
 
 /// The bridge stream that carries every event of a thread's runs (`GET /threads/{id}/stream`).
 /// Removes the files of `owner`'s thread kept outside the stores: `(owner, thread_id)`.

@@ -2,65 +2,10 @@
 //! parsed from JSON into typed options. Unknown keys are ignored (as the reference server does);
 //! known keys with a wrong type or value are rejected with a message naming the field.
 
+use antler_store::{MultitaskStrategy, Run};
 use serde_json::{Map, Value};
 
 use crate::RuntimeError;
-
-/// What to do when a thread already has an active run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MultitaskStrategy {
-    /// 409 if the thread is busy.
-    Reject,
-    /// Cancel the active run (it becomes `interrupted`, its finished steps stay), then run.
-    Interrupt,
-    /// Cancel the active run and delete it with its checkpoints, then run.
-    Rollback,
-    /// Wait in line behind the active run(s).
-    Enqueue,
-}
-
-impl MultitaskStrategy {
-    /// Parses the wire value.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "reject" => Some(Self::Reject),
-            "interrupt" => Some(Self::Interrupt),
-            "rollback" => Some(Self::Rollback),
-            "enqueue" => Some(Self::Enqueue),
-            _ => None,
-        }
-    }
-
-    /// The wire value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Reject => "reject",
-            Self::Interrupt => "interrupt",
-            Self::Rollback => "rollback",
-            Self::Enqueue => "enqueue",
-        }
-    }
-}
-
-/// How a run is cancelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CancelAction {
-    /// Stop at the next await; keep finished steps; run becomes `interrupted`.
-    Interrupt,
-    /// Stop, then delete the run and its checkpoints.
-    Rollback,
-}
-
-impl CancelAction {
-    /// Parses the wire value (`interrupt` | `rollback`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "interrupt" => Some(Self::Interrupt),
-            "rollback" => Some(Self::Rollback),
-            _ => None,
-        }
-    }
-}
 
 /// The stream modes a client may ask for, in wire spelling.
 pub const STREAM_MODES: &[&str] = &[
@@ -369,7 +314,7 @@ impl RunCreate {
 
     /// Rebuilds the request of a stored run from its `kwargs` (recovery of a run whose process
     /// died). The stored config already carries the run's effective `configurable`.
-    pub fn from_run(run: &antler_store::Run) -> Result<Self, RuntimeError> {
+    pub fn from_run(run: &Run) -> Result<Self, RuntimeError> {
         let k = &run.kwargs;
         let field = |name: &str| k.get(name).cloned().unwrap_or(Value::Null);
         let mut body = Map::new();
@@ -399,7 +344,7 @@ impl RunCreate {
         // nobody is attached to a recovered run's stream any more
         body.insert("on_disconnect".into(), Value::String("continue".into()));
         let mut request = Self::parse(&Value::Object(body))?;
-        request.multitask_strategy = MultitaskStrategy::parse(&run.multitask_strategy);
+        request.multitask_strategy = Some(run.multitask_strategy);
         // the delay as requested, counted from the run's creation (the caller subtracts the
         // time already waited)
         request.after_seconds = k

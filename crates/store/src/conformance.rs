@@ -797,7 +797,7 @@ pub async fn runs(stores: &Stores) {
     let mut r1 = mk(1, &thread, &alice);
     r1.metadata = obj(json!({"graph_id": "echo"}));
     r1.kwargs = json!({"input": {"messages": []}, "temporary": false});
-    r1.multitask_strategy = "reject".into();
+    r1.multitask_strategy = MultitaskStrategy::Reject;
     r1.model_name = Some("gpt-x".into());
     ok(s.put(&r1).await, "put r1");
     assert!(is_conflict(s.put(&r1).await), "duplicate run id");

@@ -264,34 +264,6 @@ impl MemoryThreadStore {
     }
 }
 
-fn apply_thread_update(t: &mut Thread, u: ThreadUpdate, now: DateTime<Utc>) {
-    let mut state_changed = false;
-    if let Some(s) = u.status {
-        t.status = s;
-    }
-    if let Some(v) = u.values {
-        t.values = v;
-        state_changed = true;
-    }
-    if let Some(e) = u.error {
-        t.error = e;
-    }
-    if let Some(i) = u.interrupts {
-        t.interrupts = i;
-        state_changed = true;
-    }
-    if let Some(c) = u.config {
-        t.config = c;
-    }
-    if let Some(m) = u.metadata {
-        util::merge_metadata(&mut t.metadata, m);
-    }
-    t.updated_at = now;
-    if state_changed {
-        t.state_updated_at = now;
-    }
-}
-
 #[async_trait::async_trait]
 impl ThreadStore for MemoryThreadStore {
     async fn create(&self, owner: &str, mut thread: Thread) -> StoreResult<Thread> {
@@ -348,7 +320,7 @@ impl ThreadStore for MemoryThreadStore {
             .get_mut(owner)
             .and_then(|own| own.get_mut(thread_id))
             .ok_or(StoreError::NotFound)?;
-        apply_thread_update(t, update, time::now());
+        update.apply(t, time::now());
         Ok(t.clone())
     }
 

@@ -234,6 +234,37 @@ pub struct ThreadUpdate {
     pub metadata: Option<Map<String, Value>>,
 }
 
+impl ThreadUpdate {
+    /// Applies the changes to `t` at `now` (the one definition every store uses).
+    pub fn apply(self, t: &mut Thread, now: DateTime<Utc>) {
+        let mut state_changed = false;
+        if let Some(s) = self.status {
+            t.status = s;
+        }
+        if let Some(v) = self.values {
+            t.values = v;
+            state_changed = true;
+        }
+        if let Some(e) = self.error {
+            t.error = e;
+        }
+        if let Some(i) = self.interrupts {
+            t.interrupts = i;
+            state_changed = true;
+        }
+        if let Some(c) = self.config {
+            t.config = c;
+        }
+        if let Some(m) = self.metadata {
+            crate::util::merge_metadata(&mut t.metadata, m);
+        }
+        t.updated_at = now;
+        if state_changed {
+            t.state_updated_at = now;
+        }
+    }
+}
+
 /// Threads.
 #[async_trait::async_trait]
 pub trait ThreadStore: Send + Sync {

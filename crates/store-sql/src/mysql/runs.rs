@@ -24,7 +24,7 @@ fn row_to_run(row: &MySqlRow) -> StoreResult<Run> {
         metadata: get_map(row, "metadata")?,
         status: parse_enum::<RunStatus>(row, "status")?,
         kwargs: get_json(row, "kwargs")?,
-        multitask_strategy: get_str(row, "multitask_strategy")?,
+        multitask_strategy: get_str(row, "multitask_strategy")?.parse()?,
         created_at: get_ts(row, "created_at")?,
         updated_at: get_ts(row, "updated_at")?,
         owner: get_str(row, "owner")?,
@@ -123,7 +123,7 @@ fn insert_stmt(r: &Run) -> Stmt {
     .bind(&r.assistant_id)
     .bind(&r.owner)
     .bind(r.status.as_str())
-    .bind(&r.multitask_strategy)
+    .bind(r.multitask_strategy.as_str())
     .bind(json_map(&r.metadata))
     .bind(json(&r.kwargs))
     .bind(&r.model_name)

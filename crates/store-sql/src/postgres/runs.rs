@@ -32,7 +32,7 @@ fn row_to_run(row: &PgRow) -> StoreResult<Run> {
         metadata: get_map(row, "metadata")?,
         status: parse_enum::<RunStatus>(row, "status")?,
         kwargs: get_json(row, "kwargs")?,
-        multitask_strategy: get_str(row, "multitask_strategy")?,
+        multitask_strategy: get_str(row, "multitask_strategy")?.parse()?,
         created_at: get_ts(row, "created_at")?,
         updated_at: get_ts(row, "updated_at")?,
         owner: get_str(row, "owner")?,
@@ -161,7 +161,7 @@ fn insert_stmt(r: &Run) -> Stmt {
     .bind(r.assistant_id.clone())
     .bind(r.owner.clone())
     .bind(r.status.as_str())
-    .bind(r.multitask_strategy.clone())
+    .bind(r.multitask_strategy.as_str())
     .bind(obj(&r.metadata))
     .bind(r.kwargs.clone())
     .bind(r.model_name.clone())
