@@ -11,6 +11,7 @@ use antler_store::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::services::new_id;
 use crate::{
     CancelAction, CreatedRun, RunCreate, RunHandle, RunResult, Runtime, RuntimeError, executor,
     thread_stream_id,
@@ -63,7 +64,7 @@ impl Runtime {
             return Err(RuntimeError::ShuttingDown);
         }
         let nr = self.resolve_new_run(owner, thread_id, &request).await?;
-        let mut run = self.build_run(&nr, &uuid::Uuid::now_v7().to_string(), &request);
+        let mut run = self.build_run(&nr, &new_id(), &request);
         if self.should_queue(&nr).await? {
             queue(&mut run, request.after_seconds);
             return self.enqueue_durable(&nr, run, request).await;
@@ -392,7 +393,7 @@ async fn thread_for_run(
     assistant: &Assistant,
 ) -> Result<(Thread, bool), RuntimeError> {
     let Some(tid) = thread_id else {
-        let tid = uuid::Uuid::now_v7().to_string();
+        let tid = new_id();
         let thread = rows
             .threads
             .create(owner, fresh_thread(&tid, assistant))

@@ -5,7 +5,8 @@
 //! supervisor (every run task is spawned on one [`TaskTracker`] and watches a
 //! [`CancellationToken`]), the executor that drives a graph with the thread's checkpointer and
 //! publishes its stream to the [`StreamBridge`], and the lifecycle observers that keep run rows,
-//! thread status/values and run events in the stores.
+//! thread status/values and run events in the stores. Its services (threads, assistants, store
+//! items, the run journal and feedback) are the HTTP layer's one door to storage.
 //!
 //! Invariants:
 //! - at most one run per thread executes at a time; runs of a thread start in creation order
@@ -23,6 +24,7 @@ mod journal;
 #[cfg(test)]
 mod replica_tests;
 mod request;
+mod services;
 mod state;
 mod webhook;
 
@@ -32,8 +34,7 @@ use std::time::Duration;
 
 use antler_bridge::StreamBridge;
 use antler_store::{
-    Assistant, Run, RunListQuery, RunStatus, StoreError, Stores, Thread, ThreadStatus,
-    ThreadUpdate, system_assistant_id,
+    Assistant, Run, RunListQuery, RunStatus, StoreError, Stores, ThreadStatus, ThreadUpdate,
 };
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -46,6 +47,10 @@ pub use durability::{Recovery, ReplicaBackends, ReplicaStatus};
 pub use events::{EventShaper, engine_modes};
 pub use graphs::Graphs;
 pub use request::{OnDisconnect, RunCreate, StreamMode};
+pub use services::{
+    AssistantChanges, EventFilter, FeedbackInput, IfExists, MessagePage, NewAssistant, NewThread,
+    PruneStrategy, StateUpdate,
+};
 pub use state::HistoryQuery;
 
 /// Errors of the run kernel, mapped by the gateway onto HTTP statuses.
@@ -54,6 +59,9 @@ pub enum RuntimeError {
     /// 404 with this detail.
     #[error("{0}")]
     NotFound(String),
+    /// 403 with this detail.
+    #[error("{0}")]
+    Forbidden(String),
     /// 409 with this detail.
     #[error("{0}")]
     Conflict(String),
@@ -69,6 +77,9 @@ pub enum RuntimeError {
     /// 500: storage failed.
     #[error("storage error: {0}")]
     Store(#[from] StoreError),
+    /// 503: the checkpointer failed.
+    #[error("{0}")]
+    Checkpoint(#[from] antler_graph::CheckpointError),
     /// 500: anything else that is our fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -345,89 +356,6 @@ impl Runtime {
         &self.counters
     }
 
-    /// Creates the system assistant of every registered graph (idempotent); a graph whose
-    /// description changed since (a declared agent's `description`) gets a new version of it.
-    pub async fn register_system_assistants(&self) -> Result<(), RuntimeError> {
-        for graph_id in self.graphs.ids() {
-            let id = system_assistant_id(graph_id);
-            let description = self.graphs.description(graph_id).map(str::to_string);
-            let record = match self.stores.assistants.get("system", &id).await? {
-                Some(a) if description.is_some() && a.description != description => {
-                    let patch = antler_store::AssistantPatch {
-                        description: description.clone(),
-                        ..Default::default()
-                    };
-                    self.stores.assistants.update("system", &id, patch).await?
-                }
-                Some(a) => a,
-                None => match self
-                    .stores
-                    .assistants
-                    .create("system", {
-                        let mut a = Assistant::system(graph_id);
-                        a.description = description.clone();
-                        a
-                    })
-                    .await
-                {
-                    Ok(a) => a,
-                    Err(StoreError::Conflict(_)) => self
-                        .stores
-                        .assistants
-                        .get("system", &id)
-                        .await?
-                        .unwrap_or_else(|| Assistant::system(graph_id)),
-                    Err(e) => return Err(e.into()),
-                },
-            };
-            self.system_assistants
-                .write()
-                .insert(graph_id.clone(), record);
-        }
-        Ok(())
-    }
-
-    /// Resolves an assistant id or graph name to the assistant record.
-    pub async fn resolve_assistant(
-        &self,
-        owner: &str,
-        assistant_id: &str,
-    ) -> Result<Assistant, RuntimeError> {
-        if self.graphs.contains(assistant_id) {
-            if let Some(a) = self.system_assistants.read().get(assistant_id) {
-                return Ok(a.clone());
-            }
-            let id = system_assistant_id(assistant_id);
-            if let Some(a) = self.stores.assistants.get(owner, &id).await? {
-                return Ok(a);
-            }
-            return Ok(Assistant::system(assistant_id));
-        }
-        let cached = self
-            .system_assistants
-            .read()
-            .values()
-            .find(|a| a.assistant_id == assistant_id)
-            .cloned();
-        if let Some(a) = cached {
-            return Ok(a);
-        }
-        if let Some(a) = self.stores.assistants.get(owner, assistant_id).await?
-            && self.graphs.contains(&a.graph_id)
-        {
-            return Ok(a);
-        }
-        if uuid::Uuid::parse_str(assistant_id).is_ok() {
-            return Err(RuntimeError::NotFound(
-                "Thread or assistant not found.".into(),
-            ));
-        }
-        Err(RuntimeError::Invalid(format!(
-            "Invalid assistant: '{assistant_id}'. Must be either:\n- A valid assistant UUID, or\n- One of the registered graphs: {}",
-            self.graphs.ids().join(", ")
-        )))
-    }
-
     /// The live runs of `owner`'s thread `thread_id` (thread ids are per owner).
     fn live_runs_of_thread(&self, owner: &str, thread_id: &str) -> Vec<Arc<RunHandle>> {
         self.live
@@ -481,19 +409,6 @@ impl Runtime {
             .runs
             .list_by_thread(owner, thread_id, query)
             .await?)
-    }
-
-    /// The thread, or 404 with the reference's message.
-    pub async fn require_thread(
-        &self,
-        owner: &str,
-        thread_id: &str,
-    ) -> Result<Thread, RuntimeError> {
-        self.stores
-            .threads
-            .get(owner, thread_id)
-            .await?
-            .ok_or_else(|| RuntimeError::NotFound(format!("Thread with ID {thread_id} not found")))
     }
 
     /// Cancels a pending or running run. With `wait`, returns once it has fully stopped.
@@ -852,27 +767,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// Deletes a thread: cancels its live runs (and waits for them), then removes the thread,
-    /// its runs, run events and checkpoints.
-    pub async fn delete_thread(&self, owner: &str, thread_id: &str) -> Result<(), RuntimeError> {
-        self.require_thread(owner, thread_id).await?;
-        for h in self.live_runs_of_thread(owner, thread_id) {
-            h.request_cancel(CancelAction::Interrupt);
-            let mut rx = h.done.subscribe();
-            let _ = rx.wait_for(Option::is_some).await;
-        }
-        self.stores.threads.delete(owner, thread_id).await?;
-        self.stores.runs.delete_by_thread(owner, thread_id).await?;
-        self.stores.events.delete_thread(owner, thread_id).await?;
-        self.stores
-            .checkpointer(owner)
-            .delete_thread(thread_id)
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        self.remove_thread_files(owner, thread_id).await;
-        Ok(())
-    }
-
     /// Sets what removes a deleted thread's files outside the stores (the binary passes the
     /// agent workspaces' `remove_thread_dir`); the first call wins.
     pub fn on_thread_deleted(&self, cleanup: ThreadFilesCleanup) {
@@ -886,19 +780,6 @@ impl Runtime {
         };
         let (owner, thread_id) = (owner.to_string(), thread_id.to_string());
         let _ = tokio::task::spawn_blocking(move || cleanup(&owner, &thread_id)).await;
-    }
-
-    /// Copies a thread with its checkpoints under a new id.
-    pub async fn copy_thread(&self, owner: &str, thread_id: &str) -> Result<Thread, RuntimeError> {
-        self.require_thread(owner, thread_id).await?;
-        let new_id = uuid::Uuid::now_v7().to_string();
-        let copy = self.stores.threads.copy(owner, thread_id, &new_id).await?;
-        self.stores
-            .checkpointer(owner)
-            .copy_thread(thread_id, &new_id)
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        Ok(copy)
     }
 
     /// Stops accepting runs, lets running runs stop at their next await (bounded by

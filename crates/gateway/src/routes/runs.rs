@@ -152,6 +152,7 @@ pub fn router() -> Router<AppState> {
 pub(crate) fn rt_err(e: RuntimeError) -> ApiError {
     match e {
         RuntimeError::NotFound(d) => ApiError::not_found(d),
+        RuntimeError::Forbidden(d) => ApiError::new(StatusCode::FORBIDDEN, d),
         RuntimeError::Conflict(d) => ApiError::conflict(d),
         RuntimeError::Invalid(d) => ApiError::unprocessable(d),
         RuntimeError::BadRequest(d) => ApiError::bad_request(d),
@@ -159,6 +160,7 @@ pub(crate) fn rt_err(e: RuntimeError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down")
         }
         RuntimeError::Store(e) => ApiError::from(e),
+        RuntimeError::Checkpoint(e) => ApiError::from(e),
         RuntimeError::Internal(d) => ApiError::internal(d),
     }
 }
