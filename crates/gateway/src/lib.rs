@@ -4,8 +4,8 @@
 //! SDKs use by default) and under `/api` (DeerFlow's layout); CORS as the reference sends it;
 //! JSON `{"detail": ...}` errors for every failure (unknown route 404, wrong method 405 with
 //! `allow`, bad input 422); request metrics; and the OpenAPI document generated from the
-//! route tables. Handlers are thin: they validate and extract, call the stores / runtime, and
-//! map the result. Every request is authenticated first ([`auth`]); handlers act as the
+//! route tables. Handlers are thin: they validate and extract, call one runtime service, and
+//! map the result (the gateway never touches a store). Every request is authenticated first ([`auth`]); handlers act as the
 //! request's [`Caller`], never as a fixed owner.
 
 pub mod auth;

@@ -1,4 +1,5 @@
-//! Shared state of the HTTP layer: the stores, the registered graphs and the metrics.
+//! Shared state of the HTTP layer: the runtime (the one door to storage), the registered
+//! graphs and the metrics.
 //!
 //! [`AppState`] is cloned into every handler, so everything in it is an `Arc` (or a handle
 //! that is one inside). The graph registry is immutable after startup; metrics are lock-free
@@ -171,11 +172,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// Repositories and the checkpointer (the runtime's own stores).
-    pub stores: Stores,
     /// The graphs this server runs (the runtime's registry).
     pub graphs: Arc<Graphs>,
-    /// The run kernel.
+    /// The run kernel, and the services through which handlers reach storage.
     pub runtime: Arc<Runtime>,
     /// Request counters served at `/metrics`.
     pub metrics: Arc<Metrics>,
@@ -189,11 +188,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over a runtime (its stores and graphs) with fresh metrics. The system assistants
+    /// State over a runtime (and its graphs) with fresh metrics. The system assistants
     /// must exist (call `Runtime::register_system_assistants` once at startup).
     pub fn new(runtime: Arc<Runtime>, heartbeat_interval: Duration) -> Self {
         Self {
-            stores: runtime.stores().clone(),
             graphs: runtime.graphs().clone(),
             runtime,
             metrics: Arc::new(Metrics::default()),

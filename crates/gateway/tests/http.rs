@@ -1063,7 +1063,8 @@ async fn copy_and_delete_carry_checkpoints_and_runs() -> anyhow::Result<()> {
     assert_eq!(status, 404);
     let history = app
         .state
-        .stores
+        .runtime
+        .stores()
         .checkpointer(antler_auth::DEFAULT_USER_ID)
         .list(&tid, None, &antler_graph::ListOptions::default())
         .await?;

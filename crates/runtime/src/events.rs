@@ -7,25 +7,16 @@
 
 use std::collections::HashMap;
 
-use antler_graph::{StreamMode, StreamPart};
+use antler_graph::{StreamMode as EngineMode, StreamPart};
 use serde_json::{Map, Value, json};
+
+use crate::StreamMode;
 
 /// Maps the requested wire modes onto engine modes. `updates` is always included: the run
 /// journal reads it (it is only published when the client asked for it).
-pub fn engine_modes(requested: &[String]) -> Vec<StreamMode> {
-    let mut out = vec![StreamMode::Updates];
-    for m in requested {
-        let mode = match m.as_str() {
-            "values" => StreamMode::Values,
-            "updates" => StreamMode::Updates,
-            "messages" | "messages-tuple" => StreamMode::Messages,
-            "custom" => StreamMode::Custom,
-            "tasks" => StreamMode::Tasks,
-            "checkpoints" => StreamMode::Checkpoints,
-            "debug" => StreamMode::Debug,
-            "events" => StreamMode::Events,
-            _ => continue,
-        };
+pub fn engine_modes(requested: &[StreamMode]) -> Vec<EngineMode> {
+    let mut out = vec![EngineMode::Updates];
+    for mode in requested.iter().map(StreamMode::engine) {
         if !out.contains(&mode) {
             out.push(mode);
         }
@@ -56,22 +47,22 @@ pub struct EventShaper {
 
 impl EventShaper {
     /// `requested` are the wire modes the client asked for.
-    pub fn new(requested: &[String]) -> Self {
-        let tuple_form = requested.iter().any(|m| m == "messages-tuple")
-            || !requested.iter().any(|m| m == "messages");
+    pub fn new(requested: &[StreamMode]) -> Self {
+        let tuple_form = requested.contains(&StreamMode::MessagesTuple)
+            || !requested.contains(&StreamMode::Messages);
         Self {
             tuple_form,
-            want_updates: requested.iter().any(|m| m == "updates"),
+            want_updates: requested.contains(&StreamMode::Updates),
             seen: HashMap::new(),
         }
     }
 
     /// Shapes one part into zero or more `(event name, data)` pairs.
     pub fn shape(&mut self, part: StreamPart) -> Vec<(String, Value)> {
-        if part.mode == StreamMode::Updates && !self.want_updates {
+        if part.mode == EngineMode::Updates && !self.want_updates {
             return Vec::new();
         }
-        if part.mode != StreamMode::Messages || self.tuple_form {
+        if part.mode != EngineMode::Messages || self.tuple_form {
             return vec![(part.event_name(), part.data)];
         }
         let Value::Array(mut pair) = part.data else {
@@ -191,10 +182,10 @@ mod tests {
 
     #[test]
     fn tuple_mode_passes_through_with_namespace() {
-        let mut s = EventShaper::new(&["messages-tuple".into()]);
+        let mut s = EventShaper::new(&[StreamMode::MessagesTuple]);
         let out = s.shape(StreamPart {
             ns: vec!["child:1".into()],
-            mode: StreamMode::Messages,
+            mode: EngineMode::Messages,
             data: chunk("hi"),
         });
         assert_eq!(out.len(), 1);
@@ -203,17 +194,17 @@ mod tests {
 
     #[test]
     fn messages_mode_accumulates_partials() {
-        let mut s = EventShaper::new(&["messages".into()]);
+        let mut s = EventShaper::new(&[StreamMode::Messages]);
         let a = s.shape(StreamPart {
             ns: vec![],
-            mode: StreamMode::Messages,
+            mode: EngineMode::Messages,
             data: chunk("hello"),
         });
         assert_eq!(a[0].0, "messages/metadata");
         assert_eq!(a[1].0, "messages/partial");
         let b = s.shape(StreamPart {
             ns: vec![],
-            mode: StreamMode::Messages,
+            mode: EngineMode::Messages,
             data: chunk(" world"),
         });
         assert_eq!(b.len(), 1);
@@ -223,10 +214,10 @@ mod tests {
 
     #[test]
     fn whole_messages_are_complete_events() {
-        let mut s = EventShaper::new(&["messages".into()]);
+        let mut s = EventShaper::new(&[StreamMode::Messages]);
         let out = s.shape(StreamPart {
             ns: vec![],
-            mode: StreamMode::Messages,
+            mode: EngineMode::Messages,
             data: json!([{"content": "x", "type": "ai", "id": "m2"}, {}]),
         });
         assert_eq!(out[1].0, "messages/complete");

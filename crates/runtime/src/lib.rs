@@ -5,7 +5,8 @@
 //! supervisor (every run task is spawned on one [`TaskTracker`] and watches a
 //! [`CancellationToken`]), the executor that drives a graph with the thread's checkpointer and
 //! publishes its stream to the [`StreamBridge`], and the lifecycle observers that keep run rows,
-//! thread status/values and run events in the stores.
+//! thread status/values and run events in the stores. Its services (threads, assistants, store
+//! items, the run journal and feedback) are the HTTP layer's one door to storage.
 //!
 //! Invariants:
 //! - at most one run per thread executes at a time; runs of a thread start in creation order
@@ -14,6 +15,7 @@
 //!   (`RunStore::transition`), and its stream always ends (`publish_end`) whatever happened;
 //! - the registry lock is a short `parking_lot` critical section, never held across `.await`.
 
+mod create;
 mod durability;
 mod events;
 mod executor;
@@ -22,6 +24,7 @@ mod journal;
 #[cfg(test)]
 mod replica_tests;
 mod request;
+mod services;
 mod session;
 mod state;
 mod values;
@@ -33,19 +36,23 @@ use std::time::Duration;
 
 use antler_bridge::StreamBridge;
 use antler_store::{
-    Assistant, Run, RunListQuery, RunStatus, StoreError, Stores, Thread, ThreadStatus,
-    ThreadUpdate, system_assistant_id,
+    Assistant, Run, RunListQuery, RunStatus, StoreError, Stores, ThreadStatus, ThreadUpdate,
 };
 use parking_lot::Mutex;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use antler_store::{CancelAction, MultitaskStrategy};
 pub use durability::{Recovery, ReplicaBackends, ReplicaStatus};
 pub use events::{EventShaper, engine_modes};
 pub use graphs::Graphs;
-pub use request::{CancelAction, MultitaskStrategy, OnDisconnect, RunCreate, STREAM_MODES};
+pub use request::{OnDisconnect, RunCreate, StreamMode};
+pub use services::{
+    AssistantChanges, EventFilter, FeedbackInput, IfExists, MessagePage, NewAssistant, NewThread,
+    PruneStrategy, StateUpdate,
+};
 pub use session::Durability;
 pub use state::HistoryQuery;
 pub use values::FinalValues;
@@ -56,6 +63,9 @@ pub enum RuntimeError {
     /// 404 with this detail.
     #[error("{0}")]
     NotFound(String),
+    /// 403 with this detail.
+    #[error("{0}")]
+    Forbidden(String),
     /// 409 with this detail.
     #[error("{0}")]
     Conflict(String),
@@ -71,6 +81,9 @@ pub enum RuntimeError {
     /// 500: storage failed.
     #[error("storage error: {0}")]
     Store(#[from] StoreError),
+    /// 503: the checkpointer failed.
+    #[error("{0}")]
+    Checkpoint(#[from] antler_graph::CheckpointError),
     /// 500: anything else that is our fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -126,7 +139,7 @@ impl Default for RuntimeConfig {
             api_url: "http://127.0.0.1:8123".into(),
             event_batch_size: 20,
             max_trace_content: 10_240,
-            worker_id: format!("antler-{}", uuid::Uuid::new_v4().simple()),
+            worker_id: format!("antler-{}", uuid::Uuid::now_v7().simple()),
             lease_ttl: Duration::from_secs(30),
             recovery: Recovery::Resume,
             exclusive: true,
@@ -348,127 +361,6 @@ impl Runtime {
         &self.counters
     }
 
-    /// Creates the system assistant of every registered graph (idempotent); a graph whose
-    /// description changed since (a declared agent's `description`) gets a new version of it.
-    pub async fn register_system_assistants(&self) -> Result<(), RuntimeError> {
-        for graph_id in self.graphs.ids() {
-            let id = system_assistant_id(graph_id);
-            let description = self.graphs.description(graph_id).map(str::to_string);
-            let record = match self.stores.assistants.get("system", &id).await? {
-                Some(a) if description.is_some() && a.description != description => {
-                    let patch = antler_store::AssistantPatch {
-                        description: description.clone(),
-                        ..Default::default()
-                    };
-                    self.stores.assistants.update("system", &id, patch).await?
-                }
-                Some(a) => a,
-                None => match self
-                    .stores
-                    .assistants
-                    .create("system", {
-                        let mut a = Assistant::system(graph_id);
-                        a.description = description.clone();
-                        a
-                    })
-                    .await
-                {
-                    Ok(a) => a,
-                    Err(StoreError::Conflict(_)) => self
-                        .stores
-                        .assistants
-                        .get("system", &id)
-                        .await?
-                        .unwrap_or_else(|| Assistant::system(graph_id)),
-                    Err(e) => return Err(e.into()),
-                },
-            };
-            self.system_assistants
-                .write()
-                .insert(graph_id.clone(), record);
-        }
-        Ok(())
-    }
-
-    /// Resolves an assistant id or graph name to the assistant record.
-    pub async fn resolve_assistant(
-        &self,
-        owner: &str,
-        assistant_id: &str,
-    ) -> Result<Assistant, RuntimeError> {
-        if self.graphs.contains(assistant_id) {
-            if let Some(a) = self.system_assistants.read().get(assistant_id) {
-                return Ok(a.clone());
-            }
-            let id = system_assistant_id(assistant_id);
-            if let Some(a) = self.stores.assistants.get(owner, &id).await? {
-                return Ok(a);
-            }
-            return Ok(Assistant::system(assistant_id));
-        }
-        let cached = self
-            .system_assistants
-            .read()
-            .values()
-            .find(|a| a.assistant_id == assistant_id)
-            .cloned();
-        if let Some(a) = cached {
-            return Ok(a);
-        }
-        if let Some(a) = self.stores.assistants.get(owner, assistant_id).await?
-            && self.graphs.contains(&a.graph_id)
-        {
-            return Ok(a);
-        }
-        if uuid::Uuid::parse_str(assistant_id).is_ok() {
-            return Err(RuntimeError::NotFound(
-                "Thread or assistant not found.".into(),
-            ));
-        }
-        Err(RuntimeError::Invalid(format!(
-            "Invalid assistant: '{assistant_id}'. Must be either:\n- A valid assistant UUID, or\n- One of the registered graphs: {}",
-            self.graphs.ids().join(", ")
-        )))
-    }
-
-    /// DeerFlow's custom-agent switch: a run of an agent graph whose `context.agent_name` (or
-    /// `configurable.agent_name`) names another agent runs that agent instead (its system
-    /// assistant). A name that is no agent is a 422 listing the agents.
-    fn select_agent(
-        &self,
-        assistant: Assistant,
-        request: &RunCreate,
-    ) -> Result<Assistant, RuntimeError> {
-        if !self.graphs.is_agent(&assistant.graph_id) {
-            return Ok(assistant);
-        }
-        let named = request
-            .context
-            .as_ref()
-            .and_then(|c| c.get("agent_name"))
-            .or_else(|| request.configurable_value("agent_name"))
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(str::to_string);
-        let Some(name) = named else {
-            return Ok(assistant);
-        };
-        match self.graphs.agent_named(&name) {
-            Some(graph) if graph == assistant.graph_id => Ok(assistant),
-            Some(graph) => Ok(self
-                .system_assistants
-                .read()
-                .get(graph)
-                .cloned()
-                .unwrap_or_else(|| Assistant::system(graph))),
-            None => Err(RuntimeError::Invalid(format!(
-                "Unknown agent_name '{name}'. Agents: {}",
-                self.graphs.agent_ids().join(", ")
-            ))),
-        }
-    }
-
     /// The live runs of `owner`'s thread `thread_id` (thread ids are per owner).
     fn live_runs_of_thread(&self, owner: &str, thread_id: &str) -> Vec<Arc<RunHandle>> {
         self.live
@@ -478,387 +370,6 @@ impl Runtime {
             .filter(|h| h.on_thread(owner, thread_id))
             .cloned()
             .collect()
-    }
-
-    /// Creates a run (stateful when `thread_id` is given, otherwise on a new temporary thread)
-    /// and schedules it. Applies the multitask strategy atomically for the thread.
-    pub async fn create_run(
-        self: &Arc<Self>,
-        owner: &str,
-        thread_id: Option<&str>,
-        request: RunCreate,
-    ) -> Result<CreatedRun, RuntimeError> {
-        if self.shutdown.is_cancelled() {
-            return Err(RuntimeError::ShuttingDown);
-        }
-        let assistant = self.resolve_assistant(owner, &request.assistant_id).await?;
-        let assistant = self.select_agent(assistant, &request)?;
-        let temporary = thread_id.is_none();
-        let ephemeral = temporary && request.on_completion_delete;
-        let rows = self.rows(ephemeral);
-        // A thread created for this run is born busy and tagged with its graph: no extra update.
-        let fresh_thread = |tid: &str| {
-            let mut meta = Map::new();
-            meta.insert("graph_id".into(), json!(assistant.graph_id));
-            meta.insert("assistant_id".into(), json!(assistant.assistant_id));
-            let mut t = Thread::new(tid, meta);
-            t.status = ThreadStatus::Busy;
-            t
-        };
-        let mut created_now = false;
-        let thread = match thread_id {
-            Some(tid) => match rows.threads.get(owner, tid).await? {
-                Some(t) => t,
-                None if request.if_not_exists_create => {
-                    created_now = true;
-                    match rows.threads.create(owner, fresh_thread(tid)).await {
-                        Ok(t) => t,
-                        Err(StoreError::Conflict(_)) => {
-                            return Err(RuntimeError::NotFound(
-                                "Thread or assistant not found.".into(),
-                            ));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                None => {
-                    return Err(RuntimeError::NotFound(
-                        "Thread or assistant not found.".into(),
-                    ));
-                }
-            },
-            None => {
-                created_now = true;
-                let tid = uuid::Uuid::now_v7().to_string();
-                rows.threads.create(owner, fresh_thread(&tid)).await?
-            }
-        };
-        let strategy = request
-            .multitask_strategy
-            .unwrap_or(self.config.default_multitask_strategy);
-        let run_id = uuid::Uuid::now_v7().to_string();
-        let mut run = self.build_run(
-            owner, &run_id, &thread, &assistant, &request, strategy, temporary,
-        );
-        // Beyond this process's capacity a durable run is queued in the database (no owner,
-        // no local task): the control loop of whichever replica has room claims it.
-        let mut queue_it = !ephemeral && !self.has_capacity();
-        if !queue_it && !ephemeral && !created_now && self.config.max_concurrent_runs.is_some() {
-            // A queued run of the thread goes first: this one queues behind it rather than
-            // holding capacity while it waits.
-            queue_it = self
-                .stores
-                .runs
-                .next_pending_for_thread(owner, &thread.thread_id)
-                .await?
-                .is_some_and(|r| r.worker_id.is_none());
-        }
-        if queue_it {
-            run.worker_id = None;
-            // a queued run's lease_expires_at is when it may start: no replica claims it before
-            run.lease_expires_at = (request.after_seconds > 0.0).then(|| {
-                run.created_at
-                    + chrono::Duration::milliseconds((request.after_seconds * 1000.0) as i64)
-            });
-        }
-        // On a shared database an existing thread's active run may execute on another replica:
-        // the multitask strategy applies to it as to a local one.
-        let shared_thread = !ephemeral && !created_now && !self.config.exclusive;
-        let remote_active = if !queue_it
-            && shared_thread
-            && matches!(
-                strategy,
-                MultitaskStrategy::Interrupt | MultitaskStrategy::Rollback
-            ) {
-            self.stores
-                .runs
-                .active_for_thread(owner, &thread.thread_id)
-                .await?
-                .filter(|r| !self.is_live(&r.run_id) && r.cancel_requested.is_none())
-        } else {
-            None
-        };
-
-        // The multitask decision and the registration of the new run happen under the registry
-        // lock, so two concurrent creates on one thread cannot both see it idle.
-        let handle = self.new_handle(&run_id, &thread.thread_id, owner, ephemeral);
-        if queue_it {
-            return self
-                .enqueue_durable(owner, run, request, &thread, &assistant, created_now)
-                .await;
-        }
-        let (to_cancel, prev) = {
-            let mut live = self.live.lock();
-            let active: Vec<Arc<RunHandle>> = live
-                .runs
-                .values()
-                .filter(|h| h.on_thread(owner, &thread.thread_id) && h.cancel_action().is_none())
-                .cloned()
-                .collect();
-            if strategy == MultitaskStrategy::Reject && !active.is_empty() {
-                return Err(RuntimeError::Conflict(REJECT_MESSAGE.into()));
-            }
-            live.runs.insert(run_id.clone(), handle.clone());
-            let prev = live.tails.insert(handle.thread_key(), handle.clone());
-            let to_cancel: Vec<(Arc<RunHandle>, CancelAction)> = match strategy {
-                MultitaskStrategy::Interrupt => active
-                    .into_iter()
-                    .map(|h| (h, CancelAction::Interrupt))
-                    .collect(),
-                MultitaskStrategy::Rollback => active
-                    .into_iter()
-                    .map(|h| (h, CancelAction::Rollback))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            (to_cancel, prev)
-        };
-        // `reject` on a shared database: the thread's active run may execute on another
-        // replica, so the database decides, atomically with the insert.
-        let inserted = if strategy == MultitaskStrategy::Reject && shared_thread {
-            match rows.runs.put_if_idle(&run).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(RuntimeError::Conflict(REJECT_MESSAGE.into())),
-                Err(e) => Err(e.into()),
-            }
-        } else {
-            rows.runs.put(&run).await.map_err(RuntimeError::from)
-        };
-        if let Err(e) = inserted {
-            // undo the registration: the thread's previous tail is its tail again
-            self.unregister(&handle, prev);
-            handle.done.send_replace(Some(RunResult::RolledBack));
-            return Err(e);
-        }
-        let thread_stream = if ephemeral {
-            String::new()
-        } else {
-            thread_stream_id(owner, &thread.thread_id)
-        };
-        self.publish(
-            &run_id,
-            &thread_stream,
-            "metadata",
-            &json!({"run_id": run_id, "attempt": 1}),
-        )
-        .await;
-        for (h, action) in to_cancel {
-            h.request_cancel(action);
-        }
-        if let Some(other) = remote_active {
-            let action = if strategy == MultitaskStrategy::Rollback {
-                CancelAction::Rollback
-            } else {
-                CancelAction::Interrupt
-            };
-            match self
-                .cancel_remote(owner, Some(&thread.thread_id), &other.run_id, action, false)
-                .await
-            {
-                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => {
-                    tracing::warn!(run_id = %other.run_id, error = %e, "multitask cancel on another replica failed");
-                }
-            }
-        }
-        // A thread created above is already busy and tagged (see `fresh_thread`); an existing
-        // one gets the graph tags it lacks (the first run's graph sticks) and turns busy.
-        let mut thread_meta = Map::new();
-        if !thread.metadata.contains_key("graph_id") {
-            thread_meta.insert("graph_id".into(), json!(assistant.graph_id));
-        }
-        if !thread.metadata.contains_key("assistant_id") {
-            thread_meta.insert("assistant_id".into(), json!(assistant.assistant_id));
-        }
-        let thread_update = (!created_now).then(|| ThreadUpdate {
-            status: Some(ThreadStatus::Busy),
-            metadata: (!thread_meta.is_empty()).then_some(thread_meta),
-            ..Default::default()
-        });
-        self.counters
-            .created
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.counters
-            .pending
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let rt = self.clone();
-        let job = executor::Job {
-            run: run.clone(),
-            request: request.clone(),
-            graph_id: assistant.graph_id.clone(),
-            handle,
-            prev,
-            thread_update,
-            adopted: false,
-            claimed: false,
-        };
-        self.tracker.spawn(async move { rt.execute(job).await });
-        Ok(CreatedRun { run, request })
-    }
-
-    /// Whether this process may start one more run now (`max_concurrent_runs`).
-    pub(crate) fn has_capacity(&self) -> bool {
-        self.config
-            .max_concurrent_runs
-            .is_none_or(|max| self.live.lock().runs.len() < max)
-    }
-
-    /// `create_run` past capacity: the run row is queued (no owner) and the thread marked
-    /// busy; no local task. Multitask `reject` / `interrupt` / `rollback` see this process's
-    /// live runs of the thread and the thread's active run in the database.
-    async fn enqueue_durable(
-        &self,
-        owner: &str,
-        run: Run,
-        request: RunCreate,
-        thread: &Thread,
-        assistant: &Assistant,
-        created_now: bool,
-    ) -> Result<CreatedRun, RuntimeError> {
-        let strategy = request
-            .multitask_strategy
-            .unwrap_or(self.config.default_multitask_strategy);
-        let active = self
-            .stores
-            .runs
-            .active_for_thread(owner, &thread.thread_id)
-            .await?;
-        if let Some(a) = &active {
-            match strategy {
-                MultitaskStrategy::Reject => {
-                    return Err(RuntimeError::Conflict(REJECT_MESSAGE.into()));
-                }
-                MultitaskStrategy::Interrupt | MultitaskStrategy::Rollback => {
-                    let action = if strategy == MultitaskStrategy::Rollback {
-                        CancelAction::Rollback
-                    } else {
-                        CancelAction::Interrupt
-                    };
-                    for h in self.live_runs_of_thread(owner, &thread.thread_id) {
-                        h.request_cancel(action);
-                    }
-                    self.stores
-                        .runs
-                        .request_cancel(&a.run_id, action_str(action))
-                        .await?;
-                    self.bridge.wake_replica(a.worker_id.as_deref()).await;
-                }
-                _ => {}
-            }
-        }
-        // The stream begins before the row exists: once the row is in, any replica may claim
-        // and run it, and its first event must be this `metadata`.
-        self.publish(
-            &run.run_id,
-            &thread_stream_id(owner, &thread.thread_id),
-            "metadata",
-            &json!({"run_id": run.run_id, "attempt": 1}),
-        )
-        .await;
-        if let Err(e) = self.stores.runs.put(&run).await {
-            self.bridge.cleanup(&run.run_id, Duration::ZERO).await;
-            return Err(e.into());
-        }
-        if !created_now {
-            let mut meta = Map::new();
-            if !thread.metadata.contains_key("graph_id") {
-                meta.insert("graph_id".into(), json!(assistant.graph_id));
-            }
-            if !thread.metadata.contains_key("assistant_id") {
-                meta.insert("assistant_id".into(), json!(assistant.assistant_id));
-            }
-            let _ = self
-                .stores
-                .threads
-                .update(
-                    owner,
-                    &thread.thread_id,
-                    ThreadUpdate {
-                        status: Some(ThreadStatus::Busy),
-                        metadata: (!meta.is_empty()).then_some(meta),
-                        ..Default::default()
-                    },
-                )
-                .await;
-        }
-        self.counters
-            .created
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Any replica with room may take it now rather than at its next poll (only now: its
-        // stream must begin with the `metadata` published above).
-        self.bridge.wake_replica(None).await;
-        Ok(CreatedRun { run, request })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn build_run(
-        &self,
-        owner: &str,
-        run_id: &str,
-        thread: &Thread,
-        assistant: &Assistant,
-        req: &RunCreate,
-        strategy: MultitaskStrategy,
-        temporary: bool,
-    ) -> Run {
-        let mut metadata = thread.metadata.clone();
-        for (k, v) in &assistant.metadata {
-            metadata.insert(k.clone(), v.clone());
-        }
-        metadata.insert("graph_id".into(), json!(assistant.graph_id));
-        metadata.insert("assistant_id".into(), json!(assistant.assistant_id));
-        for (k, v) in &req.metadata {
-            metadata.insert(k.clone(), v.clone());
-        }
-        // configurable = assistant config + request config + internal keys
-        let mut configurable = assistant
-            .config
-            .get("configurable")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        for (k, v) in req.configurable() {
-            configurable.insert(k, v);
-        }
-        configurable.insert("run_id".into(), json!(run_id));
-        configurable.insert("thread_id".into(), json!(thread.thread_id));
-        configurable.insert("graph_id".into(), json!(assistant.graph_id));
-        configurable.insert("assistant_id".into(), json!(assistant.assistant_id));
-        configurable.insert("user_id".into(), json!(owner));
-        configurable.insert("__after_seconds__".into(), json!(req.after_seconds));
-        let mut config = req.config.clone();
-        config.insert("configurable".into(), Value::Object(configurable));
-        config.insert("metadata".into(), Value::Object(metadata.clone()));
-        let mut context = assistant.context.as_object().cloned().unwrap_or_default();
-        for (k, v) in req.context.clone().unwrap_or_default() {
-            context.insert(k, v);
-        }
-        let kwargs = json!({
-            "input": req.input,
-            "command": req.command,
-            "config": config,
-            "context": context,
-            "stream_mode": req.stream_mode,
-            "interrupt_before": req.interrupt_before,
-            "interrupt_after": req.interrupt_after,
-            "webhook": req.webhook,
-            "feedback_keys": req.feedback_keys,
-            "temporary": temporary,
-            "subgraphs": req.stream_subgraphs,
-            "resumable": req.stream_resumable,
-            "checkpoint_during": req.checkpoint_during,
-            "durability": req.durability,
-            "checkpoint_id": req.checkpoint_id,
-            "on_completion": if req.on_completion_delete { "delete" } else { "keep" },
-        });
-        let mut run = Run::new(run_id, &thread.thread_id, &assistant.assistant_id, owner);
-        run.worker_id = Some(self.lease.worker_id.clone());
-        run.lease_expires_at = Some(self.lease.expiry());
-        run.metadata = metadata;
-        run.kwargs = kwargs;
-        run.multitask_strategy = strategy.as_str().into();
-        run.temporary = temporary;
-        run
     }
 
     /// A run of the thread (404 when the thread or run is unknown to this owner).
@@ -903,19 +414,6 @@ impl Runtime {
             .runs
             .list_by_thread(owner, thread_id, query)
             .await?)
-    }
-
-    /// The thread, or 404 with the reference's message.
-    pub async fn require_thread(
-        &self,
-        owner: &str,
-        thread_id: &str,
-    ) -> Result<Thread, RuntimeError> {
-        self.stores
-            .threads
-            .get(owner, thread_id)
-            .await?
-            .ok_or_else(|| RuntimeError::NotFound(format!("Thread with ID {thread_id} not found")))
     }
 
     /// Cancels a pending or running run. With `wait`, returns once it has fully stopped.
@@ -983,7 +481,7 @@ impl Runtime {
         }
         self.stores
             .runs
-            .request_cancel(run_id, action_str(action))
+            .request_cancel(run_id, action.as_str())
             .await?;
         // the owner reads the request now rather than at its next poll (no owner: whoever
         // claimed it meanwhile)
@@ -1274,27 +772,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// Deletes a thread: cancels its live runs (and waits for them), then removes the thread,
-    /// its runs, run events and checkpoints.
-    pub async fn delete_thread(&self, owner: &str, thread_id: &str) -> Result<(), RuntimeError> {
-        self.require_thread(owner, thread_id).await?;
-        for h in self.live_runs_of_thread(owner, thread_id) {
-            h.request_cancel(CancelAction::Interrupt);
-            let mut rx = h.done.subscribe();
-            let _ = rx.wait_for(Option::is_some).await;
-        }
-        self.stores.threads.delete(owner, thread_id).await?;
-        self.stores.runs.delete_by_thread(owner, thread_id).await?;
-        self.stores.events.delete_thread(owner, thread_id).await?;
-        self.stores
-            .checkpointer(owner)
-            .delete_thread(thread_id)
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        self.remove_thread_files(owner, thread_id).await;
-        Ok(())
-    }
-
     /// Sets what removes a deleted thread's files outside the stores (the binary passes the
     /// agent workspaces' `remove_thread_dir`); the first call wins.
     pub fn on_thread_deleted(&self, cleanup: ThreadFilesCleanup) {
@@ -1308,19 +785,6 @@ impl Runtime {
         };
         let (owner, thread_id) = (owner.to_string(), thread_id.to_string());
         let _ = tokio::task::spawn_blocking(move || cleanup(&owner, &thread_id)).await;
-    }
-
-    /// Copies a thread with its checkpoints under a new id.
-    pub async fn copy_thread(&self, owner: &str, thread_id: &str) -> Result<Thread, RuntimeError> {
-        self.require_thread(owner, thread_id).await?;
-        let new_id = uuid::Uuid::now_v7().to_string();
-        let copy = self.stores.threads.copy(owner, thread_id, &new_id).await?;
-        self.stores
-            .checkpointer(owner)
-            .copy_thread(thread_id, &new_id)
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        Ok(copy)
     }
 
     /// Stops accepting runs, lets running runs stop at their next await (bounded by
@@ -1392,21 +856,10 @@ impl Runtime {
     }
 }
 
-/// The 409 of multitask `reject` (the reference's words).
-const REJECT_MESSAGE: &str = "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.";
-
-/// The stored spelling of a cancel action (`runs.cancel_requested`).
-pub(crate) fn action_str(action: CancelAction) -> &'static str {
-    match action {
-        CancelAction::Interrupt => "interrupt",
-        CancelAction::Rollback => "rollback",
-    }
-}
-
-/// The bridge stream that carries every event of a thread's runs (`GET /threads/{id}/stream`).
 /// Removes the files of `owner`'s thread kept outside the stores: `(owner, thread_id)`.
 pub type ThreadFilesCleanup = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// The bridge stream that carries every event of a thread's runs (`GET /threads/{id}/stream`).
 /// Thread ids are per owner, so the stream is named by the thread's key.
 pub fn thread_stream_id(owner: &str, thread_id: &str) -> String {
     format!("thread:{}", antler_graph::thread_key(owner, thread_id))

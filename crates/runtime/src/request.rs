@@ -2,78 +2,106 @@
 //! parsed from JSON into typed options. Unknown keys are ignored (as the reference server does);
 //! known keys with a wrong type or value are rejected with a message naming the field.
 
+use antler_store::{MultitaskStrategy, Run};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::RuntimeError;
 
-/// What to do when a thread already has an active run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MultitaskStrategy {
-    /// 409 if the thread is busy.
-    Reject,
-    /// Cancel the active run (it becomes `interrupted`, its finished steps stay), then run.
-    Interrupt,
-    /// Cancel the active run and delete it with its checkpoints, then run.
-    Rollback,
-    /// Wait in line behind the active run(s).
-    Enqueue,
+/// A stream mode a client may ask for, in its wire spelling (`stream_mode` of a run create,
+/// the `stream_mode` filter of a join). Parsed once at the edge; the engine modes it needs
+/// and the SSE event names it produces derive from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamMode {
+    /// Full state after each step.
+    Values,
+    /// Message chunks, re-shaped into `messages/metadata|partial|complete` events.
+    Messages,
+    /// Message chunks as `[message, metadata]` tuples (event `messages`).
+    MessagesTuple,
+    /// `{node: update}` per task.
+    Updates,
+    /// astream_events v2 records.
+    Events,
+    /// checkpoint + task + task_result records.
+    Debug,
+    /// Values written by the graph's nodes.
+    Custom,
+    /// Task start / result records.
+    Tasks,
+    /// Checkpoint records.
+    Checkpoints,
 }
 
-impl MultitaskStrategy {
-    /// Parses the wire value.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "reject" => Some(Self::Reject),
-            "interrupt" => Some(Self::Interrupt),
-            "rollback" => Some(Self::Rollback),
-            "enqueue" => Some(Self::Enqueue),
-            _ => None,
-        }
-    }
+impl StreamMode {
+    /// Every mode, in the order the validation message lists them.
+    pub const ALL: &'static [StreamMode] = &[
+        StreamMode::Values,
+        StreamMode::Messages,
+        StreamMode::MessagesTuple,
+        StreamMode::Updates,
+        StreamMode::Events,
+        StreamMode::Debug,
+        StreamMode::Custom,
+        StreamMode::Tasks,
+        StreamMode::Checkpoints,
+    ];
 
-    /// The wire value.
-    pub fn as_str(self) -> &'static str {
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
         match self {
-            Self::Reject => "reject",
-            Self::Interrupt => "interrupt",
-            Self::Rollback => "rollback",
-            Self::Enqueue => "enqueue",
+            StreamMode::Values => "values",
+            StreamMode::Messages => "messages",
+            StreamMode::MessagesTuple => "messages-tuple",
+            StreamMode::Updates => "updates",
+            StreamMode::Events => "events",
+            StreamMode::Debug => "debug",
+            StreamMode::Custom => "custom",
+            StreamMode::Tasks => "tasks",
+            StreamMode::Checkpoints => "checkpoints",
         }
     }
-}
 
-/// How a run is cancelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CancelAction {
-    /// Stop at the next await; keep finished steps; run becomes `interrupted`.
-    Interrupt,
-    /// Stop, then delete the run and its checkpoints.
-    Rollback,
-}
-
-impl CancelAction {
-    /// Parses the wire value (`interrupt` | `rollback`).
+    /// Parses the wire spelling (`None` when it is no stream mode).
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "interrupt" => Some(Self::Interrupt),
-            "rollback" => Some(Self::Rollback),
-            _ => None,
+        Self::ALL.iter().copied().find(|m| m.as_str() == s)
+    }
+
+    /// The engine mode that produces this mode's events.
+    pub fn engine(&self) -> antler_graph::StreamMode {
+        use antler_graph::StreamMode as Engine;
+        match self {
+            StreamMode::Values => Engine::Values,
+            StreamMode::Messages | StreamMode::MessagesTuple => Engine::Messages,
+            StreamMode::Updates => Engine::Updates,
+            StreamMode::Events => Engine::Events,
+            StreamMode::Debug => Engine::Debug,
+            StreamMode::Custom => Engine::Custom,
+            StreamMode::Tasks => Engine::Tasks,
+            StreamMode::Checkpoints => Engine::Checkpoints,
         }
+    }
+
+    /// The first part of the SSE event names this mode produces (`messages-tuple` events are
+    /// named `messages`; `messages` adds `/partial` ...; subgraphs add `|<ns>`).
+    pub fn event_name(&self) -> &'static str {
+        self.engine().as_str()
     }
 }
 
-/// The stream modes a client may ask for, in wire spelling.
-pub const STREAM_MODES: &[&str] = &[
-    "values",
-    "messages",
-    "messages-tuple",
-    "updates",
-    "events",
-    "debug",
-    "custom",
-    "tasks",
-    "checkpoints",
-];
+impl std::fmt::Display for StreamMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with a wire spelling.
+impl PartialEq<&str> for StreamMode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// A parsed run-create body.
 #[derive(Clone, Debug)]
@@ -98,8 +126,8 @@ pub struct RunCreate {
     pub interrupt_before: Option<Value>,
     /// Static breakpoints after nodes.
     pub interrupt_after: Option<Value>,
-    /// Requested stream modes, wire spelling, deduplicated, order kept; default `["values"]`.
-    pub stream_mode: Vec<String>,
+    /// Requested stream modes, deduplicated, order kept; default `["values"]`.
+    pub stream_mode: Vec<StreamMode>,
     /// Emit subgraph events.
     pub stream_subgraphs: bool,
     /// Client asked for a resumable stream (every Antler stream is resumable).
@@ -179,169 +207,190 @@ fn breakpoints(body: &Map<String, Value>, field: &str) -> Result<Option<Value>, 
     }
 }
 
+/// `field`, a string that must be one of `choices` (absent or null: `None`).
+fn one_of(
+    body: &Map<String, Value>,
+    field: &str,
+    choices: &[&'static str],
+) -> Result<Option<&'static str>, RuntimeError> {
+    let Some(s) = opt_str(body, field)? else {
+        return Ok(None);
+    };
+    match choices.iter().find(|c| **c == s) {
+        Some(choice) => Ok(Some(*choice)),
+        None => {
+            let listed: Vec<String> = choices.iter().map(|c| format!("\"{c}\"")).collect();
+            Err(invalid(
+                field,
+                format!("\"{s}\" is not one of {}", listed.join(", ")),
+            ))
+        }
+    }
+}
+
+fn assistant_id(body: &Map<String, Value>) -> Result<String, RuntimeError> {
+    match body.get("assistant_id") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(invalid("assistant_id", "must not be empty")),
+        None | Some(Value::Null) => Err(RuntimeError::Invalid(
+            "\"assistant_id\" is a required property".into(),
+        )),
+        Some(other) => Err(invalid(
+            "assistant_id",
+            format!("{other} is not of type \"string\""),
+        )),
+    }
+}
+
+/// `input`: an object or a list (absent or null: `None`).
+fn input(body: &Map<String, Value>) -> Result<Option<Value>, RuntimeError> {
+    match body.get("input") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ (Value::Object(_) | Value::Array(_))) => Ok(Some(v.clone())),
+        Some(other) => Err(invalid(
+            "input",
+            format!("{other} is not of type \"object\""),
+        )),
+    }
+}
+
+/// `checkpoint_id`, or the `checkpoint_id` of a `checkpoint` object (which wins).
+fn checkpoint_id(body: &Map<String, Value>) -> Result<Option<String>, RuntimeError> {
+    let mut checkpoint_id = opt_str(body, "checkpoint_id")?;
+    if let Some(cp) = opt_object(body, "checkpoint")?
+        && let Some(Value::String(id)) = cp.get("checkpoint_id")
+    {
+        checkpoint_id = Some(id.clone());
+    }
+    Ok(checkpoint_id)
+}
+
+/// `config`, with a positive `recursion_limit` and an object `configurable` when present.
+fn config(body: &Map<String, Value>) -> Result<Map<String, Value>, RuntimeError> {
+    let config = opt_object(body, "config")?.unwrap_or_default();
+    if let Some(v) = config.get("recursion_limit")
+        && !v.is_null()
+        && v.as_u64().is_none_or(|n| n == 0)
+    {
+        return Err(invalid(
+            "config.recursion_limit",
+            format!("{v} is not a positive integer"),
+        ));
+    }
+    if let Some(v) = config.get("configurable")
+        && !v.is_null()
+        && !v.is_object()
+    {
+        return Err(invalid(
+            "config.configurable",
+            format!("{v} is not of type \"object\""),
+        ));
+    }
+    Ok(config)
+}
+
+fn webhook(body: &Map<String, Value>) -> Result<Option<String>, RuntimeError> {
+    let webhook = opt_str(body, "webhook")?;
+    if let Some(url) = &webhook
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid("webhook", "must be an http(s) URL"));
+    }
+    Ok(webhook)
+}
+
+/// `stream_mode`: one mode or a list of them, deduplicated in order; default `values`.
+fn stream_modes(body: &Map<String, Value>) -> Result<Vec<StreamMode>, RuntimeError> {
+    let names: Vec<&str> = match body.get("stream_mode") {
+        None | Some(Value::Null) => return Ok(vec![StreamMode::Values]),
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => {
+            let mut names = Vec::with_capacity(items.len());
+            for item in items {
+                let Some(s) = item.as_str() else {
+                    return Err(invalid("stream_mode", format!("{item} is not a string")));
+                };
+                names.push(s);
+            }
+            names
+        }
+        Some(other) => {
+            return Err(invalid(
+                "stream_mode",
+                format!("{other} is not a string or a list of strings"),
+            ));
+        }
+    };
+    let mut modes = Vec::with_capacity(names.len());
+    for name in names {
+        let mode = StreamMode::parse(name).ok_or_else(|| {
+            let expected: Vec<&str> = StreamMode::ALL.iter().map(StreamMode::as_str).collect();
+            RuntimeError::Invalid(format!(
+                "\"{name}\" is not a valid stream_mode; expected one of: {}",
+                expected.join(", ")
+            ))
+        })?;
+        if !modes.contains(&mode) {
+            modes.push(mode);
+        }
+    }
+    Ok(modes)
+}
+
+fn multitask_strategy(
+    body: &Map<String, Value>,
+) -> Result<Option<MultitaskStrategy>, RuntimeError> {
+    let Some(s) = opt_str(body, "multitask_strategy")? else {
+        return Ok(None);
+    };
+    MultitaskStrategy::parse(&s).map(Some).ok_or_else(|| {
+        RuntimeError::Invalid(format!(
+            "\"{s}\" is not one of \"reject\", \"rollback\", \"interrupt\", \"enqueue\""
+        ))
+    })
+}
+
+/// `after_seconds`: 0 to 7 days; default 0.
+fn after_seconds(body: &Map<String, Value>) -> Result<f64, RuntimeError> {
+    match body.get("after_seconds") {
+        None | Some(Value::Null) => Ok(0.0),
+        Some(v) => match v.as_f64() {
+            Some(n) if n >= 0.0 && n.is_finite() && n <= 86_400.0 * 7.0 => Ok(n),
+            _ => Err(invalid(
+                "after_seconds",
+                format!("{v} is not a number between 0 and 604800"),
+            )),
+        },
+    }
+}
+
 impl RunCreate {
-    /// Parses and validates a run-create body.
+    /// Parses and validates a run-create body. Fields are checked in a fixed order, so the
+    /// error names the first bad one.
     pub fn parse(body: &Value) -> Result<Self, RuntimeError> {
         let Value::Object(body) = body else {
             return Err(RuntimeError::Invalid(
                 "Request body must be a JSON object".into(),
             ));
         };
-        let assistant_id = match body.get("assistant_id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::String(_)) => return Err(invalid("assistant_id", "must not be empty")),
-            None | Some(Value::Null) => {
-                return Err(RuntimeError::Invalid(
-                    "\"assistant_id\" is a required property".into(),
-                ));
-            }
-            Some(other) => {
-                return Err(invalid(
-                    "assistant_id",
-                    format!("{other} is not of type \"string\""),
-                ));
-            }
-        };
-        let input = match body.get("input") {
-            None | Some(Value::Null) => None,
-            Some(v @ (Value::Object(_) | Value::Array(_))) => Some(v.clone()),
-            Some(other) => {
-                return Err(invalid(
-                    "input",
-                    format!("{other} is not of type \"object\""),
-                ));
-            }
-        };
-        let command = match body.get("command") {
-            None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(v.clone()),
-            Some(other) => {
-                return Err(invalid(
-                    "command",
-                    format!("{other} is not of type \"object\""),
-                ));
-            }
-        };
-        let mut checkpoint_id = opt_str(body, "checkpoint_id")?;
-        if let Some(cp) = opt_object(body, "checkpoint")?
-            && let Some(Value::String(id)) = cp.get("checkpoint_id")
-        {
-            checkpoint_id = Some(id.clone());
-        }
+        let assistant_id = assistant_id(body)?;
+        let input = input(body)?;
+        let command = opt_object(body, "command")?.map(Value::Object);
+        let checkpoint_id = checkpoint_id(body)?;
         let metadata = opt_object(body, "metadata")?.unwrap_or_default();
-        let config = opt_object(body, "config")?.unwrap_or_default();
-        if let Some(v) = config.get("recursion_limit")
-            && !v.is_null()
-            && v.as_u64().is_none_or(|n| n == 0)
-        {
-            return Err(invalid(
-                "config.recursion_limit",
-                format!("{v} is not a positive integer"),
-            ));
-        }
-        if let Some(v) = config.get("configurable")
-            && !v.is_null()
-            && !v.is_object()
-        {
-            return Err(invalid(
-                "config.configurable",
-                format!("{v} is not of type \"object\""),
-            ));
-        }
+        let config = config(body)?;
         let context = opt_object(body, "context")?;
-        let webhook = opt_str(body, "webhook")?;
-        if let Some(url) = &webhook
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(invalid("webhook", "must be an http(s) URL"));
-        }
-        let stream_mode = match body.get("stream_mode") {
-            None | Some(Value::Null) => vec!["values".to_string()],
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => {
-                let mut out = Vec::new();
-                for item in items {
-                    let Some(s) = item.as_str() else {
-                        return Err(invalid("stream_mode", format!("{item} is not a string")));
-                    };
-                    if !out.iter().any(|m: &String| m == s) {
-                        out.push(s.to_string());
-                    }
-                }
-                out
-            }
-            Some(other) => {
-                return Err(invalid(
-                    "stream_mode",
-                    format!("{other} is not a string or a list of strings"),
-                ));
-            }
-        };
-        for m in &stream_mode {
-            if !STREAM_MODES.contains(&m.as_str()) {
-                return Err(RuntimeError::Invalid(format!(
-                    "\"{m}\" is not a valid stream_mode; expected one of: {}",
-                    STREAM_MODES.join(", ")
-                )));
-            }
-        }
-        let on_disconnect = match opt_str(body, "on_disconnect")?.as_deref() {
-            None | Some("cancel") => OnDisconnect::Cancel,
+        let webhook = webhook(body)?;
+        let stream_mode = stream_modes(body)?;
+        let on_disconnect = match one_of(body, "on_disconnect", &["cancel", "continue"])? {
             Some("continue") => OnDisconnect::Continue,
-            Some(other) => {
-                return Err(invalid(
-                    "on_disconnect",
-                    format!("\"{other}\" is not one of \"cancel\", \"continue\""),
-                ));
-            }
+            _ => OnDisconnect::Cancel,
         };
-        let multitask_strategy = match opt_str(body, "multitask_strategy")? {
-            None => None,
-            Some(s) => Some(MultitaskStrategy::parse(&s).ok_or_else(|| {
-                RuntimeError::Invalid(format!(
-                    "\"{s}\" is not one of \"reject\", \"rollback\", \"interrupt\", \"enqueue\""
-                ))
-            })?),
-        };
-        let if_not_exists_create = match opt_str(body, "if_not_exists")?.as_deref() {
-            None | Some("reject") => false,
-            Some("create") => true,
-            Some(other) => {
-                return Err(invalid(
-                    "if_not_exists",
-                    format!("\"{other}\" is not one of \"create\", \"reject\""),
-                ));
-            }
-        };
-        let after_seconds = match body.get("after_seconds") {
-            None | Some(Value::Null) => 0.0,
-            Some(v) => match v.as_f64() {
-                Some(n) if n >= 0.0 && n.is_finite() && n <= 86_400.0 * 7.0 => n,
-                _ => {
-                    return Err(invalid(
-                        "after_seconds",
-                        format!("{v} is not a number between 0 and 604800"),
-                    ));
-                }
-            },
-        };
-        let on_completion_delete = match opt_str(body, "on_completion")?.as_deref() {
-            None | Some("delete") => true,
-            Some("keep") => false,
-            Some(other) => {
-                return Err(invalid(
-                    "on_completion",
-                    format!("\"{other}\" is not one of \"delete\", \"keep\""),
-                ));
-            }
-        };
-        let durability = opt_str(body, "durability")?.unwrap_or_else(|| "async".to_string());
-        if !["sync", "async", "exit"].contains(&durability.as_str()) {
-            return Err(invalid(
-                "durability",
-                format!("\"{durability}\" is not one of \"sync\", \"async\", \"exit\""),
-            ));
-        }
+        let multitask_strategy = multitask_strategy(body)?;
+        let if_not_exists = one_of(body, "if_not_exists", &["create", "reject"])?;
+        let after_seconds = after_seconds(body)?;
+        let on_completion = one_of(body, "on_completion", &["delete", "keep"])?;
+        let durability = one_of(body, "durability", &["sync", "async", "exit"])?;
         Ok(Self {
             assistant_id,
             input,
@@ -359,17 +408,17 @@ impl RunCreate {
             on_disconnect,
             feedback_keys: body.get("feedback_keys").cloned().filter(|v| !v.is_null()),
             multitask_strategy,
-            if_not_exists_create,
+            if_not_exists_create: if_not_exists == Some("create"),
             after_seconds,
-            on_completion_delete,
-            durability,
+            on_completion_delete: on_completion != Some("keep"),
+            durability: durability.unwrap_or("async").to_string(),
             checkpoint_during: opt_bool(body, "checkpoint_during")?.unwrap_or(true),
         })
     }
 
     /// Rebuilds the request of a stored run from its `kwargs` (recovery of a run whose process
     /// died). The stored config already carries the run's effective `configurable`.
-    pub fn from_run(run: &antler_store::Run) -> Result<Self, RuntimeError> {
+    pub fn from_run(run: &Run) -> Result<Self, RuntimeError> {
         let k = &run.kwargs;
         let field = |name: &str| k.get(name).cloned().unwrap_or(Value::Null);
         let mut body = Map::new();
@@ -399,7 +448,7 @@ impl RunCreate {
         // nobody is attached to a recovered run's stream any more
         body.insert("on_disconnect".into(), Value::String("continue".into()));
         let mut request = Self::parse(&Value::Object(body))?;
-        request.multitask_strategy = MultitaskStrategy::parse(&run.multitask_strategy);
+        request.multitask_strategy = Some(run.multitask_strategy);
         // the delay as requested, counted from the run's creation (the caller subtracts the
         // time already waited)
         request.after_seconds = k

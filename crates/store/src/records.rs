@@ -102,6 +102,55 @@ impl RunStatus {
 }
 
 string_enum!(
+    /// What to do when a run is created on a thread that already has an active run
+    /// (`multitask_strategy` of a run create, stored on the run).
+    MultitaskStrategy {
+        /// 409 if the thread is busy.
+        Reject => "reject",
+        /// Cancel the active run (it becomes `interrupted`, its finished steps stay), then run.
+        Interrupt => "interrupt",
+        /// Cancel the active run and delete it with its checkpoints, then run.
+        Rollback => "rollback",
+        /// Wait in line behind the active run(s).
+        Enqueue => "enqueue",
+    }
+);
+
+impl MultitaskStrategy {
+    /// Parses the wire value (`None` when it is none of them).
+    pub fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+
+    /// How the thread's active runs are cancelled before this run starts (`None`: they are
+    /// not: `reject` refuses the new run, `enqueue` waits for them).
+    pub fn cancel_action(&self) -> Option<CancelAction> {
+        match self {
+            MultitaskStrategy::Interrupt => Some(CancelAction::Interrupt),
+            MultitaskStrategy::Rollback => Some(CancelAction::Rollback),
+            MultitaskStrategy::Reject | MultitaskStrategy::Enqueue => None,
+        }
+    }
+}
+
+string_enum!(
+    /// How a run is cancelled (`action` of a cancel; the spelling of `runs.cancel_requested`).
+    CancelAction {
+        /// Stop at the next await; keep finished steps; run becomes `interrupted`.
+        Interrupt => "interrupt",
+        /// Stop, then delete the run and its checkpoints.
+        Rollback => "rollback",
+    }
+);
+
+impl CancelAction {
+    /// Parses the wire value (`interrupt` | `rollback`; `None` otherwise).
+    pub fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+}
+
+string_enum!(
     /// Sort direction for searches.
     SortOrder {
         /// Ascending.
@@ -257,7 +306,7 @@ pub struct Run {
     pub metadata: Map<String, Value>,
     pub status: RunStatus,
     pub kwargs: Value,
-    pub multitask_strategy: String,
+    pub multitask_strategy: MultitaskStrategy,
     #[serde(with = "time::serde_micros")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "time::serde_micros")]
@@ -338,7 +387,7 @@ impl Run {
             metadata: Map::new(),
             status: RunStatus::Pending,
             kwargs: Value::Object(Map::new()),
-            multitask_strategy: "enqueue".into(),
+            multitask_strategy: MultitaskStrategy::Enqueue,
             owner: owner.into(),
             model_name: None,
             error: None,
@@ -614,6 +663,13 @@ mod tests {
         for s in ThreadStatus::ALL {
             assert_eq!(s.as_str().parse::<ThreadStatus>().unwrap(), *s);
         }
+        for s in MultitaskStrategy::ALL {
+            assert_eq!(MultitaskStrategy::parse(s.as_str()), Some(*s));
+        }
+        for a in CancelAction::ALL {
+            assert_eq!(CancelAction::parse(a.as_str()), Some(*a));
+        }
+        assert_eq!(MultitaskStrategy::parse("bogus"), None);
         assert!("nope".parse::<RunStatus>().is_err());
     }
 

@@ -14,13 +14,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use antler_graph::CompiledGraph;
+use antler_runtime::{AssistantChanges, IfExists, NewAssistant};
 use antler_store::{
-    Assistant, AssistantPatch, AssistantSearch, AssistantSortBy, SYSTEM_OWNER, SortOrder,
-    StoreError, VersionQuery, system_assistant_id,
+    Assistant, AssistantSearch, AssistantSortBy, SortOrder, StoreError, VersionQuery,
 };
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Json, LenientJson, Path, Query, page};
+use crate::routes::runs::rt_err;
 use crate::routes::{RouteDoc, pagination_headers, project, to_values, validate_select};
 use crate::state::AppState;
 
@@ -116,45 +117,14 @@ pub fn router() -> Router<AppState> {
         .route("/assistants/{assistant_id}/latest", post(set_latest))
 }
 
-/// Resolves a path/body assistant id: a UUID (canonicalized) or a registered graph name
-/// (its system assistant's id).
-pub fn resolve_assistant_id(state: &AppState, raw: &str) -> ApiResult<String> {
-    if let Ok(id) = uuid::Uuid::parse_str(raw) {
-        return Ok(id.hyphenated().to_string());
-    }
-    if state.graphs.contains(raw) {
-        return Ok(system_assistant_id(raw));
-    }
-    Err(ApiError::unprocessable(
-        "Invalid assistant ID: must be a UUID or the name of a registered graph",
-    ))
-}
-
-/// Loads an assistant visible to the caller (404 `Not Found` otherwise).
+/// Loads an assistant visible to the caller by UUID or graph name (422 / 404 `Not Found`
+/// otherwise).
 pub async fn load_assistant(state: &AppState, owner: &str, raw_id: &str) -> ApiResult<Assistant> {
-    let id = resolve_assistant_id(state, raw_id)?;
     state
-        .stores
-        .assistants
-        .get(owner, &id)
-        .await?
-        .ok_or_else(ApiError::not_found_plain)
-}
-
-/// Users may read the graphs' system assistants but not change them (they belong to the
-/// server, and every user sees them): 403 with a hint instead of a misleading 404.
-fn ensure_writable(assistant: &Assistant) -> ApiResult<()> {
-    if assistant.owner == SYSTEM_OWNER {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "Assistant {} is the system assistant of graph '{}' and cannot be modified; create your own with POST /assistants",
-                assistant.assistant_id, assistant.graph_id
-            ),
-        ))
-    } else {
-        Ok(())
-    }
+        .runtime
+        .get_assistant(owner, raw_id)
+        .await
+        .map_err(rt_err)
 }
 
 fn graph_of<'a>(state: &'a AppState, assistant: &Assistant) -> ApiResult<&'a CompiledGraph> {
@@ -166,19 +136,6 @@ fn graph_of<'a>(state: &'a AppState, assistant: &Assistant) -> ApiResult<&'a Com
     })
 }
 
-fn unknown_graph(state: &AppState, graph_id: &str) -> ApiError {
-    let expected: Vec<String> = state
-        .graphs
-        .sorted_ids()
-        .into_iter()
-        .map(|g| format!("'{g}'"))
-        .collect();
-    ApiError::not_found(format!(
-        "Graph '{graph_id}' not found. Expected one of: [{}]",
-        expected.join(", ")
-    ))
-}
-
 pub(crate) fn parse_sort_order(raw: Option<&str>) -> ApiResult<SortOrder> {
     match raw {
         None => Ok(SortOrder::Desc),
@@ -188,14 +145,6 @@ pub(crate) fn parse_sort_order(raw: Option<&str>) -> ApiResult<SortOrder> {
             ))
         }),
     }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-enum IfExists {
-    #[default]
-    Raise,
-    DoNothing,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,13 +166,6 @@ struct CreateBody {
     description: Option<String>,
 }
 
-fn context_from_config(config: &Map<String, Value>) -> Value {
-    match config.get("configurable") {
-        Some(Value::Object(c)) => Value::Object(c.clone()),
-        _ => Value::Object(Map::new()),
-    }
-}
-
 async fn create(
     caller: Caller,
     State(state): State<AppState>,
@@ -235,59 +177,22 @@ async fn create(
         body.context.as_mut(),
         body.metadata.as_mut(),
     );
-    if !state.graphs.contains(&body.graph_id) {
-        return Err(unknown_graph(&state, &body.graph_id));
-    }
-    let assistant_id = match body.assistant_id.as_deref() {
-        Some(raw) => uuid::Uuid::parse_str(raw)
-            .map(|u| u.hyphenated().to_string())
-            .map_err(|_| ApiError::unprocessable("Invalid assistant ID: must be a UUID"))?,
-        None => uuid::Uuid::new_v4().to_string(),
+    let new = NewAssistant {
+        assistant_id: body.assistant_id,
+        graph_id: body.graph_id,
+        config: body.config.unwrap_or_default(),
+        context: body.context,
+        metadata: body.metadata.unwrap_or_default(),
+        name: body.name,
+        description: body.description,
+        if_exists: body.if_exists.unwrap_or_default(),
     };
-    let if_exists = body.if_exists.unwrap_or_default();
-    if body.assistant_id.is_some()
-        && let Some(existing) = state.stores.assistants.get(owner, &assistant_id).await?
-    {
-        return match if_exists {
-            IfExists::DoNothing => Ok(Json(existing).into_response()),
-            IfExists::Raise => Err(ApiError::conflict(format!(
-                "Assistant {assistant_id} already exists"
-            ))),
-        };
-    }
-    let config = body.config.unwrap_or_default();
-    let mut assistant = Assistant::new(
-        assistant_id.clone(),
-        body.graph_id,
-        body.name.unwrap_or_else(|| "Untitled".to_owned()),
-    );
-    assistant.context = match body.context {
-        Some(ctx) => Value::Object(ctx),
-        None => context_from_config(&config),
-    };
-    assistant.config = Value::Object(config);
-    assistant.metadata = body.metadata.unwrap_or_default();
-    assistant.description = body.description;
-    match state.stores.assistants.create(owner, assistant).await {
-        Ok(created) => Ok(Json(created).into_response()),
-        Err(StoreError::Conflict(_)) => match if_exists {
-            IfExists::DoNothing => {
-                let existing = state
-                    .stores
-                    .assistants
-                    .get(owner, &assistant_id)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::conflict(format!("Assistant {assistant_id} already exists"))
-                    })?;
-                Ok(Json(existing).into_response())
-            }
-            IfExists::Raise => Err(ApiError::conflict(format!(
-                "Assistant {assistant_id} already exists"
-            ))),
-        },
-        Err(other) => Err(other.into()),
-    }
+    let created = state
+        .runtime
+        .create_assistant(owner, new)
+        .await
+        .map_err(rt_err)?;
+    Ok(Json(created).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -351,7 +256,11 @@ async fn search(
     let owner = caller.owner();
     validate_select(body.select.as_deref(), ASSISTANT_FIELDS)?;
     let query = assistant_search(&body)?;
-    let (items, total) = state.stores.assistants.search(owner, &query).await?;
+    let (items, total) = state
+        .runtime
+        .search_assistants(owner, &query)
+        .await
+        .map_err(rt_err)?;
     let headers = pagination_headers(total, query.offset, items.len());
     let items = project(to_values(&items)?, body.select.as_deref());
     Ok((headers, Json(items)).into_response())
@@ -379,7 +288,12 @@ async fn count(
         metadata: body.metadata.unwrap_or_default(),
         ..AssistantSearch::default()
     };
-    Ok(Json(state.stores.assistants.count(owner, &query).await?))
+    let total = state
+        .runtime
+        .count_assistants(owner, &query)
+        .await
+        .map_err(rt_err)?;
+    Ok(Json(total))
 }
 
 async fn get_one(
@@ -419,33 +333,19 @@ async fn patch(
         body.context.as_mut(),
         body.metadata.as_mut(),
     );
-    let current = load_assistant(&state, owner, &assistant_id).await?;
-    ensure_writable(&current)?;
-    if let Some(graph_id) = &body.graph_id
-        && !state.graphs.contains(graph_id)
-    {
-        return Err(unknown_graph(&state, graph_id));
-    }
-    let context = match (body.context, &body.config) {
-        (Some(ctx), _) => Some(Value::Object(ctx)),
-        (None, Some(config)) if config.contains_key("configurable") => {
-            Some(context_from_config(config))
-        }
-        _ => None,
-    };
-    let patch = AssistantPatch {
+    let changes = AssistantChanges {
         graph_id: body.graph_id,
-        config: body.config.map(Value::Object),
-        context,
+        config: body.config,
+        context: body.context,
         metadata: body.metadata,
         name: body.name,
         description: body.description,
     };
     let updated = state
-        .stores
-        .assistants
-        .update(owner, &current.assistant_id, patch)
-        .await?;
+        .runtime
+        .update_assistant(owner, &assistant_id, changes)
+        .await
+        .map_err(rt_err)?;
     Ok(Json(updated))
 }
 
@@ -455,13 +355,11 @@ async fn delete(
     Path(assistant_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let owner = caller.owner();
-    let assistant = load_assistant(&state, owner, &assistant_id).await?;
-    ensure_writable(&assistant)?;
     state
-        .stores
-        .assistants
-        .delete(owner, &assistant.assistant_id)
-        .await?;
+        .runtime
+        .delete_assistant(owner, &assistant_id)
+        .await
+        .map_err(rt_err)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -689,19 +587,17 @@ async fn versions(
 ) -> ApiResult<Json<Vec<antler_store::AssistantVersion>>> {
     let owner = caller.owner();
     let (limit, offset) = page(body.limit, body.offset, 10)?;
-    let assistant = load_assistant(&state, owner, &assistant_id).await?;
     let query = VersionQuery {
         metadata: body.metadata.unwrap_or_default(),
         limit,
         offset,
     };
-    Ok(Json(
-        state
-            .stores
-            .assistants
-            .versions(owner, &assistant.assistant_id, &query)
-            .await?,
-    ))
+    let versions = state
+        .runtime
+        .assistant_versions(owner, &assistant_id, &query)
+        .await
+        .map_err(rt_err)?;
+    Ok(Json(versions))
 }
 
 #[derive(Debug, Deserialize)]
@@ -716,15 +612,12 @@ async fn set_latest(
     Json(body): Json<LatestBody>,
 ) -> ApiResult<Json<Assistant>> {
     let owner = caller.owner();
-    let assistant = load_assistant(&state, owner, &assistant_id).await?;
-    ensure_writable(&assistant)?;
-    Ok(Json(
-        state
-            .stores
-            .assistants
-            .set_latest(owner, &assistant.assistant_id, body.version)
-            .await?,
-    ))
+    let assistant = state
+        .runtime
+        .set_latest_assistant_version(owner, &assistant_id, body.version)
+        .await
+        .map_err(rt_err)?;
+    Ok(Json(assistant))
 }
 
 #[cfg(test)]

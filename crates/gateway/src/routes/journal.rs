@@ -11,11 +11,12 @@ use axum::routing::{delete, get};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use antler_store::{Feedback, RunEvent, RunEventQuery, time};
+use antler_runtime::{EventFilter, FeedbackInput, MessagePage};
+use antler_store::{Feedback, RunEvent, time};
 
 use crate::auth::Caller;
 use crate::error::{
-    ApiError, ApiResult, Json, LenientJson, Path, Query, de_flag, de_opt_i64, parse_run_id,
+    ApiResult, Json, LenientJson, Path, Query, de_flag, de_opt_i64, parse_run_id,
     validate_thread_id,
 };
 use crate::routes::RouteDoc;
@@ -127,17 +128,11 @@ async fn token_usage(
 ) -> ApiResult<Response> {
     let owner = caller.owner();
     validate_thread_id(&thread_id)?;
-    st.runtime
-        .require_thread(owner, &thread_id)
-        .await
-        .map_err(rt_err)?;
     let agg = st
         .runtime
-        .stores()
-        .runs
-        .aggregate_tokens_by_thread(owner, &thread_id, q.include_active.unwrap_or(false))
+        .thread_token_usage(owner, &thread_id, q.include_active.unwrap_or(false))
         .await
-        .map_err(|e| rt_err(e.into()))?;
+        .map_err(rt_err)?;
     let mut body = match serde_json::to_value(&agg) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
@@ -145,15 +140,6 @@ async fn token_usage(
     body.insert("thread_id".into(), json!(thread_id));
     body.insert("context_usage".into(), Value::Null);
     Ok(Json(Value::Object(body)).into_response())
-}
-
-/// Checks that the run exists, belongs to the caller and to the thread.
-async fn require_run(st: &AppState, owner: &str, thread_id: &str, run_id: &str) -> ApiResult<()> {
-    st.runtime
-        .get_run(owner, thread_id, run_id)
-        .await
-        .map_err(|_| ApiError::not_found(format!("Run {run_id} not found")))?;
-    Ok(())
 }
 
 /// An event as DeerFlow's feeds show it (`user_id` is never exposed).
@@ -179,25 +165,6 @@ struct EventsQuery {
     after_seq: Option<i64>,
 }
 
-fn check_limit(limit: Option<i64>, default: i64, max: i64) -> ApiResult<usize> {
-    let n = limit.unwrap_or(default);
-    if !(1..=max).contains(&n) {
-        return Err(ApiError::unprocessable(format!(
-            "limit must be between 1 and {max}, got {n}"
-        )));
-    }
-    Ok(n as usize)
-}
-
-fn check_seq(name: &str, v: Option<i64>) -> ApiResult<Option<i64>> {
-    match v {
-        Some(n) if n < 1 => Err(ApiError::unprocessable(format!(
-            "{name} must be at least 1, got {n}"
-        ))),
-        other => Ok(other),
-    }
-}
-
 async fn run_events(
     caller: Caller,
     State(st): State<AppState>,
@@ -207,10 +174,7 @@ async fn run_events(
     let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let run_id = parse_run_id(&run_id)?;
-    let limit = check_limit(q.limit, 500, 2000)?;
-    require_run(&st, owner, &thread_id, &run_id).await?;
-    let query = RunEventQuery {
-        run_id: Some(run_id),
+    let filter = EventFilter {
         event_types: q
             .event_types
             .as_deref()
@@ -223,16 +187,13 @@ async fn run_events(
             })
             .unwrap_or_default(),
         after_seq: q.after_seq,
-        limit: Some(limit),
-        ..Default::default()
+        limit: q.limit,
     };
     let events = st
         .runtime
-        .stores()
-        .events
-        .list(owner, &thread_id, &query)
+        .run_events(owner, &thread_id, &run_id, filter)
         .await
-        .map_err(|e| rt_err(e.into()))?;
+        .map_err(rt_err)?;
     Ok(Json(Value::Array(events.iter().map(event_json).collect())).into_response())
 }
 
@@ -246,48 +207,14 @@ struct PageQuery {
     after_seq: Option<i64>,
 }
 
-/// One page of message events: `after_seq` pages forward, `before_seq` (or neither) backward
-/// from the cursor (or the end). Returns the page (ascending) and whether more exist.
-async fn message_page(
-    st: &AppState,
-    owner: &str,
-    thread_id: &str,
-    run_id: Option<String>,
-    q: &PageQuery,
-    max: i64,
-) -> ApiResult<(Vec<RunEvent>, bool)> {
-    let limit = check_limit(q.limit, 50, max)?;
-    let before_seq = check_seq("before_seq", q.before_seq)?;
-    let after_seq = check_seq("after_seq", q.after_seq)?;
-    let forward = after_seq.is_some() && before_seq.is_none();
-    let query = RunEventQuery {
-        run_id,
-        category: Some("message".into()),
-        after_seq: if forward { after_seq } else { None },
-        before_seq: if forward {
-            None
-        } else {
-            Some(before_seq.unwrap_or(i64::MAX))
-        },
-        limit: Some(limit + 1),
-        ..Default::default()
-    };
-    let mut rows = st
-        .runtime
-        .stores()
-        .events
-        .list(owner, thread_id, &query)
-        .await
-        .map_err(|e| rt_err(e.into()))?;
-    let more = rows.len() > limit;
-    if more {
-        if forward {
-            rows.truncate(limit);
-        } else {
-            rows.drain(..rows.len() - limit);
+impl PageQuery {
+    fn page(&self) -> MessagePage {
+        MessagePage {
+            limit: self.limit,
+            before_seq: self.before_seq,
+            after_seq: self.after_seq,
         }
     }
-    Ok((rows, more))
 }
 
 async fn run_messages(
@@ -299,8 +226,11 @@ async fn run_messages(
     let owner = caller.owner();
     validate_thread_id(&thread_id)?;
     let run_id = parse_run_id(&run_id)?;
-    require_run(&st, owner, &thread_id, &run_id).await?;
-    let (rows, more) = message_page(&st, owner, &thread_id, Some(run_id), &q, 200).await?;
+    let (rows, more) = st
+        .runtime
+        .run_messages(owner, &thread_id, &run_id, q.page())
+        .await
+        .map_err(rt_err)?;
     Ok(Json(json!({
         "data": rows.iter().map(event_json).collect::<Vec<_>>(),
         "has_more": more,
@@ -316,37 +246,24 @@ async fn thread_messages(
 ) -> ApiResult<Response> {
     let owner = caller.owner();
     validate_thread_id(&thread_id)?;
-    st.runtime
-        .require_thread(owner, &thread_id)
+    let rows = st
+        .runtime
+        .thread_messages(owner, &thread_id, q.page())
         .await
         .map_err(rt_err)?;
-    let (rows, _) = message_page(&st, owner, &thread_id, None, &q, 200).await?;
-    // the caller's feedback rides on the last AI response of each run
-    let mut last_response: std::collections::HashMap<&str, i64> = Default::default();
-    for e in rows.iter().filter(|e| e.event_type == "llm.ai.response") {
-        last_response.insert(e.run_id.as_str(), e.seq);
-    }
-    let mut out = Vec::with_capacity(rows.len());
-    for e in &rows {
-        let mut v = event_json(e);
-        let feedback = if last_response.get(e.run_id.as_str()) == Some(&e.seq) {
-            st.runtime
-                .stores()
-                .feedback
-                .list_by_run(owner, &thread_id, &e.run_id)
-                .await
-                .map_err(|e| rt_err(e.into()))?
-                .last()
-                .map(|f| json!({"feedback_id": f.feedback_id, "rating": f.rating, "comment": f.comment}))
-                .unwrap_or(Value::Null)
-        } else {
-            Value::Null
-        };
-        if let Some(m) = v.as_object_mut() {
-            m.insert("feedback".into(), feedback);
-        }
-        out.push(v);
-    }
+    let out: Vec<Value> =
+        rows.iter()
+            .map(|(e, feedback)| {
+                let mut v = event_json(e);
+                let feedback = feedback.as_ref().map_or(Value::Null, |f| {
+                json!({"feedback_id": f.feedback_id, "rating": f.rating, "comment": f.comment})
+            });
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("feedback".into(), feedback);
+                }
+                v
+            })
+            .collect();
     Ok(Json(Value::Array(out)).into_response())
 }
 
@@ -360,32 +277,14 @@ struct FeedbackBody {
     message_id: Option<String>,
 }
 
-fn build_feedback(
-    owner: &str,
-    thread_id: &str,
-    run_id: &str,
-    body: FeedbackBody,
-) -> ApiResult<Feedback> {
-    let rating = match body.rating.as_i64() {
-        Some(r @ (1 | -1)) => r,
-        _ => return Err(ApiError::bad_request("rating must be +1 or -1")),
-    };
-    if body.comment.as_ref().is_some_and(|c| c.len() > 10_000) {
-        return Err(ApiError::bad_request(
-            "comment is too long (at most 10000 bytes)",
-        ));
+impl FeedbackBody {
+    fn input(self) -> FeedbackInput {
+        FeedbackInput {
+            rating: self.rating.as_i64(),
+            comment: self.comment,
+            message_id: self.message_id,
+        }
     }
-    Ok(Feedback {
-        feedback_id: uuid::Uuid::new_v4().to_string(),
-        run_id: run_id.to_string(),
-        thread_id: thread_id.to_string(),
-        owner: owner.to_string(),
-        message_id: body.message_id,
-        rating,
-        comment: body.comment,
-        metadata: Map::new(),
-        created_at: time::now(),
-    })
 }
 
 fn feedback_json(f: &Feedback) -> Value {
@@ -401,6 +300,12 @@ fn feedback_json(f: &Feedback) -> Value {
     })
 }
 
+/// The validated `(thread_id, run_id)` of a run path.
+fn run_path(thread_id: &str, run_id: &str) -> ApiResult<String> {
+    validate_thread_id(thread_id)?;
+    parse_run_id(run_id)
+}
+
 async fn create_feedback(
     caller: Caller,
     State(st): State<AppState>,
@@ -408,17 +313,12 @@ async fn create_feedback(
     LenientJson(body): LenientJson<FeedbackBody>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    validate_thread_id(&thread_id)?;
-    let run_id = parse_run_id(&run_id)?;
-    require_run(&st, owner, &thread_id, &run_id).await?;
-    let fb = build_feedback(owner, &thread_id, &run_id, body)?;
+    let run_id = run_path(&thread_id, &run_id)?;
     let fb = st
         .runtime
-        .stores()
-        .feedback
-        .create(owner, fb)
+        .create_feedback(owner, &thread_id, &run_id, body.input())
         .await
-        .map_err(|e| rt_err(e.into()))?;
+        .map_err(rt_err)?;
     Ok(Json(feedback_json(&fb)).into_response())
 }
 
@@ -429,17 +329,12 @@ async fn upsert_feedback(
     LenientJson(body): LenientJson<FeedbackBody>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    validate_thread_id(&thread_id)?;
-    let run_id = parse_run_id(&run_id)?;
-    require_run(&st, owner, &thread_id, &run_id).await?;
-    let fb = build_feedback(owner, &thread_id, &run_id, body)?;
+    let run_id = run_path(&thread_id, &run_id)?;
     let fb = st
         .runtime
-        .stores()
-        .feedback
-        .upsert(owner, fb)
+        .upsert_feedback(owner, &thread_id, &run_id, body.input())
         .await
-        .map_err(|e| rt_err(e.into()))?;
+        .map_err(rt_err)?;
     Ok(Json(feedback_json(&fb)).into_response())
 }
 
@@ -449,16 +344,12 @@ async fn list_feedback(
     Path((thread_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    validate_thread_id(&thread_id)?;
-    let run_id = parse_run_id(&run_id)?;
-    require_run(&st, owner, &thread_id, &run_id).await?;
+    let run_id = run_path(&thread_id, &run_id)?;
     let list = st
         .runtime
-        .stores()
-        .feedback
-        .list_by_run(owner, &thread_id, &run_id)
+        .list_feedback(owner, &thread_id, &run_id)
         .await
-        .map_err(|e| rt_err(e.into()))?;
+        .map_err(rt_err)?;
     Ok(Json(Value::Array(list.iter().map(feedback_json).collect())).into_response())
 }
 
@@ -468,16 +359,12 @@ async fn feedback_stats(
     Path((thread_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    validate_thread_id(&thread_id)?;
-    let run_id = parse_run_id(&run_id)?;
-    require_run(&st, owner, &thread_id, &run_id).await?;
+    let run_id = run_path(&thread_id, &run_id)?;
     let list = st
         .runtime
-        .stores()
-        .feedback
-        .list_by_run(owner, &thread_id, &run_id)
+        .list_feedback(owner, &thread_id, &run_id)
         .await
-        .map_err(|e| rt_err(e.into()))?;
+        .map_err(rt_err)?;
     let positive = list.iter().filter(|f| f.rating > 0).count();
     let negative = list.iter().filter(|f| f.rating < 0).count();
     Ok(Json(json!({
@@ -495,19 +382,11 @@ async fn delete_own_feedback(
     Path((thread_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    validate_thread_id(&thread_id)?;
-    let run_id = parse_run_id(&run_id)?;
-    require_run(&st, owner, &thread_id, &run_id).await?;
-    let n = st
-        .runtime
-        .stores()
-        .feedback
-        .delete_by_run(owner, &thread_id, &run_id)
+    let run_id = run_path(&thread_id, &run_id)?;
+    st.runtime
+        .delete_run_feedback(owner, &thread_id, &run_id)
         .await
-        .map_err(|e| rt_err(e.into()))?;
-    if n == 0 {
-        return Err(ApiError::not_found("No feedback found for this run"));
-    }
+        .map_err(rt_err)?;
     Ok(Json(json!({"success": true})).into_response())
 }
 
@@ -517,24 +396,10 @@ async fn delete_feedback(
     Path((thread_id, run_id, feedback_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    validate_thread_id(&thread_id)?;
-    let run_id = parse_run_id(&run_id)?;
-    let store = &st.runtime.stores().feedback;
-    match store
-        .get(owner, &feedback_id)
+    let run_id = run_path(&thread_id, &run_id)?;
+    st.runtime
+        .delete_feedback(owner, &thread_id, &run_id, &feedback_id)
         .await
-        .map_err(|e| rt_err(e.into()))?
-    {
-        Some(f) if f.thread_id == thread_id && f.run_id == run_id => {}
-        _ => {
-            return Err(ApiError::not_found(format!(
-                "Feedback {feedback_id} not found"
-            )));
-        }
-    }
-    store
-        .delete(owner, &feedback_id)
-        .await
-        .map_err(|e| rt_err(e.into()))?;
+        .map_err(rt_err)?;
     Ok((StatusCode::OK, Json(json!({"success": true}))).into_response())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use antler_bridge::{BridgeItem, Tick, sse};
-use antler_runtime::{CancelAction, OnDisconnect, RunCreate, Runtime, RuntimeError};
+use antler_runtime::{CancelAction, OnDisconnect, RunCreate, Runtime, RuntimeError, StreamMode};
 use antler_store::{RunListQuery, RunStatus};
 use axum::Router;
 use axum::body::Body;
@@ -152,6 +152,7 @@ pub fn router() -> Router<AppState> {
 pub(crate) fn rt_err(e: RuntimeError) -> ApiError {
     match e {
         RuntimeError::NotFound(d) => ApiError::not_found(d),
+        RuntimeError::Forbidden(d) => ApiError::new(StatusCode::FORBIDDEN, d),
         RuntimeError::Conflict(d) => ApiError::conflict(d),
         RuntimeError::Invalid(d) => ApiError::unprocessable(d),
         RuntimeError::BadRequest(d) => ApiError::bad_request(d),
@@ -159,6 +160,7 @@ pub(crate) fn rt_err(e: RuntimeError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down")
         }
         RuntimeError::Store(e) => ApiError::from(e),
+        RuntimeError::Checkpoint(e) => ApiError::from(e),
         RuntimeError::Internal(d) => ApiError::internal(d),
     }
 }
@@ -605,7 +607,30 @@ async fn join_run(
 #[derive(Debug, Default)]
 struct JoinStreamParams {
     cancel_on_disconnect: Option<bool>,
-    stream_mode: Option<String>,
+    /// The events to pass (`None`: all).
+    stream_mode: Option<Vec<Wanted>>,
+}
+
+/// One entry of a join's `stream_mode` filter: a stream mode, or any other event name
+/// (passed as is: `metadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Wanted {
+    Mode(StreamMode),
+    Event(String),
+}
+
+impl Wanted {
+    fn parse(name: String) -> Self {
+        StreamMode::parse(&name).map_or(Wanted::Event(name), Wanted::Mode)
+    }
+
+    /// Whether events whose name starts with `base` (the name without `/…` and `|<ns>`) pass.
+    fn matches(&self, base: &str) -> bool {
+        match self {
+            Wanted::Mode(mode) => mode.event_name() == base,
+            Wanted::Event(name) => name == base,
+        }
+    }
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for JoinStreamParams {
@@ -631,11 +656,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for JoinStreamParams {
                 _ => {}
             }
         }
-        if modes.len() == 1 {
-            out.stream_mode = modes.pop();
-        } else if modes.len() > 1 {
-            out.stream_mode = Some(modes.join(","));
-        }
+        let raw = match modes.len() {
+            0 => None,
+            1 => modes.pop(),
+            _ => Some(modes.join(",")),
+        };
+        out.stream_mode = wanted(raw.as_deref());
         Ok(out)
     }
 }
@@ -654,6 +680,11 @@ fn mode_filter(raw: Option<&str>) -> Option<Vec<String>> {
     let modes: Vec<String> = modes.into_iter().filter(|m| !m.is_empty()).collect();
     // `run_modes` (the thread stream's default) means: whatever each run streams.
     (!modes.is_empty() && !modes.iter().any(|m| m == "run_modes")).then_some(modes)
+}
+
+/// The typed `stream_mode` filter of a join ([`mode_filter`]'s names, parsed).
+fn wanted(raw: Option<&str>) -> Option<Vec<Wanted>> {
+    mode_filter(raw).map(|names| names.into_iter().map(Wanted::parse).collect())
 }
 
 async fn join_stream(
@@ -682,7 +713,7 @@ async fn join_stream(
         }
         Err(e) => return Err(rt_err(e)),
     };
-    let filter = mode_filter(p.stream_mode.as_deref());
+    let filter = p.stream_mode;
     let cancel = (p.cancel_on_disconnect.unwrap_or(false) && run.status.is_active())
         .then(|| (thread_id.clone(), run_id.clone()));
     let last = last_event_id(&headers);
@@ -716,7 +747,7 @@ async fn thread_stream(
         .require_thread(owner, &thread_id)
         .await
         .map_err(rt_err)?;
-    let filter = mode_filter(p.stream_mode.as_deref());
+    let filter = p.stream_mode;
     let stream_id = antler_runtime::thread_stream_id(owner, &thread_id);
     // Without Last-Event-ID a thread stream starts live (what the thread does from now on).
     let last = match last_event_id(&headers) {
@@ -746,8 +777,8 @@ fn sse_response(body: Body, locations: Option<(&str, &str)>) -> Response {
 }
 
 /// Whether an event passes a `stream_mode` filter (control events always pass).
-fn passes(filter: &Option<Vec<String>>, event: &str) -> bool {
-    let Some(modes) = filter else {
+fn passes(filter: &Option<Vec<Wanted>>, event: &str) -> bool {
+    let Some(wanted) = filter else {
         return true;
     };
     let base = event.split('|').next().unwrap_or(event);
@@ -755,9 +786,7 @@ fn passes(filter: &Option<Vec<String>>, event: &str) -> bool {
     if matches!(base, "error" | "end" | "gap") {
         return true;
     }
-    modes
-        .iter()
-        .any(|m| m == base || (m == "messages-tuple" && base == "messages"))
+    wanted.iter().any(|w| w.matches(base))
 }
 
 /// Cancels a run when the streaming client goes away before the run ended
@@ -796,7 +825,7 @@ async fn sse_body(
     owner: &str,
     stream_id: &str,
     last_event_id: Option<&str>,
-    filter: Option<Vec<String>>,
+    filter: Option<Vec<Wanted>>,
     cancel_on_disconnect: Option<(String, String)>,
 ) -> ApiResult<Body> {
     // A thread stream outlives its runs' errors; a run stream ends with its error.
@@ -877,12 +906,12 @@ mod tests {
             mode_filter(Some("[\"values\",\"custom\"]")),
             Some(vec!["values".to_string(), "custom".to_string()])
         );
-        let f = Some(vec!["messages-tuple".to_string()]);
+        let f = wanted(Some("messages-tuple"));
         assert!(passes(&f, "messages|child:1"));
         assert!(!passes(&f, "metadata"));
         assert!(passes(&f, "error"));
         assert!(!passes(&f, "values"));
-        let f = Some(vec!["messages".to_string()]);
+        let f = wanted(Some("messages"));
         assert!(passes(&f, "messages/partial"));
     }
 

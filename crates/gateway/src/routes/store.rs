@@ -18,6 +18,7 @@ use antler_store::{ItemSearch, NamespaceQuery, StoreItem};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Json, LenientJson, parse_flag};
 use crate::routes::RouteDoc;
+use crate::routes::runs::rt_err;
 use crate::state::AppState;
 
 /// Routes documented in `/openapi.json`.
@@ -94,10 +95,10 @@ async fn put_item(
         ));
     }
     state
-        .stores
-        .items
-        .put(owner, &body.namespace, &body.key, Value::Object(body.value))
-        .await?;
+        .runtime
+        .put_item(owner, &body.namespace, &body.key, Value::Object(body.value))
+        .await
+        .map_err(rt_err)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -132,7 +133,12 @@ async fn get_item(
     let (namespace, key) = parse_get_query(uri.query().unwrap_or_default())?;
     validate_namespace(&namespace, true)?;
     validate_key(&key)?;
-    Ok(Json(state.stores.items.get(owner, &namespace, &key).await?))
+    let item = state
+        .runtime
+        .get_item(owner, &namespace, &key)
+        .await
+        .map_err(rt_err)?;
+    Ok(Json(item))
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,10 +158,10 @@ async fn delete_item(
     validate_namespace(&namespace, true)?;
     validate_key(&body.key)?;
     state
-        .stores
-        .items
-        .delete(owner, &namespace, &body.key)
-        .await?;
+        .runtime
+        .delete_item(owner, &namespace, &body.key)
+        .await
+        .map_err(rt_err)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -192,7 +198,11 @@ async fn search(
         limit,
         offset,
     };
-    let items = state.stores.items.search(owner, &query).await?;
+    let items = state
+        .runtime
+        .search_items(owner, &query)
+        .await
+        .map_err(rt_err)?;
     Ok(Json(json!({ "items": items })))
 }
 
@@ -233,7 +243,11 @@ async fn namespaces(
         limit,
         offset,
     };
-    let namespaces = state.stores.items.list_namespaces(owner, &query).await?;
+    let namespaces = state
+        .runtime
+        .list_namespaces(owner, &query)
+        .await
+        .map_err(rt_err)?;
     Ok(Json(json!({ "namespaces": namespaces })))
 }
 

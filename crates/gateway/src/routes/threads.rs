@@ -4,8 +4,6 @@
 //! Thread ids are any `[A-Za-z0-9_-]{1,64}` (UUIDs included). Deleting a thread also deletes
 //! its runs, run events and checkpoints; copying copies its checkpoints and finished runs.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,11 +12,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use antler_graph::ListOptions;
-use antler_runtime::RuntimeError;
-use antler_store::{
-    Run, RunListQuery, StoreError, Thread, ThreadSearch, ThreadSortBy, ThreadStatus,
-};
+use antler_runtime::{IfExists, NewThread, PruneStrategy, StateUpdate};
+use antler_store::{StoreError, Thread, ThreadSearch, ThreadSortBy, ThreadStatus};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Json, LenientJson, Path, validate_thread_id};
@@ -68,37 +63,14 @@ pub fn router() -> Router<AppState> {
         .route("/threads/{thread_id}/copy", post(copy))
 }
 
-/// Maps a store error about `thread_id` (NotFound becomes `Thread with ID … not found`).
-pub fn thread_err(thread_id: &str) -> impl Fn(StoreError) -> ApiError + '_ {
-    move |err| match err {
-        StoreError::NotFound => ApiError::thread_not_found(thread_id),
-        other => other.into(),
-    }
-}
-
 /// Loads a thread of the caller after validating its id (422 / 404 otherwise).
 pub async fn load_thread(state: &AppState, owner: &str, thread_id: &str) -> ApiResult<Thread> {
     validate_thread_id(thread_id)?;
     state
-        .stores
-        .threads
-        .get(owner, thread_id)
+        .runtime
+        .get_thread(owner, thread_id)
         .await
-        .map_err(thread_err(thread_id))?
-        .ok_or_else(|| ApiError::thread_not_found(thread_id))
-}
-
-/// A new thread id (UUIDv7, time-ordered).
-pub fn new_thread_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-enum IfExists {
-    #[default]
-    Raise,
-    DoNothing,
+        .map_err(rt_err)
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,36 +104,21 @@ async fn create(
         ));
     }
     let supersteps = parse_supersteps(&state, body.supersteps, body.metadata.as_ref())?;
-    let thread_id = match body.thread_id {
-        Some(id) => {
-            validate_thread_id(&id)?;
-            id
-        }
-        None => new_thread_id(),
-    };
-    let if_exists = body.if_exists.unwrap_or_default();
-    let thread = Thread::new(thread_id.clone(), body.metadata.unwrap_or_default());
-    match state.stores.threads.create(owner, thread).await {
-        Ok(created) if supersteps.is_empty() => Ok(Json(created).into_response()),
-        Ok(_) => {
-            if let Err(err) = apply_supersteps(&state, owner, &thread_id, supersteps).await {
-                // Leave no half-initialized thread behind.
-                let _ = delete_thread_fully(&state, owner, &thread_id).await;
-                return Err(err);
-            }
-            Ok(Json(load_thread(&state, owner, &thread_id).await?).into_response())
-        }
-        Err(StoreError::Conflict(_)) => {
-            let existing = state.stores.threads.get(owner, &thread_id).await?;
-            match (if_exists, existing) {
-                (IfExists::DoNothing, Some(existing)) => Ok(Json(existing).into_response()),
-                _ => Err(ApiError::conflict(format!(
-                    "Thread with ID {thread_id} already exists"
-                ))),
-            }
-        }
-        Err(other) => Err(other.into()),
+    if let Some(id) = &body.thread_id {
+        validate_thread_id(id)?;
     }
+    let new = NewThread {
+        thread_id: body.thread_id,
+        metadata: body.metadata.unwrap_or_default(),
+        if_exists: body.if_exists.unwrap_or_default(),
+        supersteps,
+    };
+    let thread = state
+        .runtime
+        .create_thread(owner, new)
+        .await
+        .map_err(rt_err)?;
+    Ok(Json(thread).into_response())
 }
 
 /// One update of a `supersteps` entry: `values` written as if `as_node` ran.
@@ -185,7 +142,7 @@ fn parse_supersteps(
     state: &AppState,
     raw: Option<Vec<Value>>,
     metadata: Option<&Map<String, Value>>,
-) -> ApiResult<Vec<Superstep>> {
+) -> ApiResult<Vec<Vec<StateUpdate>>> {
     let raw = raw.unwrap_or_default();
     if raw.is_empty() {
         return Ok(Vec::new());
@@ -196,7 +153,9 @@ fn parse_supersteps(
         .and_then(|m| m.get("graph_id"))
         .and_then(Value::as_str);
     match graph_id {
-        Some(g) if state.graphs.contains(g) => Ok(steps),
+        Some(g) if state.graphs.contains(g) => {
+            Ok(steps.into_iter().map(Superstep::updates).collect())
+        }
         Some(g) => Err(ApiError::unprocessable(format!(
             "Invalid 'metadata.graph_id': graph '{g}' is not registered"
         ))),
@@ -206,27 +165,21 @@ fn parse_supersteps(
     }
 }
 
-async fn apply_supersteps(
-    state: &AppState,
-    owner: &str,
-    thread_id: &str,
-    steps: Vec<Superstep>,
-) -> ApiResult<()> {
-    for step in steps {
-        for update in step.updates {
-            let values = match (update.values, update.command) {
-                (Some(v), _) => v,
-                (None, Some(cmd)) => cmd.get("update").cloned().unwrap_or(Value::Null),
-                (None, None) => Value::Null,
-            };
-            state
-                .runtime
-                .update_state(owner, thread_id, values, Some(&update.as_node), None)
-                .await
-                .map_err(rt_err)?;
-        }
+impl Superstep {
+    /// The updates of the step, `command.update` standing in for absent `values`.
+    fn updates(self) -> Vec<StateUpdate> {
+        self.updates
+            .into_iter()
+            .map(|u| StateUpdate {
+                values: match (u.values, u.command) {
+                    (Some(v), _) => v,
+                    (None, Some(cmd)) => cmd.get("update").cloned().unwrap_or(Value::Null),
+                    (None, None) => Value::Null,
+                },
+                as_node: u.as_node,
+            })
+            .collect()
     }
-    Ok(())
 }
 
 async fn get_one(
@@ -265,30 +218,11 @@ async fn patch(
         ));
     }
     let updated = state
-        .stores
-        .threads
-        .patch_metadata(owner, &thread_id, body.metadata.unwrap_or_default())
+        .runtime
+        .patch_thread(owner, &thread_id, body.metadata.unwrap_or_default())
         .await
-        .map_err(thread_err(&thread_id))?;
+        .map_err(rt_err)?;
     Ok(Json(updated))
-}
-
-/// Deletes a thread through the runtime: its live runs are cancelled (and awaited) first,
-/// then the thread, its runs, run events and checkpoints are removed. Returns false when the
-/// thread did not exist.
-pub async fn delete_thread_fully(
-    state: &AppState,
-    owner: &str,
-    thread_id: &str,
-) -> ApiResult<bool> {
-    if state.stores.threads.get(owner, thread_id).await?.is_none() {
-        return Ok(false);
-    }
-    match state.runtime.delete_thread(owner, thread_id).await {
-        Ok(()) => Ok(true),
-        Err(RuntimeError::NotFound(_) | RuntimeError::Store(StoreError::NotFound)) => Ok(false),
-        Err(other) => Err(rt_err(other)),
-    }
 }
 
 async fn delete(
@@ -298,7 +232,12 @@ async fn delete(
 ) -> ApiResult<StatusCode> {
     let owner = caller.owner();
     validate_thread_id(&thread_id)?;
-    if delete_thread_fully(&state, owner, &thread_id).await? {
+    let deleted = state
+        .runtime
+        .delete_thread_if_exists(owner, &thread_id)
+        .await
+        .map_err(rt_err)?;
+    if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::thread_not_found(&thread_id))
@@ -363,6 +302,37 @@ fn extract_path<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
+/// `extract`: at most 10 aliases, each naming a dotted path.
+fn validate_extract(extract: &Map<String, Value>) -> ApiResult<()> {
+    if extract.len() > 10 {
+        return Err(ApiError::unprocessable(
+            "Invalid value for 'extract': at most 10 entries",
+        ));
+    }
+    if extract.values().any(|v| !v.is_string()) {
+        return Err(ApiError::unprocessable(
+            "Invalid value for 'extract': every entry must be a dotted path string",
+        ));
+    }
+    Ok(())
+}
+
+/// Adds `extracted` to a serialized thread: alias -> the value at its path (or null).
+fn add_extracted(item: &mut Value, extract: &Map<String, Value>) {
+    let mut extracted = Map::new();
+    for (alias, path) in extract {
+        let value = path
+            .as_str()
+            .and_then(|p| extract_path(item, p))
+            .cloned()
+            .unwrap_or(Value::Null);
+        extracted.insert(alias.clone(), value);
+    }
+    if let Value::Object(map) = item {
+        map.insert("extracted".into(), Value::Object(extracted));
+    }
+}
+
 async fn search(
     caller: Caller,
     State(state): State<AppState>,
@@ -383,16 +353,7 @@ async fn search(
             .map_err(|e: StoreError| ApiError::unprocessable(e.to_string()))?,
     };
     if let Some(extract) = &body.extract {
-        if extract.len() > 10 {
-            return Err(ApiError::unprocessable(
-                "Invalid value for 'extract': at most 10 entries",
-            ));
-        }
-        if extract.values().any(|v| !v.is_string()) {
-            return Err(ApiError::unprocessable(
-                "Invalid value for 'extract': every entry must be a dotted path string",
-            ));
-        }
+        validate_extract(extract)?;
     }
     let query = ThreadSearch {
         ids: body.ids.clone(),
@@ -404,24 +365,16 @@ async fn search(
         limit,
         offset,
     };
-    let threads = state.stores.threads.search(owner, &query).await?;
-    let total = state.stores.threads.count(owner, &query).await?;
+    let (threads, total) = state
+        .runtime
+        .search_threads(owner, &query)
+        .await
+        .map_err(rt_err)?;
     let headers = pagination_headers(total, offset, threads.len());
     let mut items = to_values(&threads)?;
     if let Some(extract) = body.extract.as_ref().filter(|e| !e.is_empty()) {
         for item in &mut items {
-            let mut extracted = Map::new();
-            for (alias, path) in extract {
-                let value = path
-                    .as_str()
-                    .and_then(|p| extract_path(item, p))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                extracted.insert(alias.clone(), value);
-            }
-            if let Value::Object(map) = item {
-                map.insert("extracted".into(), Value::Object(extracted));
-            }
+            add_extracted(item, extract);
         }
     }
     let mut select = body.select.clone();
@@ -457,40 +410,12 @@ async fn count(
         status: parse_status(body.status.as_deref())?,
         ..ThreadSearch::default()
     };
-    Ok(Json(state.stores.threads.count(owner, &query).await?))
-}
-
-/// All runs of a thread (newest first), paging through the store.
-async fn all_runs(state: &AppState, owner: &str, thread_id: &str) -> ApiResult<Vec<Run>> {
-    let mut out = Vec::new();
-    let limit = 500;
-    loop {
-        let query = RunListQuery {
-            limit,
-            offset: out.len(),
-            status: None,
-        };
-        let page = state
-            .stores
-            .runs
-            .list_by_thread(owner, thread_id, &query)
-            .await?;
-        let done = page.len() < limit;
-        out.extend(page);
-        if done {
-            return Ok(out);
-        }
-    }
-}
-
-fn retarget_kwargs(kwargs: &mut Value, new_thread_id: &str) {
-    if let Some(Value::Object(configurable)) = kwargs
-        .get_mut("config")
-        .and_then(|c| c.get_mut("configurable"))
-        && configurable.contains_key("thread_id")
-    {
-        configurable.insert("thread_id".into(), Value::String(new_thread_id.to_owned()));
-    }
+    let total = state
+        .runtime
+        .count_threads(owner, &query)
+        .await
+        .map_err(rt_err)?;
+    Ok(Json(total))
 }
 
 async fn copy(
@@ -499,38 +424,13 @@ async fn copy(
     Path(thread_id): Path<String>,
 ) -> ApiResult<Json<Thread>> {
     let owner = caller.owner();
-    let source = load_thread(&state, owner, &thread_id).await?;
-    let new_id = new_thread_id();
+    validate_thread_id(&thread_id)?;
     let copied = state
-        .stores
-        .threads
-        .copy(owner, &source.thread_id, &new_id)
+        .runtime
+        .copy_thread(owner, &thread_id)
         .await
-        .map_err(thread_err(&thread_id))?;
-    state
-        .stores
-        .checkpointer(owner)
-        .copy_thread(&source.thread_id, &new_id)
-        .await?;
-    let mut runs = all_runs(&state, owner, &source.thread_id).await?;
-    runs.reverse(); // oldest first, so the copies keep their relative order
-    for run in runs.into_iter().filter(|r| r.status.is_terminal()) {
-        let mut copy = run;
-        copy.run_id = uuid::Uuid::now_v7().to_string();
-        copy.thread_id = new_id.clone();
-        copy.owner = owner.to_owned();
-        retarget_kwargs(&mut copy.kwargs, &new_id);
-        state.stores.runs.put(&copy).await?;
-    }
+        .map_err(rt_err)?;
     Ok(Json(copied))
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-enum PruneStrategy {
-    #[default]
-    Delete,
-    KeepLatest,
 }
 
 #[derive(Debug, Deserialize)]
@@ -538,50 +438,6 @@ struct PruneBody {
     thread_ids: Vec<String>,
     #[serde(default)]
     strategy: Option<PruneStrategy>,
-}
-
-/// Keeps only the newest checkpoint of every namespace of a thread (with its pending writes).
-async fn keep_latest_checkpoints(state: &AppState, owner: &str, thread_id: &str) -> ApiResult<()> {
-    let cp = state.stores.checkpointer(owner);
-    let all = cp.list(thread_id, None, &ListOptions::default()).await?;
-    let namespaces: BTreeSet<String> = all.into_iter().map(|t| t.checkpoint_ns).collect();
-    let mut latest = Vec::new();
-    for ns in namespaces {
-        if let Some(tuple) = cp.get_tuple(thread_id, &ns, None).await? {
-            latest.push(tuple);
-        }
-    }
-    cp.delete_thread(thread_id).await?;
-    for tuple in latest {
-        let versions = tuple.checkpoint.channel_versions.clone();
-        cp.put(
-            thread_id,
-            &tuple.checkpoint_ns,
-            None,
-            &tuple.checkpoint,
-            &tuple.metadata,
-            &versions,
-        )
-        .await?;
-        let mut by_task: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
-        for w in tuple.pending_writes {
-            by_task
-                .entry(w.task_id)
-                .or_default()
-                .push((w.channel, w.value));
-        }
-        for (task_id, writes) in by_task {
-            cp.put_writes(
-                thread_id,
-                &tuple.checkpoint_ns,
-                &tuple.checkpoint.id,
-                &task_id,
-                &writes,
-            )
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 async fn prune(
@@ -594,25 +450,11 @@ async fn prune(
         validate_thread_id(id)?;
     }
     let strategy = body.strategy.unwrap_or_default();
-    let mut pruned = 0u64;
-    let unique: BTreeSet<&String> = body.thread_ids.iter().collect();
-    for id in unique {
-        match strategy {
-            PruneStrategy::Delete => {
-                if delete_thread_fully(&state, owner, id).await? {
-                    pruned += 1;
-                }
-            }
-            PruneStrategy::KeepLatest => {
-                // A busy thread is writing checkpoints right now: leave it alone.
-                let thread = state.stores.threads.get(owner, id).await?;
-                if thread.is_some_and(|t| t.status != ThreadStatus::Busy) {
-                    keep_latest_checkpoints(&state, owner, id).await?;
-                    pruned += 1;
-                }
-            }
-        }
-    }
+    let pruned = state
+        .runtime
+        .prune_threads(owner, &body.thread_ids, strategy)
+        .await
+        .map_err(rt_err)?;
     Ok(Json(serde_json::json!({ "pruned_count": pruned })))
 }
 
@@ -630,14 +472,6 @@ mod tests {
             Some(&json!("hi"))
         );
         assert_eq!(extract_path(&doc, "values.nope"), None);
-    }
-
-    #[test]
-    fn kwargs_are_retargeted() {
-        let mut kwargs = json!({"config": {"configurable": {"thread_id": "old", "x": 1}}});
-        retarget_kwargs(&mut kwargs, "new");
-        assert_eq!(kwargs["config"]["configurable"]["thread_id"], "new");
-        assert_eq!(kwargs["config"]["configurable"]["x"], 1);
     }
 
     #[test]

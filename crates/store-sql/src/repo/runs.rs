@@ -31,7 +31,7 @@ pub(crate) fn row_to_run(row: &impl SqlRow) -> StoreResult<Run> {
         metadata: row.map("metadata")?,
         status: row.parse::<RunStatus>("status")?,
         kwargs: row.json("kwargs")?,
-        multitask_strategy: row.str("multitask_strategy")?,
+        multitask_strategy: row.parse("multitask_strategy")?,
         created_at: row.ts("created_at")?,
         updated_at: row.ts("updated_at")?,
         owner: row.str("owner")?,
@@ -90,7 +90,7 @@ pub(crate) fn insert_sql(r: &Run) -> Sql {
     .arg(&r.assistant_id)
     .arg(&r.owner)
     .arg(r.status.as_str())
-    .arg(&r.multitask_strategy)
+    .arg(r.multitask_strategy.as_str())
     .arg(Arg::map(&r.metadata))
     .arg(Arg::json(&r.kwargs))
     .arg(&r.model_name)

@@ -45,7 +45,7 @@ impl Runs {
         let mut r1 = run_at(&x, base, 1, &thread, &alice);
         r1.metadata = obj(json!({"graph_id": "echo"}));
         r1.kwargs = json!({"input": {"messages": []}, "temporary": false});
-        r1.multitask_strategy = "reject".into();
+        r1.multitask_strategy = crate::MultitaskStrategy::Reject;
         r1.model_name = Some("gpt-x".into());
         let r2 = run_at(&x, base, 2, &thread, &alice);
         let mut r3 = run_at(&x, base, 3, &thread, &alice);
