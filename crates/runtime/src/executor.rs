@@ -771,7 +771,9 @@ impl Runtime {
             } else {
                 end.thread_status
             }),
-            values: Some(Some(values.map_or(Value::Null, FinalValues::to_value))),
+            // no snapshot of the state: reads derive a thread's values from its latest
+            // checkpoint (writing it here would cost O(state) on every run)
+            values: None,
             error: Some(Some(end.error.clone().unwrap_or(Value::Null))),
             interrupts: if rolled_back {
                 Some(None)

@@ -714,7 +714,10 @@ impl Runtime {
             let (kind, message) = executor::split_error(run.error.as_deref());
             return Ok(RunResult::Error { kind, message });
         }
-        let thread = self.stores.threads.get(owner, &run.thread_id).await?;
+        let thread = match self.stores.threads.get(owner, &run.thread_id).await? {
+            Some(t) => Some(self.with_values(owner, t).await),
+            None => None,
+        };
         let mut values = thread
             .as_ref()
             .and_then(|t| t.values.clone())

@@ -2,7 +2,6 @@
 //! resolved through the graph that last ran on the thread (`metadata.graph_id`).
 
 use antler_graph::{CompiledGraph, ListOptions};
-use antler_store::ThreadUpdate;
 use serde_json::{Map, Value, json};
 
 use crate::{Runtime, RuntimeError};
@@ -167,29 +166,6 @@ impl Runtime {
             )
             .await
             .map_err(graph_error)?;
-        // Keep the thread's values snapshot in step with the new head.
-        if let Ok(snap) = graph
-            .get_state(
-                self.stores.checkpointer(owner).as_ref(),
-                thread_id,
-                None,
-                false,
-            )
-            .await
-        {
-            let _ = self
-                .stores
-                .threads
-                .update(
-                    owner,
-                    thread_id,
-                    ThreadUpdate {
-                        values: Some(Some(snap.values.clone())),
-                        ..Default::default()
-                    },
-                )
-                .await;
-        }
         let cp = serde_json::to_value(&cp).map_err(|e| RuntimeError::Internal(e.to_string()))?;
         Ok(json!({
             "checkpoint": cp,

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use antler_graph::{CheckpointTuple, Checkpointer, ListOptions};
-use antler_store::{Run, RunListQuery, StoreError, Thread, ThreadSearch, ThreadStatus};
+use antler_store::{Run, RunListQuery, StoreError, Thread, ThreadSearch, ThreadStatus, util};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -79,7 +79,9 @@ impl Runtime {
             Err(StoreError::Conflict(_)) => {
                 let existing = self.stores.threads.get(owner, &thread_id).await?;
                 match (new.if_exists, existing) {
-                    (IfExists::DoNothing, Some(existing)) => Ok(existing),
+                    (IfExists::DoNothing, Some(existing)) => {
+                        Ok(self.with_values(owner, existing).await)
+                    }
                     _ => Err(RuntimeError::Conflict(format!(
                         "Thread with ID {thread_id} already exists"
                     ))),
@@ -102,14 +104,50 @@ impl Runtime {
         Ok(())
     }
 
-    /// The thread (404 `Thread with ID … not found`).
+    /// The thread (404 `Thread with ID … not found`), its values as of its latest checkpoint.
     pub async fn get_thread(&self, owner: &str, thread_id: &str) -> Result<Thread, RuntimeError> {
-        self.stores
+        let thread = self
+            .stores
             .threads
             .get(owner, thread_id)
             .await
             .map_err(thread_err(thread_id))?
-            .ok_or_else(|| thread_not_found(thread_id))
+            .ok_or_else(|| thread_not_found(thread_id))?;
+        Ok(self.with_values(owner, thread).await)
+    }
+
+    /// The thread with its `values` read from its latest checkpoint. A run does not rewrite
+    /// the row's snapshot of the state (that would cost O(state) on every run of a long chat);
+    /// the checkpointer's cache of each thread's latest checkpoint makes this read cheap. A
+    /// thread without checkpoints (or of an unknown graph) keeps the row's value.
+    pub(crate) async fn with_values(&self, owner: &str, mut thread: Thread) -> Thread {
+        let graph = thread
+            .metadata
+            .get("graph_id")
+            .and_then(Value::as_str)
+            .and_then(|g| self.graphs.get(g));
+        let Some(graph) = graph else {
+            return thread;
+        };
+        let cp = self.stores.checkpointer(owner);
+        let snap = graph
+            .get_state(cp.as_ref(), &thread.thread_id, None, false)
+            .await;
+        if let Ok(snap) = snap
+            && snap.checkpoint.is_some()
+        {
+            let empty = snap.values.as_object().is_none_or(|m| m.is_empty());
+            thread.values = Some(if empty { Value::Null } else { snap.values });
+        }
+        thread
+    }
+
+    async fn all_with_values(&self, owner: &str, threads: Vec<Thread>) -> Vec<Thread> {
+        let mut out = Vec::with_capacity(threads.len());
+        for t in threads {
+            out.push(self.with_values(owner, t).await);
+        }
+        out
     }
 
     /// The thread, or 404 with the reference's message.
@@ -132,11 +170,13 @@ impl Runtime {
         thread_id: &str,
         metadata: Map<String, Value>,
     ) -> Result<Thread, RuntimeError> {
-        self.stores
+        let thread = self
+            .stores
             .threads
             .patch_metadata(owner, thread_id, metadata)
             .await
-            .map_err(thread_err(thread_id))
+            .map_err(thread_err(thread_id))?;
+        Ok(self.with_values(owner, thread).await)
     }
 
     /// One page of matching threads and the number of all matches.
@@ -145,9 +185,15 @@ impl Runtime {
         owner: &str,
         query: &ThreadSearch,
     ) -> Result<(Vec<Thread>, u64), RuntimeError> {
+        if !query.values.is_empty() {
+            let matches = self.matching_values(owner, query).await?;
+            let total = matches.len() as u64;
+            let page = matches.into_iter().skip(query.offset).take(query.limit);
+            return Ok((page.collect(), total));
+        }
         let threads = self.stores.threads.search(owner, query).await?;
         let total = self.stores.threads.count(owner, query).await?;
-        Ok((threads, total))
+        Ok((self.all_with_values(owner, threads).await, total))
     }
 
     /// The number of matching threads (paging ignored).
@@ -156,7 +202,39 @@ impl Runtime {
         owner: &str,
         query: &ThreadSearch,
     ) -> Result<u64, RuntimeError> {
+        if !query.values.is_empty() {
+            return Ok(self.matching_values(owner, query).await?.len() as u64);
+        }
         Ok(self.stores.threads.count(owner, query).await?)
+    }
+
+    /// Every thread matching `query`, in its order, with a `values` filter applied to the
+    /// values as of each thread's latest checkpoint (the row holds no current snapshot).
+    async fn matching_values(
+        &self,
+        owner: &str,
+        query: &ThreadSearch,
+    ) -> Result<Vec<Thread>, RuntimeError> {
+        const PAGE: usize = 500;
+        let mut q = query.clone();
+        q.values = Map::new();
+        q.limit = PAGE;
+        q.offset = 0;
+        let mut out = Vec::new();
+        loop {
+            let page = self.stores.threads.search(owner, &q).await?;
+            let last = page.len() < PAGE;
+            for t in self.all_with_values(owner, page).await {
+                let values = t.values.as_ref().and_then(Value::as_object);
+                if values.is_some_and(|v| util::contains_top_level(v, &query.values)) {
+                    out.push(t);
+                }
+            }
+            if last {
+                return Ok(out);
+            }
+            q.offset += PAGE;
+        }
     }
 
     /// Deletes a thread: cancels its live runs (and waits for them), then removes the thread,
@@ -235,7 +313,7 @@ impl Runtime {
         for run in runs {
             self.stores.runs.put(run).await?;
         }
-        Ok(copied)
+        Ok(self.with_values(owner, copied).await)
     }
 
     /// All runs of a thread (newest first), paging through the store.
