@@ -238,9 +238,11 @@ tree from /proc. Growth: two fresh threads per session, one driven by `runs/stre
 is the O(state) read + serialisation of the response a `runs/wait` also pays: "wait minus GET
 state" estimates a run's cost without its response); runs between the two windows are real
 `runs/stream` runs, unmeasured. PostgreSQL counters come from pg_stat_database of the fresh
-database; MariaDB's are server-wide `SHOW GLOBAL STATUS` deltas, minus this harness's own
+database (`xact_commit` counts every transaction, read-only ones and connection start-ups
+included); MariaDB's are server-wide `SHOW GLOBAL STATUS` deltas, minus this harness's own
 statements; a sampler (once a second) counts the windows' moments when another database's session
-was busy (the "other clients" row: the figures are only clean when it is 0).
+was busy (the "other clients" row: the figures are only clean when it is 0). SQLite's statements
+are not visible from outside the process: its table gives the bytes the server wrote to storage.
 """
 
 
