@@ -57,6 +57,22 @@ const RUNS: &str = "runs:\n  lease_ttl_seconds: 2\n";
 
 #[test]
 fn killed_server_resumes_runs_from_their_last_checkpoint() {
+    killed_server_resumes(None);
+}
+
+#[test]
+fn killed_server_resumes_sync_runs_from_their_last_checkpoint() {
+    killed_server_resumes(Some("sync"));
+}
+
+#[test]
+fn killed_server_resumes_async_runs_from_their_last_checkpoint() {
+    killed_server_resumes(Some("async"));
+}
+
+/// Kills the server once step 1 of a run is committed: after a restart every run finishes
+/// with each step exactly once (`durability`: the runs' mode; `None` = the default).
+fn killed_server_resumes(durability: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     for (backend, db, _guard) in backends(tmp.path()) {
         let config = format!("{db}{RUNS}");
@@ -66,11 +82,13 @@ fn killed_server_resumes_runs_from_their_last_checkpoint() {
         for _ in 0..2 {
             let t = post(&format!("{}/threads", a.url), json!({}));
             let tid = t["thread_id"].as_str().unwrap().to_string();
-            let r = post(
-                &format!("{}/threads/{tid}/runs", a.url),
-                json!({"assistant_id": "slow", "input": {"messages": [{"type": "human", "content": "go"}]},
-                       "config": {"configurable": {"delay": 0.6}}}),
-            );
+            let mut body = json!({"assistant_id": "slow",
+                "input": {"messages": [{"type": "human", "content": "go"}]},
+                "config": {"configurable": {"delay": 0.6}}});
+            if let Some(mode) = durability {
+                body["durability"] = json!(mode);
+            }
+            let r = post(&format!("{}/threads/{tid}/runs", a.url), body);
             runs.push((tid, r["run_id"].as_str().unwrap().to_string()));
         }
         let (tid0, _) = runs[0].clone();
@@ -152,5 +170,84 @@ fn recovery_fail_marks_abandoned_runs_error() {
             .text()
             .unwrap();
         assert!(body.contains("ServerRestart"), "[{backend}] {body}");
+    }
+}
+
+/// `durability: exit` commits nothing until the run ends: while it runs its steps are not in
+/// the thread's state; at its end the state and one checkpoint hold all of them; a crash in
+/// between loses the run's steps (the restarted server runs it again from its request).
+#[test]
+fn exit_durability_commits_at_the_end_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db, _guard) in backends(tmp.path()) {
+        let config = format!("{db}{RUNS}");
+        let a = Proc::start(tmp.path(), "config", &config);
+        let t = post(&format!("{}/threads", a.url), json!({}));
+        let tid = t["thread_id"].as_str().unwrap().to_string();
+        let before = get(&format!("{}/threads/{tid}/history", a.url));
+        let r = post(
+            &format!("{}/threads/{tid}/runs", a.url),
+            json!({"assistant_id": "slow", "durability": "exit",
+                   "input": {"messages": [{"type": "human", "content": "go"}]},
+                   "config": {"configurable": {"delay": 0.5}}}),
+        );
+        let rid = r["run_id"].as_str().unwrap().to_string();
+        wait_until(30, "run running", || {
+            get(&format!("{}/threads/{tid}/runs/{rid}", a.url))["status"] == "running"
+        });
+        // 0.5 s into a 1.5 s run: step 1 has run, nothing is committed
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let st = get(&format!("{}/threads/{tid}/state", a.url));
+        assert!(
+            !contents(&st["values"]).contains(&"step 1".to_string()),
+            "[{backend}] nothing committed mid-run: {st}"
+        );
+        let out = get(&format!("{}/threads/{tid}/runs/{rid}/join", a.url));
+        assert_eq!(
+            contents(&out),
+            ["go", "step 1", "step 2", "step 3"],
+            "[{backend}] {out}"
+        );
+        let st = get(&format!("{}/threads/{tid}/state", a.url));
+        assert_eq!(
+            contents(&st["values"]),
+            ["go", "step 1", "step 2", "step 3"],
+            "[{backend}]"
+        );
+        let history = get(&format!("{}/threads/{tid}/history", a.url));
+        let grown = history.as_array().map_or(0, Vec::len) - before.as_array().map_or(0, Vec::len);
+        assert_eq!(
+            grown, 1,
+            "[{backend}] one checkpoint for the whole run: {history}"
+        );
+
+        // a crash mid-run loses the run's steps: the restarted server runs it again
+        let r = post(
+            &format!("{}/threads/{tid}/runs", a.url),
+            json!({"assistant_id": "slow", "durability": "exit",
+                   "input": {"messages": [{"type": "human", "content": "again"}]},
+                   "config": {"configurable": {"delay": 0.5}}}),
+        );
+        let rid = r["run_id"].as_str().unwrap().to_string();
+        wait_until(30, "run running", || {
+            get(&format!("{}/threads/{tid}/runs/{rid}", a.url))["status"] == "running"
+        });
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        a.kill9();
+        let b = Proc::start(tmp.path(), "config", &config);
+        let st = get(&format!("{}/threads/{tid}/state", b.url));
+        assert_eq!(
+            contents(&st["values"]),
+            ["go", "step 1", "step 2", "step 3"],
+            "[{backend}] the crashed run left nothing: {st}"
+        );
+        let out = get(&format!("{}/threads/{tid}/runs/{rid}/join", b.url));
+        let all = contents(&out);
+        assert_eq!(all.len(), 8, "[{backend}] {out}");
+        assert_eq!(
+            all[4..],
+            ["again", "step 1", "step 2", "step 3"],
+            "[{backend}] rerun from its request, each step once in the state: {out}"
+        );
     }
 }

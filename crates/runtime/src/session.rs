@@ -108,7 +108,7 @@ impl RunSession {
         lease: Arc<Lease>,
         start: Vec<WriteOp>,
     ) -> Self {
-        RunSession {
+        let session = RunSession {
             owner: owner.to_string(),
             thread_id: thread_id.to_string(),
             thread_key: antler_graph::thread_key(owner, thread_id),
@@ -121,7 +121,17 @@ impl RunSession {
                 pending: start,
                 ..State::default()
             }),
+        };
+        if durability == Durability::Exit {
+            // The run's start is not a step: its row says `running` while it runs, even when
+            // its steps are committed only at the end.
+            let mut st = session.state.lock();
+            let mut unit = WriteUnit::new(&session.owner, &session.thread_key);
+            unit.ops.append(&mut st.pending);
+            let commit = session.commits.submit(unit);
+            st.inflight.push(commit);
         }
+        session
     }
 
     /// The storage key of one of the run's threads (the engine passes the thread id).
