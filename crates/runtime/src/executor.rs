@@ -241,35 +241,30 @@ impl Runtime {
         thread_update: Option<ThreadUpdate>,
         ours_already: bool,
     ) -> Option<Vec<WriteOp>> {
-        let fold = self.config.exclusive && !handle.ephemeral;
         let mut ops = Vec::new();
+        if !ours_already {
+            ops.push(WriteOp::ClaimRun {
+                run_id: run.run_id.clone(),
+                worker_id: self.lease.worker_id.clone(),
+                lease_until: self.lease.expiry(),
+            });
+        }
         if let Some(update) = thread_update {
-            if fold {
-                ops.push(WriteOp::Thread {
-                    thread_id: run.thread_id.clone(),
-                    update,
-                });
-            } else {
-                let threads = &self.rows(handle.ephemeral).threads;
-                let _ = threads.update(&run.owner, &run.thread_id, update).await;
-            }
+            ops.push(WriteOp::Thread {
+                thread_id: run.thread_id.clone(),
+                update,
+            });
         }
-        if ours_already {
+        if self.config.exclusive && !handle.ephemeral {
             return Some(ops);
         }
-        if fold {
-            ops.insert(
-                0,
-                WriteOp::ClaimRun {
-                    run_id: run.run_id.clone(),
-                    worker_id: self.lease.worker_id.clone(),
-                    lease_until: self.lease.expiry(),
-                },
-            );
-            return Some(ops);
-        }
-        match self.claim(handle, run).await {
-            Some(true) => Some(ops),
+        let claimed = if handle.ephemeral {
+            self.claim_ephemeral(run, ops).await
+        } else {
+            self.claim(handle, ops).await
+        };
+        match claimed {
+            Some(true) => Some(Vec::new()),
             Some(false) => {
                 // Deleted or already handled elsewhere: nothing to execute.
                 self.finish_unstarted(handle, run, CancelAction::Interrupt)
@@ -442,24 +437,25 @@ impl Runtime {
         handle.done.send_replace(Some(result));
     }
 
-    /// Claims the run for this process: `Some(true)` claimed, `Some(false)` gone (not pending
+    /// Claims the run for this process (its start ops, committed through the queue so that
+    /// concurrent claims share commits): `Some(true)` claimed, `Some(false)` gone (not pending
     /// any more), `None` cancelled while waiting. While another run of the thread is running
     /// (in another process: this one runs a thread's runs in order), it waits and retries.
-    async fn claim(&self, handle: &RunHandle, run: &Run) -> Option<bool> {
+    async fn claim(&self, handle: &RunHandle, ops: Vec<WriteOp>) -> Option<bool> {
         let mut delay = Duration::from_millis(50);
+        let commits = &self.rows(handle.ephemeral).commits;
         loop {
-            let res = self
-                .rows(handle.ephemeral)
-                .runs
-                .claim(&run.run_id, &self.lease.worker_id, self.lease.expiry())
-                .await;
-            match res {
-                Ok(Claim::Claimed) => return Some(true),
-                Ok(Claim::Gone) => return Some(false),
-                Ok(Claim::Busy) => {}
-                Err(e) => {
-                    tracing::warn!(run_id = %run.run_id, error = %e, "claim failed, retrying")
-                }
+            let mut unit = WriteUnit::new(handle.owner.clone(), handle.thread_key());
+            unit.ops = ops.clone();
+            match commits.submit(unit).await {
+                Ok(()) => return Some(true),
+                Err(e) => match antler_store::commit::claim_failure(&e) {
+                    Some(Claim::Gone) => return Some(false),
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!(run_id = %handle.run_id, error = %e, "claim failed, retrying")
+                    }
+                },
             }
             tokio::select! {
                 _ = handle.cancel.cancelled() => return None,
@@ -467,6 +463,30 @@ impl Runtime {
             }
             delay = (delay * 2).min(Duration::from_secs(1));
         }
+    }
+
+    /// The start of a run whose rows live in memory (nothing to share or retry).
+    async fn claim_ephemeral(&self, run: &Run, ops: Vec<WriteOp>) -> Option<bool> {
+        let rows = self.rows(true);
+        for op in ops {
+            match op {
+                WriteOp::ClaimRun {
+                    run_id,
+                    worker_id,
+                    lease_until,
+                } => {
+                    let claim = rows.runs.claim(&run_id, &worker_id, lease_until).await;
+                    if !matches!(claim, Ok(Claim::Claimed)) {
+                        return Some(false);
+                    }
+                }
+                WriteOp::Thread { thread_id, update } => {
+                    let _ = rows.threads.update(&run.owner, &thread_id, update).await;
+                }
+                _ => {}
+            }
+        }
+        Some(true)
     }
 
     fn graph_inputs(&self, run: &Run, request: &RunCreate, adopted: bool) -> (RunInput, RunConfig) {

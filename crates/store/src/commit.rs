@@ -67,6 +67,15 @@ pub struct EventsPut {
     pub assigned: Mutex<Option<Vec<i64>>>,
 }
 
+impl Clone for EventsPut {
+    fn clone(&self) -> Self {
+        EventsPut {
+            events: self.events.clone(),
+            assigned: Mutex::new(self.assigned.lock().clone()),
+        }
+    }
+}
+
 impl EventsPut {
     pub fn new(events: Vec<NewRunEvent>) -> Self {
         EventsPut {
@@ -77,7 +86,7 @@ impl EventsPut {
 }
 
 /// One write of a unit.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum WriteOp {
     Checkpoint(Box<CheckpointPut>),
     Writes(WritesPut),
@@ -436,7 +445,25 @@ async fn claim(
     }
 }
 
-/// The error of a unit whose run could not be claimed.
+const UNCLAIMABLE: &str = "run cannot start: ";
+
+/// The error of a unit whose run could not be claimed ([`claim_failure`] reads it back).
 pub fn unclaimable(run_id: &str, claim: crate::Claim) -> StoreError {
-    StoreError::Conflict(format!("run {run_id} cannot start ({claim:?})"))
+    let why = match claim {
+        crate::Claim::Busy => "busy",
+        _ => "gone",
+    };
+    StoreError::Conflict(format!("{UNCLAIMABLE}{why} ({run_id})"))
+}
+
+/// Why a unit's `ClaimRun` failed: [`Claim::Busy`](crate::Claim::Busy) (another run of the
+/// thread is running) or [`Claim::Gone`](crate::Claim::Gone); `None` for any other error.
+pub fn claim_failure(e: &StoreError) -> Option<crate::Claim> {
+    match e {
+        StoreError::Conflict(m) => match m.strip_prefix(UNCLAIMABLE)? {
+            w if w.starts_with("busy") => Some(crate::Claim::Busy),
+            _ => Some(crate::Claim::Gone),
+        },
+        _ => None,
+    }
 }
