@@ -6,11 +6,22 @@
 //! the transaction fails, everything cached about the threads it touched is dropped (no plan
 //! may refer to a blob that was never committed), and the units are applied one by one so a
 //! bad unit fails alone.
+//!
+//! Rows of one kind from every unit of a batch are written together: all checkpoint blobs in
+//! one multi-row insert, all heads in one upsert, all pending writes in one upsert, all run
+//! events with one counter bump and one insert, every thread touched with one locking read
+//! and one write. Per run there remain its own row's statements (claim, completion), so the
+//! statements of a batch grow with the number of runs in it by two, not by twenty.
 
-use antler_store::commit::{ApplyUnits, WriteOp, WriteUnit, unclaimable};
-use antler_store::{Claim, StoreError, StoreResult};
+use std::collections::{BTreeMap, HashMap};
 
-use crate::checkpointer::{Put, SqlCheckpointer, Values, encode_writes, writes_in};
+use antler_store::commit::{ApplyUnits, EventsPut, WriteOp, WriteUnit, unclaimable};
+use antler_store::{Claim, StoreError, StoreResult, ThreadUpdate};
+
+use crate::checkpointer::{
+    Put, SqlCheckpointer, Values, WriteRow, encode_writes, insert_blobs, upsert_heads,
+    upsert_writes, write_rows,
+};
 use crate::repo::{events, runs, threads};
 use crate::sql::{Conn, Db, Dialect, Sql, SqlRow, WriteClass};
 
@@ -26,6 +37,40 @@ struct Touched<'a> {
     puts: Vec<Put<'a>>,
     writes: Vec<&'a antler_store::commit::WritesPut>,
     threads: Vec<&'a str>,
+}
+
+/// The rows of a batch, written together when every unit has been staged.
+#[derive(Default)]
+struct Staged<'a> {
+    blobs: Vec<crate::checkpointer::BlobRow>,
+    heads: Vec<crate::checkpointer::HeadRow>,
+    /// One row per key (a later one replaces an earlier one in place).
+    writes: Vec<WriteRow>,
+    write_keys: HashMap<(String, String, String, String, i64), usize>,
+    events: Vec<(&'a str, &'a EventsPut)>,
+    /// Per (owner, thread): its updates in order.
+    threads: BTreeMap<(&'a str, &'a str), Vec<ThreadUpdate>>,
+}
+
+impl Staged<'_> {
+    fn add_writes(&mut self, rows: Vec<WriteRow>) {
+        for r in rows {
+            let key = (
+                r.thread_id.clone(),
+                r.ns.clone(),
+                r.checkpoint_id.clone(),
+                r.task_id.clone(),
+                r.idx,
+            );
+            match self.write_keys.get(&key) {
+                Some(&i) => self.writes[i] = r,
+                None => {
+                    self.write_keys.insert(key, self.writes.len());
+                    self.writes.push(r);
+                }
+            }
+        }
+    }
 }
 
 fn put_of(p: &antler_store::commit::CheckpointPut) -> Put<'_> {
@@ -66,12 +111,37 @@ impl<D: Dialect> SqlApplier<D> {
         touched: &mut Touched<'a>,
     ) -> StoreResult<()> {
         let mut tx = self.db.begin(WriteClass::Background).await?;
+        let mut staged = Staged::default();
         for unit in units {
             for op in &unit.ops {
-                self.apply_op(&mut tx, &unit.owner, op, touched).await?;
+                self.stage(&mut tx, &unit.owner, op, &mut staged, touched)
+                    .await?;
             }
         }
+        self.flush(&mut tx, staged).await?;
         tx.commit().await
+    }
+
+    /// Writes what the units staged.
+    async fn flush(&self, conn: &mut Conn<D>, staged: Staged<'_>) -> StoreResult<()> {
+        insert_blobs::<D>(conn, &staged.blobs).await?;
+        upsert_heads::<D>(conn, &staged.heads).await?;
+        upsert_writes::<D>(conn, &staged.writes).await?;
+        let lists: Vec<(&str, &[antler_store::NewRunEvent])> = staged
+            .events
+            .iter()
+            .map(|(owner, e)| (*owner, e.events.as_slice()))
+            .collect();
+        let seqs = events::append_many::<D>(conn, &lists).await?;
+        for ((_, e), seqs) in staged.events.iter().zip(seqs) {
+            *e.assigned.lock() = Some(seqs);
+        }
+        let updates = staged
+            .threads
+            .into_iter()
+            .map(|((owner, thread), list)| (owner, thread, list))
+            .collect();
+        threads::update_many::<D>(conn, updates).await
     }
 
     fn publish(&self, touched: &Touched<'_>) {
@@ -89,65 +159,96 @@ impl<D: Dialect> SqlApplier<D> {
         }
     }
 
-    async fn apply_op<'a>(
+    /// Stages one op: rows of the kinds written together go to `staged`, a run's own row
+    /// is written at once (in unit order: a run's completion precedes the next run's claim).
+    async fn stage<'a>(
         &self,
         conn: &mut Conn<D>,
-        owner: &str,
+        owner: &'a str,
         op: &'a WriteOp,
+        staged: &mut Staged<'a>,
         touched: &mut Touched<'a>,
     ) -> StoreResult<()> {
         match op {
             WriteOp::Checkpoint(p) => {
                 let put = put_of(p);
                 touched.threads.push(&p.thread_key);
-                let (plans, written) = self.checkpointer.put_in(conn, &put).await?;
+                let (rows, plans, written) = self.checkpointer.prepare(conn, &put).await?;
+                // the next unit's plan of this thread builds on this one
                 let c = &put.checkpoint.id;
                 self.checkpointer
                     .remember(put.thread_id, put.checkpoint_ns, c, plans, written);
+                staged.blobs.extend(rows.blobs);
+                staged.heads.push(rows.head);
                 touched.puts.push(put);
-                Ok(())
             }
             WriteOp::Writes(w) => {
                 touched.threads.push(&w.thread_key);
                 let encoded =
                     encode_writes(&w.writes).map_err(|e| StoreError::Backend(e.to_string()))?;
                 let (t, ns) = (&w.thread_key, &w.checkpoint_ns);
-                writes_in::<D>(conn, t, ns, &w.checkpoint_id, &w.task_id, &encoded).await?;
+                staged.add_writes(write_rows(t, ns, &w.checkpoint_id, &w.task_id, &encoded));
                 touched.writes.push(w);
-                Ok(())
             }
             WriteOp::Events(e) => {
                 let prev = e.assigned.lock().clone();
-                let rows = events::append_in::<D>(conn, owner, &e.events, prev.as_deref()).await?;
-                *e.assigned.lock() = Some(rows.iter().map(|r| r.seq).collect());
-                Ok(())
+                match prev {
+                    // a retry keeps its seqs (see `repo::events`)
+                    Some(seqs) => {
+                        events::append_in::<D>(conn, owner, &e.events, Some(&seqs)).await?;
+                    }
+                    None => staged.events.push((owner, e)),
+                }
+            }
+            WriteOp::Thread { thread_id, update } => {
+                let list = staged.threads.entry((owner, thread_id)).or_default();
+                list.push(update.clone());
             }
             WriteOp::ClaimRun {
                 run_id,
                 worker_id,
                 lease_until,
-            } => claim::<D>(conn, run_id, worker_id, *lease_until).await,
+            } => self.claim(conn, run_id, worker_id, *lease_until).await?,
             WriteOp::RunCompletion { run_id, completion } => {
-                D::execute(conn, &runs::completion_sql(run_id, completion))
-                    .await
-                    .map(|_| ())
+                D::execute(conn, &runs::completion_sql(run_id, completion)).await?;
             }
             WriteOp::RunModelName { run_id, model_name } => {
                 let sql = runs::model_name_sql(run_id, model_name.as_deref());
-                D::execute(conn, &sql).await.map(|_| ())
+                D::execute(conn, &sql).await?;
             }
             WriteOp::RunProgress { run_id, progress } => {
-                D::execute(conn, &runs::progress_sql(run_id, progress))
-                    .await
-                    .map(|_| ())
-            }
-            WriteOp::Thread { thread_id, update } => {
-                match threads::update_in::<D>(conn, owner, thread_id, update.clone()).await {
-                    Err(StoreError::NotFound) => Ok(()),
-                    other => other.map(|_| ()),
-                }
+                D::execute(conn, &runs::progress_sql(run_id, progress)).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Claims a run. On a database this process owns, the order of a thread's runs is kept
+    /// by this process (it starts a thread's runs one after the other), so a pending run is
+    /// claimed with one statement; anything else takes the full check.
+    async fn claim(
+        &self,
+        conn: &mut Conn<D>,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        if self.db.owned {
+            let now = antler_store::time::now();
+            let sql = Sql::new(
+                "UPDATE runs SET started_at = COALESCE(started_at, ?), status = 'running', \
+                 worker_id = ?, lease_expires_at = ?, updated_at = ? WHERE run_id = ? AND status = 'pending'",
+            )
+            .arg(now)
+            .arg(worker_id)
+            .arg(lease_until)
+            .arg(now)
+            .arg(run_id);
+            if D::execute(conn, &sql).await? == 1 {
+                return Ok(());
+            }
+        }
+        claim::<D>(conn, run_id, worker_id, lease_until).await
     }
 }
 

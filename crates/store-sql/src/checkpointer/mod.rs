@@ -41,7 +41,10 @@ pub use plan::MAX_DELTA_DEPTH;
 pub(crate) use plan::Values;
 use plan::{Caches, HeadKey, ListEntry};
 use write::PlannedPut;
-pub(crate) use write::{Written, encode_writes, writes_in};
+pub(crate) use write::{
+    BlobRow, HeadRow, WriteRow, Written, encode_writes, insert_blobs, upsert_heads, upsert_writes,
+    write_rows,
+};
 
 /// One checkpoint to store (the arguments of a put).
 pub(crate) struct Put<'a> {
@@ -129,6 +132,19 @@ impl<D: Dialect> SqlCheckpointer<D> {
         conn: &mut crate::sql::Conn<D>,
         put: &Put<'_>,
     ) -> StoreResult<(Vec<plan::BlobPlan>, Written)> {
+        let (rows, plans, written) = self.prepare(conn, put).await?;
+        write::insert_blobs::<D>(conn, &rows.blobs).await?;
+        write::upsert_heads::<D>(conn, std::slice::from_ref(&rows.head)).await?;
+        Ok((plans, written))
+    }
+
+    /// Plans one checkpoint: the rows to write (reading what it needs inside `conn`'s
+    /// transaction), the plans for the caches, and what it stores.
+    pub(crate) async fn prepare(
+        &self,
+        conn: &mut crate::sql::Conn<D>,
+        put: &Put<'_>,
+    ) -> StoreResult<(write::Rows, Vec<plan::BlobPlan>, Written)> {
         let plans = plan::plan(
             &self.cache,
             put.thread_id,
@@ -158,8 +174,8 @@ impl<D: Dialect> SqlCheckpointer<D> {
             cached_parent: cached_parent.as_ref(),
             trusted_bases: self.db.owned,
         };
-        let written = write::put_in::<D>(conn, &planned).await?;
-        Ok((plans, written))
+        let (rows, written) = write::rows_of::<D>(conn, &planned).await?;
+        Ok((rows, plans, written))
     }
 
     /// After a put committed: the write caches, and the latest checkpoint when the put

@@ -126,18 +126,48 @@ async fn existing_bases<D: Dialect>(
         .collect()
 }
 
-/// Inserts every blob in one statement: deltas whose base exists as deltas, the others as
-/// full values. Returns the depth each plan was written at.
-async fn insert_blobs<D: Dialect>(conn: &mut Conn<D>, p: &PlannedPut<'_>) -> StoreResult<Vec<i64>> {
+/// One row of `checkpoint_blobs`.
+pub(crate) struct BlobRow {
+    thread_id: String,
+    ns: String,
+    blob_id: i64,
+    channel: String,
+    version: i64,
+    base: Option<i64>,
+    depth: i64,
+    value: Option<String>,
+}
+
+/// One row of `checkpoints`.
+pub(crate) struct HeadRow {
+    thread_id: String,
+    ns: String,
+    checkpoint_id: String,
+    parent_id: Option<String>,
+    run_id: Option<String>,
+    head: String,
+    metadata: String,
+}
+
+/// The rows of one checkpoint.
+pub(crate) struct Rows {
+    pub blobs: Vec<BlobRow>,
+    pub head: HeadRow,
+}
+
+/// The blob rows of a put: deltas whose base exists as deltas, the others as full values.
+/// Returns them with the depth each plan is written at.
+async fn blob_rows<D: Dialect>(
+    conn: &mut Conn<D>,
+    p: &PlannedPut<'_>,
+) -> StoreResult<(Vec<BlobRow>, Vec<i64>)> {
     if p.plans.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let bases = existing_bases::<D>(conn, p).await?;
-    let mut sql = Sql::new(
-        "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, blob_id, channel, version, base_id, depth, value) VALUES ",
-    );
+    let mut rows = Vec::with_capacity(p.plans.len());
     let mut depths = Vec::with_capacity(p.plans.len());
-    for (i, plan) in p.plans.iter().enumerate() {
+    for plan in p.plans {
         let (base, depth, value) = match &plan.payload {
             Payload::Delta {
                 base_id,
@@ -156,35 +186,84 @@ async fn insert_blobs<D: Dialect>(conn: &mut Conn<D>, p: &PlannedPut<'_>) -> Sto
             ),
             Payload::Full(v) => (None, 0, v.clone()),
         };
-        sql.push(if i == 0 { "(" } else { ", (" });
-        sql.bind(p.thread_id)
-            .push(", ")
-            .bind(p.checkpoint_ns)
-            .push(", ");
-        sql.bind(plan.blob_id)
-            .push(", ")
-            .bind(&plan.channel)
-            .push(", ");
-        sql.bind(version_i64(plan.version))
-            .push(", ")
-            .bind(base)
-            .push(", ");
-        sql.bind(depth).push(", ").bind(value).push(")");
+        rows.push(BlobRow {
+            thread_id: p.thread_id.to_string(),
+            ns: p.checkpoint_ns.to_string(),
+            blob_id: plan.blob_id,
+            channel: plan.channel.clone(),
+            version: version_i64(plan.version),
+            base,
+            depth,
+            value,
+        });
         depths.push(depth);
     }
-    // fresh random ids: a retry of the same plans is idempotent
-    sql.push(&D::insert_ignore("thread_id, checkpoint_ns, blob_id"));
-    D::execute(conn, &sql).await?;
-    Ok(depths)
+    Ok((rows, depths))
 }
 
-/// Writes the blobs and the checkpoint row inside `conn`'s transaction.
-pub(crate) async fn put_in<D: Dialect>(
+/// Rows per multi-row statement (every backend binds well under 32,766 values this way).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Inserts blob rows, many per statement (fresh random ids: a retry is idempotent).
+pub(crate) async fn insert_blobs<D: Dialect>(
+    conn: &mut Conn<D>,
+    rows: &[BlobRow],
+) -> StoreResult<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = Sql::new(
+            "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, blob_id, channel, version, base_id, depth, value) VALUES ",
+        );
+        for (i, r) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            sql.bind(&r.thread_id).push(", ").bind(&r.ns).push(", ");
+            sql.bind(r.blob_id).push(", ").bind(&r.channel).push(", ");
+            sql.bind(r.version).push(", ").bind(r.base).push(", ");
+            sql.bind(r.depth).push(", ").bind(r.value.clone()).push(")");
+        }
+        sql.push(&D::insert_ignore("thread_id, checkpoint_ns, blob_id"));
+        D::execute(conn, &sql).await?;
+    }
+    Ok(())
+}
+
+/// Upserts checkpoint heads, many per statement (one row per key: the caller keeps the last).
+pub(crate) async fn upsert_heads<D: Dialect>(
+    conn: &mut Conn<D>,
+    rows: &[HeadRow],
+) -> StoreResult<()> {
+    let tail = upsert::<D>(
+        "thread_id, checkpoint_ns, checkpoint_id",
+        &["parent_checkpoint_id", "run_id", "checkpoint", "metadata"],
+    );
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = Sql::new(
+            "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, checkpoint, metadata) VALUES ",
+        );
+        for (i, r) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            sql.bind(&r.thread_id).push(", ").bind(&r.ns).push(", ");
+            sql.bind(&r.checkpoint_id)
+                .push(", ")
+                .bind(r.parent_id.clone())
+                .push(", ");
+            sql.bind(r.run_id.clone()).push(", ");
+            sql.bind(Arg::JsonText(r.head.clone())).push(", ");
+            sql.bind(Arg::JsonText(r.metadata.clone())).push(")");
+        }
+        sql.push(&tail);
+        D::execute(conn, &sql).await?;
+    }
+    Ok(())
+}
+
+/// The rows of one checkpoint (reading what it inherits from its parent, and which delta
+/// bases exist, inside `conn`'s transaction) and what it stores.
+pub(crate) async fn rows_of<D: Dialect>(
     conn: &mut Conn<D>,
     p: &PlannedPut<'_>,
-) -> StoreResult<Written> {
+) -> StoreResult<(Rows, Written)> {
     let mut blobs = inherited::<D>(conn, p).await?;
-    let depths = insert_blobs::<D>(conn, p).await?;
+    let (blob_rows, depths) = blob_rows::<D>(conn, p).await?;
     for plan in p.plans {
         blobs.insert(plan.channel.clone(), plan.blob_id);
     }
@@ -198,28 +277,90 @@ pub(crate) async fn put_in<D: Dialect>(
         blobs: &blobs,
     })
     .map_err(|e| StoreError::Backend(e.to_string()))?;
-    let meta = serde_json::to_string(p.metadata).map_err(|e| StoreError::Backend(e.to_string()))?;
-    let sql = Sql::owned(format!(
-        "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, checkpoint, metadata) \
-         VALUES (?, ?, ?, ?, ?, ?, ?){}",
-        upsert::<D>(
-            "thread_id, checkpoint_ns, checkpoint_id",
-            &["parent_checkpoint_id", "run_id", "checkpoint", "metadata"]
-        )
-    ))
-    .arg(p.thread_id)
-    .arg(p.checkpoint_ns)
-    .arg(&c.id)
-    .arg(p.parent_id)
-    .arg(run_id_of(p.metadata))
-    .arg(Arg::JsonText(head))
-    .arg(Arg::JsonText(meta));
-    D::execute(conn, &sql).await?;
-    Ok(Written { blobs, depths })
+    let metadata =
+        serde_json::to_string(p.metadata).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let head = HeadRow {
+        thread_id: p.thread_id.to_string(),
+        ns: p.checkpoint_ns.to_string(),
+        checkpoint_id: c.id.clone(),
+        parent_id: p.parent_id.map(str::to_string),
+        run_id: run_id_of(p.metadata).map(str::to_string),
+        head,
+        metadata,
+    };
+    let rows = Rows {
+        blobs: blob_rows,
+        head,
+    };
+    Ok((rows, Written { blobs, depths }))
 }
 
-/// Pending writes of one task (one multi-row upsert: re-delivery is idempotent per
-/// `(task_id, index)`, and an upsert keeps the row's insertion order).
+/// One row of `checkpoint_writes`.
+pub(crate) struct WriteRow {
+    pub thread_id: String,
+    pub ns: String,
+    pub checkpoint_id: String,
+    pub task_id: String,
+    pub idx: i64,
+    pub channel: String,
+    pub value: String,
+}
+
+/// Upserts pending writes, many per statement (re-delivery is idempotent per
+/// `(task_id, index)`, and an upsert keeps the row's insertion order). One row per key: the
+/// caller keeps the last.
+pub(crate) async fn upsert_writes<D: Dialect>(
+    conn: &mut Conn<D>,
+    rows: &[WriteRow],
+) -> StoreResult<()> {
+    let tail = upsert::<D>(
+        "thread_id, checkpoint_ns, checkpoint_id, task_id, idx",
+        &["channel", "value"],
+    );
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = Sql::new(
+            "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value) VALUES ",
+        );
+        for (i, r) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            sql.bind(&r.thread_id).push(", ").bind(&r.ns).push(", ");
+            sql.bind(&r.checkpoint_id)
+                .push(", ")
+                .bind(&r.task_id)
+                .push(", ");
+            sql.bind(r.idx).push(", ").bind(&r.channel).push(", ");
+            sql.bind(&r.value).push(")");
+        }
+        sql.push(&tail);
+        D::execute(conn, &sql).await?;
+    }
+    Ok(())
+}
+
+/// The rows of one task's pending writes.
+pub(crate) fn write_rows(
+    thread_id: &str,
+    checkpoint_ns: &str,
+    checkpoint_id: &str,
+    task_id: &str,
+    encoded: &[(String, String)],
+) -> Vec<WriteRow> {
+    encoded
+        .iter()
+        .enumerate()
+        .map(|(idx, (channel, value))| WriteRow {
+            thread_id: thread_id.to_string(),
+            ns: checkpoint_ns.to_string(),
+            checkpoint_id: checkpoint_id.to_string(),
+            task_id: task_id.to_string(),
+            idx: crate::sql::lim(idx),
+            channel: channel.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+/// Pending writes of one task.
 pub(crate) async fn writes_in<D: Dialect>(
     conn: &mut Conn<D>,
     thread_id: &str,
@@ -228,30 +369,8 @@ pub(crate) async fn writes_in<D: Dialect>(
     task_id: &str,
     encoded: &[(String, String)],
 ) -> StoreResult<()> {
-    if encoded.is_empty() {
-        return Ok(());
-    }
-    let mut sql = Sql::new(
-        "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value) VALUES ",
-    );
-    for (idx, (channel, value)) in encoded.iter().enumerate() {
-        sql.push(if idx == 0 { "(" } else { ", (" });
-        sql.bind(thread_id)
-            .push(", ")
-            .bind(checkpoint_ns)
-            .push(", ");
-        sql.bind(checkpoint_id).push(", ").bind(task_id).push(", ");
-        sql.bind(crate::sql::lim(idx))
-            .push(", ")
-            .bind(channel)
-            .push(", ");
-        sql.bind(value).push(")");
-    }
-    sql.push(&upsert::<D>(
-        "thread_id, checkpoint_ns, checkpoint_id, task_id, idx",
-        &["channel", "value"],
-    ));
-    D::execute(conn, &sql).await.map(|_| ())
+    let rows = write_rows(thread_id, checkpoint_ns, checkpoint_id, task_id, encoded);
+    upsert_writes::<D>(conn, &rows).await
 }
 
 /// Serializes pending writes once (the values as stored).

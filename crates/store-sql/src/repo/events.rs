@@ -217,6 +217,102 @@ pub(crate) async fn append_in<D: Dialect>(
     Ok(rows)
 }
 
+/// ` (owner = ? AND thread_id = ?) OR ...` for a list of (owner, thread) keys.
+pub(crate) fn push_keys<'k>(sql: &mut Sql, keys: impl IntoIterator<Item = (&'k str, &'k str)>) {
+    for (i, (owner, thread)) in keys.into_iter().enumerate() {
+        sql.push(if i == 0 { "(" } else { " OR (" });
+        sql.push("owner = ")
+            .bind(owner)
+            .push(" AND thread_id = ")
+            .bind(thread)
+            .push(")");
+    }
+}
+
+/// Fresh seqs for many appends at once: one counter bump and one read for every thread of
+/// the batch (threads in sorted order). `lists` are (owner, events); returns each list's seqs.
+async fn allocate_many<D: Dialect>(
+    conn: &mut Conn<D>,
+    lists: &[(&str, &[NewRunEvent])],
+) -> StoreResult<Vec<Vec<i64>>> {
+    let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for (owner, events) in lists {
+        for e in *events {
+            *counts.entry((owner, e.thread_id.as_str())).or_insert(0) += 1;
+        }
+    }
+    let keys: Vec<((&str, &str), i64)> = counts.into_iter().collect();
+    let mut next: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for chunk in keys.chunks(300) {
+        let mut bump = Sql::new("INSERT INTO run_event_seqs (owner, thread_id, last_seq) VALUES ");
+        for (i, ((owner, thread), n)) in chunk.iter().enumerate() {
+            bump.push(if i == 0 { "(" } else { ", (" });
+            bump.bind(*owner)
+                .push(", ")
+                .bind(*thread)
+                .push(", ")
+                .bind(*n)
+                .push(")");
+        }
+        bump.push(&format!(
+            "{}last_seq = run_event_seqs.last_seq + {}",
+            D::on_conflict_update("owner, thread_id"),
+            D::excluded("last_seq")
+        ));
+        D::execute(conn, &bump).await?;
+        let mut read = Sql::new("SELECT owner, thread_id, last_seq FROM run_event_seqs WHERE ");
+        push_keys(&mut read, chunk.iter().map(|(k, _)| *k));
+        read.push(D::FOR_UPDATE);
+        let counts: BTreeMap<(&str, &str), i64> = chunk.iter().cloned().collect();
+        for row in D::fetch_all(conn, &read).await? {
+            let key = (row.str("owner")?, row.str("thread_id")?);
+            let n = counts
+                .get(&(key.0.as_str(), key.1.as_str()))
+                .copied()
+                .unwrap_or(0);
+            next.insert(key, row.i64("last_seq")? - n + 1);
+        }
+    }
+    let mut out = Vec::with_capacity(lists.len());
+    for (owner, events) in lists {
+        let seqs = events
+            .iter()
+            .map(|e| {
+                let slot = next
+                    .entry((owner.to_string(), e.thread_id.clone()))
+                    .or_insert(1);
+                *slot += 1;
+                *slot - 1
+            })
+            .collect();
+        out.push(seqs);
+    }
+    Ok(out)
+}
+
+/// Appends many first-attempt event lists in one go (see [`allocate_many`]): one insert for
+/// all their rows. Returns each list's seqs.
+pub(crate) async fn append_many<D: Dialect>(
+    conn: &mut Conn<D>,
+    lists: &[(&str, &[NewRunEvent])],
+) -> StoreResult<Vec<Vec<i64>>> {
+    if lists.is_empty() {
+        return Ok(Vec::new());
+    }
+    let seqs = allocate_many::<D>(conn, lists).await?;
+    let mut by_owner: BTreeMap<&str, Vec<RunEvent>> = BTreeMap::new();
+    for ((owner, events), seqs) in lists.iter().zip(&seqs) {
+        by_owner
+            .entry(owner)
+            .or_default()
+            .extend(stored(events, seqs));
+    }
+    for (owner, rows) in by_owner {
+        insert_rows::<D>(conn, owner, &rows).await?;
+    }
+    Ok(seqs)
+}
+
 #[async_trait::async_trait]
 impl<D: Dialect> RunEventStore for SqlRunEventStore<D> {
     async fn append_batch(

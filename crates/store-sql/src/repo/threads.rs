@@ -102,6 +102,84 @@ pub(crate) async fn update_in<D: Dialect>(
     Ok(t)
 }
 
+/// Applies many updates at once: per (owner, thread), in order, on one read of its row;
+/// one locking read and one write for all the threads (threads deleted meanwhile are
+/// skipped). `updates` are (owner, thread id, the thread's updates in order).
+pub(crate) async fn update_many<D: Dialect>(
+    conn: &mut Conn<D>,
+    updates: Vec<(&str, &str, Vec<ThreadUpdate>)>,
+) -> StoreResult<()> {
+    for chunk in updates.chunks(300) {
+        let mut read = Sql::new("SELECT * FROM threads WHERE ");
+        crate::repo::events::push_keys(&mut read, chunk.iter().map(|(o, t, _)| (*o, *t)));
+        read.push(D::FOR_UPDATE);
+        let mut rows = std::collections::HashMap::new();
+        for row in D::fetch_all(conn, &read).await? {
+            let t = row_to_thread(&row)?;
+            rows.insert((t.owner.clone(), t.thread_id.clone()), t);
+        }
+        let now = time::now();
+        let mut changed = Vec::with_capacity(chunk.len());
+        for (owner, thread_id, list) in chunk {
+            let Some(mut t) = rows.remove(&(owner.to_string(), thread_id.to_string())) else {
+                continue;
+            };
+            for u in list {
+                u.clone().apply(&mut t, now);
+            }
+            changed.push(t);
+        }
+        upsert_rows::<D>(conn, &changed).await?;
+    }
+    Ok(())
+}
+
+/// Writes whole thread rows (existing ones, read under lock by the caller).
+async fn upsert_rows<D: Dialect>(conn: &mut Conn<D>, threads: &[Thread]) -> StoreResult<()> {
+    if threads.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(
+        "INSERT INTO threads (thread_id, owner, status, metadata, config, state_values, error, interrupts, \
+         created_at, updated_at, state_updated_at) VALUES ",
+    );
+    for (i, t) in threads.iter().enumerate() {
+        sql.push(if i == 0 { "(" } else { ", (" });
+        sql.bind(&t.thread_id).push(", ").bind(&t.owner).push(", ");
+        sql.bind(t.status.as_str())
+            .push(", ")
+            .bind(Arg::map(&t.metadata))
+            .push(", ");
+        sql.bind(Arg::json(&t.config))
+            .push(", ")
+            .bind(Arg::opt_json(&t.values))
+            .push(", ");
+        sql.bind(Arg::opt_json(&t.error))
+            .push(", ")
+            .bind(Arg::opt_json(&t.interrupts));
+        sql.push(", ")
+            .bind(t.created_at)
+            .push(", ")
+            .bind(t.updated_at)
+            .push(", ");
+        sql.bind(t.state_updated_at).push(")");
+    }
+    sql.push(&crate::sql::upsert::<D>(
+        "owner, thread_id",
+        &[
+            "status",
+            "metadata",
+            "config",
+            "state_values",
+            "error",
+            "interrupts",
+            "updated_at",
+            "state_updated_at",
+        ],
+    ));
+    D::execute(conn, &sql).await.map(|_| ())
+}
+
 impl<D: Dialect> SqlThreadStore<D> {
     fn filtered(&self, select: &'static str, owner: &str, q: &ThreadSearch) -> StoreResult<Sql> {
         let mut sql = Sql::new(select).arg(owner);
