@@ -41,7 +41,7 @@ impl Channels {
         for (k, v) in values {
             match g.reducer(&k) {
                 Some(Reducer::AddMessages) => {
-                    let list = MessageList::new(into_list(v));
+                    let list = MessageList::shared(into_list(v));
                     ch.values
                         .insert(k.clone(), ChannelValue::List(list.items.clone()));
                     ch.msgs.insert(k, list);
@@ -75,6 +75,13 @@ impl Channels {
             }
         }
         ch
+    }
+
+    /// Keeps the message lists of a saved checkpoint for the next run's load (their index).
+    pub(super) fn remember_messages(&self) {
+        for list in self.msgs.values() {
+            list.remember();
+        }
     }
 
     pub(super) fn state_values(&self, g: &GraphInner) -> Value {

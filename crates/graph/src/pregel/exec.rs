@@ -129,6 +129,7 @@ impl Exec {
         updated: Vec<String>,
         extra_new: &[String],
     ) -> Result<String, ExecError> {
+        ch.remember_messages();
         let id = new_checkpoint_id(step);
         let mut new_versions: BTreeMap<String, ChannelVersion> = BTreeMap::new();
         for k in updated.iter().chain(extra_new.iter()) {
