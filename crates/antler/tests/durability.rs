@@ -251,3 +251,179 @@ fn exit_durability_commits_at_the_end_only() {
         );
     }
 }
+
+/// Starts a `slow` run (three steps of `delay` s) on a new thread: `(thread_id, run_id)`.
+fn start_slow(url: &str, delay: f64) -> (String, String) {
+    let t = post(&format!("{url}/threads"), json!({}));
+    let tid = t["thread_id"].as_str().unwrap().to_string();
+    let r = post(
+        &format!("{url}/threads/{tid}/runs"),
+        json!({"assistant_id": "slow",
+               "input": {"messages": [{"type": "human", "content": "go"}]},
+               "config": {"configurable": {"delay": delay}}}),
+    );
+    (tid, r["run_id"].as_str().unwrap().to_string())
+}
+
+/// Runs `f` on a one-thread Tokio runtime (the test's own database connections).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A SQLite database locked from outside (another process holds its write lock for 16 s, far
+/// past the server's 5 s `busy_timeout`) fails the run in flight clearly: its stream ends with an `error`
+/// event naming the storage error (no hang), and once the lock is gone its row and thread
+/// say `error`; the next run on the thread works.
+#[test]
+fn a_locked_database_fails_the_run_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let config = format!(
+        "database:\n  backend: sqlite\n  sqlite_dir: {}\n",
+        dir.display()
+    );
+    let a = Proc::start(tmp.path(), "config", &config);
+    // steps of 2 s: the lock is taken while step 2 runs, so its commit meets the lock
+    let (tid, rid) = start_slow(&a.url, 2.0);
+    wait_until(30, "step 1 committed", || {
+        let st = get(&format!("{}/threads/{tid}/state", a.url));
+        contents(&st["values"]).contains(&"step 1".to_string())
+    });
+    let file = dir.join("antler.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let locker = std::thread::spawn(move || {
+        block_on(async move {
+            use sqlx::Connection;
+            let url = format!("sqlite://{}", file.display());
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN EXCLUSIVE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(16)).await;
+            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+        })
+    });
+    locked_rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    let body = http()
+        .get(format!("{}/threads/{tid}/runs/{rid}/stream", a.url))
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        body.contains("event: error") && body.contains("StorageError"),
+        "the stream ends with the storage error: {body}"
+    );
+    // each write waits at most `busy_timeout` (5 s) once, and one may queue behind another
+    // writer's wait: the run fails while the lock is still held, not after it
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(16),
+        "the run failed while the database was locked: {:?}",
+        started.elapsed()
+    );
+    locker.join().unwrap();
+    wait_until(30, "run and thread marked error", || {
+        get(&format!("{}/threads/{tid}/runs/{rid}", a.url))["status"] == "error"
+            && get(&format!("{}/threads/{tid}", a.url))["status"] == "error"
+    });
+    let thread = get(&format!("{}/threads/{tid}", a.url));
+    assert_eq!(thread["error"]["error"], "StorageError", "{thread}");
+    let out = post(
+        &format!("{}/threads/{tid}/runs/wait", a.url),
+        json!({"assistant_id": "echo", "input": {"messages": [{"type": "human", "content": "again"}]}}),
+    );
+    let messages = contents(&out);
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some("echo: again"),
+        "{out}"
+    );
+}
+
+/// PostgreSQL connections dropped again and again while runs execute (every server backend
+/// terminated every 200 ms): the server reconnects and retries its commits, every run
+/// finishes with each step once, and no run event is stored twice.
+#[test]
+fn dropped_connections_lose_and_duplicate_nothing() {
+    let url = match std::env::var("ANTLER_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() && antler::config::backend_compiled("postgres") => u,
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("ANTLER_TEST_POSTGRES_URL must be set under CI")
+        }
+        _ => return eprintln!("ANTLER_TEST_POSTGRES_URL not set: skipping"),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let db = PrivateDb::create(&url);
+    let config = format!(
+        "database:\n  backend: postgres\n  postgres_url: \"{}\"\n{RUNS}",
+        db.url
+    );
+    let a = Proc::start(tmp.path(), "config", &config);
+    let runs: Vec<(String, String)> = (0..6).map(|_| start_slow(&a.url, 0.5)).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (stop, db_url) = (stop.clone(), db.url.clone());
+        std::thread::spawn(move || {
+            block_on(async move {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&db_url).await.unwrap();
+                let mut killed = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // (a test that failed first drops the database: then this one ends too)
+                    let Ok(n) = sqlx::query_scalar::<_, i64>(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    )
+                    .fetch_one(&mut c)
+                    .await
+                    else {
+                        break;
+                    };
+                    killed += n;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                killed
+            })
+        })
+    };
+    for (tid, rid) in &runs {
+        let out = get(&format!("{}/threads/{tid}/runs/{rid}/join", a.url));
+        assert_eq!(
+            contents(&out),
+            ["go", "step 1", "step 2", "step 3"],
+            "every step once: {out}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let killed = killer.join().unwrap();
+    assert!(killed > 0, "connections were dropped");
+    for (tid, rid) in &runs {
+        wait_until(30, "run success", || {
+            get(&format!("{}/threads/{tid}/runs/{rid}", a.url))["status"] == "success"
+        });
+        let events = get(&format!("{}/threads/{tid}/runs/{rid}/events", a.url));
+        let events = events.as_array().unwrap();
+        let seqs: Vec<i64> = events.iter().filter_map(|e| e["seq"].as_i64()).collect();
+        let mut unique = seqs.clone();
+        unique.dedup();
+        assert_eq!(seqs, unique, "no event stored twice: {events:?}");
+        let bodies: std::collections::HashSet<String> = events
+            .iter()
+            .map(|e| format!("{}{}", e["event_type"], e["content"]))
+            .collect();
+        assert_eq!(
+            bodies.len(),
+            events.len(),
+            "no event stored twice: {events:?}"
+        );
+        assert!(!events.is_empty());
+    }
+}

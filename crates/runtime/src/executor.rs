@@ -826,17 +826,18 @@ impl Runtime {
         }
     }
 
-    /// A run whose writes could not be committed: it fails with the storage error (the row
-    /// is marked as failed if the database takes that write).
+    /// A run whose writes could not be committed: it fails at once with the storage error
+    /// (the client's `error` event), and its run and thread rows are marked failed as soon as
+    /// the database takes a write again (see [`mark_failed`]).
     async fn storage_failure(&self, run: &Run, e: antler_store::StoreError) -> RunResult {
         tracing::error!(run_id = %run.run_id, error = %e, "run writes not committed");
         let message = format!("the run's writes could not be committed: {e}");
-        let stored = encode_error("StorageError", &message);
-        let _ = self
-            .stores
-            .runs
-            .update_status(&run.run_id, RunStatus::Error, Some(&stored))
-            .await;
+        tokio::spawn(mark_failed(
+            self.stores.clone(),
+            self.lease.clone(),
+            run.clone(),
+            json!({"error": "StorageError", "message": message}),
+        ));
         RunResult::Error {
             kind: "StorageError".into(),
             message,
@@ -858,4 +859,48 @@ impl Runtime {
             .await;
         Ok(())
     }
+}
+
+/// How long a failed run's rows are retried (a database down for longer leaves the run to
+/// recovery: its row still says `running`, and a restarted server or another replica resumes
+/// or fails it per `runs.recovery`).
+const MARK_FAILED_FOR: Duration = Duration::from_secs(120);
+
+/// Marks a run whose writes were lost as failed (`error` row, `error` thread), retrying while
+/// the database refuses writes, for as long as this process owns the run.
+async fn mark_failed(
+    stores: antler_store::Stores,
+    lease: Arc<crate::durability::Lease>,
+    run: Run,
+    error: Value,
+) {
+    let stored = error.to_string();
+    let deadline = tokio::time::Instant::now() + MARK_FAILED_FOR;
+    let mut delay = Duration::from_millis(100);
+    let thread = ThreadUpdate {
+        status: Some(ThreadStatus::Error),
+        error: Some(Some(error.clone())),
+        ..ThreadUpdate::default()
+    };
+    while lease.valid() && tokio::time::Instant::now() < deadline {
+        let marked = stores
+            .runs
+            .update_status(&run.run_id, RunStatus::Error, Some(&stored))
+            .await;
+        let thread = match marked {
+            Ok(_) => stores
+                .threads
+                .update(&run.owner, &run.thread_id, thread.clone())
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match thread {
+            Ok(()) | Err(antler_store::StoreError::NotFound) => return,
+            Err(e) => tracing::debug!(run_id = %run.run_id, error = %e, "marking the run failed"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    tracing::warn!(run_id = %run.run_id, "could not mark the failed run; recovery will");
 }

@@ -25,7 +25,7 @@ use antler_graph::{
     ListOptions, PendingWrite,
 };
 use antler_store::commit::{CheckpointPut, EventsPut, WritesPut};
-use antler_store::{Commit, CommitQueue, StoreError, WriteOp, WriteUnit};
+use antler_store::{Chain, Commit, CommitQueue, StoreError, WriteOp, WriteUnit};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -89,6 +89,9 @@ pub(crate) struct RunSession {
     reader: Arc<dyn Checkpointer>,
     journal: Arc<Mutex<Journal>>,
     lease: Arc<Lease>,
+    /// Every unit of the run: once one fails, the later ones are not applied (the committed
+    /// steps stay a prefix of the run's steps).
+    chain: Arc<Chain>,
     state: Mutex<State>,
 }
 
@@ -117,6 +120,7 @@ impl RunSession {
             reader,
             journal,
             lease,
+            chain: Arc::default(),
             state: Mutex::new(State {
                 pending: start,
                 ..State::default()
@@ -126,7 +130,8 @@ impl RunSession {
             // The run's start is not a step: its row says `running` while it runs, even when
             // its steps are committed only at the end.
             let mut st = session.state.lock();
-            let mut unit = WriteUnit::new(&session.owner, &session.thread_key);
+            let mut unit =
+                WriteUnit::new(&session.owner, &session.thread_key).in_chain(&session.chain);
             unit.ops.append(&mut st.pending);
             let commit = session.commits.submit(unit);
             st.inflight.push(commit);
@@ -167,7 +172,7 @@ impl RunSession {
 
     /// A unit of everything pending plus `ops` and the journal's new records.
     fn unit(&self, st: &mut State, ops: Vec<WriteOp>) -> WriteUnit {
-        let mut unit = WriteUnit::new(&self.owner, &self.thread_key);
+        let mut unit = WriteUnit::new(&self.owner, &self.thread_key).in_chain(&self.chain);
         unit.ops.append(&mut st.pending);
         unit.ops.extend(ops);
         let (events, run_ops) = self.journal.lock().drain();

@@ -15,7 +15,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use antler_store::commit::{ApplyUnits, EventsPut, WriteOp, WriteUnit, unclaimable};
+use antler_store::commit::{
+    ApplyUnits, EventsPut, WriteOp, WriteUnit, apply_in_chain, unclaimable,
+};
 use antler_store::{Claim, StoreError, StoreResult, ThreadUpdate};
 
 use crate::checkpointer::{
@@ -286,10 +288,13 @@ impl<D: Dialect> ApplyUnits for SqlApplier<D> {
         match self.apply_together(&order).await {
             Ok(()) => units.iter().map(|_| Ok(())).collect(),
             Err(e) if units.len() == 1 => vec![Err(e)],
+            // the database, not a unit, failed (still busy, unreachable after the retries):
+            // one by one would wait as long again per unit
+            Err(e @ StoreError::Transient(_)) => units.iter().map(|_| Err(e.clone())).collect(),
             Err(_) => {
                 let mut out = Vec::with_capacity(units.len());
                 for unit in units {
-                    out.push(self.apply_together(&[unit]).await);
+                    out.push(apply_in_chain(unit, self.apply_together(&[unit])).await);
                 }
                 out
             }

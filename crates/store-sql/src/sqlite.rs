@@ -26,7 +26,8 @@ use sqlx::sqlite::{
 };
 
 use crate::sql::{
-    Arg, Db, Dialect, Sql, SqlRow, col_err, common_getters, lim, parse_json, statement_runners,
+    Arg, Db, Dialect, NO_RETRY, Sql, SqlRow, col_err, common_getters, lim, parse_json,
+    statement_runners,
 };
 
 /// Embedded migrations (`migrations/sqlite/*.sql`).
@@ -145,7 +146,11 @@ fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => {
             let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
             match code & 0xff {
-                // SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
+                // plain SQLITE_BUSY: the busy handler already waited `busy_timeout` for another
+                // process's lock (this process's own writers queue on its write lock), so a
+                // retry would only multiply the wait of a database locked from outside
+                5 if code == 5 => StoreError::Transient(format!("{NO_RETRY}{}", db.message())),
+                // SQLITE_LOCKED and the extended BUSY codes (snapshot, recovery): retried
                 5 | 6 => StoreError::Transient(db.message().to_string()),
                 _ if db.is_unique_violation() => StoreError::Conflict(db.message().to_string()),
                 _ => StoreError::Backend(db.message().to_string()),

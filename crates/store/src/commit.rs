@@ -11,7 +11,7 @@
 //! is committed.
 //!
 //! A backend applies a batch in one transaction; when that fails it applies the units one by
-//! one, so a bad unit fails alone. Every op is idempotent (checkpoint blobs have fresh ids and
+//! one, so a bad unit fails alone (a transient failure is the database's, and fails them all). Every op is idempotent (checkpoint blobs have fresh ids and
 //! heads are upserts, pending writes are upserts, run events keep the seqs of their first
 //! attempt), so a batch retried after a commit whose answer was lost stores nothing twice.
 
@@ -131,6 +131,8 @@ pub struct WriteUnit {
     /// batches lock rows in the same order.
     pub key: String,
     pub ops: Vec<WriteOp>,
+    /// The units this one follows (a run's steps), if any: see [`Chain`].
+    pub chain: Option<Arc<Chain>>,
 }
 
 impl WriteUnit {
@@ -139,13 +141,39 @@ impl WriteUnit {
             owner: owner.into(),
             key: key.into(),
             ops: Vec::new(),
+            chain: None,
         }
+    }
+
+    /// The unit in `chain`.
+    pub fn in_chain(mut self, chain: &Arc<Chain>) -> Self {
+        self.chain = Some(chain.clone());
+        self
     }
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// The error of an earlier unit of its chain: this one must not be applied.
+    pub fn chain_broken(&self) -> Option<StoreError> {
+        self.chain.as_ref()?.0.get().cloned()
+    }
+
+    /// Records this unit's failure on its chain (the later units fail unapplied).
+    pub fn break_chain(&self, e: &StoreError) {
+        if let Some(c) = &self.chain {
+            let _ = c.0.set(e.clone());
+        }
+    }
 }
+
+/// Units that commit in submission order or not at all: once one fails, the later ones fail
+/// with its error without being applied. A run's steps form a chain, so a step's checkpoint
+/// (a delta on its parent's) never lands after its parent was lost: a run's committed steps
+/// are always a prefix of its steps.
+#[derive(Debug, Default)]
+pub struct Chain(OnceLock<StoreError>);
 
 /// A backend's way of applying a batch of units.
 #[async_trait::async_trait]
@@ -309,7 +337,8 @@ async fn run_batch(inner: &Inner, batch: &mut Vec<Job>) {
         units.push(unit);
         senders.push(tx);
     }
-    let mut results = inner.applier.apply(&units).await;
+    let count = units.len() as u64;
+    let mut results = apply_chained(inner.applier.as_ref(), units).await;
     if let Some(store) = external {
         for ((owner, events), result) in outside.into_iter().zip(results.iter_mut()) {
             if result.is_err() {
@@ -324,10 +353,40 @@ async fn run_batch(inner: &Inner, batch: &mut Vec<Job>) {
         }
     }
     inner.stats.batches.fetch_add(1, Relaxed);
-    inner.stats.units.fetch_add(units.len() as u64, Relaxed);
+    inner.stats.units.fetch_add(count, Relaxed);
     for (tx, result) in senders.into_iter().zip(results) {
         let _ = tx.send(result);
     }
+}
+
+/// Applies the units whose chain holds (a failure breaks the unit's chain); the others fail
+/// with their chain's error, unapplied.
+async fn apply_chained(applier: &dyn ApplyUnits, units: Vec<WriteUnit>) -> Vec<StoreResult<()>> {
+    let broken: Vec<Option<StoreError>> = units.iter().map(WriteUnit::chain_broken).collect();
+    let live: Vec<WriteUnit> = units
+        .into_iter()
+        .zip(&broken)
+        .filter(|(_, b)| b.is_none())
+        .map(|(u, _)| u)
+        .collect();
+    let applied = if live.is_empty() {
+        Vec::new()
+    } else {
+        applier.apply(&live).await
+    };
+    for (unit, r) in live.iter().zip(&applied) {
+        if let Err(e) = r {
+            unit.break_chain(e);
+        }
+    }
+    let mut applied = applied.into_iter();
+    broken
+        .into_iter()
+        .map(|b| match b {
+            Some(e) => Err(e),
+            None => applied.next().unwrap_or(Ok(())),
+        })
+        .collect()
 }
 
 /// Applies units through the repository traits, op by op (for backends without
@@ -344,10 +403,26 @@ impl ApplyUnits for StoreApplier {
     async fn apply(&self, units: &[WriteUnit]) -> Vec<StoreResult<()>> {
         let mut out = Vec::with_capacity(units.len());
         for unit in units {
-            out.push(apply_unit(self, unit).await);
+            out.push(apply_in_chain(unit, apply_unit(self, unit)).await);
         }
         out
     }
+}
+
+/// Applies one unit of a batch applied unit by unit: not at all when an earlier unit of its
+/// chain failed; a failure breaks its chain.
+pub async fn apply_in_chain(
+    unit: &WriteUnit,
+    apply: impl Future<Output = StoreResult<()>>,
+) -> StoreResult<()> {
+    if let Some(e) = unit.chain_broken() {
+        return Err(e);
+    }
+    let r = apply.await;
+    if let Err(e) = &r {
+        unit.break_chain(e);
+    }
+    r
 }
 
 async fn apply_unit(stores: &StoreApplier, unit: &WriteUnit) -> StoreResult<()> {
@@ -465,5 +540,159 @@ pub fn claim_failure(e: &StoreError) -> Option<crate::Claim> {
             _ => Some(crate::Claim::Gone),
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The queue's own mechanics (batching, order, per-unit results) with an applier that
+    //! records what it is given; what the backends do with a batch is tested on real
+    //! databases in `antler-store-sql`.
+    use super::*;
+    use tokio::sync::Notify;
+
+    /// Records each batch as the owners of its units; fails units owned by "bad"; the first
+    /// batch waits for `gate`.
+    #[derive(Default)]
+    struct Recorder {
+        batches: Mutex<Vec<Vec<String>>>,
+        gate: Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl ApplyUnits for Arc<Recorder> {
+        async fn apply(&self, units: &[WriteUnit]) -> Vec<StoreResult<()>> {
+            let first = self.batches.lock().is_empty();
+            self.batches
+                .lock()
+                .push(units.iter().map(|u| u.owner.clone()).collect());
+            if first {
+                self.gate.notified().await;
+            }
+            units
+                .iter()
+                .map(|u| match u.owner.as_str() {
+                    "bad" => Err(StoreError::Backend("bad unit".into())),
+                    _ => Ok(()),
+                })
+                .collect()
+        }
+    }
+
+    fn unit(owner: &str) -> WriteUnit {
+        let mut u = WriteUnit::new(owner, format!("{owner}:t"));
+        u.ops.push(WriteOp::RunModelName {
+            run_id: "r".into(),
+            model_name: None,
+        });
+        u
+    }
+
+    #[tokio::test]
+    async fn units_queued_behind_a_commit_share_the_next_one_in_order() {
+        let rec = Arc::new(Recorder::default());
+        let q = CommitQueue::new(Arc::new(rec.clone()));
+        let first = q.submit(unit("a"));
+        // the worker is inside the first batch: everything submitted now waits for it
+        while rec.batches.lock().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let rest: Vec<Commit> = ["b", "bad", "c"]
+            .iter()
+            .map(|o| q.submit(unit(o)))
+            .collect();
+        let mut first = Box::pin(first);
+        assert!(
+            futures_now(&mut first).is_none(),
+            "a commit never resolves before its batch is applied"
+        );
+        rec.gate.notify_one();
+        assert_eq!(first.await, Ok(()));
+        let results: Vec<_> = futures::future::join_all(rest).await;
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(results[1], Err(StoreError::Backend("bad unit".into())));
+        assert_eq!(results[2], Ok(()), "a bad unit fails alone");
+        assert_eq!(
+            *rec.batches.lock(),
+            vec![
+                vec!["a".to_string()],
+                vec!["b".into(), "bad".into(), "c".into()]
+            ]
+        );
+        assert_eq!(
+            q.stats().batches.load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        assert_eq!(
+            q.stats().units.load(std::sync::atomic::Ordering::Relaxed),
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_units_resolve_at_once_and_dropped_commits_still_apply() {
+        let rec = Arc::new(Recorder::default());
+        rec.gate.notify_one();
+        let q = CommitQueue::new(Arc::new(rec.clone()));
+        assert_eq!(q.submit(WriteUnit::new("a", "a:t")).await, Ok(()));
+        assert!(rec.batches.lock().is_empty(), "nothing to apply");
+        drop(q.submit(unit("a")));
+        q.submit(unit("b")).await.unwrap();
+        let applied: Vec<String> = rec.batches.lock().concat();
+        assert_eq!(
+            applied,
+            ["a", "b"],
+            "a dropped Commit does not cancel its unit"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_never_exceeds_max_batch() {
+        let rec = Arc::new(Recorder::default());
+        let q = CommitQueue::new(Arc::new(rec.clone()));
+        let first = q.submit(unit("a"));
+        while rec.batches.lock().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let rest: Vec<Commit> = (0..MAX_BATCH + 10).map(|_| q.submit(unit("x"))).collect();
+        rec.gate.notify_one();
+        first.await.unwrap();
+        for r in futures::future::join_all(rest).await {
+            r.unwrap();
+        }
+        let sizes: Vec<usize> = rec.batches.lock().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, MAX_BATCH, 10]);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_unit_its_chain_fails_unapplied() {
+        let rec = Arc::new(Recorder::default());
+        rec.gate.notify_one();
+        let q = CommitQueue::new(Arc::new(rec.clone()));
+        let chain = Arc::new(Chain::default());
+        let bad = q.submit(unit("bad").in_chain(&chain)).await;
+        assert!(bad.is_err());
+        let later = q.submit(unit("a").in_chain(&chain)).await;
+        assert_eq!(
+            later, bad,
+            "the chain's later unit fails with the first error"
+        );
+        q.submit(unit("b")).await.unwrap();
+        let applied: Vec<String> = rec.batches.lock().concat();
+        assert_eq!(
+            applied,
+            ["bad", "b"],
+            "the broken chain's unit was not applied"
+        );
+    }
+
+    /// Polls a future once.
+    fn futures_now<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match Pin::new(f).poll(&mut cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
     }
 }

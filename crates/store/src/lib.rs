@@ -24,7 +24,7 @@ pub mod util;
 
 use std::sync::Arc;
 
-pub use commit::{Commit, CommitQueue, WriteOp, WriteUnit};
+pub use commit::{Chain, Commit, CommitQueue, WriteOp, WriteUnit};
 pub use error::{StoreError, StoreResult};
 pub use jsonl::JsonlRunEventStore;
 pub use memory::{

@@ -107,7 +107,10 @@ impl Proc {
             .args(["serve", "--port", "0", "--config"])
             .arg(&cfg_path)
             .current_dir(dir)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("ANTLER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -77,6 +77,8 @@ macro_rules! sql_suite {
             two_pools_claim_the_same_run,
             two_pools_share_event_sequences,
             batches_spanning_two_threads_do_not_deadlock,
+            units_batched_or_one_by_one_store_the_same,
+            a_retried_event_append_stores_each_event_once,
             data_survives_reconnect,
         );
     };

@@ -575,3 +575,131 @@ pub async fn data_survives_reconnect<B: Backend>(b: &B) {
     stores.threads.delete(&owner, &tid).await.unwrap();
     stores.items.delete(&owner, &docs, "k").await.unwrap();
 }
+
+/// The ops of unit `i` of [`units_batched_or_one_by_one_store_the_same`]: two events and a
+/// thread update on thread `i % 3`; unit 4 also claims a run that does not exist.
+fn commit_unit(owner: &str, x: &str, i: usize) -> antler_store::WriteUnit {
+    use antler_store::WriteOp;
+    use antler_store::commit::EventsPut;
+    let tid = format!("gc{}-{x}", i % 3);
+    let mut unit = antler_store::WriteUnit::new(owner, format!("{owner}:{tid}"));
+    let events = (0..2)
+        .map(|k| NewRunEvent::new(&tid, "r", "x", "trace", json!([i, k])))
+        .collect();
+    unit.ops.push(WriteOp::Events(EventsPut::new(events)));
+    let mut metadata = Map::new();
+    metadata.insert(format!("k{i}"), json!(i));
+    unit.ops.push(WriteOp::Thread {
+        thread_id: tid,
+        update: ThreadUpdate {
+            status: Some(if i.is_multiple_of(2) {
+                ThreadStatus::Busy
+            } else {
+                ThreadStatus::Idle
+            }),
+            metadata: Some(metadata),
+            ..ThreadUpdate::default()
+        },
+    });
+    if i == 4 {
+        unit.ops.push(WriteOp::ClaimRun {
+            run_id: format!("missing-{x}"),
+            worker_id: "w".into(),
+            lease_until: chrono::Utc::now(),
+        });
+    }
+    unit
+}
+
+/// Group commit: units submitted together (one batch, one of them failing) store exactly
+/// what the same units store one by one; the failing unit fails alone and leaves nothing.
+pub async fn units_batched_or_one_by_one_store_the_same<B: Backend>(b: &B) {
+    let stores = b.open().await;
+    let x = uid();
+    let (batched, single) = (format!("gb-{x}"), format!("gs-{x}"));
+    for owner in [&batched, &single] {
+        for t in 0..3 {
+            let t = Thread::new(format!("gc{t}-{x}"), Map::new());
+            stores.threads.create(owner, t).await.unwrap();
+        }
+    }
+    let commits: Vec<_> = (0..8)
+        .map(|i| stores.commits.submit(commit_unit(&batched, &x, i)))
+        .collect();
+    let together = futures::future::join_all(commits).await;
+    let mut one_by_one = Vec::new();
+    for i in 0..8 {
+        one_by_one.push(stores.commits.submit(commit_unit(&single, &x, i)).await);
+    }
+    for (i, (a, b)) in together.iter().zip(&one_by_one).enumerate() {
+        assert_eq!(a.is_ok(), i != 4, "unit {i}: {a:?}");
+        assert_eq!(a.is_ok(), b.is_ok(), "unit {i}: {a:?} vs {b:?}");
+    }
+    for t in 0..3 {
+        let tid = format!("gc{t}-{x}");
+        let read = |owner: String| {
+            let (stores, tid) = (&stores, &tid);
+            async move {
+                let q = RunEventQuery::default();
+                let events = stores.events.list(&owner, tid, &q).await.unwrap();
+                let events: Vec<(i64, Value)> =
+                    events.into_iter().map(|e| (e.seq, e.content)).collect();
+                let t = stores.threads.get(&owner, tid).await.unwrap().unwrap();
+                (events, t.status, t.metadata)
+            }
+        };
+        let (a, b) = (read(batched.clone()).await, read(single.clone()).await);
+        assert_eq!(a, b, "thread {tid}: batched vs one by one");
+        let failed = a.0.iter().any(|(_, c)| c[0] == json!(4));
+        assert!(!failed, "the failed unit wrote nothing: {:?}", a.0);
+    }
+    for owner in [&batched, &single] {
+        for t in 0..3 {
+            let tid = format!("gc{t}-{x}");
+            stores.events.delete_thread(owner, &tid).await.unwrap();
+            stores.threads.delete(owner, &tid).await.unwrap();
+        }
+    }
+}
+
+/// A unit retried with the seqs its first attempt was given (an answer lost after the commit
+/// went through) stores each event once.
+pub async fn a_retried_event_append_stores_each_event_once<B: Backend>(b: &B) {
+    use antler_store::WriteOp;
+    use antler_store::commit::EventsPut;
+    let stores = b.open().await;
+    let x = uid();
+    let (owner, tid) = (format!("o-{x}"), format!("retry-{x}"));
+    let events: Vec<NewRunEvent> = (0..3)
+        .map(|k| NewRunEvent::new(&tid, "r", "x", "trace", json!(k)))
+        .collect();
+    let unit = |assigned: Option<Vec<i64>>| {
+        let put = EventsPut::new(events.clone());
+        *put.assigned.lock() = assigned;
+        let mut u = antler_store::WriteUnit::new(&owner, format!("{owner}:{tid}"));
+        u.ops.push(WriteOp::Events(put));
+        u
+    };
+    stores.commits.submit(unit(None)).await.unwrap();
+    let q = RunEventQuery::default();
+    let first = stores.events.list(&owner, &tid, &q).await.unwrap();
+    let seqs: Vec<i64> = first.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    stores
+        .commits
+        .submit(unit(Some(seqs.clone())))
+        .await
+        .unwrap();
+    let again = stores.events.list(&owner, &tid, &q).await.unwrap();
+    assert_eq!(again.len(), 3, "the retry stored nothing twice: {again:?}");
+    let next = stores
+        .events
+        .append_batch(&owner, events[..1].to_vec())
+        .await;
+    assert_eq!(
+        next.unwrap()[0].seq,
+        4,
+        "the counter was not moved by the retry"
+    );
+    stores.events.delete_thread(&owner, &tid).await.unwrap();
+}
