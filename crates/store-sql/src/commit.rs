@@ -21,7 +21,7 @@ use antler_store::commit::{
 use antler_store::{Claim, StoreError, StoreResult, ThreadUpdate};
 
 use crate::checkpointer::{
-    Put, SqlCheckpointer, Values, WriteRow, encode_writes, insert_blobs, upsert_heads,
+    Put, SqlCheckpointer, Values, WriteRow, copy_all, encode_writes, insert_blobs, upsert_heads,
     upsert_writes, write_rows,
 };
 use crate::repo::{events, runs, threads};
@@ -220,6 +220,16 @@ impl<D: Dialect> SqlApplier<D> {
             }
             WriteOp::RunProgress { run_id, progress } => {
                 D::execute(conn, &runs::progress_sql(run_id, progress)).await?;
+            }
+            WriteOp::CopyThread { thread_id, new_id } => {
+                threads::copy_in::<D>(conn, owner, thread_id, new_id).await?;
+                let from = antler_graph::thread_key(owner, thread_id);
+                let to = antler_graph::thread_key(owner, new_id);
+                self.checkpointer.forget_thread(&to);
+                copy_all::<D>(conn, &from, &to).await?;
+            }
+            WriteOp::PutRun(run) => {
+                D::execute(conn, &runs::insert_sql(&run.as_stored())).await?;
             }
         }
         Ok(())

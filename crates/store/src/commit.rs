@@ -120,6 +120,14 @@ pub enum WriteOp {
         thread_id: String,
         update: ThreadUpdate,
     },
+    /// [`ThreadStore::copy`](crate::ThreadStore::copy) of the unit owner's thread to `new_id`
+    /// together with its checkpoints (fails with `NotFound` when the thread is gone).
+    CopyThread {
+        thread_id: String,
+        new_id: String,
+    },
+    /// [`RunStore::put`](crate::RunStore::put) of a new run row.
+    PutRun(Box<crate::Run>),
 }
 
 /// Writes committed atomically, on behalf of `owner`.
@@ -484,6 +492,15 @@ async fn apply_op(stores: &StoreApplier, owner: &str, op: &WriteOp) -> StoreResu
         WriteOp::RunProgress { run_id, progress } => {
             stores.runs.update_progress(run_id, progress).await
         }
+        WriteOp::CopyThread { thread_id, new_id } => {
+            stores.threads.copy(owner, thread_id, new_id).await?;
+            let (from, to) = (
+                antler_graph::thread_key(owner, thread_id),
+                antler_graph::thread_key(owner, new_id),
+            );
+            cp.copy_thread(&from, &to).await.map_err(checkpoint_err)
+        }
+        WriteOp::PutRun(run) => stores.runs.put(run).await,
         WriteOp::Thread { thread_id, update } => {
             match stores
                 .threads

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use antler_graph::{CheckpointTuple, Checkpointer, ListOptions};
-use antler_store::{Run, RunListQuery, StoreError, Thread, ThreadSearch, ThreadStatus, util};
+use antler_store::{
+    Run, RunListQuery, StoreError, Thread, ThreadSearch, ThreadStatus, WriteOp, WriteUnit, util,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -291,7 +293,8 @@ impl Runtime {
             .await
     }
 
-    /// The writes of a thread copy: the thread row, its checkpoints, its runs.
+    /// The writes of a thread copy (the thread row, its checkpoints, its runs), in one unit
+    /// of the commit queue: one transaction, all or nothing.
     async fn write_thread_copy(
         &self,
         owner: &str,
@@ -299,21 +302,20 @@ impl Runtime {
         new_id: &str,
         runs: &[Run],
     ) -> Result<Thread, RuntimeError> {
-        // one transaction: see issue 14
-        let copied = self
-            .stores
-            .threads
-            .copy(owner, thread_id, new_id)
+        let mut unit = WriteUnit::new(owner, antler_graph::thread_key(owner, thread_id));
+        unit.ops.push(WriteOp::CopyThread {
+            thread_id: thread_id.to_string(),
+            new_id: new_id.to_string(),
+        });
+        unit.ops
+            .extend(runs.iter().map(|r| WriteOp::PutRun(Box::new(r.clone()))));
+        self.stores
+            .commits
+            .submit(unit)
             .await
             .map_err(thread_err(thread_id))?;
-        self.stores
-            .checkpointer(owner)
-            .copy_thread(thread_id, new_id)
-            .await?;
-        for run in runs {
-            self.stores.runs.put(run).await?;
-        }
-        Ok(self.with_values(owner, copied).await)
+        let copied = self.get_thread(owner, new_id).await?;
+        Ok(copied)
     }
 
     /// All runs of a thread (newest first), paging through the store.

@@ -21,6 +21,7 @@
 //! in one multi-row insert, the head). Reads run in one snapshot.
 
 mod gc;
+pub(crate) use gc::copy_all;
 mod latest;
 mod plan;
 mod read;

@@ -60,6 +60,31 @@ pub(crate) async fn insert<D: Dialect>(conn: &mut Conn<D>, t: &Thread) -> StoreR
 }
 
 /// The owner's thread, row-locked until the transaction ends.
+/// Copies an owner's thread row under `new_id` (a busy source gives an idle copy).
+pub(crate) async fn copy_in<D: Dialect>(
+    conn: &mut Conn<D>,
+    owner: &str,
+    thread_id: &str,
+    new_id: &str,
+) -> StoreResult<Thread> {
+    let src = locked::<D>(conn, owner, thread_id).await?;
+    let now = time::now();
+    let copy = Thread {
+        thread_id: new_id.to_string(),
+        created_at: now,
+        updated_at: now,
+        state_updated_at: now,
+        status: if src.status == ThreadStatus::Busy {
+            ThreadStatus::Idle
+        } else {
+            src.status
+        },
+        ..src
+    };
+    insert::<D>(conn, &copy).await?;
+    Ok(copy)
+}
+
 pub(crate) async fn locked<D: Dialect>(
     conn: &mut Conn<D>,
     owner: &str,
@@ -294,21 +319,7 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
         self.db
             .retry(|| async {
                 let mut tx = self.db.begin(WriteClass::Background).await?;
-                let src = locked::<D>(&mut tx, owner, thread_id).await?;
-                let now = time::now();
-                let copy = Thread {
-                    thread_id: new_id.to_string(),
-                    created_at: now,
-                    updated_at: now,
-                    state_updated_at: now,
-                    status: if src.status == ThreadStatus::Busy {
-                        ThreadStatus::Idle
-                    } else {
-                        src.status
-                    },
-                    ..src
-                };
-                insert::<D>(&mut tx, &copy).await?;
+                let copy = copy_in::<D>(&mut tx, owner, thread_id, new_id).await?;
                 tx.commit().await?;
                 Ok(copy)
             })

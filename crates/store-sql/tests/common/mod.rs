@@ -79,6 +79,7 @@ macro_rules! sql_suite {
             batches_spanning_two_threads_do_not_deadlock,
             units_batched_or_one_by_one_store_the_same,
             a_retried_event_append_stores_each_event_once,
+            a_thread_copy_commits_whole_or_not_at_all,
             data_survives_reconnect,
         );
     };

@@ -703,3 +703,57 @@ pub async fn a_retried_event_append_stores_each_event_once<B: Backend>(b: &B) {
     );
     stores.events.delete_thread(&owner, &tid).await.unwrap();
 }
+
+/// A thread copy is one unit: its row, checkpoints and runs commit together, or (a run row
+/// that cannot be written) none of them do.
+pub async fn a_thread_copy_commits_whole_or_not_at_all<B: Backend>(b: &B) {
+    use antler_store::{WriteOp, WriteUnit};
+    let stores = b.open().await;
+    let x = uid();
+    let (owner, src) = (format!("o-{x}"), format!("src-{x}"));
+    stores
+        .threads
+        .create(&owner, Thread::new(&src, Map::new()))
+        .await
+        .unwrap();
+    let existing = Run::new(format!("r-{x}"), &src, "a", &owner);
+    stores.runs.put(&existing).await.unwrap();
+    let copy = |new_id: &str, run: Run| {
+        let mut u = WriteUnit::new(&owner, format!("{owner}:{src}"));
+        u.ops.push(WriteOp::CopyThread {
+            thread_id: src.clone(),
+            new_id: new_id.to_string(),
+        });
+        u.ops.push(WriteOp::PutRun(Box::new(run)));
+        u
+    };
+    let bad = format!("bad-{x}");
+    let dup = Run::new(existing.run_id.clone(), &bad, "a", &owner);
+    let failed = stores.commits.submit(copy(&bad, dup)).await;
+    assert!(failed.is_err(), "a duplicate run id fails the copy");
+    let none = stores.threads.get(&owner, &bad).await.unwrap();
+    assert!(
+        none.is_none(),
+        "nothing of a failed copy is stored: {none:?}"
+    );
+    let good = format!("good-{x}");
+    let run = Run::new(format!("r2-{x}"), &good, "a", &owner);
+    stores
+        .commits
+        .submit(copy(&good, run.clone()))
+        .await
+        .unwrap();
+    assert!(stores.threads.get(&owner, &good).await.unwrap().is_some());
+    assert!(
+        stores
+            .runs
+            .get(&owner, &run.run_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    for t in [&src, &good] {
+        let _ = stores.threads.delete(&owner, t).await;
+        let _ = stores.runs.delete_by_thread(&owner, t).await;
+    }
+}
