@@ -529,7 +529,6 @@ impl RunStore for MemoryRunStore {
         let mut rows = self.rows.write();
         Self::insert_locked(&mut rows, run)
     }
-
     async fn put_if_idle(&self, run: &Run) -> StoreResult<bool> {
         let mut rows = self.rows.write();
         let busy = rows.of_thread(&run.owner, &run.thread_id).any(|r| {
@@ -540,7 +539,6 @@ impl RunStore for MemoryRunStore {
         }
         Self::insert_locked(&mut rows, run).map(|()| true)
     }
-
     async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>> {
         Ok(self
             .rows
@@ -550,7 +548,6 @@ impl RunStore for MemoryRunStore {
             .filter(|r| r.owner == owner)
             .cloned())
     }
-
     async fn list_by_thread(
         &self,
         owner: &str,
@@ -562,7 +559,6 @@ impl RunStore for MemoryRunStore {
         v.reverse();
         Ok(page(v, q.offset, q.limit))
     }
-
     async fn update_status(
         &self,
         run_id: &str,
@@ -571,7 +567,6 @@ impl RunStore for MemoryRunStore {
     ) -> StoreResult<bool> {
         self.transition(run_id, RunStatus::ALL, status, error).await
     }
-
     async fn transition(
         &self,
         run_id: &str,
@@ -595,7 +590,6 @@ impl RunStore for MemoryRunStore {
             }
         }))
     }
-
     async fn delete(&self, owner: &str, run_id: &str) -> StoreResult<()> {
         let mut rows = self.rows.write();
         match rows.by_id.get(run_id) {
@@ -606,7 +600,6 @@ impl RunStore for MemoryRunStore {
             _ => Err(StoreError::NotFound),
         }
     }
-
     async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
         let mut rows = self.rows.write();
         let doomed: Vec<String> = rows
@@ -618,7 +611,6 @@ impl RunStore for MemoryRunStore {
         }
         Ok(doomed.len() as u64)
     }
-
     async fn update_model_name(&self, run_id: &str, model_name: Option<&str>) -> StoreResult<bool> {
         Ok(self.modify(run_id, |r| {
             r.model_name = model_name.map(str::to_string);
@@ -626,7 +618,6 @@ impl RunStore for MemoryRunStore {
             true
         }))
     }
-
     async fn update_completion(
         &self,
         run_id: &str,
@@ -637,7 +628,6 @@ impl RunStore for MemoryRunStore {
             true
         }))
     }
-
     async fn update_progress(&self, run_id: &str, progress: &RunProgress) -> StoreResult<()> {
         self.modify(run_id, |r| {
             util::apply_progress(r, progress, time::now());
@@ -645,16 +635,6 @@ impl RunStore for MemoryRunStore {
         });
         Ok(())
     }
-
-    async fn list_pending(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
-        Ok(self
-            .collect(|r| r.status == RunStatus::Pending && before.is_none_or(|b| r.created_at < b)))
-    }
-
-    async fn list_inflight(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
-        Ok(self.collect(|r| r.status.is_active() && before.is_none_or(|b| r.created_at < b)))
-    }
-
     async fn aggregate_tokens_by_thread(
         &self,
         owner: &str,
@@ -666,7 +646,25 @@ impl RunStore for MemoryRunStore {
         });
         Ok(util::aggregate(&runs))
     }
+    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
+        let runs = self.collect_thread(owner, thread_id, |r| r.status.is_active());
+        Ok(runs
+            .iter()
+            .find(|r| r.status == RunStatus::Running)
+            .or_else(|| runs.first())
+            .cloned())
+    }
+}
 
+#[async_trait::async_trait]
+impl RunQueue for MemoryRunStore {
+    async fn list_pending(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
+        Ok(self
+            .collect(|r| r.status == RunStatus::Pending && before.is_none_or(|b| r.created_at < b)))
+    }
+    async fn list_inflight(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
+        Ok(self.collect(|r| r.status.is_active() && before.is_none_or(|b| r.created_at < b)))
+    }
     async fn claim(
         &self,
         run_id: &str,
@@ -690,7 +688,6 @@ impl RunStore for MemoryRunStore {
         }
         Ok(Claim::Claimed)
     }
-
     async fn renew_leases(&self, worker_id: &str, lease_until: DateTime<Utc>) -> StoreResult<u64> {
         let mut rows = self.rows.write();
         let until = time::truncate(lease_until);
@@ -703,7 +700,6 @@ impl RunStore for MemoryRunStore {
         }
         Ok(n)
     }
-
     async fn list_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Run>> {
         let mut runs: Vec<Run> = self
             .rows
@@ -719,7 +715,6 @@ impl RunStore for MemoryRunStore {
         runs.truncate(limit);
         Ok(runs)
     }
-
     async fn adopt(
         &self,
         run_id: &str,
@@ -737,16 +732,6 @@ impl RunStore for MemoryRunStore {
             }
         }))
     }
-
-    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
-        let runs = self.collect_thread(owner, thread_id, |r| r.status.is_active());
-        Ok(runs
-            .iter()
-            .find(|r| r.status == RunStatus::Running)
-            .or_else(|| runs.first())
-            .cloned())
-    }
-
     async fn next_pending_for_thread(
         &self,
         owner: &str,
@@ -757,7 +742,6 @@ impl RunStore for MemoryRunStore {
             .into_iter()
             .next())
     }
-
     async fn claim_next(
         &self,
         worker_id: &str,
@@ -806,7 +790,6 @@ impl RunStore for MemoryRunStore {
         }
         Ok(out)
     }
-
     async fn count_pending(&self) -> StoreResult<u64> {
         Ok(self
             .rows
@@ -816,7 +799,6 @@ impl RunStore for MemoryRunStore {
             .filter(|r| r.status == RunStatus::Pending)
             .count() as u64)
     }
-
     async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool> {
         Ok(self.modify(run_id, |r| {
             if !r.status.is_active() {
@@ -828,7 +810,6 @@ impl RunStore for MemoryRunStore {
             true
         }))
     }
-
     async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>> {
         Ok(self
             .rows
@@ -839,7 +820,10 @@ impl RunStore for MemoryRunStore {
             .filter_map(|r| Some((r.run_id.clone(), r.cancel_requested.clone()?)))
             .collect())
     }
+}
 
+#[async_trait::async_trait]
+impl ReplicaRegistry for MemoryRunStore {
     async fn heartbeat_replica(&self, replica: &ReplicaInfo) -> StoreResult<()> {
         let mut map = self.replicas.write();
         let mut rec = replica.clone();
@@ -851,7 +835,6 @@ impl RunStore for MemoryRunStore {
         map.insert(rec.replica_id.clone(), rec);
         Ok(())
     }
-
     async fn list_replicas(&self, since: DateTime<Utc>) -> StoreResult<Vec<ReplicaInfo>> {
         let mut v: Vec<ReplicaInfo> = self
             .replicas
@@ -863,7 +846,6 @@ impl RunStore for MemoryRunStore {
         v.sort_by(|a, b| (a.started_at, &a.replica_id).cmp(&(b.started_at, &b.replica_id)));
         Ok(v)
     }
-
     async fn remove_replica(
         &self,
         replica_id: &str,

@@ -331,12 +331,13 @@ pub enum Claim {
     Gone,
 }
 
-/// Runs: the seeds' RunStore contract plus what a per-thread queue needs.
+/// Runs: their rows and lifecycle writes (the seeds' RunStore contract). A run store is also
+/// its database's [`RunQueue`] and [`ReplicaRegistry`] (split by concern, one object).
 ///
 /// Status transitions set `updated_at`; the first move to `running` sets `started_at`, a
 /// terminal status sets `finished_at`.
 #[async_trait::async_trait]
-pub trait RunStore: Send + Sync {
+pub trait RunStore: RunQueue + ReplicaRegistry + Send + Sync {
     /// Inserts a run (owner = `run.owner`). Conflict if the id exists.
     async fn put(&self, run: &Run) -> StoreResult<()>;
     /// [`put`](Self::put), only if no other run of the thread is active (pending or running)
@@ -380,10 +381,6 @@ pub trait RunStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Best-effort snapshot while running; never changes status.
     async fn update_progress(&self, run_id: &str, progress: &RunProgress) -> StoreResult<()>;
-    /// Pending runs created before `before` (all when None), oldest first.
-    async fn list_pending(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>>;
-    /// Pending or running runs created before `before` (all when None), oldest first.
-    async fn list_inflight(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>>;
     /// Token usage of the thread's finished runs (success, error, interrupted, timeout), plus
     /// pending/running ones when `include_active`. Runs without a model count as `unknown`.
     async fn aggregate_tokens_by_thread(
@@ -392,6 +389,18 @@ pub trait RunStore: Send + Sync {
         thread_id: &str,
         include_active: bool,
     ) -> StoreResult<TokenAggregate>;
+    /// The oldest active run of `owner`'s thread (running preferred over pending).
+    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>>;
+}
+
+/// The run queue across processes: claims, leases, adoption of dead processes' runs and
+/// cancel requests (every [`RunStore`] is one).
+#[async_trait::async_trait]
+pub trait RunQueue: Send + Sync {
+    /// Pending runs created before `before` (all when None), oldest first.
+    async fn list_pending(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>>;
+    /// Pending or running runs created before `before` (all when None), oldest first.
+    async fn list_inflight(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>>;
     /// Claims a pending run for execution: pending -> running, owned by `worker_id` until
     /// `lease_until` (sets `started_at`). At most one run of a thread is running at a time,
     /// across processes: the database enforces it (a unique index on running runs), so a
@@ -421,8 +430,6 @@ pub trait RunStore: Send + Sync {
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
-    /// The oldest active run of `owner`'s thread (running preferred over pending).
-    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>>;
     /// The durable run queue: claims up to `limit` queued runs (pending, no `worker_id`) for
     /// `worker_id` until `lease_until`, moving them to `running` (as [`claim`](Self::claim)).
     /// A queued run's `lease_expires_at`, when set, is the time it may start (`after_seconds`):
@@ -445,6 +452,17 @@ pub trait RunStore: Send + Sync {
     /// Cancel requests on the active runs owned by `worker_id`: `(run_id, action)` pairs.
     /// One statement, polled by the owner about every second.
     async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>>;
+    /// The oldest pending run of `owner`'s thread.
+    async fn next_pending_for_thread(
+        &self,
+        owner: &str,
+        thread_id: &str,
+    ) -> StoreResult<Option<Run>>;
+}
+
+/// The registry of live replicas sharing the database (every [`RunStore`] is one).
+#[async_trait::async_trait]
+pub trait ReplicaRegistry: Send + Sync {
     /// Inserts or refreshes a replica of the registry (every field is overwritten except
     /// `started_at`, kept from the first insert).
     async fn heartbeat_replica(&self, replica: &ReplicaInfo) -> StoreResult<()>;
@@ -457,12 +475,6 @@ pub trait RunStore: Send + Sync {
         replica_id: &str,
         stale_before: DateTime<Utc>,
     ) -> StoreResult<u64>;
-    /// The oldest pending run of `owner`'s thread.
-    async fn next_pending_for_thread(
-        &self,
-        owner: &str,
-        thread_id: &str,
-    ) -> StoreResult<Option<Run>>;
 }
 
 // ------------------------------------------------------------------------ run events

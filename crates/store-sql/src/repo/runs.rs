@@ -10,8 +10,8 @@
 //! concurrent replicas pick disjoint runs.
 
 use antler_store::{
-    Claim, ReplicaInfo, Run, RunCompletion, RunListQuery, RunProgress, RunStatus, RunStore,
-    StoreError, StoreResult, TokenAggregate, time, util,
+    Claim, ReplicaInfo, ReplicaRegistry, Run, RunCompletion, RunListQuery, RunProgress, RunQueue,
+    RunStatus, RunStore, StoreError, StoreResult, TokenAggregate, time, util,
 };
 use chrono::{DateTime, Utc};
 
@@ -348,7 +348,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             })
             .await
     }
-
     async fn put(&self, run: &Run) -> StoreResult<()> {
         let r = run.as_stored();
         match self.db.execute(WriteClass::Ack, &insert_sql(&r)).await {
@@ -359,14 +358,12 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             other => other.map(|_| ()),
         }
     }
-
     async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>> {
         let sql = Sql::new("SELECT * FROM runs WHERE run_id = ? AND owner = ?")
             .arg(run_id)
             .arg(owner);
         self.fetch_run(&sql).await
     }
-
     async fn list_by_thread(
         &self,
         owner: &str,
@@ -383,7 +380,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             .page(q.limit, q.offset);
         self.fetch_runs(&sql).await
     }
-
     async fn update_status(
         &self,
         run_id: &str,
@@ -395,7 +391,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
         sql.push(" WHERE run_id = ").bind(run_id);
         self.changed(&sql).await
     }
-
     async fn transition(
         &self,
         run_id: &str,
@@ -409,7 +404,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
         sql.and_in("status", from.iter().map(|s| s.as_str()));
         self.changed(&sql).await
     }
-
     async fn delete(&self, owner: &str, run_id: &str) -> StoreResult<()> {
         let sql = Sql::new("DELETE FROM runs WHERE run_id = ? AND owner = ?")
             .arg(run_id)
@@ -419,22 +413,18 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             _ => Ok(()),
         }
     }
-
     async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
         let sql = Sql::new("DELETE FROM runs WHERE thread_id = ? AND owner = ?")
             .arg(thread_id)
             .arg(owner);
         self.db.execute(WriteClass::Background, &sql).await
     }
-
     async fn update_model_name(&self, run_id: &str, model_name: Option<&str>) -> StoreResult<bool> {
         self.changed(&model_name_sql(run_id, model_name)).await
     }
-
     async fn update_completion(&self, run_id: &str, c: &RunCompletion) -> StoreResult<bool> {
         self.changed(&completion_sql(run_id, c)).await
     }
-
     async fn update_progress(&self, run_id: &str, p: &RunProgress) -> StoreResult<()> {
         let sql = progress_sql(run_id, p);
         self.db
@@ -442,16 +432,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             .await
             .map(|_| ())
     }
-
-    async fn list_pending(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
-        self.scan(&[RunStatus::Pending], before).await
-    }
-
-    async fn list_inflight(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
-        self.scan(&[RunStatus::Pending, RunStatus::Running], before)
-            .await
-    }
-
     async fn aggregate_tokens_by_thread(
         &self,
         owner: &str,
@@ -468,7 +448,26 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             util::counts_for_tokens(r.status, include_active)
         })))
     }
+    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
+        let sql = Sql::new(
+            "SELECT * FROM runs WHERE owner = ? AND thread_id = ? AND status IN ('pending', 'running') \
+             ORDER BY CASE status WHEN 'running' THEN 0 ELSE 1 END, created_at ASC, run_id ASC LIMIT 1",
+        )
+        .arg(owner)
+        .arg(thread_id);
+        self.fetch_run(&sql).await
+    }
+}
 
+#[async_trait::async_trait]
+impl<D: Dialect> RunQueue for SqlRunStore<D> {
+    async fn list_pending(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
+        self.scan(&[RunStatus::Pending], before).await
+    }
+    async fn list_inflight(&self, before: Option<DateTime<Utc>>) -> StoreResult<Vec<Run>> {
+        self.scan(&[RunStatus::Pending, RunStatus::Running], before)
+            .await
+    }
     async fn claim(
         &self,
         run_id: &str,
@@ -484,7 +483,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             })
             .await
     }
-
     /// Must not deadlock with the group commit, which updates several of this worker's run
     /// rows in one transaction: the rows not locked right now are renewed together, the
     /// others one at a time (a single-row statement holds no other lock to wait in a cycle).
@@ -530,7 +528,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
         }
         Ok(held)
     }
-
     async fn list_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Run>> {
         let sql = Sql::new(
             "SELECT * FROM runs WHERE status IN ('pending', 'running') \
@@ -542,7 +539,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
         .arg(lim(limit));
         self.fetch_runs(&sql).await
     }
-
     async fn adopt(
         &self,
         run_id: &str,
@@ -561,17 +557,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
         .arg(now);
         self.changed(&sql).await
     }
-
-    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
-        let sql = Sql::new(
-            "SELECT * FROM runs WHERE owner = ? AND thread_id = ? AND status IN ('pending', 'running') \
-             ORDER BY CASE status WHEN 'running' THEN 0 ELSE 1 END, created_at ASC, run_id ASC LIMIT 1",
-        )
-        .arg(owner)
-        .arg(thread_id);
-        self.fetch_run(&sql).await
-    }
-
     async fn next_pending_for_thread(
         &self,
         owner: &str,
@@ -585,7 +570,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
         .arg(thread_id);
         self.fetch_run(&sql).await
     }
-
     async fn claim_next(
         &self,
         worker_id: &str,
@@ -612,7 +596,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             other => other,
         }
     }
-
     async fn count_pending(&self) -> StoreResult<u64> {
         self.db
             .count(&Sql::new(
@@ -620,7 +603,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             ))
             .await
     }
-
     async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool> {
         let sql = Sql::new(
             "UPDATE runs SET cancel_requested = COALESCE(cancel_requested, ?) \
@@ -636,7 +618,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
         .arg(run_id);
         Ok(self.db.fetch_optional(&active).await?.is_some())
     }
-
     async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>> {
         let sql = Sql::new(
             "SELECT run_id, cancel_requested FROM runs WHERE worker_id = ? \
@@ -648,7 +629,10 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             .map(|r| Ok((r.str("run_id")?, r.str("cancel_requested")?)))
             .collect()
     }
+}
 
+#[async_trait::async_trait]
+impl<D: Dialect> ReplicaRegistry for SqlRunStore<D> {
     async fn heartbeat_replica(&self, r: &ReplicaInfo) -> StoreResult<()> {
         let sql = Sql::owned(format!(
             "INSERT INTO replicas (replica_id, started_at, heartbeat_at, host, pid, database_kind, bridge_kind) \
@@ -670,7 +654,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             .await
             .map(|_| ())
     }
-
     async fn list_replicas(&self, since: DateTime<Utc>) -> StoreResult<Vec<ReplicaInfo>> {
         let sql = Sql::new(
             "SELECT * FROM replicas WHERE heartbeat_at >= ? ORDER BY started_at ASC, replica_id ASC",
@@ -679,7 +662,6 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
         let rows = self.db.fetch_all(&sql).await?;
         rows.iter().map(row_to_replica).collect()
     }
-
     async fn remove_replica(
         &self,
         replica_id: &str,
