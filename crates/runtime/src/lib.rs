@@ -169,6 +169,16 @@ pub enum RunResult {
 }
 
 impl RunResult {
+    /// [`RunResult::to_body`], serialized (a run's final state straight from the engine's
+    /// shared lists: no JSON tree of a long thread's state is built).
+    pub fn to_body_bytes(&self) -> Vec<u8> {
+        let bytes = match self {
+            RunResult::Values(v) => serde_json::to_vec(v),
+            other => serde_json::to_vec(&other.to_body()),
+        };
+        bytes.unwrap_or_default()
+    }
+
     /// The body of `/wait` and `/join`.
     pub fn to_body(&self) -> Value {
         match self {

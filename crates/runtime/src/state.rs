@@ -1,7 +1,7 @@
 //! Thread state API: current state, state at a checkpoint, history, and `update_state`, each
 //! resolved through the graph that last ran on the thread (`metadata.graph_id`).
 
-use antler_graph::{CompiledGraph, ListOptions};
+use antler_graph::{CompiledGraph, ListOptions, StateSnapshot};
 use serde_json::{Map, Value, json};
 
 use crate::{Runtime, RuntimeError};
@@ -17,13 +17,6 @@ pub struct HistoryQuery {
     pub metadata: Map<String, Value>,
     /// Start from this checkpoint (inclusive).
     pub checkpoint_id: Option<String>,
-}
-
-/// The state of a thread that never ran.
-pub fn empty_state() -> Value {
-    json!({"values": {}, "next": [], "tasks": [], "metadata": null, "created_at": null,
-           "checkpoint": null, "parent_checkpoint": null, "interrupts": [],
-           "checkpoint_id": null, "parent_checkpoint_id": null})
 }
 
 fn graph_error(e: antler_graph::GraphError) -> RuntimeError {
@@ -58,9 +51,9 @@ impl Runtime {
         thread_id: &str,
         checkpoint_id: Option<&str>,
         subgraphs: bool,
-    ) -> Result<Value, RuntimeError> {
+    ) -> Result<StateSnapshot, RuntimeError> {
         let Some(graph) = self.thread_graph(owner, thread_id).await? else {
-            return Ok(empty_state());
+            return Ok(StateSnapshot::empty());
         };
         let snap = graph
             .get_state(
@@ -77,7 +70,7 @@ impl Runtime {
                 checkpoint_id.unwrap_or_default()
             )));
         }
-        serde_json::to_value(&snap).map_err(|e| RuntimeError::Internal(e.to_string()))
+        Ok(snap)
     }
 
     /// `POST /threads/{id}/history`.

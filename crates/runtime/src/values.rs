@@ -68,3 +68,66 @@ impl FinalValues {
         }
     }
 }
+
+/// Serializes straight from the engine's shared lists (no JSON tree of the state is built):
+/// the same bytes as [`FinalValues::to_value`] (keys in order, `__interrupt__` last).
+impl serde::Serialize for FinalValues {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match &*self.0 {
+            Inner::Json(v) => v.serialize(s),
+            Inner::Shared { state, interrupts } => {
+                let len = state.len() + usize::from(interrupts.is_some());
+                let mut m = s.serialize_map(Some(len))?;
+                for (k, v) in state {
+                    m.serialize_entry(k, &Channel(v))?;
+                }
+                if let Some(i) = interrupts {
+                    m.serialize_entry("__interrupt__", i)?;
+                }
+                m.end()
+            }
+        }
+    }
+}
+
+struct Channel<'a>(&'a ChannelValue);
+
+impl serde::Serialize for Channel<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ChannelValue::Value(v) => v.serialize(s),
+            ChannelValue::List(items) => s.collect_seq(items.iter().map(|v| &**v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn serializing_shared_values_gives_the_bytes_of_their_json() {
+        let list = ChannelValue::from_value(json!([{"b": 1, "a": "x"}, "two"]), true);
+        let mut state = BTreeMap::new();
+        state.insert("messages".to_string(), list);
+        state.insert(
+            "title".to_string(),
+            ChannelValue::Value(Arc::new(json!("t"))),
+        );
+        state.insert(
+            "__z".to_string(),
+            ChannelValue::Value(Arc::new(json!(null))),
+        );
+        for interrupts in [None, Some(json!([{"id": "i", "value": 1}]))] {
+            let v = FinalValues::shared(state.clone(), interrupts);
+            let direct = serde_json::to_vec(&v).unwrap();
+            let via_tree = serde_json::to_vec(&v.to_value()).unwrap();
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(via_tree).unwrap()
+            );
+        }
+    }
+}

@@ -370,10 +370,10 @@ fn wait_response(
                 (r, mut guard) = &mut fut => {
                     guard.disarm();
                     let body = match r {
-                        Ok(res) => res.to_body(),
-                        Err(e) => json!({"__error__": {"error": "HTTPException", "message": e.to_string()}}),
+                        Ok(res) => res.to_body_bytes(),
+                        Err(e) => serde_json::to_vec(&json!({"__error__": {"error": "HTTPException", "message": e.to_string()}})).unwrap_or_default(),
                     };
-                    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+                    let bytes = Bytes::from(body);
                     Some((Ok::<_, std::convert::Infallible>(bytes), (None, tick)))
                 }
                 _ = tick.tick() => Some((Ok(Bytes::from_static(b"\n")), (Some(fut), tick))),

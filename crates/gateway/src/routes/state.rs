@@ -117,7 +117,11 @@ async fn state_at_checkpoint(
         )
         .await
         .map_err(rt_err)?;
-    Ok(Json(strip_ns(v)).into_response())
+    Ok(Json(strip_ns(snapshot_json(&v)?)).into_response())
+}
+
+fn snapshot_json(s: &antler_graph::StateSnapshot) -> ApiResult<Value> {
+    serde_json::to_value(s).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// GET /state/{checkpoint_id} leaves `checkpoint_ns` out of `checkpoint` (as the reference does).
@@ -162,7 +166,7 @@ async fn state_at_checkpoint_body(
         )
         .await
         .map_err(rt_err)?;
-    Ok(Json(strip_ns(v)).into_response())
+    Ok(Json(strip_ns(snapshot_json(&v)?)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

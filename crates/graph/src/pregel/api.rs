@@ -133,9 +133,10 @@ impl CompiledGraph {
         checkpoint_id: Option<&str>,
         subgraphs: bool,
     ) -> Result<StateSnapshot, GraphError> {
-        match cp.get_tuple(thread_id, "", checkpoint_id).await? {
+        // the shared form: a cached latest checkpoint is read without a copy of its lists
+        match cp.get_tuple_shared(thread_id, "", checkpoint_id).await? {
             None => Ok(StateSnapshot::empty()),
-            Some(t) => self.snapshot(cp, &t, subgraphs).await,
+            Some((t, values)) => self.snapshot_of(cp, &t, values, subgraphs).await,
         }
     }
 
@@ -160,14 +161,25 @@ impl CompiledGraph {
         t: &'a CheckpointTuple,
         subgraphs: bool,
     ) -> BoxFuture<'a, Result<StateSnapshot, GraphError>> {
+        let values = t
+            .checkpoint
+            .channel_values
+            .iter()
+            .map(|(k, v)| (k.clone(), ChannelValue::Value(Arc::new(v.clone()))))
+            .collect();
+        self.snapshot_of(cp, t, values, subgraphs)
+    }
+
+    /// The snapshot of `t` whose channel values are `values` (shared form).
+    fn snapshot_of<'a>(
+        &'a self,
+        cp: &'a dyn Checkpointer,
+        t: &'a CheckpointTuple,
+        values: BTreeMap<String, ChannelValue>,
+        subgraphs: bool,
+    ) -> BoxFuture<'a, Result<StateSnapshot, GraphError>> {
         Box::pin(async move {
             let gi = &self.inner;
-            let values = t
-                .checkpoint
-                .channel_values
-                .iter()
-                .map(|(k, v)| (k.clone(), ChannelValue::Value(Arc::new(v.clone()))))
-                .collect();
             let ch = Channels::load(gi, Some(t), values);
             let step = t.metadata.get("step").and_then(Value::as_i64).unwrap_or(-1);
             let tasks = prepare(gi, &ch, &t.checkpoint.id, step + 1, &t.checkpoint_ns);
