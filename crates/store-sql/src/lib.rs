@@ -33,6 +33,16 @@ pub use sqlite::{
     SqliteCheckpointer, connect_pool, open_sqlite, open_sqlite_url, stores_from_pool,
 };
 
+/// Writers of a database's commit queue: one where the database has a single writer
+/// (SQLite); a few on PostgreSQL / MySQL, where one writer would put every statement of every
+/// run on one connection, one round trip after the other.
+fn commit_lanes<D: sql::Dialect>() -> usize {
+    if D::EXCLUSIVE { 1 } else { COMMIT_LANES }
+}
+
+/// Writers of a PostgreSQL / MySQL commit queue (see [`commit_lanes`]).
+pub const COMMIT_LANES: usize = 4;
+
 /// Every store over one database.
 pub(crate) fn stores<D: sql::Dialect>(db: sql::Db<D>) -> Stores {
     let checkpointer = SqlCheckpointer::with_db(db.clone());
@@ -48,6 +58,6 @@ pub(crate) fn stores<D: sql::Dialect>(db: sql::Db<D>) -> Stores {
         feedback: Arc::new(repo::SqlFeedbackStore { db: db.clone() }),
         items: Arc::new(repo::SqlItemStore { db: db.clone() }),
         checkpoints: Arc::new(checkpointer),
-        commits: antler_store::CommitQueue::new(Arc::new(applier)),
+        commits: antler_store::CommitQueue::with_lanes(Arc::new(applier), commit_lanes::<D>()),
     }
 }

@@ -1,5 +1,6 @@
-//! Group commit: units of durable writes queued to one writer per database, which applies
-//! every unit waiting at that moment in one transaction.
+//! Group commit: units of durable writes queued to the writers of a database (one lane on
+//! SQLite, a few on PostgreSQL / MySQL, a thread's units always in the same lane), each of
+//! which applies every unit waiting in its lane at that moment in one transaction.
 //!
 //! A running run hands its writes over in [`WriteUnit`]s (a step's checkpoint, its pending
 //! writes and run events; the run's start and end folded into its first and last unit) and
@@ -225,7 +226,8 @@ struct Inner {
     applier: Arc<dyn ApplyUnits>,
     /// Run events kept outside the database (JSONL, memory): appended after the batch.
     events: RwLock<Option<Arc<dyn RunEventStore>>>,
-    sender: OnceLock<mpsc::UnboundedSender<Job>>,
+    /// One worker per lane, started on first use.
+    lanes: Vec<OnceLock<mpsc::UnboundedSender<Job>>>,
     stats: CommitStats,
 }
 
@@ -251,15 +253,36 @@ impl std::fmt::Debug for CommitQueue {
 }
 
 impl CommitQueue {
+    /// One writer: every unit in one lane (a database with a single writer, SQLite).
     pub fn new(applier: Arc<dyn ApplyUnits>) -> Self {
+        Self::with_lanes(applier, 1)
+    }
+
+    /// `lanes` writers, each with its own batches (on its own connection): a thread's units
+    /// always take the same lane (by its key), so per thread they still apply in submission
+    /// order, while batches of other threads commit beside them. On a server database one
+    /// writer serializes every statement of every run on one connection; a few lanes let the
+    /// database work on several transactions at once.
+    pub fn with_lanes(applier: Arc<dyn ApplyUnits>, lanes: usize) -> Self {
         CommitQueue {
             inner: Arc::new(Inner {
                 applier,
                 events: RwLock::new(None),
-                sender: OnceLock::new(),
+                lanes: (0..lanes.max(1)).map(|_| OnceLock::new()).collect(),
                 stats: CommitStats::default(),
             }),
         }
+    }
+
+    fn lane_of(&self, key: &str) -> &OnceLock<mpsc::UnboundedSender<Job>> {
+        use std::hash::{Hash, Hasher};
+        let lanes = &self.inner.lanes;
+        if lanes.len() == 1 {
+            return &lanes[0];
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &lanes[(h.finish() % lanes.len() as u64) as usize]
     }
 
     /// Routes run events to `events` instead of the backend's own tables (they are appended
@@ -276,7 +299,7 @@ impl CommitQueue {
             return Commit::ready(Ok(()));
         }
         let (tx, rx) = oneshot::channel();
-        let sender = self.inner.sender.get_or_init(|| self.start());
+        let sender = self.lane_of(&unit.key).get_or_init(|| self.start());
         match sender.send((unit, tx)) {
             Ok(()) => Commit(CommitState::Waiting(rx)),
             Err(_) => Commit::ready(Err(StoreError::Backend(
@@ -701,6 +724,56 @@ mod tests {
             ["bad", "b"],
             "the broken chain's unit was not applied"
         );
+    }
+
+    /// Records the (owner, run id) of every unit it applies, in order; never fails.
+    #[derive(Default)]
+    struct Log(Mutex<Vec<(String, String)>>);
+
+    #[async_trait::async_trait]
+    impl ApplyUnits for Arc<Log> {
+        async fn apply(&self, units: &[WriteUnit]) -> Vec<StoreResult<()>> {
+            tokio::task::yield_now().await;
+            for u in units {
+                let Some(WriteOp::RunModelName { run_id, .. }) = u.ops.first() else {
+                    continue;
+                };
+                self.0.lock().push((u.owner.clone(), run_id.clone()));
+            }
+            units.iter().map(|_| Ok(())).collect()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lanes_keep_each_threads_units_in_submission_order() {
+        let log = Arc::new(Log::default());
+        let q = CommitQueue::with_lanes(Arc::new(log.clone()), 4);
+        let mut commits = Vec::new();
+        for i in 0..400 {
+            let owner = format!("t{}", i % 8);
+            let mut u = WriteUnit::new(&owner, &owner);
+            u.ops.push(WriteOp::RunModelName {
+                run_id: format!("{i:03}"),
+                model_name: None,
+            });
+            commits.push(q.submit(u));
+        }
+        for c in futures::future::join_all(commits).await {
+            c.unwrap();
+        }
+        let log = log.0.lock();
+        assert_eq!(log.len(), 400);
+        for t in 0..8 {
+            let owner = format!("t{t}");
+            let seen: Vec<&String> = log
+                .iter()
+                .filter(|(o, _)| *o == owner)
+                .map(|(_, r)| r)
+                .collect();
+            let mut sorted = seen.clone();
+            sorted.sort();
+            assert_eq!(seen, sorted, "thread {owner}: units in submission order");
+        }
     }
 
     /// Polls a future once.
