@@ -427,3 +427,50 @@ fn dropped_connections_lose_and_duplicate_nothing() {
         assert!(!events.is_empty());
     }
 }
+
+/// A long chat stores its messages as deltas on every backend (full copies only to bound the
+/// delta chains), also when a run's steps commit in one batch: on a shared database a step's
+/// delta base written earlier in the same transaction counts as existing.
+#[test]
+fn long_threads_store_message_deltas_on_every_backend() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (backend, db, guard) in backends(tmp.path()) {
+        let a = Proc::start(tmp.path(), "config", &format!("{db}{RUNS}"));
+        let t = post(&format!("{}/threads", a.url), json!({}));
+        let tid = t["thread_id"].as_str().unwrap().to_string();
+        for i in 0..40 {
+            let out = post(
+                &format!("{}/threads/{tid}/runs/wait", a.url),
+                json!({"assistant_id": "echo",
+                       "input": {"messages": [{"type": "human", "content": format!("m{i}")}]}}),
+            );
+            assert_eq!(contents(&out).len(), 2 * (i + 1), "[{backend}] {out}");
+        }
+        let sql =
+            "SELECT COUNT(*) FROM checkpoint_blobs WHERE channel = 'messages' AND base_id IS NULL";
+        let full: i64 = block_on(async {
+            use sqlx::Connection;
+            match &guard {
+                None => {
+                    let url = format!("sqlite://{}", tmp.path().join("db/antler.db").display());
+                    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                    sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+                }
+                Some(db) if backend == "postgres" => {
+                    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                    sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+                }
+                Some(db) => {
+                    let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+                    sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+                }
+            }
+        });
+        // 40 runs x 2 checkpoints with new messages; chains of at most 32 deltas
+        assert!(
+            full <= 6,
+            "[{backend}] {full} full copies of the message list for 40 runs"
+        );
+        drop(a);
+    }
+}

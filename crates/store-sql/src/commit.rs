@@ -175,7 +175,12 @@ impl<D: Dialect> SqlApplier<D> {
             WriteOp::Checkpoint(p) => {
                 let put = put_of(p);
                 touched.threads.push(&p.thread_key);
-                let (rows, plans, written) = self.checkpointer.prepare(conn, &put).await?;
+                let ns = &p.checkpoint_ns;
+                let earlier: Vec<i64> = (staged.blobs.iter())
+                    .filter_map(|b| b.id_in(&p.thread_key, ns))
+                    .collect();
+                let (rows, plans, written) =
+                    self.checkpointer.prepare(conn, &put, &earlier).await?;
                 // the next unit's plan of this thread builds on this one
                 let c = &put.checkpoint.id;
                 self.checkpointer

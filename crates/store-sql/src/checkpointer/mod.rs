@@ -133,18 +133,20 @@ impl<D: Dialect> SqlCheckpointer<D> {
         conn: &mut crate::sql::Conn<D>,
         put: &Put<'_>,
     ) -> StoreResult<(Vec<plan::BlobPlan>, Written)> {
-        let (rows, plans, written) = self.prepare(conn, put).await?;
+        let (rows, plans, written) = self.prepare(conn, put, &[]).await?;
         write::insert_blobs::<D>(conn, &rows.blobs).await?;
         write::upsert_heads::<D>(conn, std::slice::from_ref(&rows.head)).await?;
         Ok((plans, written))
     }
 
     /// Plans one checkpoint: the rows to write (reading what it needs inside `conn`'s
-    /// transaction), the plans for the caches, and what it stores.
+    /// transaction; `staged`: this thread's blob ids written earlier in it, not inserted yet),
+    /// the plans for the caches, and what it stores.
     pub(crate) async fn prepare(
         &self,
         conn: &mut crate::sql::Conn<D>,
         put: &Put<'_>,
+        staged: &[i64],
     ) -> StoreResult<(write::Rows, Vec<plan::BlobPlan>, Written)> {
         let plans = plan::plan(
             &self.cache,
@@ -174,6 +176,7 @@ impl<D: Dialect> SqlCheckpointer<D> {
             plans: &plans,
             cached_parent: cached_parent.as_ref(),
             trusted_bases: self.db.owned,
+            staged,
         };
         let (rows, written) = write::rows_of::<D>(conn, &planned).await?;
         Ok((rows, plans, written))

@@ -23,6 +23,9 @@ pub(crate) struct PlannedPut<'a> {
     /// Delta bases this process knows to exist (it wrote them and nothing deleted them since):
     /// their existence is not checked again.
     pub trusted_bases: bool,
+    /// Blob ids of this thread staged earlier in the same transaction (a batch's earlier
+    /// step of the run, not inserted yet): they exist at commit, so a delta on one is kept.
+    pub staged: &'a [i64],
 }
 
 /// What a write stored: the head's channel -> blob id map and the depth each plan was
@@ -111,19 +114,32 @@ async fn existing_bases<D: Dialect>(
             Payload::Full(_) => None,
         })
         .collect();
-    if bases.is_empty() || p.trusted_bases {
-        return Ok(bases.into_iter().collect());
+    let (mut known, unknown): (HashSet<i64>, Vec<i64>) = if p.trusted_bases {
+        (bases.into_iter().collect(), Vec::new())
+    } else {
+        let (staged, stored): (Vec<i64>, Vec<i64>) =
+            bases.into_iter().partition(|b| p.staged.contains(b));
+        (staged.into_iter().collect(), stored)
+    };
+    if unknown.is_empty() {
+        return Ok(known);
     }
     let mut sql =
         Sql::new("SELECT blob_id FROM checkpoint_blobs WHERE thread_id = ? AND checkpoint_ns = ?")
             .arg(p.thread_id)
             .arg(p.checkpoint_ns);
-    sql.and_in("blob_id", bases).push(D::FOR_SHARE);
-    D::fetch_all(conn, &sql)
-        .await?
-        .iter()
-        .map(|r| r.i64("blob_id"))
-        .collect()
+    sql.and_in("blob_id", unknown).push(D::FOR_SHARE);
+    for r in D::fetch_all(conn, &sql).await? {
+        known.insert(r.i64("blob_id")?);
+    }
+    Ok(known)
+}
+
+impl BlobRow {
+    /// The row's blob id when it belongs to `thread_id` / `ns`.
+    pub(crate) fn id_in(&self, thread_id: &str, ns: &str) -> Option<i64> {
+        (self.thread_id == thread_id && self.ns == ns).then_some(self.blob_id)
+    }
 }
 
 /// One row of `checkpoint_blobs`.
