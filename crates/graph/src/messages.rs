@@ -282,12 +282,20 @@ pub struct MessageList {
 /// the last message and the length; a hit is confirmed with `ptr_eq`). A run loading a thread
 /// whose list was saved here gets the same shared vector back from the checkpointer's cache,
 /// and reuses its index instead of rebuilding it: O(1) instead of O(messages) per run.
-static RECENT: std::sync::LazyLock<
-    parking_lot::Mutex<std::collections::HashMap<(usize, usize), MessageList>>,
-> = std::sync::LazyLock::new(Default::default);
+static RECENT: std::sync::LazyLock<parking_lot::Mutex<Recent>> =
+    std::sync::LazyLock::new(Default::default);
 
-/// Most lists kept in [`RECENT`] (it is emptied when full: a miss only costs a rebuild).
+#[derive(Default)]
+struct Recent {
+    lists: std::collections::HashMap<(usize, usize), MessageList>,
+    /// Messages held by `lists` (they keep the lists alive).
+    weight: usize,
+}
+
+/// Most lists kept in [`RECENT`], and most messages across them: it is emptied when either is
+/// reached (a miss only costs a rebuild), so what it keeps alive stays bounded.
 const RECENT_CAP: usize = 1024;
+const RECENT_WEIGHT_CAP: usize = 200_000;
 
 fn identity(items: &imbl::Vector<Arc<Value>>) -> Option<(usize, usize)> {
     let last = items.last()?;
@@ -299,7 +307,7 @@ impl MessageList {
     /// same items (see [`MessageList::remember`]).
     pub fn shared(items: imbl::Vector<Arc<Value>>) -> Self {
         if let Some(key) = identity(&items)
-            && let Some(hit) = RECENT.lock().get(&key)
+            && let Some(hit) = RECENT.lock().lists.get(&key)
             && hit.items.ptr_eq(&items)
         {
             return hit.clone();
@@ -313,10 +321,15 @@ impl MessageList {
             return;
         };
         let mut recent = RECENT.lock();
-        if recent.len() >= RECENT_CAP {
-            recent.clear();
+        let n = self.items.len();
+        if recent.lists.len() >= RECENT_CAP || recent.weight + n > RECENT_WEIGHT_CAP {
+            recent.lists.clear();
+            recent.weight = 0;
         }
-        recent.insert(key, self.clone());
+        if let Some(old) = recent.lists.insert(key, self.clone()) {
+            recent.weight -= old.items.len();
+        }
+        recent.weight += n;
     }
 
     /// Builds the index for `items` (O(n)).
