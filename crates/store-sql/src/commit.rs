@@ -251,16 +251,7 @@ impl<D: Dialect> SqlApplier<D> {
         lease_until: chrono::DateTime<chrono::Utc>,
     ) -> StoreResult<()> {
         if self.db.owned {
-            let now = antler_store::time::now();
-            let sql = Sql::new(
-                "UPDATE runs SET started_at = COALESCE(started_at, ?), status = 'running', \
-                 worker_id = ?, lease_expires_at = ?, updated_at = ? WHERE run_id = ? AND status = 'pending'",
-            )
-            .arg(now)
-            .arg(worker_id)
-            .arg(lease_until)
-            .arg(now)
-            .arg(run_id);
+            let sql = runs::claim_sql(run_id, worker_id, lease_until);
             if D::execute(conn, &sql).await? == 1 {
                 return Ok(());
             }

@@ -217,8 +217,18 @@ pub(crate) async fn claim_in<D: Dialect>(
     if D::fetch_optional(conn, &older).await?.is_some() {
         return Ok(Claim::Busy);
     }
+    match D::execute(conn, &claim_sql(run_id, worker_id, lease_until)).await {
+        Ok(_) => Ok(Claim::Claimed),
+        // the unique index on running runs: another run of the thread is running
+        Err(StoreError::Conflict(_)) => Ok(Claim::Busy),
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves a pending run to running under `worker_id`'s lease (no other check).
+pub(crate) fn claim_sql(run_id: &str, worker_id: &str, lease_until: DateTime<Utc>) -> Sql {
     let now = time::now();
-    let claim = Sql::new(
+    Sql::new(
         "UPDATE runs SET started_at = COALESCE(started_at, ?), status = 'running', \
          worker_id = ?, lease_expires_at = ?, updated_at = ? WHERE run_id = ? AND status = 'pending'",
     )
@@ -226,13 +236,7 @@ pub(crate) async fn claim_in<D: Dialect>(
     .arg(worker_id)
     .arg(lease_until)
     .arg(now)
-    .arg(run_id);
-    match D::execute(conn, &claim).await {
-        Ok(_) => Ok(Claim::Claimed),
-        // the unique index on running runs: another run of the thread is running
-        Err(StoreError::Conflict(_)) => Ok(Claim::Busy),
-        Err(e) => Err(e),
-    }
+    .arg(run_id)
 }
 
 /// The oldest eligible queued runs, locked (skipping rows other claimers hold).
