@@ -418,6 +418,12 @@ impl Runtime {
         };
         self.queue_backlog
             .store(claimed.len() >= room, Ordering::Relaxed);
+        if self.shutdown.is_cancelled() {
+            // Shutdown began during the claim: starting the runs now would only interrupt
+            // them. They stay running under this process's lease, which the next process (or
+            // another replica, once it expires) adopts and resumes.
+            return;
+        }
         for run in claimed {
             match RunCreate::from_run(&run) {
                 Ok(request) => self.start_claimed(run, request).await,
