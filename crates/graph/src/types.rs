@@ -363,6 +363,9 @@ pub struct RunConfig {
     /// Materialize [`RunOutcome::values`] (default). A caller that reads the final state from
     /// [`RunOutcome::state`] (or not at all) turns it off: building the values is O(state).
     pub output_values: bool,
+    /// The run's thread outlives it: keep the id index of its final message lists for the
+    /// next run that loads them ([`crate::messages::MessageList::shared`]; off by default).
+    pub keep_message_index: bool,
 }
 
 impl RunConfig {
@@ -380,6 +383,7 @@ impl RunConfig {
             stream_modes: Vec::new(),
             subgraphs: false,
             output_values: true,
+            keep_message_index: false,
         }
     }
 }

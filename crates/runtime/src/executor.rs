@@ -348,7 +348,9 @@ impl Runtime {
                     message: format!("graph '{graph_id}' is not registered"),
                 });
             };
-            let (input, config) = self.graph_inputs(run, request, adopted);
+            let (input, mut config) = self.graph_inputs(run, request, adopted);
+            // the thread outlives the run: its next run loads these lists
+            config.keep_message_index = !handle.ephemeral;
             let cp = plumbing.checkpointer.clone();
             let fut = graph.run(cp, input, config, sink, handle.cancel.clone());
             let timed = match self.config.run_timeout {
@@ -543,6 +545,7 @@ impl Runtime {
             subgraphs: request.stream_subgraphs,
             // the final state is read from the outcome's shared channels, when at all
             output_values: false,
+            keep_message_index: false,
         };
         (input, config)
     }
@@ -707,7 +710,7 @@ impl Runtime {
         }
         let result = match self.commit_end(handle, plumbing, ops).await {
             Ok(()) => end.result,
-            Err(e) => self.storage_failure(run, e).await,
+            Err(e) => self.storage_failure(run, e),
         };
         if matches!(result, RunResult::Values(_)) && thread_status == ThreadStatus::Interrupted {
             self.bridge.mark_awaiting_input(&run.run_id).await;
@@ -829,7 +832,7 @@ impl Runtime {
     /// A run whose writes could not be committed: it fails at once with the storage error
     /// (the client's `error` event), and its run and thread rows are marked failed as soon as
     /// the database takes a write again (see [`mark_failed`]).
-    async fn storage_failure(&self, run: &Run, e: antler_store::StoreError) -> RunResult {
+    fn storage_failure(&self, run: &Run, e: antler_store::StoreError) -> RunResult {
         tracing::error!(run_id = %run.run_id, error = %e, "run writes not committed");
         let message = format!("the run's writes could not be committed: {e}");
         tokio::spawn(mark_failed(

@@ -77,7 +77,7 @@ impl Channels {
         ch
     }
 
-    /// Keeps the message lists of a saved checkpoint for the next run's load (their index).
+    /// Keeps the message lists of the run's final checkpoint for the next run's load (their index).
     pub(super) fn remember_messages(&self) {
         for list in self.msgs.values() {
             list.remember();

@@ -129,7 +129,6 @@ impl Exec {
         updated: Vec<String>,
         extra_new: &[String],
     ) -> Result<String, ExecError> {
-        ch.remember_messages();
         let id = new_checkpoint_id(step);
         let mut new_versions: BTreeMap<String, ChannelVersion> = BTreeMap::new();
         for k in updated.iter().chain(extra_new.iter()) {
@@ -378,6 +377,9 @@ impl Exec {
         interrupts: Vec<Interrupt>,
         next: Vec<String>,
     ) -> RunOutcome {
+        if self.is_root && self.cfg.keep_message_index {
+            ch.remember_messages();
+        }
         let materialize = self.cfg.output_values || !self.is_root || self.events_root();
         let values = if materialize {
             ch.state_values(self.g())
