@@ -12,6 +12,8 @@
 
 pub mod checkpointer;
 mod commit;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod pool;
 #[doc(hidden)]
 pub mod repo;
 #[doc(hidden)]

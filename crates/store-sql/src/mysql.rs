@@ -17,7 +17,6 @@
 //! detected once per pool ([`Flavor`]).
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use antler_store::{StoreError, StoreResult, Stores};
 use chrono::{DateTime, Utc};
@@ -26,8 +25,11 @@ use sqlx::mysql::{
     MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
 };
 
+pub use crate::pool::PoolOptions;
+use crate::pool::{connect_failed, redact};
 use crate::sql::{
-    Arg, Db, Dialect, Sql, SqlRow, col_err, common_getters, parse_json, statement_runners,
+    Db, Dialect, Filter, Sql, SqlRow, binder, common_getters, migration_failed, native_ts_getters,
+    parse_json, statement_runners,
 };
 
 /// The MySQL checkpointer.
@@ -42,28 +44,6 @@ impl MySqlCheckpointer {
 
 /// Embedded migrations (`migrations/mysql/*.sql`).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
-
-/// Connection pool settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolOptions {
-    /// Most connections the pool opens (default 10).
-    pub max_connections: u32,
-    /// How long a caller waits for a free connection before a transient error (default 30 s).
-    pub acquire_timeout: Duration,
-    /// Server-side limit on one statement's run time (`max_statement_time` on MariaDB,
-    /// `max_execution_time` on MySQL, which applies to SELECTs only); `None` = server default.
-    pub statement_timeout: Option<Duration>,
-}
-
-impl Default for PoolOptions {
-    fn default() -> Self {
-        PoolOptions {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(30),
-            statement_timeout: None,
-        }
-    }
-}
 
 /// Which server the pool talks to (they differ in JSON comparison functions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +98,7 @@ pub async fn connect_pool(url: &str, opts: PoolOptions) -> StoreResult<MySqlDb> 
         })
         .connect_with(connect)
         .await
-        .map_err(|e| connect_err(url, e))?;
+        .map_err(|e| connect_failed("MySQL", url, map_err(e)))?;
     let version: String = sqlx::query_scalar("SELECT VERSION()")
         .fetch_one(&pool)
         .await
@@ -151,7 +131,7 @@ async fn migrate(pool: &MySqlPool) -> StoreResult<()> {
     let result = MIGRATOR
         .run(&mut *conn)
         .await
-        .map_err(|e| StoreError::Backend(format!("MySQL migration failed: {e}")));
+        .map_err(migration_failed("MySQL"));
     let released = sqlx::query(sqlx::AssertSqlSafe(format!("DO RELEASE_LOCK({LOCK})")))
         .execute(&mut *conn)
         .await;
@@ -184,32 +164,6 @@ fn parse_url(url: &str) -> StoreResult<MySqlConnectOptions> {
     Ok(opts.charset("utf8mb4"))
 }
 
-/// The URL with its password replaced, for error messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-fn connect_err(url: &str, e: sqlx::Error) -> StoreError {
-    match map_err(e) {
-        StoreError::Transient(m) => {
-            StoreError::Transient(format!("cannot connect to MySQL at '{}': {m}", redact(url)))
-        }
-        StoreError::Backend(m) => {
-            StoreError::Backend(format!("cannot connect to MySQL at '{}': {m}", redact(url)))
-        }
-        other => other,
-    }
-}
-
 /// Every store over one pool.
 pub fn stores_from_pool(db: MySqlDb) -> Stores {
     crate::stores(Db::new(db.pool, MySql { flavor: db.flavor }))
@@ -221,27 +175,15 @@ pub struct MySql {
     flavor: Flavor,
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::MySql, MySqlArguments>;
-
-fn bind<'q>(sql: &Sql) -> Query<'q> {
-    let mut q: Query<'q> = sqlx::query(sql.sqlx_text());
-    for a in sql.args() {
-        q = match a {
-            Arg::Str(s) => q.bind(s.clone()),
-            Arg::OptStr(s) => q.bind(s.clone()),
-            Arg::I64(n) => q.bind(*n),
-            Arg::OptI64(n) => q.bind(*n),
-            Arg::F64(n) => q.bind(*n),
-            Arg::Bool(b) => q.bind(i64::from(*b)),
-            Arg::Ts(t) => q.bind(*t),
-            Arg::OptTs(t) => q.bind(*t),
-            Arg::Json(v) => q.bind(v.to_string()),
-            Arg::OptJson(v) => q.bind(v.as_ref().map(Value::to_string)),
-            Arg::JsonText(s) => q.bind(s.clone()),
-        };
-    }
-    q
-}
+binder!(sqlx::MySql, MySqlArguments, {
+    text: Sql::sqlx_text,
+    bool: i64::from,
+    ts: |t: &DateTime<Utc>| *t,
+    opt_ts: |t: &Option<DateTime<Utc>>| *t,
+    json: Value::to_string,
+    opt_json: |v: &Option<Value>| v.as_ref().map(Value::to_string),
+    json_text: String::clone,
+});
 
 impl Dialect for MySql {
     type DB = sqlx::MySql;
@@ -250,32 +192,17 @@ impl Dialect for MySql {
     const NAME: &'static str = "MySQL";
     const MAX_ATTEMPTS: u32 = 8;
     const BACKOFF_MS: u64 = 5;
-    const EXCLUSIVE: bool = false;
     /// The server's default isolation, REPEATABLE READ; writers lock what they read.
-    const BEGIN_WRITE: &'static str = "BEGIN";
     const BEGIN_READ: &'static str = "BEGIN";
-    const FOR_UPDATE: &'static str = " FOR UPDATE";
-    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const FOR_SHARE: &'static str = " LOCK IN SHARE MODE";
-    const GREATEST: &'static str = "GREATEST";
     const STRPOS: &'static str = "INSTR";
     /// `key` is a reserved word.
     const KEY_COL: &'static str = "`key`";
-    const SEQ_COL: &'static str = "seq";
-
-    fn map_err(e: sqlx::Error) -> StoreError {
-        map_err(e)
-    }
 
     statement_runners!(MySqlConnection, MySqlRow);
 
-    fn push_json_filter(
-        &self,
-        sql: &mut Sql,
-        column: &'static str,
-        filter: &Map<String, Value>,
-    ) -> StoreResult<()> {
-        push_json_filter(sql, self.flavor, column, filter)
+    fn push_json_filter(&self, sql: &mut Sql, col: &'static str, f: &Filter) -> StoreResult<()> {
+        push_json_filter(sql, self.flavor, col, f)
     }
 
     fn on_conflict_update(_key: &str) -> String {
@@ -312,13 +239,7 @@ impl SqlRow for MySqlRow {
         Ok(self.i64(col)? != 0)
     }
 
-    fn ts(&self, col: &str) -> StoreResult<DateTime<Utc>> {
-        sqlx::Row::try_get::<DateTime<Utc>, _>(self, col).map_err(|e| col_err(col, e))
-    }
-
-    fn opt_ts(&self, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
-        sqlx::Row::try_get::<Option<DateTime<Utc>>, _>(self, col).map_err(|e| col_err(col, e))
-    }
+    native_ts_getters!();
 
     fn opt_json(&self, col: &str) -> StoreResult<Option<Value>> {
         parse_json(col, self.opt_str(col)?)
@@ -421,23 +342,17 @@ fn push_json_filter(
             qb.push(&format!(" AND {table}.{gen_col} = "))
                 .bind(s.chars().take(INDEXED_PREFIX_CHARS).collect::<String>());
         }
-        qb.push(" AND ");
-        match flavor {
-            Flavor::MariaDb => {
-                qb.push(&format!("JSON_EQUALS(JSON_EXTRACT({column}, "))
-                    .bind(key_path(key))
-                    .push("), ")
-                    .bind(value.to_string())
-                    .push(") = 1");
-            }
-            Flavor::MySql => {
-                qb.push(&format!("JSON_EXTRACT({column}, "))
-                    .bind(key_path(key))
-                    .push(") = CAST(")
-                    .bind(value.to_string())
-                    .push(" AS JSON)");
-            }
-        }
+        // JSON_EQUALS(JSON_EXTRACT(col, path), value) = 1 on MariaDB,
+        // JSON_EXTRACT(col, path) = CAST(value AS JSON) on MySQL
+        let (open, middle, close) = match flavor {
+            Flavor::MariaDb => ("JSON_EQUALS(", "), ", ") = 1"),
+            Flavor::MySql => ("", ") = CAST(", " AS JSON)"),
+        };
+        qb.push(&format!(" AND {open}JSON_EXTRACT({column}, "))
+            .bind(key_path(key))
+            .push(middle)
+            .bind(value.to_string())
+            .push(close);
     }
     Ok(())
 }
@@ -470,10 +385,5 @@ mod tests {
         ));
         assert!(parse_url("mysql://root@127.0.0.1:3306/test").is_ok());
         assert!(parse_url("mariadb://root@127.0.0.1/test").is_ok());
-        assert_eq!(
-            redact("mysql://u:secret@h:1/db"),
-            "mysql://u:***@h:1/db".to_string()
-        );
-        assert_eq!(redact("mysql://u@h/db"), "mysql://u@h/db".to_string());
     }
 }

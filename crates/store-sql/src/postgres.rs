@@ -15,7 +15,6 @@
 //! `threads (owner, (metadata -> 'graph_id'))` etc. apply.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use antler_store::{StoreError, StoreResult, Stores};
 use chrono::{DateTime, Utc};
@@ -24,10 +23,13 @@ use serde_json::{Map, Value};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 
 use crate::sql::{
-    Arg, Db, Dialect, NO_RETRY, Sql, SqlRow, col_err, common_getters, numbered, statement_runners,
+    Arg, Db, Dialect, Filter, NO_RETRY, Sql, SqlRow, binder, col_err, common_getters,
+    migration_failed, native_ts_getters, numbered, statement_runners,
 };
 
 pub use crate::checkpointer::MAX_DELTA_DEPTH;
+pub use crate::pool::PoolOptions;
+use crate::pool::{connect_failed, redact};
 
 /// The PostgreSQL checkpointer.
 pub type PostgresCheckpointer = crate::checkpointer::SqlCheckpointer<Postgres>;
@@ -42,27 +44,6 @@ impl PostgresCheckpointer {
 /// Embedded migrations (`migrations/postgres/*.sql`). sqlx serializes concurrent migrators
 /// with an advisory lock, so several processes may open the same database at once.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// Pool settings of [`open_postgres`] / [`connect_pool`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolOptions {
-    /// Most connections the pool opens (default 10).
-    pub max_connections: u32,
-    /// How long a caller waits for a free connection before failing (default 30 s).
-    pub acquire_timeout: Duration,
-    /// Server-side `statement_timeout` of every connection (default: the server's).
-    pub statement_timeout: Option<Duration>,
-}
-
-impl Default for PoolOptions {
-    fn default() -> Self {
-        PoolOptions {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(30),
-            statement_timeout: None,
-        }
-    }
-}
 
 /// Opens a pool on `url` (`postgres://user@host:port/db`), runs the migrations and returns
 /// every store.
@@ -83,23 +64,6 @@ fn parse_url(url: &str) -> StoreResult<PgConnectOptions> {
     })
 }
 
-/// The URL without its password, for error messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
-        None => url.to_string(),
-    }
-}
-
 /// Opens a pool on `url` and runs the migrations.
 pub async fn connect_pool(url: &str, opts: PoolOptions) -> StoreResult<PgPool> {
     let mut connect = parse_url(url)?.application_name("antler");
@@ -112,17 +76,11 @@ pub async fn connect_pool(url: &str, opts: PoolOptions) -> StoreResult<PgPool> {
         .acquire_timeout(opts.acquire_timeout)
         .connect_with(connect)
         .await
-        .map_err(|e| match map_err(e) {
-            StoreError::Backend(msg) => StoreError::Backend(format!(
-                "cannot connect to PostgreSQL at '{}': {msg}",
-                redact(url)
-            )),
-            other => other,
-        })?;
+        .map_err(|e| connect_failed("PostgreSQL", url, map_err(e)))?;
     MIGRATOR
         .run(&pool)
         .await
-        .map_err(|e| StoreError::Backend(format!("PostgreSQL migration failed: {e}")))?;
+        .map_err(migration_failed("PostgreSQL"))?;
     Ok(pool)
 }
 
@@ -135,8 +93,6 @@ pub fn stores_from_pool(pool: PgPool) -> Stores {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Postgres;
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
-
 /// JSON text as a JSONB argument (checked once, not re-serialized).
 fn raw(s: &str) -> sqlx::types::Json<Box<RawValue>> {
     let v = RawValue::from_string(s.to_owned())
@@ -144,25 +100,15 @@ fn raw(s: &str) -> sqlx::types::Json<Box<RawValue>> {
     sqlx::types::Json(v)
 }
 
-fn bind<'q>(sql: &Sql) -> Query<'q> {
-    let mut q: Query<'q> = sqlx::query(sqlx::AssertSqlSafe(numbered(sql.text())));
-    for a in sql.args() {
-        q = match a {
-            Arg::Str(s) => q.bind(s.clone()),
-            Arg::OptStr(s) => q.bind(s.clone()),
-            Arg::I64(n) => q.bind(*n),
-            Arg::OptI64(n) => q.bind(*n),
-            Arg::F64(n) => q.bind(*n),
-            Arg::Bool(b) => q.bind(*b),
-            Arg::Ts(t) => q.bind(*t),
-            Arg::OptTs(t) => q.bind(*t),
-            Arg::Json(v) => q.bind(v.clone()),
-            Arg::OptJson(v) => q.bind(v.clone()),
-            Arg::JsonText(s) => q.bind(raw(s)),
-        };
-    }
-    q
-}
+binder!(sqlx::Postgres, PgArguments, {
+    text: |sql: &Sql| sqlx::AssertSqlSafe(numbered(sql.text())),
+    bool: |b: bool| b,
+    ts: |t: &DateTime<Utc>| *t,
+    opt_ts: |t: &Option<DateTime<Utc>>| *t,
+    json: |v: &Value| v.clone(),
+    opt_json: |v: &Option<Value>| v.clone(),
+    json_text: |s: &String| raw(s),
+});
 
 impl Dialect for Postgres {
     type DB = sqlx::Postgres;
@@ -171,39 +117,15 @@ impl Dialect for Postgres {
     const NAME: &'static str = "PostgreSQL";
     const MAX_ATTEMPTS: u32 = 6;
     const BACKOFF_MS: u64 = 10;
-    const EXCLUSIVE: bool = false;
-    const BEGIN_WRITE: &'static str = "BEGIN";
     /// A read snapshot: the heads and the blobs they name come from the same moment.
     const BEGIN_READ: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-    const FOR_UPDATE: &'static str = " FOR UPDATE";
-    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const FOR_SHARE: &'static str = " FOR SHARE";
-    const GREATEST: &'static str = "GREATEST";
     const STRPOS: &'static str = "strpos";
-    const KEY_COL: &'static str = "key";
-    const SEQ_COL: &'static str = "seq";
-
-    fn map_err(e: sqlx::Error) -> StoreError {
-        map_err(e)
-    }
 
     statement_runners!(PgConnection, PgRow);
 
-    fn push_json_filter(
-        &self,
-        sql: &mut Sql,
-        column: &'static str,
-        filter: &Map<String, Value>,
-    ) -> StoreResult<()> {
-        push_json_filter(sql, column, filter)
-    }
-
-    fn on_conflict_update(key: &str) -> String {
-        format!(" ON CONFLICT ({key}) DO UPDATE SET ")
-    }
-
-    fn excluded(col: &str) -> String {
-        format!("EXCLUDED.{col}")
+    fn push_json_filter(&self, sql: &mut Sql, col: &'static str, f: &Filter) -> StoreResult<()> {
+        push_json_filter(sql, col, f)
     }
 
     fn insert_ignore(_key: &str) -> String {
@@ -232,13 +154,7 @@ impl SqlRow for PgRow {
         sqlx::Row::try_get::<bool, _>(self, col).map_err(|e| col_err(col, e))
     }
 
-    fn ts(&self, col: &str) -> StoreResult<DateTime<Utc>> {
-        sqlx::Row::try_get::<DateTime<Utc>, _>(self, col).map_err(|e| col_err(col, e))
-    }
-
-    fn opt_ts(&self, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
-        sqlx::Row::try_get::<Option<DateTime<Utc>>, _>(self, col).map_err(|e| col_err(col, e))
-    }
+    native_ts_getters!();
 
     fn opt_json(&self, col: &str) -> StoreResult<Option<Value>> {
         sqlx::Row::try_get::<Option<Value>, _>(self, col).map_err(|e| col_err(col, e))
@@ -337,11 +253,6 @@ mod tests {
         ));
         assert!(parse_url("postgres://postgres@127.0.0.1:5432/test").is_ok());
         assert!(parse_url("postgresql://u:p@h/db").is_ok());
-        assert_eq!(
-            redact("postgres://u:secret@h:5/db"),
-            "postgres://u:***@h:5/db"
-        );
-        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
         match parse_url("postgres://u:secret@h:notaport/db") {
             Err(StoreError::InvalidArgument(msg)) => assert!(!msg.contains("secret"), "{msg}"),
             other => panic!("expected InvalidArgument, got {other:?}"),

@@ -19,15 +19,15 @@ use std::time::Duration;
 
 use antler_store::{StoreError, StoreResult, Stores};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
     SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 
 use crate::sql::{
-    Arg, Db, Dialect, NO_RETRY, Sql, SqlRow, col_err, common_getters, lim, parse_json,
-    statement_runners,
+    Db, Dialect, Filter, NO_RETRY, Sql, SqlRow, binder, col_err, common_getters, lim,
+    migration_failed, parse_json, statement_runners,
 };
 
 /// Embedded migrations (`migrations/sqlite/*.sql`).
@@ -124,7 +124,7 @@ async fn connect(opts: SqliteConnectOptions, in_memory: bool) -> StoreResult<Sql
     MIGRATOR
         .run(&pool)
         .await
-        .map_err(|e| StoreError::Backend(format!("SQLite migration failed: {e}")))?;
+        .map_err(migration_failed("SQLite"))?;
     Ok(pool)
 }
 
@@ -160,27 +160,15 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments>;
-
-fn bind<'q>(sql: &Sql) -> Query<'q> {
-    let mut q: Query<'q> = sqlx::query(sql.sqlx_text());
-    for a in sql.args() {
-        q = match a {
-            Arg::Str(s) => q.bind(s.clone()),
-            Arg::OptStr(s) => q.bind(s.clone()),
-            Arg::I64(n) => q.bind(*n),
-            Arg::OptI64(n) => q.bind(*n),
-            Arg::F64(n) => q.bind(*n),
-            Arg::Bool(b) => q.bind(i64::from(*b)),
-            Arg::Ts(t) => q.bind(antler_store::time::format(t)),
-            Arg::OptTs(t) => q.bind(t.as_ref().map(antler_store::time::format)),
-            Arg::Json(v) => q.bind(v.to_string()),
-            Arg::OptJson(v) => q.bind(v.as_ref().map(Value::to_string)),
-            Arg::JsonText(s) => q.bind(s.clone()),
-        };
-    }
-    q
-}
+binder!(sqlx::Sqlite, SqliteArguments, {
+    text: Sql::sqlx_text,
+    bool: i64::from,
+    ts: antler_store::time::format,
+    opt_ts: |t: &Option<DateTime<Utc>>| t.as_ref().map(antler_store::time::format),
+    json: Value::to_string,
+    opt_json: |v: &Option<Value>| v.as_ref().map(Value::to_string),
+    json_text: String::clone,
+});
 
 impl Dialect for Sqlite {
     type DB = sqlx::Sqlite;
@@ -195,32 +183,15 @@ impl Dialect for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
 
-    fn map_err(e: sqlx::Error) -> StoreError {
-        map_err(e)
-    }
-
     statement_runners!(SqliteConnection, SqliteRow);
 
-    fn push_json_filter(
-        &self,
-        sql: &mut Sql,
-        column: &'static str,
-        filter: &Map<String, Value>,
-    ) -> StoreResult<()> {
+    fn push_json_filter(&self, sql: &mut Sql, col: &'static str, f: &Filter) -> StoreResult<()> {
         let mut budget = MAX_FILTER_NODES;
-        for (key, value) in filter {
+        for (key, value) in f {
             sql.push(" AND ");
-            push_json_eq(sql, column, &path_key("$", key)?, value, 0, &mut budget)?;
+            push_json_eq(sql, col, &path_key("$", key)?, value, 0, &mut budget)?;
         }
         Ok(())
-    }
-
-    fn on_conflict_update(key: &str) -> String {
-        format!(" ON CONFLICT ({key}) DO UPDATE SET ")
-    }
-
-    fn excluded(col: &str) -> String {
-        format!("excluded.{col}")
     }
 
     fn insert_ignore(_key: &str) -> String {
@@ -240,7 +211,6 @@ impl Dialect for Sqlite {
 
     const GREATEST: &'static str = "MAX";
     const STRPOS: &'static str = "instr";
-    const KEY_COL: &'static str = "key";
     const SEQ_COL: &'static str = "rowid";
     const FOR_SHARE: &'static str = "";
 }

@@ -90,10 +90,8 @@ impl MemoryAssistantStore {
 
 #[async_trait::async_trait]
 impl AssistantStore for MemoryAssistantStore {
-    async fn create(&self, owner: &str, mut assistant: Assistant) -> StoreResult<Assistant> {
-        assistant.owner = owner.to_string();
-        assistant.created_at = time::truncate(assistant.created_at);
-        assistant.updated_at = time::truncate(assistant.updated_at);
+    async fn create(&self, owner: &str, assistant: Assistant) -> StoreResult<Assistant> {
+        let assistant = assistant.stored_for(owner);
         let mut rows = self.rows.write();
         // ids are per owner; the system assistants' ids (seen by everyone) are taken
         let taken = [owner, SYSTEM_OWNER].into_iter().any(|o| {
@@ -266,11 +264,8 @@ impl MemoryThreadStore {
 
 #[async_trait::async_trait]
 impl ThreadStore for MemoryThreadStore {
-    async fn create(&self, owner: &str, mut thread: Thread) -> StoreResult<Thread> {
-        thread.owner = owner.to_string();
-        thread.created_at = time::truncate(thread.created_at);
-        thread.updated_at = time::truncate(thread.updated_at);
-        thread.state_updated_at = time::truncate(thread.state_updated_at);
+    async fn create(&self, owner: &str, thread: Thread) -> StoreResult<Thread> {
+        let thread = thread.stored_for(owner);
         let mut rows = self.rows.write();
         let own = rows.entry(owner.to_string()).or_default();
         if own.contains_key(&thread.thread_id) {

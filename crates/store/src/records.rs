@@ -188,6 +188,14 @@ pub struct Assistant {
 }
 
 impl Assistant {
+    /// The assistant as a store keeps it for `owner`: timestamps at microsecond precision.
+    pub fn stored_for(mut self, owner: &str) -> Assistant {
+        self.owner = owner.to_string();
+        self.created_at = time::truncate(self.created_at);
+        self.updated_at = time::truncate(self.updated_at);
+        self
+    }
+
     /// A version-1 assistant created now; `owner` is set by the store on create.
     pub fn new(
         assistant_id: impl Into<String>,
@@ -278,6 +286,15 @@ pub struct Thread {
 }
 
 impl Thread {
+    /// The thread as a store keeps it for `owner`: timestamps at microsecond precision.
+    pub fn stored_for(mut self, owner: &str) -> Thread {
+        self.owner = owner.to_string();
+        self.created_at = time::truncate(self.created_at);
+        self.updated_at = time::truncate(self.updated_at);
+        self.state_updated_at = time::truncate(self.state_updated_at);
+        self
+    }
+
     /// A new idle thread created now (`values: null`, `config: {}`).
     pub fn new(thread_id: impl Into<String>, metadata: Map<String, Value>) -> Self {
         let now = time::now();

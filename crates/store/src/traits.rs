@@ -47,20 +47,34 @@ pub enum AssistantSortBy {
     UpdatedAt,
 }
 
+impl AssistantSortBy {
+    const ALL: [AssistantSortBy; 5] = [
+        AssistantSortBy::AssistantId,
+        AssistantSortBy::GraphId,
+        AssistantSortBy::Name,
+        AssistantSortBy::CreatedAt,
+        AssistantSortBy::UpdatedAt,
+    ];
+
+    /// The wire spelling, which is also the column's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssistantSortBy::AssistantId => "assistant_id",
+            AssistantSortBy::GraphId => "graph_id",
+            AssistantSortBy::Name => "name",
+            AssistantSortBy::CreatedAt => "created_at",
+            AssistantSortBy::UpdatedAt => "updated_at",
+        }
+    }
+}
+
 impl std::str::FromStr for AssistantSortBy {
     type Err = crate::StoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "assistant_id" => AssistantSortBy::AssistantId,
-            "graph_id" => AssistantSortBy::GraphId,
-            "name" => AssistantSortBy::Name,
-            "created_at" => AssistantSortBy::CreatedAt,
-            "updated_at" => AssistantSortBy::UpdatedAt,
-            other => {
-                return Err(crate::StoreError::InvalidArgument(format!(
-                    "invalid sort_by '{other}' (expected assistant_id, graph_id, name, created_at or updated_at)"
-                )));
-            }
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            crate::StoreError::InvalidArgument(format!(
+                "invalid sort_by '{s}' (expected assistant_id, graph_id, name, created_at or updated_at)"
+            ))
         })
     }
 }
@@ -169,20 +183,34 @@ pub enum ThreadSortBy {
     StateUpdatedAt,
 }
 
+impl ThreadSortBy {
+    const ALL: [ThreadSortBy; 5] = [
+        ThreadSortBy::ThreadId,
+        ThreadSortBy::Status,
+        ThreadSortBy::CreatedAt,
+        ThreadSortBy::UpdatedAt,
+        ThreadSortBy::StateUpdatedAt,
+    ];
+
+    /// The wire spelling, which is also the column's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreadSortBy::ThreadId => "thread_id",
+            ThreadSortBy::Status => "status",
+            ThreadSortBy::CreatedAt => "created_at",
+            ThreadSortBy::UpdatedAt => "updated_at",
+            ThreadSortBy::StateUpdatedAt => "state_updated_at",
+        }
+    }
+}
+
 impl std::str::FromStr for ThreadSortBy {
     type Err = crate::StoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "thread_id" => ThreadSortBy::ThreadId,
-            "status" => ThreadSortBy::Status,
-            "created_at" => ThreadSortBy::CreatedAt,
-            "updated_at" => ThreadSortBy::UpdatedAt,
-            "state_updated_at" => ThreadSortBy::StateUpdatedAt,
-            other => {
-                return Err(crate::StoreError::InvalidArgument(format!(
-                    "invalid sort_by '{other}' (expected thread_id, status, created_at, updated_at or state_updated_at)"
-                )));
-            }
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            crate::StoreError::InvalidArgument(format!(
+                "invalid sort_by '{s}' (expected thread_id, status, created_at, updated_at or state_updated_at)"
+            ))
         })
     }
 }

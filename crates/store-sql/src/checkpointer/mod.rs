@@ -28,6 +28,7 @@ mod read;
 mod write;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use antler_graph::{
@@ -58,7 +59,29 @@ pub(crate) struct Put<'a> {
     pub new_versions: &'a BTreeMap<String, ChannelVersion>,
 }
 
-use crate::sql::{Db, Dialect, WriteClass};
+impl<'a> Put<'a> {
+    /// A put of the checkpoint's own channel values.
+    fn plain(
+        thread_id: &'a str,
+        checkpoint_ns: &'a str,
+        parent_id: Option<&'a str>,
+        checkpoint: &'a Checkpoint,
+        metadata: &'a Map<String, Value>,
+        new_versions: &'a BTreeMap<String, ChannelVersion>,
+    ) -> Self {
+        Put {
+            thread_id,
+            checkpoint_ns,
+            parent_id,
+            checkpoint,
+            values: Values::Plain(&checkpoint.channel_values),
+            metadata,
+            new_versions,
+        }
+    }
+}
+
+use crate::sql::{Db, Dialect, WriteClass, transaction};
 
 /// [`Checkpointer`] on any SQL backend.
 #[derive(Clone)]
@@ -91,38 +114,14 @@ impl<D: Dialect> SqlCheckpointer<D> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn put_inner(
-        &self,
-        thread_id: &str,
-        checkpoint_ns: &str,
-        parent_id: Option<&str>,
-        checkpoint: &Checkpoint,
-        values: Values<'_>,
-        metadata: &Map<String, Value>,
-        new_versions: &BTreeMap<String, ChannelVersion>,
-    ) -> Result<(), CheckpointError> {
-        let put = Put {
-            thread_id,
-            checkpoint_ns,
-            parent_id,
-            checkpoint,
-            values,
-            metadata,
-            new_versions,
-        };
-        let (plans, written) = self
-            .db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                // planned under the write lock: no other write of this process can change
-                // the delta bases between the plan and the insert
-                let out = self.put_in(&mut tx, &put).await?;
-                tx.commit().await?;
-                Ok(out)
-            })
-            .await
-            .map_err(storage)?;
+    async fn put_inner(&self, put: Put<'_>) -> Result<(), CheckpointError> {
+        let (plans, written) = transaction!(self.db, WriteClass::Background, |tx| {
+            // planned under the write lock: no other write of this process can change
+            // the delta bases between the plan and the insert
+            self.put_in(tx, &put).await
+        })
+        .await
+        .map_err(storage)?;
         self.committed(&put, plans, written);
         Ok(())
     }
@@ -359,14 +358,14 @@ impl<D: Dialect> SqlCheckpointer<D> {
     }
 
     /// Runs a whole-thread write transaction after dropping the thread's cached writes.
-    async fn thread_write<F, Fut>(&self, thread_id: &str, f: F) -> Result<(), CheckpointError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = StoreResult<()>>,
-    {
+    async fn thread_write(
+        &self,
+        thread_id: &str,
+        write: impl Future<Output = StoreResult<()>>,
+    ) -> Result<(), CheckpointError> {
         self.cache.lock().forget_thread(thread_id);
         self.latest.lock().forget_thread(thread_id);
-        let out = self.db.retry(f).await.map_err(storage);
+        let out = write.await.map_err(storage);
         // a read that raced the write may have cached what it replaced
         self.latest.lock().forget_thread(thread_id);
         out
@@ -457,17 +456,15 @@ impl<D: Dialect> Checkpointer for SqlCheckpointer<D> {
         metadata: &Map<String, Value>,
         new_versions: &BTreeMap<String, ChannelVersion>,
     ) -> Result<(), CheckpointError> {
-        let values = Values::Plain(&checkpoint.channel_values);
-        self.put_inner(
+        let put = Put::plain(
             thread_id,
             checkpoint_ns,
             parent_id,
             checkpoint,
-            values,
             metadata,
             new_versions,
-        )
-        .await
+        );
+        self.put_inner(put).await
     }
 
     async fn put_shared(
@@ -480,15 +477,17 @@ impl<D: Dialect> Checkpointer for SqlCheckpointer<D> {
         metadata: &Map<String, Value>,
         new_versions: &BTreeMap<String, ChannelVersion>,
     ) -> Result<(), CheckpointError> {
-        self.put_inner(
-            thread_id,
-            checkpoint_ns,
-            parent_id,
-            checkpoint,
-            Values::Shared(values),
-            metadata,
-            new_versions,
-        )
+        self.put_inner(Put {
+            values: Values::Shared(values),
+            ..Put::plain(
+                thread_id,
+                checkpoint_ns,
+                parent_id,
+                checkpoint,
+                metadata,
+                new_versions,
+            )
+        })
         .await
     }
 
@@ -525,32 +524,26 @@ impl<D: Dialect> Checkpointer for SqlCheckpointer<D> {
     }
 
     async fn delete_thread(&self, thread_id: &str) -> Result<(), CheckpointError> {
-        self.thread_write(thread_id, || async {
-            let mut tx = self.db.begin(WriteClass::Background).await?;
-            gc::delete_all::<D>(&mut tx, thread_id).await?;
-            tx.commit().await
-        })
-        .await
+        let write = transaction!(self.db, WriteClass::Background, |tx| {
+            gc::delete_all::<D>(tx, thread_id).await
+        });
+        self.thread_write(thread_id, write).await
     }
 
     async fn copy_thread(&self, from: &str, to: &str) -> Result<(), CheckpointError> {
         if from == to {
             return Ok(());
         }
-        self.thread_write(to, || async {
-            let mut tx = self.db.begin(WriteClass::Background).await?;
-            gc::copy_all::<D>(&mut tx, from, to).await?;
-            tx.commit().await
-        })
-        .await
+        let write = transaction!(self.db, WriteClass::Background, |tx| {
+            gc::copy_all::<D>(tx, from, to).await
+        });
+        self.thread_write(to, write).await
     }
 
     async fn delete_run(&self, thread_id: &str, run_id: &str) -> Result<(), CheckpointError> {
-        self.thread_write(thread_id, || async {
-            let mut tx = self.db.begin(WriteClass::Background).await?;
-            gc::delete_run_in::<D>(&mut tx, thread_id, run_id).await?;
-            tx.commit().await
-        })
-        .await
+        let write = transaction!(self.db, WriteClass::Background, |tx| {
+            gc::delete_run_in::<D>(tx, thread_id, run_id).await
+        });
+        self.thread_write(thread_id, write).await
     }
 }

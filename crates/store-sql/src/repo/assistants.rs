@@ -5,11 +5,11 @@
 //! distinct, consecutive versions.
 
 use antler_store::{
-    Assistant, AssistantPatch, AssistantSearch, AssistantSortBy, AssistantStore, AssistantVersion,
-    SYSTEM_OWNER, StoreError, StoreResult, VersionQuery, time, util,
+    Assistant, AssistantPatch, AssistantSearch, AssistantStore, AssistantVersion, SYSTEM_OWNER,
+    StoreError, StoreResult, VersionQuery, time, util,
 };
 
-use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir};
+use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir, from_row, transaction};
 
 /// [`AssistantStore`] on any SQL backend.
 #[derive(Debug, Clone)]
@@ -18,32 +18,16 @@ pub struct SqlAssistantStore<D: Dialect> {
 }
 
 fn row_to_assistant(row: &impl SqlRow) -> StoreResult<Assistant> {
-    Ok(Assistant {
-        assistant_id: row.str("assistant_id")?,
-        graph_id: row.str("graph_id")?,
-        config: row.json("config")?,
-        context: row.json("context")?,
-        metadata: row.map("metadata")?,
-        name: row.str("name")?,
-        created_at: row.ts("created_at")?,
-        updated_at: row.ts("updated_at")?,
-        version: row.i64("version")?,
-        description: row.opt_str("description")?,
-        owner: row.str("owner")?,
+    from_row!(row => Assistant {
+        assistant_id: str, graph_id: str, config: json, context: json, metadata: map, name: str,
+        created_at: ts, updated_at: ts, version: i64, description: opt_str, owner: str,
     })
 }
 
 fn row_to_version(row: &impl SqlRow) -> StoreResult<AssistantVersion> {
-    Ok(AssistantVersion {
-        assistant_id: row.str("assistant_id")?,
-        version: row.i64("version")?,
-        graph_id: row.str("graph_id")?,
-        config: row.json("config")?,
-        context: row.json("context")?,
-        metadata: row.map("metadata")?,
-        created_at: row.ts("created_at")?,
-        name: row.str("name")?,
-        description: row.opt_str("description")?,
+    from_row!(row => AssistantVersion {
+        assistant_id: str, version: i64, graph_id: str, config: json, context: json,
+        metadata: map, created_at: ts, name: str, description: opt_str,
     })
 }
 
@@ -73,22 +57,26 @@ async fn insert_version<D: Dialect>(
     D::execute(conn, &sql).await.map(|_| ())
 }
 
+/// Binds the columns a new version of an assistant changes, in the order `graph_id, name,
+/// description, config, context, metadata, version`.
+fn content_args(sql: Sql, a: &Assistant) -> Sql {
+    sql.arg(&a.graph_id)
+        .arg(&a.name)
+        .arg(&a.description)
+        .arg(Arg::json(&a.config))
+        .arg(Arg::json(&a.context))
+        .arg(Arg::map(&a.metadata))
+        .arg(a.version)
+}
+
 async fn insert_assistant<D: Dialect>(conn: &mut Conn<D>, a: &Assistant) -> StoreResult<()> {
     let sql = Sql::new(
         "INSERT INTO assistants (assistant_id, owner, graph_id, name, description, config, context, metadata, \
          version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .arg(&a.assistant_id)
-    .arg(&a.owner)
-    .arg(&a.graph_id)
-    .arg(&a.name)
-    .arg(&a.description)
-    .arg(Arg::json(&a.config))
-    .arg(Arg::json(&a.context))
-    .arg(Arg::map(&a.metadata))
-    .arg(a.version)
-    .arg(a.created_at)
-    .arg(a.updated_at);
+    .arg(&a.owner);
+    let sql = content_args(sql, a).arg(a.created_at).arg(a.updated_at);
     match D::execute(conn, &sql).await {
         Err(StoreError::Conflict(_)) => Err(exists(a)),
         other => other.map(|_| ()),
@@ -99,17 +87,11 @@ async fn write_current<D: Dialect>(conn: &mut Conn<D>, a: &Assistant) -> StoreRe
     let sql = Sql::new(
         "UPDATE assistants SET graph_id = ?, name = ?, description = ?, config = ?, context = ?, metadata = ?, \
          version = ?, updated_at = ? WHERE owner = ? AND assistant_id = ?",
-    )
-    .arg(&a.graph_id)
-    .arg(&a.name)
-    .arg(&a.description)
-    .arg(Arg::json(&a.config))
-    .arg(Arg::json(&a.context))
-    .arg(Arg::map(&a.metadata))
-    .arg(a.version)
-    .arg(a.updated_at)
-    .arg(&a.owner)
-    .arg(&a.assistant_id);
+    );
+    let sql = content_args(sql, a)
+        .arg(a.updated_at)
+        .arg(&a.owner)
+        .arg(&a.assistant_id);
     D::execute(conn, &sql).await.map(|_| ())
 }
 
@@ -244,17 +226,12 @@ impl<D: Dialect> SqlAssistantStore<D> {
 
 #[async_trait::async_trait]
 impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
-    async fn create(&self, owner: &str, mut assistant: Assistant) -> StoreResult<Assistant> {
-        assistant.owner = owner.to_string();
-        assistant.created_at = time::truncate(assistant.created_at);
-        assistant.updated_at = time::truncate(assistant.updated_at);
-        self.db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                self.create_in(&mut tx, &assistant).await?;
-                tx.commit().await
-            })
-            .await?;
+    async fn create(&self, owner: &str, assistant: Assistant) -> StoreResult<Assistant> {
+        let assistant = assistant.stored_for(owner);
+        transaction!(self.db, WriteClass::Background, |tx| {
+            self.create_in(tx, &assistant).await
+        })
+        .await?;
         Ok(assistant)
     }
 
@@ -281,16 +258,10 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
         assistant_id: &str,
         patch: AssistantPatch,
     ) -> StoreResult<Assistant> {
-        self.db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                let next = self
-                    .update_in(&mut tx, owner, assistant_id, patch.clone())
-                    .await?;
-                tx.commit().await?;
-                Ok(next)
-            })
-            .await
+        transaction!(self.db, WriteClass::Background, |tx| {
+            self.update_in(tx, owner, assistant_id, patch.clone()).await
+        })
+        .await
     }
 
     async fn delete(&self, owner: &str, assistant_id: &str) -> StoreResult<()> {
@@ -317,13 +288,7 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
 
     async fn search(&self, owner: &str, q: &AssistantSearch) -> StoreResult<(Vec<Assistant>, u64)> {
         let total = self.count(owner, q).await?;
-        let sort = match q.sort_by {
-            AssistantSortBy::AssistantId => "assistant_id",
-            AssistantSortBy::GraphId => "graph_id",
-            AssistantSortBy::Name => "name",
-            AssistantSortBy::CreatedAt => "created_at",
-            AssistantSortBy::UpdatedAt => "updated_at",
-        };
+        let sort = q.sort_by.as_str();
         let d = dir(q.sort_order);
         let mut sql = self.filtered("SELECT * FROM assistants WHERE owner IN (?, ?)", owner, q)?;
         sql.push(&format!(" ORDER BY {sort} {d}, assistant_id {d}"))
@@ -373,15 +338,9 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
         assistant_id: &str,
         version: i64,
     ) -> StoreResult<Assistant> {
-        self.db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                let cur = self
-                    .set_latest_in(&mut tx, owner, assistant_id, version)
-                    .await?;
-                tx.commit().await?;
-                Ok(cur)
-            })
-            .await
+        transaction!(self.db, WriteClass::Background, |tx| {
+            self.set_latest_in(tx, owner, assistant_id, version).await
+        })
+        .await
     }
 }

@@ -16,7 +16,7 @@ use antler_store::{
     NewRunEvent, RunEvent, RunEventQuery, RunEventStore, StoreError, StoreResult, time,
 };
 
-use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass};
+use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, from_row};
 
 /// [`RunEventStore`] on any SQL backend.
 #[derive(Debug, Clone)]
@@ -25,15 +25,9 @@ pub struct SqlRunEventStore<D: Dialect> {
 }
 
 fn row_to_event(row: &impl SqlRow) -> StoreResult<RunEvent> {
-    Ok(RunEvent {
-        thread_id: row.str("thread_id")?,
-        run_id: row.str("run_id")?,
-        seq: row.i64("seq")?,
-        event_type: row.str("event_type")?,
-        category: row.str("category")?,
-        content: row.json("content")?,
-        metadata: row.json("metadata")?,
-        created_at: row.ts("created_at")?,
+    from_row!(row => RunEvent {
+        thread_id: str, run_id: str, seq: i64, event_type: str, category: str, content: json,
+        metadata: json, created_at: ts,
     })
 }
 

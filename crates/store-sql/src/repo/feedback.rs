@@ -2,7 +2,7 @@
 
 use antler_store::{Feedback, FeedbackStore, StoreError, StoreResult, time};
 
-use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass};
+use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, from_row, transaction};
 
 /// [`FeedbackStore`] on any SQL backend.
 #[derive(Debug, Clone)]
@@ -11,16 +11,9 @@ pub struct SqlFeedbackStore<D: Dialect> {
 }
 
 fn row_to_feedback(row: &impl SqlRow) -> StoreResult<Feedback> {
-    Ok(Feedback {
-        feedback_id: row.str("feedback_id")?,
-        run_id: row.str("run_id")?,
-        thread_id: row.str("thread_id")?,
-        owner: row.str("owner")?,
-        message_id: row.opt_str("message_id")?,
-        rating: row.i64("rating")?,
-        comment: row.opt_str("comment")?,
-        metadata: row.map("metadata")?,
-        created_at: row.ts("created_at")?,
+    from_row!(row => Feedback {
+        feedback_id: str, run_id: str, thread_id: str, owner: str, message_id: opt_str,
+        rating: i64, comment: opt_str, metadata: map, created_at: ts,
     })
 }
 
@@ -104,14 +97,10 @@ impl<D: Dialect> FeedbackStore for SqlFeedbackStore<D> {
 
     async fn upsert(&self, owner: &str, feedback: Feedback) -> StoreResult<Feedback> {
         let f = prepare(owner, feedback);
-        self.db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                let row = self.replace(&mut tx, &f).await?;
-                tx.commit().await?;
-                Ok(row)
-            })
-            .await
+        transaction!(self.db, WriteClass::Background, |tx| {
+            self.replace(tx, &f).await
+        })
+        .await
     }
 
     async fn get(&self, owner: &str, feedback_id: &str) -> StoreResult<Option<Feedback>> {

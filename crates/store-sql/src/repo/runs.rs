@@ -15,7 +15,9 @@ use antler_store::{
 };
 use chrono::{DateTime, Utc};
 
-use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, lim, upsert};
+use crate::sql::{
+    Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, from_row, lim, transaction, upsert,
+};
 
 /// [`RunStore`] on any SQL backend.
 #[derive(Debug, Clone)]
@@ -24,47 +26,21 @@ pub struct SqlRunStore<D: Dialect> {
 }
 
 pub(crate) fn row_to_run(row: &impl SqlRow) -> StoreResult<Run> {
-    Ok(Run {
-        run_id: row.str("run_id")?,
-        thread_id: row.str("thread_id")?,
-        assistant_id: row.str("assistant_id")?,
-        metadata: row.map("metadata")?,
-        status: row.parse::<RunStatus>("status")?,
-        kwargs: row.json("kwargs")?,
-        multitask_strategy: row.parse("multitask_strategy")?,
-        created_at: row.ts("created_at")?,
-        updated_at: row.ts("updated_at")?,
-        owner: row.str("owner")?,
-        model_name: row.opt_str("model_name")?,
-        error: row.opt_str("error")?,
-        total_input_tokens: row.i64("total_input_tokens")?,
-        total_output_tokens: row.i64("total_output_tokens")?,
-        total_tokens: row.i64("total_tokens")?,
-        llm_call_count: row.i64("llm_call_count")?,
-        lead_agent_tokens: row.i64("lead_agent_tokens")?,
-        subagent_tokens: row.i64("subagent_tokens")?,
-        middleware_tokens: row.i64("middleware_tokens")?,
-        message_count: row.i64("message_count")?,
-        last_ai_message: row.opt_str("last_ai_message")?,
-        first_human_message: row.opt_str("first_human_message")?,
-        started_at: row.opt_ts("started_at")?,
-        finished_at: row.opt_ts("finished_at")?,
-        temporary: row.bool("temporary")?,
-        worker_id: row.opt_str("worker_id")?,
-        lease_expires_at: row.opt_ts("lease_expires_at")?,
-        cancel_requested: row.opt_str("cancel_requested")?,
+    from_row!(row => Run {
+        run_id: str, thread_id: str, assistant_id: str, metadata: map, status: parse,
+        kwargs: json, multitask_strategy: parse, created_at: ts, updated_at: ts, owner: str,
+        model_name: opt_str, error: opt_str, total_input_tokens: i64, total_output_tokens: i64,
+        total_tokens: i64, llm_call_count: i64, lead_agent_tokens: i64, subagent_tokens: i64,
+        middleware_tokens: i64, message_count: i64, last_ai_message: opt_str,
+        first_human_message: opt_str, started_at: opt_ts, finished_at: opt_ts, temporary: bool,
+        worker_id: opt_str, lease_expires_at: opt_ts, cancel_requested: opt_str,
     })
 }
 
 fn row_to_replica(row: &impl SqlRow) -> StoreResult<ReplicaInfo> {
-    Ok(ReplicaInfo {
-        replica_id: row.str("replica_id")?,
-        started_at: row.ts("started_at")?,
-        heartbeat_at: row.ts("heartbeat_at")?,
-        host: row.str("host")?,
-        pid: row.i64("pid")?,
-        database: row.str("database_kind")?,
-        bridge: row.str("bridge_kind")?,
+    from_row!(row => ReplicaInfo {
+        replica_id: str, started_at: ts, heartbeat_at: ts, host: str, pid: i64,
+        database: str("database_kind"), bridge: str("bridge_kind"),
     })
 }
 
@@ -95,14 +71,16 @@ pub(crate) fn insert_sql(r: &Run) -> Sql {
     .arg(Arg::json(&r.kwargs))
     .arg(&r.model_name)
     .arg(&r.error)
-    .arg(r.total_input_tokens)
-    .arg(r.total_output_tokens)
-    .arg(r.total_tokens)
-    .arg(r.llm_call_count)
-    .arg(r.lead_agent_tokens)
-    .arg(r.subagent_tokens)
-    .arg(r.middleware_tokens)
-    .arg(r.message_count)
+    .args_from([
+        r.total_input_tokens,
+        r.total_output_tokens,
+        r.total_tokens,
+        r.llm_call_count,
+        r.lead_agent_tokens,
+        r.subagent_tokens,
+        r.middleware_tokens,
+        r.message_count,
+    ])
     .arg(&r.last_ai_message)
     .arg(&r.first_human_message)
     .arg(r.temporary)
@@ -478,14 +456,10 @@ impl<D: Dialect> RunQueue for SqlRunStore<D> {
         worker_id: &str,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Claim> {
-        self.db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                let claim = claim_in::<D>(&mut tx, run_id, worker_id, lease_until).await?;
-                tx.commit().await?;
-                Ok(claim)
-            })
-            .await
+        transaction!(self.db, WriteClass::Background, |tx| {
+            claim_in::<D>(tx, run_id, worker_id, lease_until).await
+        })
+        .await
     }
     /// Must not deadlock with the group commit, which updates several of this worker's run
     /// rows in one transaction: the rows not locked right now are renewed together, the
@@ -583,17 +557,10 @@ impl<D: Dialect> RunQueue for SqlRunStore<D> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let res = self
-            .db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                let runs = self
-                    .claim_next_in(&mut tx, worker_id, lease_until, limit)
-                    .await?;
-                tx.commit().await?;
-                Ok(runs)
-            })
-            .await;
+        let res = transaction!(self.db, WriteClass::Background, |tx| {
+            self.claim_next_in(tx, worker_id, lease_until, limit).await
+        })
+        .await;
         match res {
             // A thread started a run concurrently (one running run per thread): none now.
             Err(StoreError::Conflict(_)) => Ok(Vec::new()),

@@ -5,12 +5,11 @@
 //! shares: JSON is merged by serde, never by SQL string functions.
 
 use antler_store::{
-    StoreError, StoreResult, Thread, ThreadSearch, ThreadSortBy, ThreadStatus, ThreadStore,
-    ThreadUpdate, time,
+    StoreError, StoreResult, Thread, ThreadSearch, ThreadStatus, ThreadStore, ThreadUpdate, time,
 };
 use serde_json::{Map, Value};
 
-use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir};
+use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir, from_row, transaction};
 
 /// [`ThreadStore`] on any SQL backend.
 #[derive(Debug, Clone)]
@@ -19,19 +18,22 @@ pub struct SqlThreadStore<D: Dialect> {
 }
 
 pub(crate) fn row_to_thread(row: &impl SqlRow) -> StoreResult<Thread> {
-    Ok(Thread {
-        thread_id: row.str("thread_id")?,
-        created_at: row.ts("created_at")?,
-        updated_at: row.ts("updated_at")?,
-        state_updated_at: row.ts("state_updated_at")?,
-        metadata: row.map("metadata")?,
-        status: row.parse::<ThreadStatus>("status")?,
-        config: row.json("config")?,
-        values: row.opt_json("state_values")?,
-        error: row.opt_json("error")?,
-        interrupts: row.opt_json("interrupts")?,
-        owner: row.str("owner")?,
+    from_row!(row => Thread {
+        thread_id: str, created_at: ts, updated_at: ts, state_updated_at: ts, metadata: map,
+        status: parse, config: json, values: opt_json("state_values"), error: opt_json,
+        interrupts: opt_json, owner: str,
     })
+}
+
+/// Binds the columns a thread's writes change, in the order `status, metadata, config,
+/// state_values, error, interrupts`.
+fn state_args(sql: Sql, t: &Thread) -> Sql {
+    sql.arg(t.status.as_str())
+        .arg(Arg::map(&t.metadata))
+        .arg(Arg::json(&t.config))
+        .arg(Arg::opt_json(&t.values))
+        .arg(Arg::opt_json(&t.error))
+        .arg(Arg::opt_json(&t.interrupts))
 }
 
 pub(crate) async fn insert<D: Dialect>(conn: &mut Conn<D>, t: &Thread) -> StoreResult<()> {
@@ -40,16 +42,11 @@ pub(crate) async fn insert<D: Dialect>(conn: &mut Conn<D>, t: &Thread) -> StoreR
          created_at, updated_at, state_updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .arg(&t.thread_id)
-    .arg(&t.owner)
-    .arg(t.status.as_str())
-    .arg(Arg::map(&t.metadata))
-    .arg(Arg::json(&t.config))
-    .arg(Arg::opt_json(&t.values))
-    .arg(Arg::opt_json(&t.error))
-    .arg(Arg::opt_json(&t.interrupts))
-    .arg(t.created_at)
-    .arg(t.updated_at)
-    .arg(t.state_updated_at);
+    .arg(&t.owner);
+    let sql = state_args(sql, t)
+        .arg(t.created_at)
+        .arg(t.updated_at)
+        .arg(t.state_updated_at);
     match D::execute(conn, &sql).await {
         Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
             "thread {} already exists",
@@ -112,17 +109,12 @@ pub(crate) async fn update_in<D: Dialect>(
     let sql = Sql::new(
         "UPDATE threads SET status = ?, metadata = ?, config = ?, state_values = ?, error = ?, interrupts = ?, \
          updated_at = ?, state_updated_at = ? WHERE owner = ? AND thread_id = ?",
-    )
-    .arg(t.status.as_str())
-    .arg(Arg::map(&t.metadata))
-    .arg(Arg::json(&t.config))
-    .arg(Arg::opt_json(&t.values))
-    .arg(Arg::opt_json(&t.error))
-    .arg(Arg::opt_json(&t.interrupts))
-    .arg(t.updated_at)
-    .arg(t.state_updated_at)
-    .arg(owner)
-    .arg(thread_id);
+    );
+    let sql = state_args(sql, &t)
+        .arg(t.updated_at)
+        .arg(t.state_updated_at)
+        .arg(owner)
+        .arg(thread_id);
     D::execute(conn, &sql).await?;
     Ok(t)
 }
@@ -223,11 +215,8 @@ impl<D: Dialect> SqlThreadStore<D> {
 
 #[async_trait::async_trait]
 impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
-    async fn create(&self, owner: &str, mut thread: Thread) -> StoreResult<Thread> {
-        thread.owner = owner.to_string();
-        thread.created_at = time::truncate(thread.created_at);
-        thread.updated_at = time::truncate(thread.updated_at);
-        thread.state_updated_at = time::truncate(thread.state_updated_at);
+    async fn create(&self, owner: &str, thread: Thread) -> StoreResult<Thread> {
+        let thread = thread.stored_for(owner);
         self.db
             .retry(|| async {
                 // one statement, ahead of queued background writes (a client waits for it)
@@ -270,14 +259,10 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
         thread_id: &str,
         update: ThreadUpdate,
     ) -> StoreResult<Thread> {
-        self.db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                let t = update_in::<D>(&mut tx, owner, thread_id, update.clone()).await?;
-                tx.commit().await?;
-                Ok(t)
-            })
-            .await
+        transaction!(self.db, WriteClass::Background, |tx| {
+            update_in::<D>(tx, owner, thread_id, update.clone()).await
+        })
+        .await
     }
 
     async fn delete(&self, owner: &str, thread_id: &str) -> StoreResult<()> {
@@ -291,13 +276,7 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
     }
 
     async fn search(&self, owner: &str, q: &ThreadSearch) -> StoreResult<Vec<Thread>> {
-        let sort = match q.sort_by {
-            ThreadSortBy::ThreadId => "thread_id",
-            ThreadSortBy::Status => "status",
-            ThreadSortBy::CreatedAt => "created_at",
-            ThreadSortBy::UpdatedAt => "updated_at",
-            ThreadSortBy::StateUpdatedAt => "state_updated_at",
-        };
+        let sort = q.sort_by.as_str();
         let d = dir(q.sort_order);
         let mut sql = self.filtered("SELECT * FROM threads WHERE owner = ?", owner, q)?;
         sql.push(&format!(" ORDER BY {sort} {d}, thread_id {d}"))
@@ -316,14 +295,10 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
     }
 
     async fn copy(&self, owner: &str, thread_id: &str, new_id: &str) -> StoreResult<Thread> {
-        self.db
-            .retry(|| async {
-                let mut tx = self.db.begin(WriteClass::Background).await?;
-                let copy = copy_in::<D>(&mut tx, owner, thread_id, new_id).await?;
-                tx.commit().await?;
-                Ok(copy)
-            })
-            .await
+        transaction!(self.db, WriteClass::Background, |tx| {
+            copy_in::<D>(tx, owner, thread_id, new_id).await
+        })
+        .await
     }
 
     async fn owners_of(&self, thread_id: &str) -> StoreResult<Vec<String>> {

@@ -134,22 +134,17 @@ impl<D: Dialect> Db<D> {
     /// Starts a write transaction (no retry: wrap the whole transaction in [`Db::retry`]).
     pub async fn begin(&self, class: WriteClass) -> StoreResult<Tx<D>> {
         let guard = self.lock(class).await;
-        let tx = self
-            .pool
-            .begin_with(D::BEGIN_WRITE)
-            .await
-            .map_err(D::map_err)?;
-        Ok(Tx { tx, _guard: guard })
+        self.open(D::BEGIN_WRITE, guard).await
     }
 
     /// Starts a read transaction: every statement in it sees the same snapshot.
     pub async fn begin_read(&self) -> StoreResult<Tx<D>> {
-        let tx = self
-            .pool
-            .begin_with(D::BEGIN_READ)
-            .await
-            .map_err(D::map_err)?;
-        Ok(Tx { tx, _guard: None })
+        self.open(D::BEGIN_READ, None).await
+    }
+
+    async fn open(&self, begin: &'static str, guard: Option<WriteGuard>) -> StoreResult<Tx<D>> {
+        let tx = self.pool.begin_with(begin).await.map_err(D::map_err)?;
+        Ok(Tx { tx, _guard: guard })
     }
 
     /// Every row of a query, on a pooled connection, with retries.
@@ -192,3 +187,22 @@ impl<D: Dialect> Db<D> {
         .await
     }
 }
+
+/// Runs `$body` in a write transaction of `$db` (class `$class`) and commits it, retrying the
+/// whole transaction while it fails transiently: `$body` runs again from the start on every
+/// attempt, with `$tx` bound to `&mut Tx`. (A macro, not a method taking an async closure:
+/// such a closure's future cannot be proven `Send` for every lifetime of its argument.)
+macro_rules! transaction {
+    ($db:expr, $class:expr, |$tx:ident| $body:expr) => {
+        $db.retry(|| async {
+            let mut tx = $db.begin($class).await?;
+            let out = {
+                let $tx = &mut tx;
+                $body
+            }?;
+            tx.commit().await?;
+            Ok(out)
+        })
+    };
+}
+pub(crate) use transaction;

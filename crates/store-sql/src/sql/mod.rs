@@ -19,9 +19,12 @@ use antler_store::{SortOrder, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+pub(crate) use db::transaction;
 pub use db::{Conn, Db, NO_RETRY, Tx, WriteClass};
 pub use row::{SqlRow, parse_json};
-pub(crate) use row::{common_getters, statement_runners};
+pub(crate) use row::{
+    binder, column, common_getters, from_row, native_ts_getters, statement_runners,
+};
 
 /// One bound value. JSON values bind as the backend's JSON column type (JSONB on PostgreSQL,
 /// text elsewhere); timestamps as its timestamp type (fixed-width RFC 3339 text on SQLite).
@@ -159,6 +162,12 @@ impl Sql {
         self
     }
 
+    /// Adds the next arguments, in order (builder style).
+    pub fn args_from<A: Into<Arg>>(mut self, items: impl IntoIterator<Item = A>) -> Sql {
+        self.args.extend(items.into_iter().map(Into::into));
+        self
+    }
+
     /// Appends trusted SQL text.
     pub fn push(&mut self, s: &str) -> &mut Sql {
         self.text.to_mut().push_str(s);
@@ -228,17 +237,17 @@ pub trait Dialect: Send + Sync + Sized + Clone + std::fmt::Debug + 'static {
     const BACKOFF_MS: u64;
     /// One process owns the database (SQLite): its writes queue on an in-process lock and
     /// caches of what it wrote need no validation against other writers.
-    const EXCLUSIVE: bool;
+    const EXCLUSIVE: bool = false;
     /// The statement opening a write transaction (`BEGIN IMMEDIATE` on SQLite, which takes
     /// the writer lock up front so a transaction never fails half-way on a lock upgrade).
-    const BEGIN_WRITE: &'static str;
+    const BEGIN_WRITE: &'static str = "BEGIN";
     /// The statement opening a read transaction whose statements share one snapshot.
     const BEGIN_READ: &'static str;
     /// Suffix of a `SELECT` that locks the rows it reads until commit (empty where the
     /// database has a single writer).
-    const FOR_UPDATE: &'static str;
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
     /// Suffix of a `SELECT` that locks the rows it reads and skips rows locked by others.
-    const SKIP_LOCKED: &'static str;
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     /// Classifies an error (transient ones are retried).
     fn map_err(e: sqlx::Error) -> StoreError;
@@ -262,23 +271,22 @@ pub trait Dialect: Send + Sync + Sized + Clone + std::fmt::Debug + 'static {
     ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send + 'c;
 
     /// Appends ` AND <column>.<key> == value` for every top-level key of `filter`
-    /// (containment with the equality of `antler_store::util::json_eq`). `column` is a
+    /// (containment with the equality of `antler_store::util::json_eq`). `col` is a
     /// trusted, static, table-qualified column; `table` names the table when it has indexed
     /// helper columns (threads).
-    fn push_json_filter(
-        &self,
-        sql: &mut Sql,
-        column: &'static str,
-        filter: &Map<String, Value>,
-    ) -> StoreResult<()>;
+    fn push_json_filter(&self, sql: &mut Sql, col: &'static str, f: &Filter) -> StoreResult<()>;
 
     /// The start of an `INSERT`'s tail that updates the existing row when one with the same
     /// `key` exists: `ON CONFLICT (key) DO UPDATE SET ` or MySQL's `ON DUPLICATE KEY UPDATE `.
-    fn on_conflict_update(key: &str) -> String;
+    fn on_conflict_update(key: &str) -> String {
+        format!(" ON CONFLICT ({key}) DO UPDATE SET ")
+    }
 
     /// The inserted row's value of `col` in an [`on_conflict_update`](Self::on_conflict_update)
-    /// assignment: `excluded.col` or MySQL's `VALUES(col)`.
-    fn excluded(col: &str) -> String;
+    /// assignment: `EXCLUDED.col` or MySQL's `VALUES(col)`.
+    fn excluded(col: &str) -> String {
+        format!("EXCLUDED.{col}")
+    }
 
     /// The tail of an `INSERT` that skips a row whose `key` exists.
     fn insert_ignore(key: &str) -> String;
@@ -303,16 +311,26 @@ pub trait Dialect: Send + Sync + Sized + Clone + std::fmt::Debug + 'static {
     }
 
     /// The larger of two values (`MAX(a, b)` on SQLite, `GREATEST(a, b)` elsewhere).
-    const GREATEST: &'static str;
+    const GREATEST: &'static str = "GREATEST";
     /// Position of a substring, 0 when absent: `instr(haystack, needle)` and its spellings.
     const STRPOS: &'static str;
     /// The `key` column of `store_items` (a reserved word on MySQL).
-    const KEY_COL: &'static str;
+    const KEY_COL: &'static str = "key";
     /// The column that orders checkpoint blobs and writes by insertion (SQLite's `rowid`,
     /// an identity column elsewhere).
-    const SEQ_COL: &'static str;
+    const SEQ_COL: &'static str = "seq";
     /// Suffix of a `SELECT` that share-locks the rows it reads until commit.
     const FOR_SHARE: &'static str;
+}
+
+/// A JSON containment filter as clients send it (`metadata`, `values`, store `filter`).
+pub type Filter = Map<String, Value>;
+
+/// The error of a backend's failed migrations.
+pub fn migration_failed(
+    backend: &'static str,
+) -> impl FnOnce(sqlx::migrate::MigrateError) -> StoreError {
+    move |e| StoreError::Backend(format!("{backend} migration failed: {e}"))
 }
 
 /// An upsert tail that overwrites `cols` with the inserted row's values.

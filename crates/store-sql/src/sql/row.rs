@@ -47,6 +47,27 @@ pub fn parse_json(col: &str, text: Option<String>) -> StoreResult<Option<Value>>
         .transpose()
 }
 
+/// A record read from a row: `field: getter` reads the column named like the field with that
+/// [`SqlRow`] getter, `field: getter("column")` a column named otherwise; the first error
+/// (naming its column) is returned.
+macro_rules! from_row {
+    ($row:expr => $ty:ident { $($field:ident: $get:ident $(($col:literal))?),* $(,)? }) => {
+        Ok($ty { $($field: $row.$get($crate::sql::column!($field $($col)?))?,)* })
+    };
+}
+pub(crate) use from_row;
+
+/// The column of a [`from_row!`] field.
+macro_rules! column {
+    ($field:ident $col:literal) => {
+        $col
+    };
+    ($field:ident) => {
+        stringify!($field)
+    };
+}
+pub(crate) use column;
+
 /// Implements [`SqlRow`] for a backend row type with the getters every backend shares
 /// (text, integers, booleans); `ts`, `opt_ts` and `opt_json` are the backend's own.
 macro_rules! common_getters {
@@ -69,10 +90,73 @@ macro_rules! common_getters {
 }
 pub(crate) use common_getters;
 
-/// The three statement runners of a [`Dialect`] impl, for a backend whose `bind(&Sql)`
-/// builds its sqlx query and whose `map_err` classifies its errors.
+/// The timestamp getters of a backend with a native timestamp type.
+macro_rules! native_ts_getters {
+    () => {
+        fn ts(&self, col: &str) -> antler_store::StoreResult<chrono::DateTime<chrono::Utc>> {
+            sqlx::Row::try_get::<chrono::DateTime<chrono::Utc>, _>(self, col)
+                .map_err(|e| $crate::sql::col_err(col, e))
+        }
+
+        fn opt_ts(
+            &self,
+            col: &str,
+        ) -> antler_store::StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+            sqlx::Row::try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(self, col)
+                .map_err(|e| $crate::sql::col_err(col, e))
+        }
+    };
+}
+pub(crate) use native_ts_getters;
+
+/// A backend's `bind(&Sql)`: its sqlx query of the statement with every argument bound. Text
+/// and numbers bind alike everywhere; the statement text and the other kinds of argument
+/// are spelled by the backend, as closures.
+macro_rules! binder {
+    ($db:ty, $args:ty, {
+        text: $text:expr,
+        bool: $bool:expr,
+        ts: $ts:expr,
+        opt_ts: $opt_ts:expr,
+        json: $json:expr,
+        opt_json: $opt_json:expr,
+        json_text: $json_text:expr $(,)?
+    }) => {
+        type Query<'q> = sqlx::query::Query<'q, $db, $args>;
+
+        fn bind<'q>(sql: &$crate::sql::Sql) -> Query<'q> {
+            use $crate::sql::Arg;
+            let mut q: Query<'q> = sqlx::query(($text)(sql));
+            for a in sql.args() {
+                q = match a {
+                    Arg::Str(s) => q.bind(s.clone()),
+                    Arg::OptStr(s) => q.bind(s.clone()),
+                    Arg::I64(n) => q.bind(*n),
+                    Arg::OptI64(n) => q.bind(*n),
+                    Arg::F64(n) => q.bind(*n),
+                    Arg::Bool(b) => q.bind(($bool)(*b)),
+                    Arg::Ts(t) => q.bind(($ts)(t)),
+                    Arg::OptTs(t) => q.bind(($opt_ts)(t)),
+                    Arg::Json(v) => q.bind(($json)(v)),
+                    Arg::OptJson(v) => q.bind(($opt_json)(v)),
+                    Arg::JsonText(s) => q.bind(($json_text)(s)),
+                };
+            }
+            q
+        }
+    };
+}
+pub(crate) use binder;
+
+/// The error mapping and the three statement runners of a [`Dialect`] impl, for a backend
+/// whose `bind(&Sql)` builds its sqlx query ([`binder!`]) and whose `map_err` classifies its
+/// errors.
 macro_rules! statement_runners {
     ($conn:ty, $row:ty) => {
+        fn map_err(e: sqlx::Error) -> antler_store::StoreError {
+            map_err(e)
+        }
+
         fn execute<'c>(
             c: &'c mut $conn,
             sql: &'c $crate::sql::Sql,
