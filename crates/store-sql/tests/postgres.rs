@@ -106,23 +106,11 @@ async fn stores_checkpointer() -> Option<Arc<dyn Checkpointer>> {
     Some(stores().await?.checkpoints)
 }
 
-mod stores {
-    antler_store::store_conformance!(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        super::stores()
-    );
-}
-
-mod checkpointer {
-    antler_graph::checkpointer_conformance!(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        super::stores_checkpointer()
-    );
-}
-
-mod sql {
-    crate::common::sql_suite!(super::postgres());
-}
+common::backend_suites!(
+    stores: super::stores(),
+    checkpointer: super::stores_checkpointer(),
+    sql: super::postgres(),
+);
 
 #[tokio::test]
 async fn bad_urls_are_invalid_arguments() {

@@ -112,19 +112,11 @@ async fn in_memory_checkpointer() -> Option<Arc<dyn Checkpointer>> {
     Some(in_memory().await?.checkpoints)
 }
 
-mod stores {
-    antler_store::store_conformance!(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        super::on_disk()
-    );
-}
-
-mod checkpointer {
-    antler_graph::checkpointer_conformance!(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        super::on_disk()
-    );
-}
+common::backend_suites!(
+    stores: super::on_disk(),
+    checkpointer: super::on_disk(),
+    sql: async { Some(super::Sqlite::new()) },
+);
 
 mod in_memory_url_stores {
     antler_store::store_conformance!(super::in_memory());
@@ -132,10 +124,6 @@ mod in_memory_url_stores {
 
 mod in_memory_url_checkpointer {
     antler_graph::checkpointer_conformance!(super::in_memory_checkpointer());
-}
-
-mod sql {
-    crate::common::sql_suite!(async { Some(super::Sqlite::new()) });
 }
 
 #[tokio::test]

@@ -95,6 +95,32 @@ macro_rules! sql_suite {
 }
 pub(crate) use sql_suite;
 
+/// Every shared suite against one backend: the store and checkpointer conformance suites
+/// (on `$stores` and `$checkpointer`, async fns returning `Option<_>`) and the SQL suite (on
+/// `$backend`), each in a module of its own so that a failure names suite and case.
+macro_rules! backend_suites {
+    (stores: $stores:expr, checkpointer: $checkpointer:expr, sql: $backend:expr $(,)?) => {
+        mod stores {
+            antler_store::store_conformance!(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $stores
+            );
+        }
+
+        mod checkpointer {
+            antler_graph::checkpointer_conformance!(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $checkpointer
+            );
+        }
+
+        mod sql {
+            $crate::common::sql_suite!($backend);
+        }
+    };
+}
+pub(crate) use backend_suites;
+
 pub fn uid() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
