@@ -362,7 +362,7 @@ impl Runtime {
         }
         self.stores
             .runs
-            .request_cancel(&active.run_id, action.as_str())
+            .request_cancel(&active.run_id, action)
             .await?;
         self.bridge.wake_replica(active.worker_id.as_deref()).await;
         Ok(())

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::executor::{Job, encode_error};
-use crate::{CancelAction, RunCreate, RunHandle, Runtime, RuntimeError};
+use crate::{RunCreate, RunHandle, Runtime, RuntimeError};
 
 /// The backends of this process, as the replica registry and `/info` report them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -378,7 +378,7 @@ impl Runtime {
         };
         for (run_id, action) in requests {
             let handle = self.live.lock().runs.get(&run_id).cloned();
-            if let (Some(h), Some(action)) = (handle, CancelAction::parse(&action))
+            if let Some(h) = handle
                 && h.cancel_action().is_none()
             {
                 tracing::info!(run_id, "cancel requested on another replica");
@@ -439,11 +439,7 @@ impl Runtime {
     /// a cancel requested on its row meanwhile is carried over.
     fn stored_run_handle(&self, run: &Run) -> Arc<RunHandle> {
         let handle = self.new_handle(&run.run_id, &run.thread_id, &run.owner, false);
-        if let Some(action) = run
-            .cancel_requested
-            .as_deref()
-            .and_then(CancelAction::parse)
-        {
+        if let Some(action) = run.cancel_requested {
             handle.request_cancel(action);
         }
         handle

@@ -489,10 +489,7 @@ impl Runtime {
             }
             // A replica claimed it meanwhile: ask that one.
         }
-        self.stores
-            .runs
-            .request_cancel(run_id, action.as_str())
-            .await?;
+        self.stores.runs.request_cancel(run_id, action).await?;
         // the owner reads the request now rather than at its next poll (no owner: whoever
         // claimed it meanwhile)
         self.bridge.wake_replica(run.worker_id.as_deref()).await;

@@ -794,25 +794,25 @@ impl RunQueue for MemoryRunStore {
             .filter(|r| r.status == RunStatus::Pending)
             .count() as u64)
     }
-    async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool> {
+    async fn request_cancel(&self, run_id: &str, action: CancelAction) -> StoreResult<bool> {
         Ok(self.modify(run_id, |r| {
             if !r.status.is_active() {
                 return false;
             }
             if r.cancel_requested.is_none() {
-                r.cancel_requested = Some(action.to_string());
+                r.cancel_requested = Some(action);
             }
             true
         }))
     }
-    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>> {
+    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, CancelAction)>> {
         Ok(self
             .rows
             .read()
             .by_id
             .values()
             .filter(|r| r.status.is_active() && r.worker_id.as_deref() == Some(worker_id))
-            .filter_map(|r| Some((r.run_id.clone(), r.cancel_requested.clone()?)))
+            .filter_map(|r| Some((r.run_id.clone(), r.cancel_requested?)))
             .collect())
     }
 }

@@ -372,7 +372,7 @@ pub struct Run {
     /// A cancel asked for on a replica that does not execute the run: the action
     /// (`interrupt` | `rollback`), carried out by the owner when it polls its runs.
     #[serde(skip)]
-    pub cancel_requested: Option<String>,
+    pub cancel_requested: Option<CancelAction>,
 }
 
 impl Run {

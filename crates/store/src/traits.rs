@@ -473,13 +473,13 @@ pub trait RunQueue: Send + Sync {
     ) -> StoreResult<Vec<Run>>;
     /// Number of pending runs (the queue depth reported by `/info`).
     async fn count_pending(&self) -> StoreResult<u64>;
-    /// Records a cancel asked for on a replica that does not execute the run (`action` is
-    /// `interrupt` or `rollback`); the first request wins. Only pending or running runs;
+    /// Records a cancel asked for on a replica that does not execute the run; the first
+    /// request wins. Only pending or running runs;
     /// returns whether the run is active (the request, or an earlier one, is recorded).
-    async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool>;
+    async fn request_cancel(&self, run_id: &str, action: CancelAction) -> StoreResult<bool>;
     /// Cancel requests on the active runs owned by `worker_id`: `(run_id, action)` pairs.
     /// One statement, polled by the owner about every second.
-    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>>;
+    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, CancelAction)>>;
     /// The oldest pending run of `owner`'s thread.
     async fn next_pending_for_thread(
         &self,

@@ -10,8 +10,9 @@
 //! concurrent replicas pick disjoint runs.
 
 use antler_store::{
-    Claim, ReplicaInfo, ReplicaRegistry, Run, RunCompletion, RunListQuery, RunProgress, RunQueue,
-    RunStatus, RunStore, StoreError, StoreResult, TokenAggregate, time, util,
+    CancelAction, Claim, ReplicaInfo, ReplicaRegistry, Run, RunCompletion, RunListQuery,
+    RunProgress, RunQueue, RunStatus, RunStore, StoreError, StoreResult, TokenAggregate, time,
+    util,
 };
 use chrono::{DateTime, Utc};
 
@@ -33,7 +34,7 @@ pub(crate) fn row_to_run(row: &impl SqlRow) -> StoreResult<Run> {
         total_tokens: i64, llm_call_count: i64, lead_agent_tokens: i64, subagent_tokens: i64,
         middleware_tokens: i64, message_count: i64, last_ai_message: opt_str,
         first_human_message: opt_str, started_at: opt_ts, finished_at: opt_ts, temporary: bool,
-        worker_id: opt_str, lease_expires_at: opt_ts, cancel_requested: opt_str,
+        worker_id: opt_str, lease_expires_at: opt_ts, cancel_requested: opt_parse,
     })
 }
 
@@ -574,12 +575,12 @@ impl<D: Dialect> RunQueue for SqlRunStore<D> {
             ))
             .await
     }
-    async fn request_cancel(&self, run_id: &str, action: &str) -> StoreResult<bool> {
+    async fn request_cancel(&self, run_id: &str, action: CancelAction) -> StoreResult<bool> {
         let sql = Sql::new(
             "UPDATE runs SET cancel_requested = COALESCE(cancel_requested, ?) \
              WHERE run_id = ? AND status IN ('pending', 'running')",
         )
-        .arg(action)
+        .arg(action.as_str())
         .arg(run_id);
         self.db.execute(WriteClass::Background, &sql).await?;
         // read back: MySQL reports rows *changed*, and a repeated request changes nothing
@@ -589,7 +590,7 @@ impl<D: Dialect> RunQueue for SqlRunStore<D> {
         .arg(run_id);
         Ok(self.db.fetch_optional(&active).await?.is_some())
     }
-    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, String)>> {
+    async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, CancelAction)>> {
         let sql = Sql::new(
             "SELECT run_id, cancel_requested FROM runs WHERE worker_id = ? \
              AND status IN ('pending', 'running') AND cancel_requested IS NOT NULL",
@@ -597,7 +598,7 @@ impl<D: Dialect> RunQueue for SqlRunStore<D> {
         .arg(worker_id);
         let rows = self.db.fetch_all(&sql).await?;
         rows.iter()
-            .map(|r| Ok((r.str("run_id")?, r.str("cancel_requested")?)))
+            .map(|r| Ok((r.str("run_id")?, r.parse("cancel_requested")?)))
             .collect()
     }
 }

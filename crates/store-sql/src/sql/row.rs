@@ -39,6 +39,11 @@ pub trait SqlRow: Send + Sync + 'static {
     fn parse<T: FromStr<Err = StoreError>>(&self, col: &str) -> StoreResult<T> {
         self.str(col)?.parse::<T>()
     }
+
+    /// A nullable text column holding an enum spelling.
+    fn opt_parse<T: FromStr<Err = StoreError>>(&self, col: &str) -> StoreResult<Option<T>> {
+        self.opt_str(col)?.map(|s| s.parse::<T>()).transpose()
+    }
 }
 
 /// Parses JSON text read from a column.

@@ -46,15 +46,18 @@ impl Cancels {
     async fn request(&self, s: &dyn RunStore) {
         let [r1, r2, r3] = &self.runs;
         assert!(ok(
-            s.request_cancel(&r1.run_id, "rollback").await,
+            s.request_cancel(&r1.run_id, CancelAction::Rollback).await,
             "request"
         ));
         assert!(
-            ok(s.request_cancel(&r1.run_id, "interrupt").await, "again"),
+            ok(
+                s.request_cancel(&r1.run_id, CancelAction::Interrupt).await,
+                "again"
+            ),
             "still active"
         );
         assert!(ok(
-            s.request_cancel(&r3.run_id, "interrupt").await,
+            s.request_cancel(&r3.run_id, CancelAction::Interrupt).await,
             "other worker"
         ));
         let until = time::now() + chrono::Duration::seconds(60);
@@ -63,7 +66,7 @@ impl Cancels {
             Claim::Claimed
         );
         assert!(ok(
-            s.request_cancel(&r2.run_id, "interrupt").await,
+            s.request_cancel(&r2.run_id, CancelAction::Interrupt).await,
             "running"
         ));
     }
@@ -88,17 +91,17 @@ pub async fn cancel_requests_first_action_wins(stores: &Stores) {
     f.request(s).await;
     let [r1, r2, _] = &f.runs;
     let mut got = ok(s.cancel_requests(&f.worker).await, "requests");
-    got.sort();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         got,
         vec![
-            (r1.run_id.clone(), "rollback".to_string()),
-            (r2.run_id.clone(), "interrupt".to_string())
+            (r1.run_id.clone(), CancelAction::Rollback),
+            (r2.run_id.clone(), CancelAction::Interrupt)
         ],
         "the first request wins; only this worker's runs"
     );
     let row = ok(s.get(&f.owner, &r1.run_id).await, "get").expect("r1");
-    assert_eq!(row.cancel_requested.as_deref(), Some("rollback"));
+    assert_eq!(row.cancel_requested, Some(CancelAction::Rollback));
     f.stop(s).await;
 }
 
@@ -119,11 +122,14 @@ pub async fn cancel_requests_end_with_the_run(stores: &Stores) {
         "finished runs drop out"
     );
     assert!(
-        !ok(s.request_cancel(&r2.run_id, "interrupt").await, "finished"),
+        !ok(
+            s.request_cancel(&r2.run_id, CancelAction::Interrupt).await,
+            "finished"
+        ),
         "a finished run cannot be cancelled"
     );
     assert!(!ok(
-        s.request_cancel(&format!("missing-{}", f.x), "interrupt")
+        s.request_cancel(&format!("missing-{}", f.x), CancelAction::Interrupt)
             .await,
         "missing"
     ));
@@ -162,7 +168,7 @@ pub async fn put_if_idle_only_on_an_idle_thread(stores: &Stores) {
     );
     // a run being cancelled does not hold the thread
     assert!(ok(
-        s.request_cancel(&a.run_id, "interrupt").await,
+        s.request_cancel(&a.run_id, CancelAction::Interrupt).await,
         "cancel a"
     ));
     assert!(ok(s.put_if_idle(&b).await, "a is being cancelled"));
