@@ -5,14 +5,11 @@
 //! `#[serde(skip)]`: they never leak to clients.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::StoreError;
 use crate::time;
 
 /// The owner of the system assistants (one per graph); visible to every owner.
@@ -28,9 +25,19 @@ pub fn system_assistant_id(graph_id: &str) -> String {
 }
 
 macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($body:tt)* }) => {
+        string_enum!(@impl ["invalid ", stringify!($name), " '{}'"] $(#[$m])* $name { $($body)* });
+    };
+    // a parse error in the words of the request field (`invalid sort_by 'x' (expected a or b)`)
+    ($(#[$m:meta])* $name:ident ($field:literal, expected $expected:literal) { $($body:tt)* }) => {
+        string_enum!(@impl ["invalid ", $field, " '{}' (expected ", $expected, ")"]
+            $(#[$m])* $name { $($body)* });
+    };
+    (@impl [$($msg:expr),+] $(#[$m:meta])* $name:ident {
+        $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)?
+    }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         pub enum $name {
             $($(#[$vm])* #[serde(rename = $text)] $variant),+
         }
@@ -42,21 +49,23 @@ macro_rules! string_enum {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
         }
-        impl FromStr for $name {
-            type Err = StoreError;
-            fn from_str(s: &str) -> Result<Self, StoreError> {
+        impl std::str::FromStr for $name {
+            type Err = $crate::StoreError;
+            fn from_str(s: &str) -> Result<Self, $crate::StoreError> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(StoreError::InvalidArgument(format!(
-                        concat!("invalid ", stringify!($name), " '{}'"), other))),
+                    other => Err($crate::StoreError::InvalidArgument(format!(concat!($($msg),+), other))),
                 }
             }
         }
     };
 }
+pub(crate) use string_enum;
 
 string_enum!(
     /// Thread status as LangGraph reports it.

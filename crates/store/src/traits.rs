@@ -36,48 +36,18 @@ pub struct AssistantPatch {
     pub description: Option<String>,
 }
 
-/// Sort keys of [`AssistantStore::search`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AssistantSortBy {
-    AssistantId,
-    GraphId,
-    Name,
-    #[default]
-    CreatedAt,
-    UpdatedAt,
-}
-
-impl AssistantSortBy {
-    const ALL: [AssistantSortBy; 5] = [
-        AssistantSortBy::AssistantId,
-        AssistantSortBy::GraphId,
-        AssistantSortBy::Name,
-        AssistantSortBy::CreatedAt,
-        AssistantSortBy::UpdatedAt,
-    ];
-
-    /// The wire spelling, which is also the column's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AssistantSortBy::AssistantId => "assistant_id",
-            AssistantSortBy::GraphId => "graph_id",
-            AssistantSortBy::Name => "name",
-            AssistantSortBy::CreatedAt => "created_at",
-            AssistantSortBy::UpdatedAt => "updated_at",
-        }
+string_enum!(
+    /// Sort keys of [`AssistantStore::search`]; the spelling is also the column's name.
+    #[derive(Default)]
+    AssistantSortBy ("sort_by", expected "assistant_id, graph_id, name, created_at or updated_at") {
+        AssistantId => "assistant_id",
+        GraphId => "graph_id",
+        Name => "name",
+        #[default]
+        CreatedAt => "created_at",
+        UpdatedAt => "updated_at",
     }
-}
-
-impl std::str::FromStr for AssistantSortBy {
-    type Err = crate::StoreError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-            crate::StoreError::InvalidArgument(format!(
-                "invalid sort_by '{s}' (expected assistant_id, graph_id, name, created_at or updated_at)"
-            ))
-        })
-    }
-}
+);
 
 /// Filters and paging of [`AssistantStore::search`] / [`AssistantStore::count`].
 #[derive(Debug, Clone, PartialEq)]
@@ -172,48 +142,18 @@ pub trait AssistantStore: Send + Sync {
 
 // ------------------------------------------------------------------------ threads
 
-/// Sort keys of [`ThreadStore::search`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ThreadSortBy {
-    ThreadId,
-    Status,
-    #[default]
-    CreatedAt,
-    UpdatedAt,
-    StateUpdatedAt,
-}
-
-impl ThreadSortBy {
-    const ALL: [ThreadSortBy; 5] = [
-        ThreadSortBy::ThreadId,
-        ThreadSortBy::Status,
-        ThreadSortBy::CreatedAt,
-        ThreadSortBy::UpdatedAt,
-        ThreadSortBy::StateUpdatedAt,
-    ];
-
-    /// The wire spelling, which is also the column's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ThreadSortBy::ThreadId => "thread_id",
-            ThreadSortBy::Status => "status",
-            ThreadSortBy::CreatedAt => "created_at",
-            ThreadSortBy::UpdatedAt => "updated_at",
-            ThreadSortBy::StateUpdatedAt => "state_updated_at",
-        }
+string_enum!(
+    /// Sort keys of [`ThreadStore::search`]; the spelling is also the column's name.
+    #[derive(Default)]
+    ThreadSortBy ("sort_by", expected "thread_id, status, created_at, updated_at or state_updated_at") {
+        ThreadId => "thread_id",
+        Status => "status",
+        #[default]
+        CreatedAt => "created_at",
+        UpdatedAt => "updated_at",
+        StateUpdatedAt => "state_updated_at",
     }
-}
-
-impl std::str::FromStr for ThreadSortBy {
-    type Err = crate::StoreError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-            crate::StoreError::InvalidArgument(format!(
-                "invalid sort_by '{s}' (expected thread_id, status, created_at, updated_at or state_updated_at)"
-            ))
-        })
-    }
-}
+);
 
 /// Filters and paging of [`ThreadStore::search`] / [`ThreadStore::count`].
 #[derive(Debug, Clone, PartialEq)]
@@ -647,4 +587,27 @@ pub trait ItemStore: Send + Sync {
         owner: &str,
         query: &NamespaceQuery,
     ) -> StoreResult<Vec<Vec<String>>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_keys_parse_their_column_names_and_name_the_field_on_error() {
+        for k in ThreadSortBy::ALL {
+            assert_eq!(k.as_str().parse::<ThreadSortBy>().ok(), Some(*k));
+        }
+        for k in AssistantSortBy::ALL {
+            assert_eq!(k.as_str().parse::<AssistantSortBy>().ok(), Some(*k));
+        }
+        assert_eq!(ThreadSortBy::default(), ThreadSortBy::CreatedAt);
+        match "x".parse::<AssistantSortBy>() {
+            Err(crate::StoreError::InvalidArgument(m)) => assert_eq!(
+                m,
+                "invalid sort_by 'x' (expected assistant_id, graph_id, name, created_at or updated_at)"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }
