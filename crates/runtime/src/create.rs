@@ -54,6 +54,10 @@ type Registered = (Vec<(Arc<RunHandle>, CancelAction)>, Option<Arc<RunHandle>>);
 impl Runtime {
     /// Creates a run (stateful when `thread_id` is given, otherwise on a new temporary thread)
     /// and schedules it. Applies the multitask strategy atomically for the thread.
+    ///
+    /// Cancel-safe: the create runs as its own task, so a caller that goes away mid-create (a
+    /// client that disconnects) cannot leave a half-made run, registered as its thread's
+    /// newest but never spawned, for the thread's later runs to wait on forever.
     pub async fn create_run(
         self: &Arc<Self>,
         owner: &str,
@@ -63,6 +67,22 @@ impl Runtime {
         if self.shutdown.is_cancelled() {
             return Err(RuntimeError::ShuttingDown);
         }
+        let rt = self.clone();
+        let (owner, thread_id) = (owner.to_string(), thread_id.map(str::to_string));
+        let task = self.tracker.spawn(async move {
+            rt.create_run_here(&owner, thread_id.as_deref(), request)
+                .await
+        });
+        task.await
+            .map_err(|e| RuntimeError::Internal(format!("run create failed: {e}")))?
+    }
+
+    async fn create_run_here(
+        self: &Arc<Self>,
+        owner: &str,
+        thread_id: Option<&str>,
+        request: RunCreate,
+    ) -> Result<CreatedRun, RuntimeError> {
         let nr = self.resolve_new_run(owner, thread_id, &request).await?;
         let mut run = self.build_run(&nr, &new_id(), &request);
         if self.should_queue(&nr).await? {
@@ -73,9 +93,7 @@ impl Runtime {
         let handle = self.new_handle(&run.run_id, nr.thread_id(), owner, nr.ephemeral);
         let (to_cancel, prev) = self.register_local(&nr, &handle)?;
         if let Err(e) = self.insert_run_row(&nr, &run).await {
-            // undo the registration: the thread's previous tail is its tail again
-            self.unregister(&handle, prev);
-            handle.done.send_replace(Some(RunResult::RolledBack));
+            self.withdraw(handle, prev);
             return Err(e);
         }
         let thread_stream = if nr.ephemeral {
@@ -228,6 +246,22 @@ impl Runtime {
             None => Vec::new(),
         };
         Ok((to_cancel, prev))
+    }
+
+    /// Undoes a registration whose run row could not be written: the run is no longer live
+    /// (the multitask strategy of later creates does not see it), but it stays in its place in
+    /// the thread's queue until the run before it is done, so that a run created behind it in
+    /// the meantime still waits for that one.
+    fn withdraw(self: &Arc<Self>, handle: Arc<RunHandle>, prev: Option<Arc<RunHandle>>) {
+        self.live.lock().runs.remove(&handle.run_id);
+        let rt = self.clone();
+        self.tracker.spawn(async move {
+            if let Some(prev) = prev {
+                let _ = prev.done.subscribe().wait_for(Option::is_some).await;
+            }
+            rt.forget(&handle);
+            handle.done.send_replace(Some(RunResult::RolledBack));
+        });
     }
 
     /// Writes the run row. `reject` on a shared database: the thread's active run may execute

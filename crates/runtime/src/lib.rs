@@ -16,6 +16,8 @@
 //! - the registry lock is a short `parking_lot` critical section, never held across `.await`.
 
 mod create;
+#[cfg(test)]
+mod create_tests;
 mod durability;
 mod events;
 mod executor;
@@ -837,13 +839,8 @@ impl Runtime {
         })
     }
 
+    /// Removes a run from the registry, and from its thread's queue when it is the newest.
     fn forget(&self, handle: &Arc<RunHandle>) {
-        self.unregister(handle, None);
-    }
-
-    /// Removes a run from the registry; if it is still its thread's tail, `prev` (the tail it
-    /// replaced, for a run that never started) becomes the tail again.
-    fn unregister(&self, handle: &Arc<RunHandle>, prev: Option<Arc<RunHandle>>) {
         let mut live = self.live.lock();
         live.runs.remove(&handle.run_id);
         if live
@@ -851,10 +848,7 @@ impl Runtime {
             .get(&handle.thread_key())
             .is_some_and(|t| Arc::ptr_eq(t, handle))
         {
-            match prev {
-                Some(p) => live.tails.insert(handle.thread_key(), p),
-                None => live.tails.remove(&handle.thread_key()),
-            };
+            live.tails.remove(&handle.thread_key());
         }
         drop(live);
         if self

@@ -21,10 +21,10 @@ use serde_json::{Map, Value};
 
 pub(crate) use db::transaction;
 pub use db::{Conn, Db, NO_RETRY, Tx, WriteClass};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) use row::native_ts_getters;
 pub use row::{SqlRow, parse_json};
-pub(crate) use row::{
-    binder, column, common_getters, from_row, native_ts_getters, statement_runners,
-};
+pub(crate) use row::{binder, column, common_getters, from_row, statement_runners};
 
 /// One bound value. JSON values bind as the backend's JSON column type (JSONB on PostgreSQL,
 /// text elsewhere); timestamps as its timestamp type (fixed-width RFC 3339 text on SQLite).

@@ -96,6 +96,7 @@ macro_rules! common_getters {
 pub(crate) use common_getters;
 
 /// The timestamp getters of a backend with a native timestamp type.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 macro_rules! native_ts_getters {
     () => {
         fn ts(&self, col: &str) -> antler_store::StoreResult<chrono::DateTime<chrono::Utc>> {
@@ -112,6 +113,7 @@ macro_rules! native_ts_getters {
         }
     };
 }
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) use native_ts_getters;
 
 /// A backend's `bind(&Sql)`: its sqlx query of the statement with every argument bound. Text

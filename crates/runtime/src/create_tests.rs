@@ -1,0 +1,151 @@
+//! Run creation is cancel-safe: a create whose caller goes away at any await (a client that
+//! disconnects mid-request) leaves the thread's queue as it found it or with the run fully
+//! created, never with a run that blocks the thread's later runs.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use antler_bridge::{MemoryBridge, StreamBridge};
+use antler_store::{RunListQuery, Thread};
+use serde_json::{Map, json};
+
+use crate::{Graphs, RunCreate, RunResult, Runtime, RuntimeConfig};
+
+/// A runtime on SQLite in `dir` (its awaits really pend, unlike the memory store's).
+async fn runtime(dir: &std::path::Path, exclusive: bool) -> Arc<Runtime> {
+    let bridge: Arc<dyn StreamBridge> =
+        Arc::new(MemoryBridge::new(Default::default()).expect("memory bridge"));
+    let config = RuntimeConfig {
+        exclusive,
+        poll_interval: Duration::from_millis(50),
+        ..RuntimeConfig::default()
+    };
+    let graphs = Graphs::new(antler_graph::examples::all());
+    let stores = if exclusive {
+        antler_store_sql::sqlite::open_sqlite_owned(dir).await
+    } else {
+        antler_store_sql::open_sqlite(dir).await
+    };
+    let rt = Runtime::new(stores.expect("sqlite"), graphs, bridge, config);
+    rt.register_system_assistants().await.expect("assistants");
+    rt.start_durability().await;
+    rt
+}
+
+fn echo(text: &str) -> RunCreate {
+    RunCreate::parse(&json!({
+        "assistant_id": "echo",
+        "input": {"messages": [{"type": "human", "content": text}]},
+    }))
+    .expect("request")
+}
+
+/// Polls `f` `polls` times (yielding to the runtime between polls so that its awaits make
+/// progress), then drops it as a disconnecting client's request is dropped. True when it
+/// finished within those polls.
+async fn abandon_after<F: Future>(f: F, polls: usize) -> bool {
+    let mut f = pin!(f);
+    for _ in 0..polls {
+        let done = std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
+            Poll::Ready(_) => Poll::Ready(true),
+            Poll::Pending => Poll::Ready(false),
+        })
+        .await;
+        if done {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    false
+}
+
+/// Waits until no run of the thread is active (pending or running).
+async fn settled(rt: &Runtime, tid: &str, polls: usize) {
+    let query = RunListQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs = rt.stores().runs.list_by_thread("u", tid, &query).await;
+        let runs = runs.expect("runs");
+        let active: Vec<_> = runs.iter().filter(|r| r.status.is_active()).collect();
+        if active.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "create dropped after {polls} polls: runs left active {active:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Abandons a create after every possible number of polls, each time with a run of the
+/// thread still going and a second create racing it; the thread's next run must then start
+/// and finish.
+async fn abandoned_creates_never_block_the_thread(exclusive: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path(), exclusive).await;
+    let tid = uuid::Uuid::now_v7().to_string();
+    rt.stores()
+        .threads
+        .create("u", Thread::new(&tid, Map::new()))
+        .await
+        .expect("thread");
+    for polls in 0..40 {
+        let busy = rt
+            .create_run("u", Some(&tid), echo("before"))
+            .await
+            .expect("create before");
+        let racing = rt.clone();
+        let racing_tid = tid.clone();
+        let race = tokio::spawn(async move {
+            racing
+                .create_run("u", Some(&racing_tid), echo("race"))
+                .await
+        });
+        let finished = abandon_after(rt.create_run("u", Some(&tid), echo("dropped")), polls).await;
+        let raced = race.await.expect("race task").expect("create race");
+        let after = rt
+            .create_run("u", Some(&tid), echo("after"))
+            .await
+            .expect("create after");
+        for run in [&busy.run, &raced.run, &after.run] {
+            let result = tokio::time::timeout(Duration::from_secs(10), rt.wait_run("u", &run.run_id))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("run {} never finished (create dropped after {polls} polls, finished: {finished})", run.run_id)
+                })
+                .expect("wait");
+            assert!(matches!(result, RunResult::Values(_)), "{result:?}");
+        }
+        // the abandoned create went on without its caller: its run (if it got one) finishes too
+        settled(&rt, &tid, polls).await;
+        if finished {
+            break;
+        }
+    }
+    let thread = rt
+        .stores()
+        .threads
+        .get("u", &tid)
+        .await
+        .expect("get")
+        .expect("thread");
+    assert_eq!(thread.status, antler_store::ThreadStatus::Idle);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_creates_never_block_the_thread_alone_on_the_database() {
+    abandoned_creates_never_block_the_thread(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_creates_never_block_the_thread_on_a_shared_database() {
+    abandoned_creates_never_block_the_thread(false).await;
+}
