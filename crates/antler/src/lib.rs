@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use antler_bridge::{MemoryBridge, RedisBridge, StreamBridge};
 use antler_runtime::{Graphs, Runtime};
-use antler_store::{JsonlRunEventStore, MemoryRunEventStore, Stores};
+use antler_store::{JsonlRunEventStore, MemoryRunEventStore, Stores, ThreadId};
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -325,9 +325,13 @@ pub fn workspace_root(cfg: &Config) -> std::path::PathBuf {
 /// exists stays where it is (no user can reach it), with a warning.
 async fn adopt_legacy_workspaces(ws: &antler_llm::Workspace, stores: &Stores) -> Result<()> {
     for (thread_id, path) in ws.legacy_dirs() {
-        let owners = stores.threads.owners_of(&thread_id).await.map_err(|e| {
-            anyhow::anyhow!("cannot look up the owner of workspace {thread_id}: {e}")
-        })?;
+        let owners = stores
+            .threads
+            .owners_of(ThreadId(&thread_id))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot look up the owner of workspace {thread_id}: {e}")
+            })?;
         match owners.as_slice() {
             [owner] => match ws.adopt_legacy_dir(owner, &thread_id) {
                 Ok(_) => {

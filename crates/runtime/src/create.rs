@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use antler_store::{
-    Assistant, MultitaskStrategy, Run, StoreError, Stores, Thread, ThreadStatus, ThreadUpdate,
+    Assistant, MultitaskStrategy, Owner, Run, RunId, StoreError, Stores, Thread, ThreadId,
+    ThreadStatus, ThreadUpdate,
 };
 use serde_json::{Map, Value, json};
 
@@ -204,7 +205,7 @@ impl Runtime {
         Ok(self
             .stores
             .runs
-            .next_pending_for_thread(nr.owner, nr.thread_id())
+            .next_pending_for_thread(Owner(nr.owner), ThreadId(nr.thread_id()))
             .await?
             .is_some_and(|r| r.worker_id.is_none()))
     }
@@ -217,7 +218,7 @@ impl Runtime {
         Ok(self
             .stores
             .runs
-            .active_for_thread(nr.owner, nr.thread_id())
+            .active_for_thread(Owner(nr.owner), ThreadId(nr.thread_id()))
             .await?
             .filter(|r| !self.is_live(&r.run_id) && r.cancel_requested.is_none()))
     }
@@ -354,7 +355,12 @@ impl Runtime {
         request: RunCreate,
     ) -> Result<CreatedRun, RuntimeError> {
         let (owner, thread_id) = (nr.owner, nr.thread_id());
-        if let Some(active) = self.stores.runs.active_for_thread(owner, thread_id).await? {
+        if let Some(active) = self
+            .stores
+            .runs
+            .active_for_thread(Owner(owner), ThreadId(thread_id))
+            .await?
+        {
             self.apply_strategy_to_active(nr, &active).await?;
         }
         // The stream begins before the row exists: once the row is in, any replica may claim
@@ -367,7 +373,11 @@ impl Runtime {
         }
         if !nr.created_now {
             let update = busy_update(&nr.thread, &nr.assistant);
-            let _ = self.stores.threads.update(owner, thread_id, update).await;
+            let _ = self
+                .stores
+                .threads
+                .update(Owner(owner), ThreadId(thread_id), update)
+                .await;
         }
         self.counters
             .created
@@ -396,7 +406,7 @@ impl Runtime {
         }
         self.stores
             .runs
-            .request_cancel(&active.run_id, action)
+            .request_cancel(RunId(&active.run_id), action)
             .await?;
         self.bridge.wake_replica(active.worker_id.as_deref()).await;
         Ok(())
@@ -430,12 +440,12 @@ async fn thread_for_run(
         let tid = new_id();
         let thread = rows
             .threads
-            .create(owner, fresh_thread(&tid, assistant))
+            .create(Owner(owner), fresh_thread(&tid, assistant))
             .await?;
         return Ok((thread, true));
     };
     let not_found = || RuntimeError::NotFound("Thread or assistant not found.".into());
-    if let Some(t) = rows.threads.get(owner, tid).await? {
+    if let Some(t) = rows.threads.get(Owner(owner), ThreadId(tid)).await? {
         return Ok((t, false));
     }
     if !request.if_not_exists_create {
@@ -443,7 +453,7 @@ async fn thread_for_run(
     }
     match rows
         .threads
-        .create(owner, fresh_thread(tid, assistant))
+        .create(Owner(owner), fresh_thread(tid, assistant))
         .await
     {
         Ok(t) => Ok((t, true)),

@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use antler_bridge::{MemoryBridge, StreamBridge};
-use antler_store::{RunListQuery, Thread};
+use antler_store::{Owner, RunListQuery, Thread, ThreadId};
 use serde_json::{Map, json};
 
 use crate::{Graphs, RunCreate, RunResult, Runtime, RuntimeConfig};
@@ -70,7 +70,11 @@ async fn settled(rt: &Runtime, tid: &str, polls: usize) {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let runs = rt.stores().runs.list_by_thread("u", tid, &query).await;
+        let runs = rt
+            .stores()
+            .runs
+            .list_by_thread(Owner("u"), ThreadId(tid), &query)
+            .await;
         let runs = runs.expect("runs");
         let active: Vec<_> = runs.iter().filter(|r| r.status.is_active()).collect();
         if active.is_empty() {
@@ -93,7 +97,7 @@ async fn abandoned_creates_never_block_the_thread(exclusive: bool) {
     let tid = uuid::Uuid::now_v7().to_string();
     rt.stores()
         .threads
-        .create("u", Thread::new(&tid, Map::new()))
+        .create(Owner("u"), Thread::new(&tid, Map::new()))
         .await
         .expect("thread");
     for polls in 0..40 {
@@ -132,7 +136,7 @@ async fn abandoned_creates_never_block_the_thread(exclusive: bool) {
     let thread = rt
         .stores()
         .threads
-        .get("u", &tid)
+        .get(Owner("u"), ThreadId(&tid))
         .await
         .expect("get")
         .expect("thread");

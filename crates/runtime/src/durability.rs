@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use antler_store::{ReplicaInfo, Run, RunStatus, ThreadStatus, ThreadUpdate};
+use antler_store::{
+    Owner, ReplicaInfo, Run, RunId, RunStatus, ThreadId, ThreadStatus, ThreadUpdate,
+};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
@@ -462,8 +464,8 @@ impl Runtime {
             .stores
             .threads
             .update(
-                &run.owner,
-                &run.thread_id,
+                Owner(&run.owner),
+                ThreadId(&run.thread_id),
                 ThreadUpdate {
                     status: Some(ThreadStatus::Busy),
                     ..Default::default()
@@ -553,7 +555,12 @@ impl Runtime {
             match self
                 .stores
                 .runs
-                .adopt(&run.run_id, &self.lease.worker_id, self.lease.expiry(), now)
+                .adopt(
+                    RunId(&run.run_id),
+                    &self.lease.worker_id,
+                    self.lease.expiry(),
+                    now,
+                )
                 .await
             {
                 Ok(true) => {}
@@ -584,7 +591,7 @@ impl Runtime {
             .stores
             .runs
             .transition(
-                &run.run_id,
+                RunId(&run.run_id),
                 &[RunStatus::Pending, RunStatus::Running],
                 RunStatus::Error,
                 Some(&err),
@@ -594,8 +601,8 @@ impl Runtime {
             .stores
             .threads
             .update(
-                &run.owner,
-                &run.thread_id,
+                Owner(&run.owner),
+                ThreadId(&run.thread_id),
                 ThreadUpdate {
                     status: Some(ThreadStatus::Error),
                     error: Some(Some(json!({"error": "ServerRestart", "message": MESSAGE}))),

@@ -10,7 +10,9 @@ use antler_graph::{
     Checkpointer, Command, GraphError, Interrupts, MemoryCheckpointer, RunConfig, RunInput,
     RunOutcome, StreamPart, StreamSink,
 };
-use antler_store::{Claim, Run, RunStatus, ThreadStatus, ThreadUpdate, WriteOp, WriteUnit};
+use antler_store::{
+    Claim, Owner, Run, RunId, RunStatus, ThreadId, ThreadStatus, ThreadUpdate, WriteOp, WriteUnit,
+};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -477,13 +479,19 @@ impl Runtime {
                     worker_id,
                     lease_until,
                 } => {
-                    let claim = rows.runs.claim(&run_id, &worker_id, lease_until).await;
+                    let claim = rows
+                        .runs
+                        .claim(RunId(&run_id), &worker_id, lease_until)
+                        .await;
                     if !matches!(claim, Ok(Claim::Claimed)) {
                         return Some(false);
                     }
                 }
                 WriteOp::Thread { thread_id, update } => {
-                    let _ = rows.threads.update(&run.owner, &thread_id, update).await;
+                    let _ = rows
+                        .threads
+                        .update(Owner(&run.owner), ThreadId(&thread_id), update)
+                        .await;
                 }
                 _ => {}
             }
@@ -621,7 +629,7 @@ impl Runtime {
                 let _ = self
                     .rows(handle.ephemeral)
                     .runs
-                    .delete(&run.owner, &run.run_id)
+                    .delete(Owner(&run.owner), RunId(&run.run_id))
                     .await;
                 RunResult::RolledBack
             }
@@ -637,7 +645,7 @@ impl Runtime {
                 let _ = self
                     .rows(handle.ephemeral)
                     .runs
-                    .transition(&run.run_id, from, RunStatus::Interrupted, None)
+                    .transition(RunId(&run.run_id), from, RunStatus::Interrupted, None)
                     .await;
                 RunResult::Stopped(Value::Object(Map::new()))
             }
@@ -661,8 +669,8 @@ impl Runtime {
                 .rows(ephemeral)
                 .threads
                 .update(
-                    owner,
-                    thread_id,
+                    Owner(owner),
+                    ThreadId(thread_id),
                     ThreadUpdate {
                         status: Some(ThreadStatus::Idle),
                         ..Default::default()
@@ -728,12 +736,12 @@ impl Runtime {
         let _ = self
             .rows(handle.ephemeral)
             .runs
-            .delete(owner, &run.run_id)
+            .delete(Owner(owner), RunId(&run.run_id))
             .await;
         let _ = self
             .stores
             .events
-            .delete_run(owner, thread_id, &run.run_id)
+            .delete_run(Owner(owner), ThreadId(thread_id), RunId(&run.run_id))
             .await;
     }
 
@@ -854,11 +862,14 @@ impl Runtime {
         thread_id: &str,
     ) -> Result<(), crate::RuntimeError> {
         // Its checkpoints lived in memory and its run events were not persisted.
-        self.rows(true).threads.delete(owner, thread_id).await?;
+        self.rows(true)
+            .threads
+            .delete(Owner(owner), ThreadId(thread_id))
+            .await?;
         let _ = self
             .rows(true)
             .runs
-            .delete_by_thread(owner, thread_id)
+            .delete_by_thread(Owner(owner), ThreadId(thread_id))
             .await;
         Ok(())
     }
@@ -888,12 +899,12 @@ async fn mark_failed(
     while lease.valid() && tokio::time::Instant::now() < deadline {
         let marked = stores
             .runs
-            .update_status(&run.run_id, RunStatus::Error, Some(&stored))
+            .update_status(RunId(&run.run_id), RunStatus::Error, Some(&stored))
             .await;
         let thread = match marked {
             Ok(_) => stores
                 .threads
-                .update(&run.owner, &run.thread_id, thread.clone())
+                .update(Owner(&run.owner), ThreadId(&run.thread_id), thread.clone())
                 .await
                 .map(|_| ()),
             Err(e) => Err(e),

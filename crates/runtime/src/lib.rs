@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use antler_bridge::StreamBridge;
 use antler_store::{
-    Assistant, Run, RunListQuery, RunStatus, StoreError, Stores, ThreadStatus, ThreadUpdate,
+    Assistant, Owner, Run, RunId, RunListQuery, RunStatus, StoreError, Stores, ThreadId,
+    ThreadStatus, ThreadUpdate,
 };
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -391,9 +392,9 @@ impl Runtime {
         thread_id: &str,
         run_id: &str,
     ) -> Result<Run, RuntimeError> {
-        let found = match self.ephemeral.runs.get(owner, run_id).await? {
+        let found = match self.ephemeral.runs.get(Owner(owner), RunId(run_id)).await? {
             Some(r) => Some(r),
-            None => self.stores.runs.get(owner, run_id).await?,
+            None => self.stores.runs.get(Owner(owner), RunId(run_id)).await?,
         };
         match found {
             Some(r) if r.thread_id == thread_id => Ok(r),
@@ -403,12 +404,12 @@ impl Runtime {
 
     /// A run by id regardless of thread (stateless routes).
     pub async fn get_run_any(&self, owner: &str, run_id: &str) -> Result<Run, RuntimeError> {
-        if let Some(r) = self.ephemeral.runs.get(owner, run_id).await? {
+        if let Some(r) = self.ephemeral.runs.get(Owner(owner), RunId(run_id)).await? {
             return Ok(r);
         }
         self.stores
             .runs
-            .get(owner, run_id)
+            .get(Owner(owner), RunId(run_id))
             .await?
             .ok_or_else(|| RuntimeError::NotFound("Not Found".into()))
     }
@@ -424,7 +425,7 @@ impl Runtime {
         Ok(self
             .stores
             .runs
-            .list_by_thread(owner, thread_id, query)
+            .list_by_thread(Owner(owner), ThreadId(thread_id), query)
             .await?)
     }
 
@@ -470,7 +471,7 @@ impl Runtime {
         action: CancelAction,
         wait: bool,
     ) -> Result<(), RuntimeError> {
-        let run = match self.stores.runs.get(owner, run_id).await? {
+        let run = match self.stores.runs.get(Owner(owner), RunId(run_id)).await? {
             Some(r) if thread_id.is_none_or(|t| r.thread_id == t) && r.status.is_active() => r,
             _ => return Err(RuntimeError::NotFound("No runs found to cancel.".into())),
         };
@@ -483,7 +484,7 @@ impl Runtime {
             if self
                 .stores
                 .runs
-                .transition(run_id, from, RunStatus::Interrupted, None)
+                .transition(RunId(run_id), from, RunStatus::Interrupted, None)
                 .await?
             {
                 self.stop_unowned(&run, action).await;
@@ -491,7 +492,10 @@ impl Runtime {
             }
             // A replica claimed it meanwhile: ask that one.
         }
-        self.stores.runs.request_cancel(run_id, action).await?;
+        self.stores
+            .runs
+            .request_cancel(RunId(run_id), action)
+            .await?;
         // the owner reads the request now rather than at its next poll (no owner: whoever
         // claimed it meanwhile)
         self.bridge.wake_replica(run.worker_id.as_deref()).await;
@@ -508,17 +512,25 @@ impl Runtime {
     /// thread turns idle unless another run of it is active, its stream ends.
     async fn stop_unowned(&self, run: &Run, action: CancelAction) {
         if action == CancelAction::Rollback {
-            let _ = self.stores.runs.delete(&run.owner, &run.run_id).await;
+            let _ = self
+                .stores
+                .runs
+                .delete(Owner(&run.owner), RunId(&run.run_id))
+                .await;
             let _ = self
                 .stores
                 .events
-                .delete_run(&run.owner, &run.thread_id, &run.run_id)
+                .delete_run(
+                    Owner(&run.owner),
+                    ThreadId(&run.thread_id),
+                    RunId(&run.run_id),
+                )
                 .await;
         }
         let busy = matches!(
             self.stores
                 .runs
-                .active_for_thread(&run.owner, &run.thread_id)
+                .active_for_thread(Owner(&run.owner), ThreadId(&run.thread_id))
                 .await,
             Ok(Some(_))
         );
@@ -527,8 +539,8 @@ impl Runtime {
                 .stores
                 .threads
                 .update(
-                    &run.owner,
-                    &run.thread_id,
+                    Owner(&run.owner),
+                    ThreadId(&run.thread_id),
                     ThreadUpdate {
                         status: Some(ThreadStatus::Idle),
                         ..Default::default()
@@ -646,7 +658,7 @@ impl Runtime {
         }
         for h in handles {
             if let Some(status) = status {
-                let row = self.stores.runs.get(owner, &h.run_id).await?;
+                let row = self.stores.runs.get(Owner(owner), RunId(&h.run_id)).await?;
                 let matches = matches!(
                     (status, row.map(|r| r.status)),
                     ("all", Some(_))
@@ -723,7 +735,12 @@ impl Runtime {
             let (kind, message) = executor::split_error(run.error.as_deref());
             return Ok(RunResult::Error { kind, message });
         }
-        let thread = match self.stores.threads.get(owner, &run.thread_id).await? {
+        let thread = match self
+            .stores
+            .threads
+            .get(Owner(owner), ThreadId(&run.thread_id))
+            .await?
+        {
             Some(t) => Some(self.with_values(owner, t).await),
             None => None,
         };
@@ -775,11 +792,11 @@ impl Runtime {
                 "Run is still active; cancel it before deleting it.".into(),
             ));
         }
-        self.stores.runs.delete(owner, run_id).await?;
+        self.stores.runs.delete(Owner(owner), RunId(run_id)).await?;
         let _ = self
             .stores
             .events
-            .delete_run(owner, thread_id, run_id)
+            .delete_run(Owner(owner), ThreadId(thread_id), RunId(run_id))
             .await;
         Ok(())
     }

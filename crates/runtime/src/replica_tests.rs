@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use antler_bridge::{MemoryBridge, StreamBridge};
-use antler_store::{RunStatus, Stores, Thread};
+use antler_store::{Owner, RunStatus, Stores, Thread};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -47,7 +47,7 @@ async fn thread(rt: &Runtime) -> String {
     let id = uuid::Uuid::now_v7().to_string();
     rt.stores()
         .threads
-        .create("u", Thread::new(&id, Map::new()))
+        .create(Owner("u"), Thread::new(&id, Map::new()))
         .await
         .expect("thread");
     id

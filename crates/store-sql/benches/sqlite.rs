@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use antler_graph::{ChannelValue, Checkpoint, Checkpointer};
 use antler_store::{
-    NewRunEvent, Run, RunCompletion, RunStatus, Stores, Thread, ThreadStatus, ThreadUpdate,
+    NewRunEvent, Owner, Run, RunCompletion, RunId, RunStatus, Stores, Thread, ThreadId,
+    ThreadStatus, ThreadUpdate,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Map, Value, json};
@@ -150,14 +151,18 @@ fn single_writes(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             stores
                 .runs
-                .update_status("r-single", RunStatus::Running, None)
+                .update_status(RunId("r-single"), RunStatus::Running, None)
                 .await
                 .unwrap();
         })
     });
     group.bench_function("runs.get", |b| {
         b.to_async(&rt).iter(|| async {
-            stores.runs.get("bench", "r-single").await.unwrap();
+            stores
+                .runs
+                .get(Owner("bench"), RunId("r-single"))
+                .await
+                .unwrap();
         })
     });
     group.finish();
@@ -181,25 +186,38 @@ fn run_lifecycle(c: &mut Criterion) {
                     let tid = format!("t{i}");
                     stores
                         .threads
-                        .create("bench", Thread::new(&tid, Map::new()))
+                        .create(Owner("bench"), Thread::new(&tid, Map::new()))
                         .await
                         .unwrap();
                     let run = Run::new(format!("r{i}"), &tid, "a", "bench");
                     stores.runs.put(&run).await.unwrap();
                     stores
                         .runs
-                        .transition(&run.run_id, &[RunStatus::Pending], RunStatus::Running, None)
+                        .transition(
+                            RunId(&run.run_id),
+                            &[RunStatus::Pending],
+                            RunStatus::Running,
+                            None,
+                        )
                         .await
                         .unwrap();
                     let busy = ThreadUpdate {
                         status: Some(ThreadStatus::Busy),
                         ..Default::default()
                     };
-                    stores.threads.update("bench", &tid, busy).await.unwrap();
+                    stores
+                        .threads
+                        .update(Owner("bench"), ThreadId(&tid), busy)
+                        .await
+                        .unwrap();
                     let events = (0..5)
                         .map(|j| NewRunEvent::new(&tid, &run.run_id, "x", "trace", json!(j)))
                         .collect();
-                    stores.events.append_batch("bench", events).await.unwrap();
+                    stores
+                        .events
+                        .append_batch(Owner("bench"), events)
+                        .await
+                        .unwrap();
                     let done = RunCompletion {
                         status: Some(RunStatus::Success),
                         total_tokens: 3,
@@ -207,7 +225,7 @@ fn run_lifecycle(c: &mut Criterion) {
                     };
                     stores
                         .runs
-                        .update_completion(&run.run_id, &done)
+                        .update_completion(RunId(&run.run_id), &done)
                         .await
                         .unwrap();
                     let idle = ThreadUpdate {
@@ -215,7 +233,11 @@ fn run_lifecycle(c: &mut Criterion) {
                         values: Some(Some(json!({"messages": [msg(1)]}))),
                         ..Default::default()
                     };
-                    stores.threads.update("bench", &tid, idle).await.unwrap();
+                    stores
+                        .threads
+                        .update(Owner("bench"), ThreadId(&tid), idle)
+                        .await
+                        .unwrap();
                 }
             });
             start.elapsed()

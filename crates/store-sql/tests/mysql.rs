@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use antler_graph::Checkpointer;
-use antler_store::{ItemSearch, StoreError, Stores, Thread, ThreadSearch, ThreadUpdate};
+use antler_store::{
+    ItemSearch, Owner, StoreError, Stores, Thread, ThreadId, ThreadSearch, ThreadUpdate,
+};
 use antler_store_sql::mysql::{
     MySqlCheckpointer, MySqlDb, PoolOptions, connect_pool, open_mysql, stores_from_pool,
 };
@@ -175,7 +177,7 @@ async fn statement_timeout_is_applied() {
     let tid = uid();
     stores
         .threads
-        .create("o", Thread::new(&tid, Map::new()))
+        .create(Owner("o"), Thread::new(&tid, Map::new()))
         .await
         .unwrap();
     // a statement running longer than the limit is stopped by the server
@@ -188,7 +190,11 @@ async fn statement_timeout_is_applied() {
         // MySQL's max_execution_time interrupts SLEEP, which then returns 1
         Ok(v) => assert_eq!(v, 1, "SLEEP was not interrupted"),
     }
-    stores.threads.delete("o", &tid).await.unwrap();
+    stores
+        .threads
+        .delete(Owner("o"), ThreadId(&tid))
+        .await
+        .unwrap();
 }
 
 fn obj(v: Value) -> Map<String, Value> {
@@ -227,7 +233,7 @@ async fn filters_with_tricky_keys_and_values() {
     let tid = format!("t-{}", uid());
     stores
         .threads
-        .create(&owner, Thread::new(&tid, md.clone()))
+        .create(Owner(&owner), Thread::new(&tid, md.clone()))
         .await
         .unwrap();
     // a decoy that differs in every value
@@ -235,7 +241,7 @@ async fn filters_with_tricky_keys_and_values() {
     stores
         .threads
         .create(
-            &owner,
+            Owner(&owner),
             Thread::new(
                 &decoy,
                 obj(json!({"n": 2, "graph_id": "G-1", "user_id": "u", "s1": 1, "nested": {"a": "x"}})),
@@ -251,8 +257,8 @@ async fn filters_with_tricky_keys_and_values() {
                 metadata: obj(filter),
                 ..Default::default()
             };
-            let found = stores.threads.search(&owner, &q).await.unwrap();
-            let n = stores.threads.count(&owner, &q).await.unwrap();
+            let found = stores.threads.search(Owner(&owner), &q).await.unwrap();
+            let n = stores.threads.count(Owner(&owner), &q).await.unwrap();
             assert_eq!(found.len() as u64, n);
             n
         }
@@ -307,14 +313,18 @@ async fn filters_with_tricky_keys_and_values() {
         ..Default::default()
     };
     assert_eq!(
-        stores.threads.count(&owner, &values_filter).await.unwrap(),
+        stores
+            .threads
+            .count(Owner(&owner), &values_filter)
+            .await
+            .unwrap(),
         0
     );
     stores
         .threads
         .update(
-            &owner,
-            &tid,
+            Owner(&owner),
+            ThreadId(&tid),
             ThreadUpdate {
                 values: Some(Some(
                     json!({"k": {"a": 1.0, "b": 2}, "messages": [{"content": "hé \"x\""}]}),
@@ -327,8 +337,8 @@ async fn filters_with_tricky_keys_and_values() {
     stores
         .threads
         .update(
-            &owner,
-            &decoy,
+            Owner(&owner),
+            ThreadId(&decoy),
             ThreadUpdate {
                 values: Some(Some(json!(["not", "an", "object"]))),
                 ..Default::default()
@@ -337,14 +347,22 @@ async fn filters_with_tricky_keys_and_values() {
         .await
         .unwrap();
     assert_eq!(
-        stores.threads.count(&owner, &values_filter).await.unwrap(),
+        stores
+            .threads
+            .count(Owner(&owner), &values_filter)
+            .await
+            .unwrap(),
         1
     );
 
     // metadata patches with odd keys merge and read back
     let t = stores
         .threads
-        .patch_metadata(&owner, &tid, obj(json!({"new\"key": {"ü": [1]}, "n": 3})))
+        .patch_metadata(
+            Owner(&owner),
+            ThreadId(&tid),
+            obj(json!({"new\"key": {"ü": [1]}, "n": 3})),
+        )
         .await
         .unwrap();
     assert_eq!(t.metadata.get("new\"key"), Some(&json!({"ü": [1]})));
@@ -356,7 +374,7 @@ async fn filters_with_tricky_keys_and_values() {
     let ns = vec!["tricky".to_string(), uid()];
     stores
         .items
-        .put(&owner, &ns, "k1", Value::Object(md.clone()))
+        .put(Owner(&owner), &ns, "k1", Value::Object(md.clone()))
         .await
         .unwrap();
     let search = |filter: Value| {
@@ -369,7 +387,7 @@ async fn filters_with_tricky_keys_and_values() {
                 limit: 10,
                 offset: 0,
             };
-            stores.items.search(&owner, &q).await.unwrap().len()
+            stores.items.search(Owner(&owner), &q).await.unwrap().len()
         }
     };
     assert_eq!(search(Value::Object(md.clone())).await, 1);
@@ -390,7 +408,7 @@ async fn filters_with_tricky_keys_and_values() {
         ids: Some(ids),
         ..Default::default()
     };
-    assert_eq!(stores.threads.count(&owner, &q).await.unwrap(), 1);
+    assert_eq!(stores.threads.count(Owner(&owner), &q).await.unwrap(), 1);
     let q = ThreadSearch {
         ids: Some(
             (0..5_000)
@@ -400,14 +418,14 @@ async fn filters_with_tricky_keys_and_values() {
         ),
         ..Default::default()
     };
-    assert_eq!(stores.threads.count(&owner, &q).await.unwrap(), 1);
+    assert_eq!(stores.threads.count(Owner(&owner), &q).await.unwrap(), 1);
     let big: Map<String, Value> = (0..5_000).map(|i| (format!("k{i}"), json!(i))).collect();
     let q = ThreadSearch {
         metadata: big,
         ..Default::default()
     };
     assert!(matches!(
-        stores.threads.search(&owner, &q).await,
+        stores.threads.search(Owner(&owner), &q).await,
         Err(StoreError::InvalidArgument(_))
     ));
     // an id longer than the column is refused, not truncated
@@ -415,12 +433,20 @@ async fn filters_with_tricky_keys_and_values() {
     assert!(matches!(
         stores
             .threads
-            .create(&owner, Thread::new(&long, Map::new()))
+            .create(Owner(&owner), Thread::new(&long, Map::new()))
             .await,
         Err(StoreError::InvalidArgument(_))
     ));
 
-    stores.items.delete(&owner, &ns, "k1").await.unwrap();
-    stores.threads.delete(&owner, &tid).await.unwrap();
-    stores.threads.delete(&owner, &decoy).await.unwrap();
+    stores.items.delete(Owner(&owner), &ns, "k1").await.unwrap();
+    stores
+        .threads
+        .delete(Owner(&owner), ThreadId(&tid))
+        .await
+        .unwrap();
+    stores
+        .threads
+        .delete(Owner(&owner), ThreadId(&decoy))
+        .await
+        .unwrap();
 }

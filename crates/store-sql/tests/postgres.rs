@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use antler_graph::{Checkpoint, Checkpointer};
-use antler_store::{ItemSearch, SortOrder, StoreError, Stores, Thread, ThreadSearch, ThreadSortBy};
+use antler_store::{
+    ItemSearch, Owner, SortOrder, StoreError, Stores, Thread, ThreadId, ThreadSearch, ThreadSortBy,
+};
 use antler_store_sql::postgres::{
     MAX_DELTA_DEPTH, PoolOptions, PostgresCheckpointer, connect_pool, open_postgres,
 };
@@ -160,7 +162,7 @@ async fn a_killed_connection_is_replaced() {
     let owner = format!("kill-{x}");
     stores
         .threads
-        .create(&owner, Thread::new(format!("t-{x}"), Map::new()))
+        .create(Owner(&owner), Thread::new(format!("t-{x}"), Map::new()))
         .await
         .unwrap();
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
@@ -174,11 +176,15 @@ async fn a_killed_connection_is_replaced() {
         .await
         .unwrap();
     assert!(killed);
-    let t = stores.threads.get(&owner, &format!("t-{x}")).await.unwrap();
+    let t = stores
+        .threads
+        .get(Owner(&owner), ThreadId(&format!("t-{x}")))
+        .await
+        .unwrap();
     assert!(t.is_some());
     stores
         .threads
-        .delete(&owner, &format!("t-{x}"))
+        .delete(Owner(&owner), ThreadId(&format!("t-{x}")))
         .await
         .unwrap();
 }
@@ -213,12 +219,15 @@ async fn filters_with_tricky_keys_and_values() {
     for (id, md) in &rows {
         stores
             .threads
-            .create(&owner, Thread::new(format!("{id}-{x}"), m(md.clone())))
+            .create(
+                Owner(&owner),
+                Thread::new(format!("{id}-{x}"), m(md.clone())),
+            )
             .await
             .unwrap();
         stores
             .items
-            .put(&owner, &["f".to_string()], id, md.clone())
+            .put(Owner(&owner), &["f".to_string()], id, md.clone())
             .await
             .unwrap();
     }
@@ -260,7 +269,7 @@ async fn filters_with_tricky_keys_and_values() {
         };
         let found: Vec<String> = stores
             .threads
-            .search(&owner, &q)
+            .search(Owner(&owner), &q)
             .await
             .unwrap()
             .into_iter()
@@ -269,7 +278,7 @@ async fn filters_with_tricky_keys_and_values() {
         let want: Vec<String> = expected.iter().map(|id| format!("{id}-{x}")).collect();
         assert_eq!(found, want, "threads, filter {filter}");
         assert_eq!(
-            stores.threads.count(&owner, &q).await.unwrap(),
+            stores.threads.count(Owner(&owner), &q).await.unwrap(),
             want.len() as u64
         );
         let q = ItemSearch {
@@ -279,7 +288,7 @@ async fn filters_with_tricky_keys_and_values() {
         };
         let mut keys: Vec<String> = stores
             .items
-            .search(&owner, &q)
+            .search(Owner(&owner), &q)
             .await
             .unwrap()
             .into_iter()
@@ -291,14 +300,22 @@ async fn filters_with_tricky_keys_and_values() {
     // metadata merges keep tricky keys; a NUL character is refused clearly, not a 500
     let t = stores
         .threads
-        .patch_metadata(&owner, &format!("b-{x}"), m(json!({"it's": 2, "n": 3})))
+        .patch_metadata(
+            Owner(&owner),
+            ThreadId(&format!("b-{x}")),
+            m(json!({"it's": 2, "n": 3})),
+        )
         .await
         .unwrap();
     assert_eq!(t.metadata.get("it's"), Some(&json!(2)));
     assert_eq!(t.metadata.get("graph_id"), Some(&json!("g2")));
     let err = stores
         .threads
-        .patch_metadata(&owner, &format!("b-{x}"), m(json!({"nul": "a\u{0}b"})))
+        .patch_metadata(
+            Owner(&owner),
+            ThreadId(&format!("b-{x}")),
+            m(json!({"nul": "a\u{0}b"})),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
@@ -309,7 +326,7 @@ async fn filters_with_tricky_keys_and_values() {
         ..Default::default()
     };
     assert!(matches!(
-        stores.threads.search(&owner, &q).await,
+        stores.threads.search(Owner(&owner), &q).await,
         Err(StoreError::InvalidArgument(_))
     ));
     // 40,000 ids: one bound array
@@ -319,7 +336,7 @@ async fn filters_with_tricky_keys_and_values() {
         ids: Some(ids),
         ..Default::default()
     };
-    assert_eq!(stores.threads.count(&owner, &q).await.unwrap(), 1);
+    assert_eq!(stores.threads.count(Owner(&owner), &q).await.unwrap(), 1);
 }
 
 // ------------------------------------------------------------------------ checkpointer

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use antler_graph::{ChannelValue, Checkpoint, Checkpointer};
-use antler_store::{NewRunEvent, RunEventQuery, Stores, Thread};
+use antler_store::{NewRunEvent, Owner, RunEventQuery, Stores, Thread, ThreadId};
 use antler_store_sql::{SqliteCheckpointer, connect_pool, open_sqlite, open_sqlite_url};
 use common::{Backend, Blobs, messages_at, msg, push, step};
 use serde_json::{Map, json};
@@ -140,7 +140,7 @@ async fn huge_inputs_are_rejected_or_handled_not_500() {
     let stores = open_sqlite_url("sqlite::memory:").await.unwrap();
     stores
         .threads
-        .create("alice", Thread::new("t1", Map::new()))
+        .create(Owner("alice"), Thread::new("t1", Map::new()))
         .await
         .unwrap();
     // 40,000 ids: more than SQLite's bound-variable limit
@@ -150,7 +150,7 @@ async fn huge_inputs_are_rejected_or_handled_not_500() {
         ids: Some(ids),
         ..Default::default()
     };
-    assert_eq!(stores.threads.count("alice", &q).await.unwrap(), 1);
+    assert_eq!(stores.threads.count(Owner("alice"), &q).await.unwrap(), 1);
     // a filter with thousands of keys would exceed SQLite's expression depth
     let big: Map<String, serde_json::Value> =
         (0..5_000).map(|i| (format!("k{i}"), json!(i))).collect();
@@ -158,7 +158,7 @@ async fn huge_inputs_are_rejected_or_handled_not_500() {
         metadata: big,
         ..Default::default()
     };
-    let err = stores.threads.search("alice", &q).await.unwrap_err();
+    let err = stores.threads.search(Owner("alice"), &q).await.unwrap_err();
     assert!(
         matches!(err, antler_store::StoreError::InvalidArgument(_)),
         "{err:?}"
@@ -171,7 +171,7 @@ async fn huge_inputs_are_rejected_or_handled_not_500() {
         ..Default::default()
     };
     assert!(matches!(
-        stores.threads.count("alice", &q).await,
+        stores.threads.count(Owner("alice"), &q).await,
         Err(antler_store::StoreError::InvalidArgument(_))
     ));
     // ... but such a key can still be written (read-modify-write fallback of update)
@@ -179,11 +179,16 @@ async fn huge_inputs_are_rejected_or_handled_not_500() {
     odd.insert("a\"b".into(), json!(1));
     let t = stores
         .threads
-        .patch_metadata("alice", "t1", odd)
+        .patch_metadata(Owner("alice"), ThreadId("t1"), odd)
         .await
         .unwrap();
     assert_eq!(t.metadata.get("a\"b"), Some(&json!(1)));
-    let t = stores.threads.get("alice", "t1").await.unwrap().unwrap();
+    let t = stores
+        .threads
+        .get(Owner("alice"), ThreadId("t1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(t.metadata.get("a\"b"), Some(&json!(1)));
     // keys with spaces, dots and non-ASCII work
     let mut md = Map::new();
@@ -191,14 +196,14 @@ async fn huge_inputs_are_rejected_or_handled_not_500() {
     md.insert("ключ".into(), json!({"n": [1, {"z": null}]}));
     stores
         .threads
-        .create("alice", Thread::new("t2", md.clone()))
+        .create(Owner("alice"), Thread::new("t2", md.clone()))
         .await
         .unwrap();
     let q = antler_store::ThreadSearch {
         metadata: md,
         ..Default::default()
     };
-    let found = stores.threads.search("alice", &q).await.unwrap();
+    let found = stores.threads.search(Owner("alice"), &q).await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].thread_id, "t2");
 }
@@ -238,7 +243,7 @@ async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
     let legacy = antler_store_sql::stores_from_pool(pool.clone());
     legacy
         .threads
-        .create("alice", Thread::new("t1", Map::new()))
+        .create(Owner("alice"), Thread::new("t1", Map::new()))
         .await
         .unwrap();
     let (c, nv) = messages_checkpoint("old");
@@ -276,7 +281,14 @@ async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
     pool.close().await;
 
     let stores = open_sqlite(&data).await.unwrap();
-    assert!(stores.threads.get("alice", "t1").await.unwrap().is_some());
+    assert!(
+        stores
+            .threads
+            .get(Owner("alice"), ThreadId("t1"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     let tuple = stores
         .checkpointer("alice")
         .get_tuple("t1", "", None)
@@ -300,24 +312,24 @@ async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
     let ev = |n: i64| NewRunEvent::new("t1", "r", "x", "trace", json!(n));
     let got = stores
         .events
-        .append_batch("alice", vec![ev(6)])
+        .append_batch(Owner("alice"), vec![ev(6)])
         .await
         .unwrap();
     assert_eq!(got[0].seq, 6, "alice's sequence continues");
     stores
         .threads
-        .create("bob", Thread::new("t1", Map::new()))
+        .create(Owner("bob"), Thread::new("t1", Map::new()))
         .await
         .expect("bob may have a thread t1 too");
     let got = stores
         .events
-        .append_batch("bob", vec![ev(1)])
+        .append_batch(Owner("bob"), vec![ev(1)])
         .await
         .unwrap();
     assert_eq!(got[0].seq, 1, "bob's thread has its own sequence");
     let alice_events = stores
         .events
-        .list("alice", "t1", &RunEventQuery::default())
+        .list(Owner("alice"), ThreadId("t1"), &RunEventQuery::default())
         .await
         .unwrap();
     assert_eq!(alice_events.len(), 1);
@@ -328,7 +340,7 @@ async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
     assert_eq!(
         stores
             .assistants
-            .versions("alice", "a1", &q)
+            .versions(Owner("alice"), "a1", &q)
             .await
             .unwrap()
             .len(),
@@ -336,14 +348,21 @@ async fn an_old_database_keeps_its_threads_checkpoints_and_event_seqs() {
     );
     stores
         .assistants
-        .create("bob", antler_store::Assistant::new("a1", "echo", "his"))
+        .create(
+            Owner("bob"),
+            antler_store::Assistant::new("a1", "echo", "his"),
+        )
         .await
         .expect("bob may have an assistant a1 too");
-    stores.assistants.delete("alice", "a1").await.unwrap();
+    stores
+        .assistants
+        .delete(Owner("alice"), "a1")
+        .await
+        .unwrap();
     assert_eq!(
         stores
             .assistants
-            .versions("bob", "a1", &q)
+            .versions(Owner("bob"), "a1", &q)
             .await
             .unwrap()
             .len(),

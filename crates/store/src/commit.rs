@@ -29,7 +29,8 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    NewRunEvent, RunCompletion, RunEventStore, RunProgress, StoreError, StoreResult, ThreadUpdate,
+    NewRunEvent, Owner, RunCompletion, RunEventStore, RunId, RunProgress, StoreError, StoreResult,
+    ThreadId, ThreadUpdate,
 };
 
 /// Most units one transaction applies.
@@ -376,7 +377,7 @@ async fn run_batch(inner: &Inner, batch: &mut Vec<Job>) {
                 continue;
             }
             for e in events {
-                if let Err(err) = store.append_batch(&owner, e.events).await {
+                if let Err(err) = store.append_batch(Owner(&owner), e.events).await {
                     *result = Err(err);
                     break;
                 }
@@ -494,7 +495,7 @@ async fn apply_op(stores: &StoreApplier, owner: &str, op: &WriteOp) -> StoreResu
             .map_err(checkpoint_err),
         WriteOp::Events(e) => stores
             .events
-            .append_batch(owner, e.events.clone())
+            .append_batch(Owner(owner), e.events.clone())
             .await
             .map(|_| ()),
         WriteOp::ClaimRun {
@@ -504,19 +505,22 @@ async fn apply_op(stores: &StoreApplier, owner: &str, op: &WriteOp) -> StoreResu
         } => claim(stores, owner, run_id, worker_id, *lease_until).await,
         WriteOp::RunCompletion { run_id, completion } => stores
             .runs
-            .update_completion(run_id, completion)
+            .update_completion(RunId(run_id), completion)
             .await
             .map(|_| ()),
         WriteOp::RunModelName { run_id, model_name } => stores
             .runs
-            .update_model_name(run_id, model_name.as_deref())
+            .update_model_name(RunId(run_id), model_name.as_deref())
             .await
             .map(|_| ()),
         WriteOp::RunProgress { run_id, progress } => {
-            stores.runs.update_progress(run_id, progress).await
+            stores.runs.update_progress(RunId(run_id), progress).await
         }
         WriteOp::CopyThread { thread_id, new_id } => {
-            stores.threads.copy(owner, thread_id, new_id).await?;
+            stores
+                .threads
+                .copy(Owner(owner), ThreadId(thread_id), ThreadId(new_id))
+                .await?;
             let (from, to) = (
                 antler_graph::thread_key(owner, thread_id),
                 antler_graph::thread_key(owner, new_id),
@@ -527,7 +531,7 @@ async fn apply_op(stores: &StoreApplier, owner: &str, op: &WriteOp) -> StoreResu
         WriteOp::Thread { thread_id, update } => {
             match stores
                 .threads
-                .update(owner, thread_id, update.clone())
+                .update(Owner(owner), ThreadId(thread_id), update.clone())
                 .await
             {
                 Err(StoreError::NotFound) => Ok(()),
@@ -544,10 +548,14 @@ async fn claim(
     worker_id: &str,
     lease_until: DateTime<Utc>,
 ) -> StoreResult<()> {
-    match stores.runs.claim(run_id, worker_id, lease_until).await? {
+    match stores
+        .runs
+        .claim(RunId(run_id), worker_id, lease_until)
+        .await?
+    {
         crate::Claim::Claimed => Ok(()),
         other => {
-            let run = stores.runs.get(owner, run_id).await?;
+            let run = stores.runs.get(Owner(owner), RunId(run_id)).await?;
             let ours = run.is_some_and(|r| {
                 r.status == crate::RunStatus::Running && r.worker_id.as_deref() == Some(worker_id)
             });

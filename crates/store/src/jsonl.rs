@@ -12,6 +12,7 @@
 //! a crash; a torn last line left by a crash mid-write is ignored on read. Deletes rewrite the
 //! file (write to a temporary file, then rename).
 
+use crate::ids::{Owner, RunId, ThreadId};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -249,7 +250,7 @@ fn rewrite(dir: &Path, keep: impl Fn(&Line) -> bool) -> StoreResult<u64> {
 impl RunEventStore for JsonlRunEventStore {
     async fn append_batch(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         events: Vec<NewRunEvent>,
     ) -> StoreResult<Vec<RunEvent>> {
         // grouped by thread (one lock and one append each), results in the input's order
@@ -262,8 +263,8 @@ impl RunEventStore for JsonlRunEventStore {
         }
         let mut out: Vec<(usize, RunEvent)> = Vec::new();
         for (thread_id, batch) in by_thread {
-            let dir = self.dir(owner, &thread_id)?;
-            let lock = self.lock(owner, &thread_id);
+            let dir = self.dir(owner.as_str(), &thread_id)?;
+            let lock = self.lock(owner.as_str(), &thread_id);
             let mut cached = lock.lock().await;
             let known = *cached;
             let owner = owner.to_string();
@@ -319,11 +320,11 @@ impl RunEventStore for JsonlRunEventStore {
 
     async fn list(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         q: &RunEventQuery,
     ) -> StoreResult<Vec<RunEvent>> {
-        let dir = self.dir(owner, thread_id)?;
+        let dir = self.dir(owner.as_str(), thread_id.as_str())?;
         let (owner, q2, tid) = (owner.to_string(), q.clone(), thread_id.to_string());
         let events = Self::blocking(move || {
             Ok(read_lines(&dir)?
@@ -338,29 +339,34 @@ impl RunEventStore for JsonlRunEventStore {
 
     async fn count(
         &self,
-        owner: &str,
-        thread_id: &str,
-        run_id: Option<&str>,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: Option<RunId<'_>>,
         category: Option<&str>,
     ) -> StoreResult<u64> {
         let q = RunEventQuery {
-            run_id: run_id.map(str::to_string),
+            run_id: run_id.map(|r| r.to_string()),
             category: category.map(str::to_string),
             ..Default::default()
         };
         Ok(self.list(owner, thread_id, &q).await?.len() as u64)
     }
 
-    async fn delete_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
-        let dir = self.dir(owner, thread_id)?;
-        let lock = self.lock(owner, thread_id);
+    async fn delete_thread(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<u64> {
+        let dir = self.dir(owner.as_str(), thread_id.as_str())?;
+        let lock = self.lock(owner.as_str(), thread_id.as_str());
         let _held = lock.lock().await;
         Self::blocking(move || rewrite(&dir, |_| false)).await
     }
 
-    async fn delete_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
-        let dir = self.dir(owner, thread_id)?;
-        let lock = self.lock(owner, thread_id);
+    async fn delete_run(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
+    ) -> StoreResult<u64> {
+        let dir = self.dir(owner.as_str(), thread_id.as_str())?;
+        let lock = self.lock(owner.as_str(), thread_id.as_str());
         let _held = lock.lock().await;
         let run_id = run_id.to_string();
         Self::blocking(move || rewrite(&dir, |l| l.run_id != run_id)).await

@@ -15,6 +15,7 @@ pub mod commit;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod error;
+pub mod ids;
 pub mod jsonl;
 pub mod memory;
 pub mod records;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use commit::{Chain, Commit, CommitQueue, WriteOp, WriteUnit};
 pub use error::{StoreError, StoreResult};
+pub use ids::{Owner, RunId, ThreadId};
 pub use jsonl::JsonlRunEventStore;
 pub use memory::{
     MemoryAssistantStore, MemoryFeedbackStore, MemoryItemStore, MemoryRunEventStore,

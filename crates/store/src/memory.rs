@@ -3,6 +3,7 @@
 //! Each store keeps its rows behind one `parking_lot::RwLock`; no lock is held across an
 //! `.await` (the methods do not await while holding it), so they cannot deadlock.
 
+use crate::ids::{Owner, RunId, ThreadId};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
@@ -90,12 +91,12 @@ impl MemoryAssistantStore {
 
 #[async_trait::async_trait]
 impl AssistantStore for MemoryAssistantStore {
-    async fn create(&self, owner: &str, assistant: Assistant) -> StoreResult<Assistant> {
-        let assistant = assistant.stored_for(owner);
+    async fn create(&self, owner: Owner<'_>, assistant: Assistant) -> StoreResult<Assistant> {
+        let assistant = assistant.stored_for(owner.as_str());
         let mut rows = self.rows.write();
         // ids are per owner; the system assistants' ids (seen by everyone) are taken
-        let taken = [owner, SYSTEM_OWNER].into_iter().any(|o| {
-            rows.get(o)
+        let taken = [owner, Owner(SYSTEM_OWNER)].into_iter().any(|o| {
+            rows.get(o.as_str())
                 .is_some_and(|own| own.contains_key(&assistant.assistant_id))
         });
         if taken {
@@ -118,18 +119,21 @@ impl AssistantStore for MemoryAssistantStore {
         Ok(assistant)
     }
 
-    async fn get(&self, owner: &str, assistant_id: &str) -> StoreResult<Option<Assistant>> {
-        Ok(visible_entry(&self.rows.read(), owner, assistant_id).map(|e| e.current.clone()))
+    async fn get(&self, owner: Owner<'_>, assistant_id: &str) -> StoreResult<Option<Assistant>> {
+        Ok(
+            visible_entry(&self.rows.read(), owner.as_str(), assistant_id)
+                .map(|e| e.current.clone()),
+        )
     }
 
     async fn update(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         assistant_id: &str,
         patch: AssistantPatch,
     ) -> StoreResult<Assistant> {
         let mut rows = self.rows.write();
-        let entry = own_entry(&mut rows, owner, assistant_id)?;
+        let entry = own_entry(&mut rows, owner.as_str(), assistant_id)?;
         let mut next = entry.current.clone();
         if let Some(g) = patch.graph_id {
             next.graph_id = g;
@@ -156,18 +160,22 @@ impl AssistantStore for MemoryAssistantStore {
         Ok(next)
     }
 
-    async fn delete(&self, owner: &str, assistant_id: &str) -> StoreResult<()> {
+    async fn delete(&self, owner: Owner<'_>, assistant_id: &str) -> StoreResult<()> {
         let mut rows = self.rows.write();
-        let own = rows.get_mut(owner).ok_or(StoreError::NotFound)?;
+        let own = rows.get_mut(owner.as_str()).ok_or(StoreError::NotFound)?;
         own.remove(assistant_id).ok_or(StoreError::NotFound)?;
         if own.is_empty() {
-            rows.remove(owner);
+            rows.remove(owner.as_str());
         }
         Ok(())
     }
 
-    async fn search(&self, owner: &str, q: &AssistantSearch) -> StoreResult<(Vec<Assistant>, u64)> {
-        let mut all = self.matching(owner, q);
+    async fn search(
+        &self,
+        owner: Owner<'_>,
+        q: &AssistantSearch,
+    ) -> StoreResult<(Vec<Assistant>, u64)> {
+        let mut all = self.matching(owner.as_str(), q);
         all.sort_by(|a, b| {
             let ord = match q.sort_by {
                 AssistantSortBy::AssistantId => a.assistant_id.cmp(&b.assistant_id),
@@ -183,18 +191,19 @@ impl AssistantStore for MemoryAssistantStore {
         Ok((page(all, q.offset, q.limit), total))
     }
 
-    async fn count(&self, owner: &str, q: &AssistantSearch) -> StoreResult<u64> {
-        Ok(self.matching(owner, q).len() as u64)
+    async fn count(&self, owner: Owner<'_>, q: &AssistantSearch) -> StoreResult<u64> {
+        Ok(self.matching(owner.as_str(), q).len() as u64)
     }
 
     async fn versions(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         assistant_id: &str,
         q: &VersionQuery,
     ) -> StoreResult<Vec<AssistantVersion>> {
         let rows = self.rows.read();
-        let entry = visible_entry(&rows, owner, assistant_id).ok_or(StoreError::NotFound)?;
+        let entry =
+            visible_entry(&rows, owner.as_str(), assistant_id).ok_or(StoreError::NotFound)?;
         let all: Vec<AssistantVersion> = entry
             .versions
             .values()
@@ -207,12 +216,12 @@ impl AssistantStore for MemoryAssistantStore {
 
     async fn set_latest(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         assistant_id: &str,
         version: i64,
     ) -> StoreResult<Assistant> {
         let mut rows = self.rows.write();
-        let entry = own_entry(&mut rows, owner, assistant_id)?;
+        let entry = own_entry(&mut rows, owner.as_str(), assistant_id)?;
         let v = entry
             .versions
             .get(&version)
@@ -264,8 +273,8 @@ impl MemoryThreadStore {
 
 #[async_trait::async_trait]
 impl ThreadStore for MemoryThreadStore {
-    async fn create(&self, owner: &str, thread: Thread) -> StoreResult<Thread> {
-        let thread = thread.stored_for(owner);
+    async fn create(&self, owner: Owner<'_>, thread: Thread) -> StoreResult<Thread> {
+        let thread = thread.stored_for(owner.as_str());
         let mut rows = self.rows.write();
         let own = rows.entry(owner.to_string()).or_default();
         if own.contains_key(&thread.thread_id) {
@@ -278,19 +287,19 @@ impl ThreadStore for MemoryThreadStore {
         Ok(thread)
     }
 
-    async fn get(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Thread>> {
+    async fn get(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<Option<Thread>> {
         Ok(self
             .rows
             .read()
-            .get(owner)
-            .and_then(|own| own.get(thread_id))
+            .get(owner.as_str())
+            .and_then(|own| own.get(thread_id.as_str()))
             .cloned())
     }
 
     async fn patch_metadata(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         metadata: Map<String, Value>,
     ) -> StoreResult<Thread> {
         self.update(
@@ -306,31 +315,31 @@ impl ThreadStore for MemoryThreadStore {
 
     async fn update(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         update: ThreadUpdate,
     ) -> StoreResult<Thread> {
         let mut rows = self.rows.write();
         let t = rows
-            .get_mut(owner)
-            .and_then(|own| own.get_mut(thread_id))
+            .get_mut(owner.as_str())
+            .and_then(|own| own.get_mut(thread_id.as_str()))
             .ok_or(StoreError::NotFound)?;
         update.apply(t, time::now());
         Ok(t.clone())
     }
 
-    async fn delete(&self, owner: &str, thread_id: &str) -> StoreResult<()> {
+    async fn delete(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<()> {
         let mut rows = self.rows.write();
-        let own = rows.get_mut(owner).ok_or(StoreError::NotFound)?;
-        own.remove(thread_id).ok_or(StoreError::NotFound)?;
+        let own = rows.get_mut(owner.as_str()).ok_or(StoreError::NotFound)?;
+        own.remove(thread_id.as_str()).ok_or(StoreError::NotFound)?;
         if own.is_empty() {
-            rows.remove(owner);
+            rows.remove(owner.as_str());
         }
         Ok(())
     }
 
-    async fn search(&self, owner: &str, q: &ThreadSearch) -> StoreResult<Vec<Thread>> {
-        let mut all = self.matching(owner, q);
+    async fn search(&self, owner: Owner<'_>, q: &ThreadSearch) -> StoreResult<Vec<Thread>> {
+        let mut all = self.matching(owner.as_str(), q);
         all.sort_by(|a, b| {
             let ord = match q.sort_by {
                 ThreadSortBy::ThreadId => a.thread_id.cmp(&b.thread_id),
@@ -345,30 +354,38 @@ impl ThreadStore for MemoryThreadStore {
         Ok(page(all, q.offset, q.limit))
     }
 
-    async fn count(&self, owner: &str, q: &ThreadSearch) -> StoreResult<u64> {
-        Ok(self.matching(owner, q).len() as u64)
+    async fn count(&self, owner: Owner<'_>, q: &ThreadSearch) -> StoreResult<u64> {
+        Ok(self.matching(owner.as_str(), q).len() as u64)
     }
 
-    async fn copy(&self, owner: &str, thread_id: &str, new_id: &str) -> StoreResult<Thread> {
+    async fn copy(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        new_id: ThreadId<'_>,
+    ) -> StoreResult<Thread> {
         let mut rows = self.rows.write();
-        let own = rows.get_mut(owner).ok_or(StoreError::NotFound)?;
-        let src = own.get(thread_id).cloned().ok_or(StoreError::NotFound)?;
-        if own.contains_key(new_id) {
+        let own = rows.get_mut(owner.as_str()).ok_or(StoreError::NotFound)?;
+        let src = own
+            .get(thread_id.as_str())
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        if own.contains_key(new_id.as_str()) {
             return Err(StoreError::Conflict(format!(
                 "thread {new_id} already exists"
             )));
         }
-        let copy = copy_of(&src, new_id, time::now());
+        let copy = copy_of(&src, new_id.as_str(), time::now());
         own.insert(new_id.to_string(), copy.clone());
         Ok(copy)
     }
 
-    async fn owners_of(&self, thread_id: &str) -> StoreResult<Vec<String>> {
+    async fn owners_of(&self, thread_id: ThreadId<'_>) -> StoreResult<Vec<String>> {
         let mut owners: Vec<String> = self
             .rows
             .read()
             .iter()
-            .filter(|(_, own)| own.contains_key(thread_id))
+            .filter(|(_, own)| own.contains_key(thread_id.as_str()))
             .map(|(o, _)| o.clone())
             .collect();
         owners.sort();
@@ -534,29 +551,30 @@ impl RunStore for MemoryRunStore {
         }
         Self::insert_locked(&mut rows, run).map(|()| true)
     }
-    async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>> {
+    async fn get(&self, owner: Owner<'_>, run_id: RunId<'_>) -> StoreResult<Option<Run>> {
         Ok(self
             .rows
             .read()
             .by_id
-            .get(run_id)
+            .get(run_id.as_str())
             .filter(|r| r.owner == owner)
             .cloned())
     }
     async fn list_by_thread(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         q: &RunListQuery,
     ) -> StoreResult<Vec<Run>> {
-        let mut v =
-            self.collect_thread(owner, thread_id, |r| q.status.is_none_or(|s| r.status == s));
+        let mut v = self.collect_thread(owner.as_str(), thread_id.as_str(), |r| {
+            q.status.is_none_or(|s| r.status == s)
+        });
         v.reverse();
         Ok(page(v, q.offset, q.limit))
     }
     async fn update_status(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         status: RunStatus,
         error: Option<&str>,
     ) -> StoreResult<bool> {
@@ -564,19 +582,19 @@ impl RunStore for MemoryRunStore {
     }
     async fn transition(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         from: &[RunStatus],
         to: RunStatus,
         error: Option<&str>,
     ) -> StoreResult<bool> {
         let mut rows = self.rows.write();
-        let Some(run) = rows.by_id.get(run_id) else {
+        let Some(run) = rows.by_id.get(run_id.as_str()) else {
             return Ok(false);
         };
         if to == RunStatus::Running && rows.other_running(run) {
             return Err(running_conflict(&run.thread_id));
         }
-        Ok(rows.by_id.get_mut(run_id).is_some_and(|r| {
+        Ok(rows.by_id.get_mut(run_id.as_str()).is_some_and(|r| {
             if from.contains(&r.status) {
                 util::apply_status(r, to, error, time::now());
                 true
@@ -585,20 +603,24 @@ impl RunStore for MemoryRunStore {
             }
         }))
     }
-    async fn delete(&self, owner: &str, run_id: &str) -> StoreResult<()> {
+    async fn delete(&self, owner: Owner<'_>, run_id: RunId<'_>) -> StoreResult<()> {
         let mut rows = self.rows.write();
-        match rows.by_id.get(run_id) {
+        match rows.by_id.get(run_id.as_str()) {
             Some(r) if r.owner == owner => {
-                rows.remove(run_id);
+                rows.remove(run_id.as_str());
                 Ok(())
             }
             _ => Err(StoreError::NotFound),
         }
     }
-    async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
+    async fn delete_by_thread(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+    ) -> StoreResult<u64> {
         let mut rows = self.rows.write();
         let doomed: Vec<String> = rows
-            .of_thread(owner, thread_id)
+            .of_thread(owner.as_str(), thread_id.as_str())
             .map(|r| r.run_id.clone())
             .collect();
         for id in &doomed {
@@ -606,8 +628,12 @@ impl RunStore for MemoryRunStore {
         }
         Ok(doomed.len() as u64)
     }
-    async fn update_model_name(&self, run_id: &str, model_name: Option<&str>) -> StoreResult<bool> {
-        Ok(self.modify(run_id, |r| {
+    async fn update_model_name(
+        &self,
+        run_id: RunId<'_>,
+        model_name: Option<&str>,
+    ) -> StoreResult<bool> {
+        Ok(self.modify(run_id.as_str(), |r| {
             r.model_name = model_name.map(str::to_string);
             r.updated_at = time::now();
             true
@@ -615,16 +641,16 @@ impl RunStore for MemoryRunStore {
     }
     async fn update_completion(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         completion: &RunCompletion,
     ) -> StoreResult<bool> {
-        Ok(self.modify(run_id, |r| {
+        Ok(self.modify(run_id.as_str(), |r| {
             util::apply_completion(r, completion, time::now());
             true
         }))
     }
-    async fn update_progress(&self, run_id: &str, progress: &RunProgress) -> StoreResult<()> {
-        self.modify(run_id, |r| {
+    async fn update_progress(&self, run_id: RunId<'_>, progress: &RunProgress) -> StoreResult<()> {
+        self.modify(run_id.as_str(), |r| {
             util::apply_progress(r, progress, time::now());
             true
         });
@@ -632,17 +658,22 @@ impl RunStore for MemoryRunStore {
     }
     async fn aggregate_tokens_by_thread(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         include_active: bool,
     ) -> StoreResult<TokenAggregate> {
-        let runs = self.collect_thread(owner, thread_id, |r| {
+        let runs = self.collect_thread(owner.as_str(), thread_id.as_str(), |r| {
             util::counts_for_tokens(r.status, include_active)
         });
         Ok(util::aggregate(&runs))
     }
-    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
-        let runs = self.collect_thread(owner, thread_id, |r| r.status.is_active());
+    async fn active_for_thread(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+    ) -> StoreResult<Option<Run>> {
+        let runs =
+            self.collect_thread(owner.as_str(), thread_id.as_str(), |r| r.status.is_active());
         Ok(runs
             .iter()
             .find(|r| r.status == RunStatus::Running)
@@ -662,12 +693,12 @@ impl RunQueue for MemoryRunStore {
     }
     async fn claim(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         worker_id: &str,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Claim> {
         let mut rows = self.rows.write();
-        let Some(run) = rows.by_id.get(run_id) else {
+        let Some(run) = rows.by_id.get(run_id.as_str()) else {
             return Ok(Claim::Gone);
         };
         if run.status != RunStatus::Pending {
@@ -676,7 +707,7 @@ impl RunQueue for MemoryRunStore {
         if rows.other_running(run) || rows.older_pending(run) {
             return Ok(Claim::Busy);
         }
-        if let Some(r) = rows.by_id.get_mut(run_id) {
+        if let Some(r) = rows.by_id.get_mut(run_id.as_str()) {
             util::apply_status(r, RunStatus::Running, None, time::now());
             r.worker_id = Some(worker_id.to_string());
             r.lease_expires_at = Some(time::truncate(lease_until));
@@ -712,12 +743,12 @@ impl RunQueue for MemoryRunStore {
     }
     async fn adopt(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         worker_id: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        Ok(self.modify(run_id, |r| {
+        Ok(self.modify(run_id.as_str(), |r| {
             if r.status.is_active() && !queued(r) && r.lease_expires_at.is_none_or(|t| t < now) {
                 r.worker_id = Some(worker_id.to_string());
                 r.lease_expires_at = Some(time::truncate(lease_until));
@@ -729,11 +760,13 @@ impl RunQueue for MemoryRunStore {
     }
     async fn next_pending_for_thread(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
     ) -> StoreResult<Option<Run>> {
         Ok(self
-            .collect_thread(owner, thread_id, |r| r.status == RunStatus::Pending)
+            .collect_thread(owner.as_str(), thread_id.as_str(), |r| {
+                r.status == RunStatus::Pending
+            })
             .into_iter()
             .next())
     }
@@ -794,8 +827,8 @@ impl RunQueue for MemoryRunStore {
             .filter(|r| r.status == RunStatus::Pending)
             .count() as u64)
     }
-    async fn request_cancel(&self, run_id: &str, action: CancelAction) -> StoreResult<bool> {
-        Ok(self.modify(run_id, |r| {
+    async fn request_cancel(&self, run_id: RunId<'_>, action: CancelAction) -> StoreResult<bool> {
+        Ok(self.modify(run_id.as_str(), |r| {
             if !r.status.is_active() {
                 return false;
             }
@@ -899,13 +932,15 @@ pub(crate) fn window(events: Vec<RunEvent>, q: &RunEventQuery) -> Vec<RunEvent> 
 impl RunEventStore for MemoryRunEventStore {
     async fn append_batch(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         events: Vec<NewRunEvent>,
     ) -> StoreResult<Vec<RunEvent>> {
         let mut threads = self.threads.write();
         let mut out = Vec::with_capacity(events.len());
         for e in events {
-            let t = threads.entry(thread_key(owner, &e.thread_id)).or_default();
+            let t = threads
+                .entry(thread_key(owner.as_str(), &e.thread_id))
+                .or_default();
             t.next_seq += 1;
             let ev = RunEvent {
                 thread_id: e.thread_id,
@@ -925,12 +960,12 @@ impl RunEventStore for MemoryRunEventStore {
 
     async fn list(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         q: &RunEventQuery,
     ) -> StoreResult<Vec<RunEvent>> {
         let threads = self.threads.read();
-        let Some(t) = threads.get(&thread_key(owner, thread_id)) else {
+        let Some(t) = threads.get(&thread_key(owner.as_str(), thread_id.as_str())) else {
             return Ok(Vec::new());
         };
         let matching: Vec<RunEvent> = t
@@ -944,14 +979,14 @@ impl RunEventStore for MemoryRunEventStore {
 
     async fn count(
         &self,
-        owner: &str,
-        thread_id: &str,
-        run_id: Option<&str>,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: Option<RunId<'_>>,
         category: Option<&str>,
     ) -> StoreResult<u64> {
         let threads = self.threads.read();
         Ok(threads
-            .get(&thread_key(owner, thread_id))
+            .get(&thread_key(owner.as_str(), thread_id.as_str()))
             .map(|t| {
                 t.events
                     .iter()
@@ -964,18 +999,23 @@ impl RunEventStore for MemoryRunEventStore {
             .unwrap_or(0))
     }
 
-    async fn delete_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
+    async fn delete_thread(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<u64> {
         let mut threads = self.threads.write();
-        let Some(t) = threads.get_mut(&thread_key(owner, thread_id)) else {
+        let Some(t) = threads.get_mut(&thread_key(owner.as_str(), thread_id.as_str())) else {
             return Ok(0);
         };
         // next_seq is kept: a later append on the same thread id still gets fresh seqs.
         Ok(std::mem::take(&mut t.events).len() as u64)
     }
 
-    async fn delete_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
+    async fn delete_run(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
+    ) -> StoreResult<u64> {
         let mut threads = self.threads.write();
-        let Some(t) = threads.get_mut(&thread_key(owner, thread_id)) else {
+        let Some(t) = threads.get_mut(&thread_key(owner.as_str(), thread_id.as_str())) else {
             return Ok(0);
         };
         let before = t.events.len();
@@ -994,7 +1034,7 @@ pub struct MemoryFeedbackStore {
 
 #[async_trait::async_trait]
 impl FeedbackStore for MemoryFeedbackStore {
-    async fn create(&self, owner: &str, mut feedback: Feedback) -> StoreResult<Feedback> {
+    async fn create(&self, owner: Owner<'_>, mut feedback: Feedback) -> StoreResult<Feedback> {
         feedback.owner = owner.to_string();
         feedback.created_at = time::truncate(feedback.created_at);
         let mut rows = self.rows.write();
@@ -1008,7 +1048,7 @@ impl FeedbackStore for MemoryFeedbackStore {
         Ok(feedback)
     }
 
-    async fn upsert(&self, owner: &str, mut feedback: Feedback) -> StoreResult<Feedback> {
+    async fn upsert(&self, owner: Owner<'_>, mut feedback: Feedback) -> StoreResult<Feedback> {
         feedback.owner = owner.to_string();
         feedback.created_at = time::truncate(feedback.created_at);
         let mut rows = self.rows.write();
@@ -1031,7 +1071,7 @@ impl FeedbackStore for MemoryFeedbackStore {
         Ok(feedback)
     }
 
-    async fn get(&self, owner: &str, feedback_id: &str) -> StoreResult<Option<Feedback>> {
+    async fn get(&self, owner: Owner<'_>, feedback_id: &str) -> StoreResult<Option<Feedback>> {
         Ok(self
             .rows
             .read()
@@ -1042,9 +1082,9 @@ impl FeedbackStore for MemoryFeedbackStore {
 
     async fn list_by_run(
         &self,
-        owner: &str,
-        thread_id: &str,
-        run_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
     ) -> StoreResult<Vec<Feedback>> {
         let mut v: Vec<Feedback> = self
             .rows
@@ -1061,7 +1101,7 @@ impl FeedbackStore for MemoryFeedbackStore {
         Ok(v)
     }
 
-    async fn delete(&self, owner: &str, feedback_id: &str) -> StoreResult<()> {
+    async fn delete(&self, owner: Owner<'_>, feedback_id: &str) -> StoreResult<()> {
         let mut rows = self.rows.write();
         match rows.get(feedback_id) {
             Some(f) if f.owner == owner => {
@@ -1072,7 +1112,12 @@ impl FeedbackStore for MemoryFeedbackStore {
         }
     }
 
-    async fn delete_by_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
+    async fn delete_by_run(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
+    ) -> StoreResult<u64> {
         let mut rows = self.rows.write();
         let before = rows.len();
         rows.retain(|_, f| !(f.owner == owner && f.thread_id == thread_id && f.run_id == run_id));
@@ -1095,7 +1140,7 @@ pub struct MemoryItemStore {
 impl ItemStore for MemoryItemStore {
     async fn put(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         namespace: &[String],
         key: &str,
         value: Value,
@@ -1121,7 +1166,7 @@ impl ItemStore for MemoryItemStore {
 
     async fn get(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         namespace: &[String],
         key: &str,
     ) -> StoreResult<Option<StoreItem>> {
@@ -1129,25 +1174,25 @@ impl ItemStore for MemoryItemStore {
         Ok(self
             .rows
             .read()
-            .get(owner)
+            .get(owner.as_str())
             .and_then(|items| items.get(&(namespace.to_vec(), key.to_string())))
             .cloned())
     }
 
-    async fn delete(&self, owner: &str, namespace: &[String], key: &str) -> StoreResult<bool> {
+    async fn delete(&self, owner: Owner<'_>, namespace: &[String], key: &str) -> StoreResult<bool> {
         util::validate_namespace(namespace)?;
         Ok(self
             .rows
             .write()
-            .get_mut(owner)
+            .get_mut(owner.as_str())
             .and_then(|items| items.remove(&(namespace.to_vec(), key.to_string())))
             .is_some())
     }
 
-    async fn search(&self, owner: &str, q: &ItemSearch) -> StoreResult<Vec<SearchItem>> {
+    async fn search(&self, owner: Owner<'_>, q: &ItemSearch) -> StoreResult<Vec<SearchItem>> {
         util::validate_prefix(&q.namespace_prefix)?;
         let rows = self.rows.read();
-        let Some(items) = rows.get(owner) else {
+        let Some(items) = rows.get(owner.as_str()) else {
             return Ok(Vec::new());
         };
         let mut hits: Vec<&StoreItem> = items
@@ -1176,12 +1221,12 @@ impl ItemStore for MemoryItemStore {
 
     async fn list_namespaces(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         q: &NamespaceQuery,
     ) -> StoreResult<Vec<Vec<String>>> {
         let rows = self.rows.read();
         let all: Vec<Vec<String>> = rows
-            .get(owner)
+            .get(owner.as_str())
             .map(|items| items.keys().map(|(ns, _)| ns.clone()).collect())
             .unwrap_or_default();
         Ok(util::filter_namespaces(all, q))

@@ -1,9 +1,11 @@
 //! The repository traits (one per aggregate) and their query/patch types.
 //!
-//! Every method that reads or writes user data takes `owner: &str` and filters by it: a row of
-//! another owner behaves exactly like a missing row (`None` / [`StoreError::NotFound`]).
+//! Every method that reads or writes user data takes the caller's [`Owner`] and filters by it:
+//! a row of another owner behaves exactly like a missing row (`None` /
+//! [`StoreError::NotFound`]).
 //! Methods used only by the runtime on rows it already owns (run status transitions, queue
-//! queries, recovery scans) are keyed by id alone.
+//! queries, recovery scans) are keyed by id alone. Owners, thread ids and run ids are each their
+//! own type ([`crate::ids`]): crossed arguments do not compile.
 //!
 //! Filters (`metadata`, `values`, item `filter`) are top-level containment: every key of the
 //! filter must be present with an equal value, where equality is [`crate::util::json_eq`]
@@ -15,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::error::StoreResult;
+use crate::ids::{Owner, RunId, ThreadId};
 use crate::records::*;
 
 /// Default page size of searches (LangGraph's default).
@@ -104,37 +107,37 @@ impl Default for VersionQuery {
 pub trait AssistantStore: Send + Sync {
     /// Inserts version 1 (or `assistant.version`) owned by `owner`. Conflict if the id exists
     /// (for any owner); `if_exists: do_nothing` is the caller's business.
-    async fn create(&self, owner: &str, assistant: Assistant) -> StoreResult<Assistant>;
+    async fn create(&self, owner: Owner<'_>, assistant: Assistant) -> StoreResult<Assistant>;
     /// The current version.
-    async fn get(&self, owner: &str, assistant_id: &str) -> StoreResult<Option<Assistant>>;
+    async fn get(&self, owner: Owner<'_>, assistant_id: &str) -> StoreResult<Option<Assistant>>;
     /// Writes a new version (max version + 1) and makes it current; returns it.
     async fn update(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         assistant_id: &str,
         patch: AssistantPatch,
     ) -> StoreResult<Assistant>;
     /// Deletes the assistant and all its versions.
-    async fn delete(&self, owner: &str, assistant_id: &str) -> StoreResult<()>;
+    async fn delete(&self, owner: Owner<'_>, assistant_id: &str) -> StoreResult<()>;
     /// One page, plus the total number of matches.
     async fn search(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         query: &AssistantSearch,
     ) -> StoreResult<(Vec<Assistant>, u64)>;
     /// Number of matches (limit/offset/sort ignored).
-    async fn count(&self, owner: &str, query: &AssistantSearch) -> StoreResult<u64>;
+    async fn count(&self, owner: Owner<'_>, query: &AssistantSearch) -> StoreResult<u64>;
     /// Versions, newest first.
     async fn versions(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         assistant_id: &str,
         query: &VersionQuery,
     ) -> StoreResult<Vec<AssistantVersion>>;
     /// Makes an existing version current again (updated_at = now); returns the assistant.
     async fn set_latest(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         assistant_id: &str,
         version: i64,
     ) -> StoreResult<Assistant>;
@@ -239,33 +242,38 @@ pub trait ThreadStore: Send + Sync {
     /// Inserts the thread owned by `owner`. Conflict if `owner` already has a thread of that
     /// id. Thread ids are per owner: another owner's thread of the same id is another thread,
     /// and nothing of it shows through this owner's calls.
-    async fn create(&self, owner: &str, thread: Thread) -> StoreResult<Thread>;
-    async fn get(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Thread>>;
+    async fn create(&self, owner: Owner<'_>, thread: Thread) -> StoreResult<Thread>;
+    async fn get(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<Option<Thread>>;
     /// Merges `metadata` into the thread's metadata (PATCH /threads/{id}); returns the thread.
     async fn patch_metadata(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         metadata: Map<String, Value>,
     ) -> StoreResult<Thread>;
     /// Applies state changes (status, values, error, interrupts, config, metadata merge).
     async fn update(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         update: ThreadUpdate,
     ) -> StoreResult<Thread>;
-    async fn delete(&self, owner: &str, thread_id: &str) -> StoreResult<()>;
-    async fn search(&self, owner: &str, query: &ThreadSearch) -> StoreResult<Vec<Thread>>;
+    async fn delete(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<()>;
+    async fn search(&self, owner: Owner<'_>, query: &ThreadSearch) -> StoreResult<Vec<Thread>>;
     /// Number of matches (limit/offset/sort ignored).
-    async fn count(&self, owner: &str, query: &ThreadSearch) -> StoreResult<u64>;
+    async fn count(&self, owner: Owner<'_>, query: &ThreadSearch) -> StoreResult<u64>;
     /// A new thread `new_id` with the source's metadata, config, values, error and interrupts;
     /// status copied except `busy`, which becomes `idle`. Conflict if `new_id` exists.
-    async fn copy(&self, owner: &str, thread_id: &str, new_id: &str) -> StoreResult<Thread>;
+    async fn copy(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        new_id: ThreadId<'_>,
+    ) -> StoreResult<Thread>;
     /// The owners that have a thread of this id, sorted. For operations only (moving an
     /// earlier version's per-thread files under their owner at startup), never on a user's
     /// behalf.
-    async fn owners_of(&self, thread_id: &str) -> StoreResult<Vec<String>>;
+    async fn owners_of(&self, thread_id: ThreadId<'_>) -> StoreResult<Vec<String>>;
 }
 
 // ------------------------------------------------------------------------ runs
@@ -313,18 +321,18 @@ pub trait RunStore: RunQueue + ReplicaRegistry + Send + Sync {
     /// concurrent calls from any process sharing the database (the thread's row is locked for
     /// the check): multitask `reject` across replicas.
     async fn put_if_idle(&self, run: &Run) -> StoreResult<bool>;
-    async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>>;
+    async fn get(&self, owner: Owner<'_>, run_id: RunId<'_>) -> StoreResult<Option<Run>>;
     /// Runs of a thread, newest first.
     async fn list_by_thread(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         query: &RunListQuery,
     ) -> StoreResult<Vec<Run>>;
     /// Sets the status (and `error` when given). Returns whether a row changed.
     async fn update_status(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         status: RunStatus,
         error: Option<&str>,
     ) -> StoreResult<bool>;
@@ -332,33 +340,42 @@ pub trait RunStore: RunQueue + ReplicaRegistry + Send + Sync {
     /// pending -> running claim). Returns whether it moved.
     async fn transition(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         from: &[RunStatus],
         to: RunStatus,
         error: Option<&str>,
     ) -> StoreResult<bool>;
-    async fn delete(&self, owner: &str, run_id: &str) -> StoreResult<()>;
+    async fn delete(&self, owner: Owner<'_>, run_id: RunId<'_>) -> StoreResult<()>;
     /// Deletes every run of a thread; returns how many.
-    async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64>;
-    async fn update_model_name(&self, run_id: &str, model_name: Option<&str>) -> StoreResult<bool>;
+    async fn delete_by_thread(&self, owner: Owner<'_>, thread_id: ThreadId<'_>)
+    -> StoreResult<u64>;
+    async fn update_model_name(
+        &self,
+        run_id: RunId<'_>,
+        model_name: Option<&str>,
+    ) -> StoreResult<bool>;
     /// Final figures (+ status when given, + error). Returns whether a row changed.
     async fn update_completion(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         completion: &RunCompletion,
     ) -> StoreResult<bool>;
     /// Best-effort snapshot while running; never changes status.
-    async fn update_progress(&self, run_id: &str, progress: &RunProgress) -> StoreResult<()>;
+    async fn update_progress(&self, run_id: RunId<'_>, progress: &RunProgress) -> StoreResult<()>;
     /// Token usage of the thread's finished runs (success, error, interrupted, timeout), plus
     /// pending/running ones when `include_active`. Runs without a model count as `unknown`.
     async fn aggregate_tokens_by_thread(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         include_active: bool,
     ) -> StoreResult<TokenAggregate>;
     /// The oldest active run of `owner`'s thread (running preferred over pending).
-    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>>;
+    async fn active_for_thread(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+    ) -> StoreResult<Option<Run>>;
 }
 
 /// The run queue across processes: claims, leases, adoption of dead processes' runs and
@@ -377,7 +394,7 @@ pub trait RunQueue: Send + Sync {
     /// claim is [`Claim::Busy`] too.
     async fn claim(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         worker_id: &str,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Claim>;
@@ -393,7 +410,7 @@ pub trait RunQueue: Send + Sync {
     /// of several processes adopting the same run, exactly one wins). Status is unchanged.
     async fn adopt(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         worker_id: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -416,15 +433,15 @@ pub trait RunQueue: Send + Sync {
     /// Records a cancel asked for on a replica that does not execute the run; the first
     /// request wins. Only pending or running runs;
     /// returns whether the run is active (the request, or an earlier one, is recorded).
-    async fn request_cancel(&self, run_id: &str, action: CancelAction) -> StoreResult<bool>;
+    async fn request_cancel(&self, run_id: RunId<'_>, action: CancelAction) -> StoreResult<bool>;
     /// Cancel requests on the active runs owned by `worker_id`: `(run_id, action)` pairs.
     /// One statement, polled by the owner about every second.
     async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(String, CancelAction)>>;
     /// The oldest pending run of `owner`'s thread.
     async fn next_pending_for_thread(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
     ) -> StoreResult<Option<Run>>;
 }
 
@@ -469,27 +486,32 @@ pub trait RunEventStore: Send + Sync {
     /// `(thread_id, seq)`); returns the stored events.
     async fn append_batch(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         events: Vec<NewRunEvent>,
     ) -> StoreResult<Vec<RunEvent>>;
     async fn list(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         query: &RunEventQuery,
     ) -> StoreResult<Vec<RunEvent>>;
     /// Number of events of the thread (optionally of one run / category).
     async fn count(
         &self,
-        owner: &str,
-        thread_id: &str,
-        run_id: Option<&str>,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: Option<RunId<'_>>,
         category: Option<&str>,
     ) -> StoreResult<u64>;
     /// Deletes all events of the thread; returns how many.
-    async fn delete_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64>;
+    async fn delete_thread(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<u64>;
     /// Deletes all events of one run; returns how many.
-    async fn delete_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64>;
+    async fn delete_run(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
+    ) -> StoreResult<u64>;
 }
 
 // ------------------------------------------------------------------------ feedback
@@ -498,20 +520,25 @@ pub trait RunEventStore: Send + Sync {
 #[async_trait::async_trait]
 pub trait FeedbackStore: Send + Sync {
     /// Inserts (owner = `owner`, overriding `feedback.owner`). Conflict if the id exists.
-    async fn create(&self, owner: &str, feedback: Feedback) -> StoreResult<Feedback>;
+    async fn create(&self, owner: Owner<'_>, feedback: Feedback) -> StoreResult<Feedback>;
     /// Replaces the owner's feedback on (thread, run) if any (keeping its id), else inserts.
-    async fn upsert(&self, owner: &str, feedback: Feedback) -> StoreResult<Feedback>;
-    async fn get(&self, owner: &str, feedback_id: &str) -> StoreResult<Option<Feedback>>;
+    async fn upsert(&self, owner: Owner<'_>, feedback: Feedback) -> StoreResult<Feedback>;
+    async fn get(&self, owner: Owner<'_>, feedback_id: &str) -> StoreResult<Option<Feedback>>;
     /// Feedback of the owner on a run, oldest first.
     async fn list_by_run(
         &self,
-        owner: &str,
-        thread_id: &str,
-        run_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
     ) -> StoreResult<Vec<Feedback>>;
-    async fn delete(&self, owner: &str, feedback_id: &str) -> StoreResult<()>;
+    async fn delete(&self, owner: Owner<'_>, feedback_id: &str) -> StoreResult<()>;
     /// Deletes the owner's feedback on a run; returns how many.
-    async fn delete_by_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64>;
+    async fn delete_by_run(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
+    ) -> StoreResult<u64>;
 }
 
 // ------------------------------------------------------------------------ store items
@@ -568,23 +595,23 @@ pub trait ItemStore: Send + Sync {
     /// Creates or replaces (keeping `created_at`).
     async fn put(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         namespace: &[String],
         key: &str,
         value: Value,
     ) -> StoreResult<StoreItem>;
     async fn get(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         namespace: &[String],
         key: &str,
     ) -> StoreResult<Option<StoreItem>>;
     /// Returns whether an item was deleted (deleting a missing item is not an error).
-    async fn delete(&self, owner: &str, namespace: &[String], key: &str) -> StoreResult<bool>;
-    async fn search(&self, owner: &str, query: &ItemSearch) -> StoreResult<Vec<SearchItem>>;
+    async fn delete(&self, owner: Owner<'_>, namespace: &[String], key: &str) -> StoreResult<bool>;
+    async fn search(&self, owner: Owner<'_>, query: &ItemSearch) -> StoreResult<Vec<SearchItem>>;
     async fn list_namespaces(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         query: &NamespaceQuery,
     ) -> StoreResult<Vec<Vec<String>>>;
 }

@@ -6,7 +6,8 @@ use std::borrow::Borrow;
 use std::sync::Arc;
 
 use antler_store::{
-    JsonlRunEventStore, NewRunEvent, RunEventQuery, RunEventStore, StoreError, Stores,
+    JsonlRunEventStore, NewRunEvent, Owner, RunEventQuery, RunEventStore, RunId, StoreError,
+    Stores, ThreadId,
 };
 use serde_json::json;
 
@@ -59,18 +60,23 @@ async fn seqs_and_events_survive_a_reopen_and_a_torn_line() {
     {
         let s = JsonlRunEventStore::open(dir.path()).unwrap();
         let got = s
-            .append_batch("alice", vec![ev("t1", "r1", 1), ev("t1", "r1", 2)])
+            .append_batch(Owner("alice"), vec![ev("t1", "r1", 1), ev("t1", "r1", 2)])
             .await
             .unwrap();
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(s.delete_run("alice", "t1", "r1").await.unwrap(), 2);
+        assert_eq!(
+            s.delete_run(Owner("alice"), ThreadId("t1"), RunId("r1"))
+                .await
+                .unwrap(),
+            2
+        );
     }
     // a crash mid-append leaves half a line behind
     let file = dir.path().join("threads/t1/@alice/events.jsonl");
     std::fs::write(&file, "{\"owner\":\"alice\",\"run_id\":\"r").unwrap();
     let s = JsonlRunEventStore::open(dir.path()).unwrap();
     let got = s
-        .append_batch("alice", vec![ev("t1", "r2", 3)])
+        .append_batch(Owner("alice"), vec![ev("t1", "r2", 3)])
         .await
         .unwrap();
     assert_eq!(
@@ -78,14 +84,14 @@ async fn seqs_and_events_survive_a_reopen_and_a_torn_line() {
         "seqs never repeat, even after deletes and a restart"
     );
     let listed = s
-        .list("alice", "t1", &RunEventQuery::default())
+        .list(Owner("alice"), ThreadId("t1"), &RunEventQuery::default())
         .await
         .unwrap();
     assert_eq!(listed.len(), 1, "the torn line is ignored: {listed:?}");
     assert_eq!(listed[0].content, json!({"n": 3}));
     assert_eq!(listed[0].metadata, json!({"caller": "lead_agent"}));
     assert!(
-        s.list("bob", "t1", &RunEventQuery::default())
+        s.list(Owner("bob"), ThreadId("t1"), &RunEventQuery::default())
             .await
             .unwrap()
             .is_empty()
@@ -97,16 +103,20 @@ async fn ids_that_could_escape_the_directory_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = JsonlRunEventStore::open(dir.path()).unwrap();
     for bad in ["../x", "a/b", ".hidden", "", "a\\b"] {
-        let r = s.append_batch("alice", vec![ev(bad, "r", 1)]).await;
+        let r = s.append_batch(Owner("alice"), vec![ev(bad, "r", 1)]).await;
         assert!(
             matches!(r, Err(StoreError::InvalidArgument(_))),
             "{bad:?}: {r:?}"
         );
-        let r = s.list("alice", bad, &RunEventQuery::default()).await;
+        let r = s
+            .list(Owner("alice"), ThreadId(bad), &RunEventQuery::default())
+            .await;
         assert!(matches!(r, Err(StoreError::InvalidArgument(_))), "{bad:?}");
     }
     for bad_owner in ["../x", "a/b", ""] {
-        let r = s.append_batch(bad_owner, vec![ev("t1", "r", 1)]).await;
+        let r = s
+            .append_batch(Owner(bad_owner), vec![ev("t1", "r", 1)])
+            .await;
         assert!(
             matches!(r, Err(StoreError::InvalidArgument(_))),
             "{bad_owner:?}: {r:?}"
@@ -141,18 +151,18 @@ async fn an_earlier_versions_thread_file_is_split_by_owner() {
     let s = JsonlRunEventStore::open(dir.path()).unwrap();
     assert!(!old.join("events.jsonl").exists() && !old.join("seq").exists());
     let alice = s
-        .list("alice", "t1", &RunEventQuery::default())
+        .list(Owner("alice"), ThreadId("t1"), &RunEventQuery::default())
         .await
         .unwrap();
     assert_eq!(alice.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3]);
     let bob = s
-        .list("bob", "t1", &RunEventQuery::default())
+        .list(Owner("bob"), ThreadId("t1"), &RunEventQuery::default())
         .await
         .unwrap();
     assert_eq!(bob.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
     for owner in ["alice", "bob"] {
         let got = s
-            .append_batch(owner, vec![ev("t1", "r2", 9)])
+            .append_batch(Owner(owner), vec![ev("t1", "r2", 9)])
             .await
             .unwrap();
         assert_eq!(got[0].seq, 8, "{owner}: no seq is handed out twice");
@@ -160,5 +170,10 @@ async fn an_earlier_versions_thread_file_is_split_by_owner() {
     // and once more: nothing left to split
     drop(s);
     let s = JsonlRunEventStore::open(dir.path()).unwrap();
-    assert_eq!(s.count("alice", "t1", None, None).await.unwrap(), 3);
+    assert_eq!(
+        s.count(Owner("alice"), ThreadId("t1"), None, None)
+            .await
+            .unwrap(),
+        3
+    );
 }

@@ -6,7 +6,7 @@
 //! no user (403).
 
 use antler_store::{
-    Assistant, AssistantPatch, AssistantSearch, AssistantVersion, SYSTEM_OWNER, StoreError,
+    Assistant, AssistantPatch, AssistantSearch, AssistantVersion, Owner, SYSTEM_OWNER, StoreError,
     VersionQuery, system_assistant_id,
 };
 use serde_json::{Map, Value};
@@ -76,19 +76,22 @@ impl Runtime {
         for graph_id in self.graphs.ids() {
             let id = system_assistant_id(graph_id);
             let description = self.graphs.description(graph_id).map(str::to_string);
-            let record = match self.stores.assistants.get("system", &id).await? {
+            let record = match self.stores.assistants.get(Owner("system"), &id).await? {
                 Some(a) if description.is_some() && a.description != description => {
                     let patch = AssistantPatch {
                         description: description.clone(),
                         ..Default::default()
                     };
-                    self.stores.assistants.update("system", &id, patch).await?
+                    self.stores
+                        .assistants
+                        .update(Owner("system"), &id, patch)
+                        .await?
                 }
                 Some(a) => a,
                 None => match self
                     .stores
                     .assistants
-                    .create("system", {
+                    .create(Owner("system"), {
                         let mut a = Assistant::system(graph_id);
                         a.description = description.clone();
                         a
@@ -99,7 +102,7 @@ impl Runtime {
                     Err(StoreError::Conflict(_)) => self
                         .stores
                         .assistants
-                        .get("system", &id)
+                        .get(Owner("system"), &id)
                         .await?
                         .unwrap_or_else(|| Assistant::system(graph_id)),
                     Err(e) => return Err(e.into()),
@@ -123,7 +126,7 @@ impl Runtime {
                 return Ok(a.clone());
             }
             let id = system_assistant_id(assistant_id);
-            if let Some(a) = self.stores.assistants.get(owner, &id).await? {
+            if let Some(a) = self.stores.assistants.get(Owner(owner), &id).await? {
                 return Ok(a);
             }
             return Ok(Assistant::system(assistant_id));
@@ -137,7 +140,11 @@ impl Runtime {
         if let Some(a) = cached {
             return Ok(a);
         }
-        if let Some(a) = self.stores.assistants.get(owner, assistant_id).await?
+        if let Some(a) = self
+            .stores
+            .assistants
+            .get(Owner(owner), assistant_id)
+            .await?
             && self.graphs.contains(&a.graph_id)
         {
             return Ok(a);
@@ -201,7 +208,13 @@ impl Runtime {
                 })?,
             None => new_id(),
         };
-        if chosen && let Some(existing) = self.stores.assistants.get(owner, &assistant_id).await? {
+        if chosen
+            && let Some(existing) = self
+                .stores
+                .assistants
+                .get(Owner(owner), &assistant_id)
+                .await?
+        {
             return match new.if_exists {
                 IfExists::DoNothing => Ok(existing),
                 IfExists::Raise => Err(already_exists(&assistant_id)),
@@ -219,12 +232,12 @@ impl Runtime {
         assistant.config = Value::Object(new.config);
         assistant.metadata = new.metadata;
         assistant.description = new.description;
-        match self.stores.assistants.create(owner, assistant).await {
+        match self.stores.assistants.create(Owner(owner), assistant).await {
             Ok(created) => Ok(created),
             Err(StoreError::Conflict(_)) if new.if_exists == IfExists::DoNothing => self
                 .stores
                 .assistants
-                .get(owner, &assistant_id)
+                .get(Owner(owner), &assistant_id)
                 .await?
                 .ok_or_else(|| already_exists(&assistant_id)),
             Err(StoreError::Conflict(_)) => Err(already_exists(&assistant_id)),
@@ -242,7 +255,7 @@ impl Runtime {
         let id = self.assistant_id_of(assistant_id)?;
         self.stores
             .assistants
-            .get(owner, &id)
+            .get(Owner(owner), &id)
             .await?
             .ok_or_else(|| RuntimeError::NotFound("Not Found".into()))
     }
@@ -287,7 +300,7 @@ impl Runtime {
         Ok(self
             .stores
             .assistants
-            .update(owner, &current.assistant_id, patch)
+            .update(Owner(owner), &current.assistant_id, patch)
             .await?)
     }
 
@@ -301,7 +314,7 @@ impl Runtime {
         Ok(self
             .stores
             .assistants
-            .delete(owner, &assistant.assistant_id)
+            .delete(Owner(owner), &assistant.assistant_id)
             .await?)
     }
 
@@ -311,7 +324,7 @@ impl Runtime {
         owner: &str,
         query: &AssistantSearch,
     ) -> Result<(Vec<Assistant>, u64), RuntimeError> {
-        Ok(self.stores.assistants.search(owner, query).await?)
+        Ok(self.stores.assistants.search(Owner(owner), query).await?)
     }
 
     /// The number of matching assistants (paging ignored).
@@ -320,7 +333,7 @@ impl Runtime {
         owner: &str,
         query: &AssistantSearch,
     ) -> Result<u64, RuntimeError> {
-        Ok(self.stores.assistants.count(owner, query).await?)
+        Ok(self.stores.assistants.count(Owner(owner), query).await?)
     }
 
     /// The versions of an assistant, newest first.
@@ -334,7 +347,7 @@ impl Runtime {
         Ok(self
             .stores
             .assistants
-            .versions(owner, &assistant.assistant_id, query)
+            .versions(Owner(owner), &assistant.assistant_id, query)
             .await?)
     }
 
@@ -349,7 +362,7 @@ impl Runtime {
         Ok(self
             .stores
             .assistants
-            .set_latest(owner, &assistant.assistant_id, version)
+            .set_latest(Owner(owner), &assistant.assistant_id, version)
             .await?)
     }
 }

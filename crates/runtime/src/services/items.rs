@@ -1,7 +1,7 @@
 //! Store-item service (the LangGraph store API): put, get, delete, search, namespaces. Items
 //! are per owner; namespaces and keys arrive validated.
 
-use antler_store::{ItemSearch, NamespaceQuery, SearchItem, StoreItem};
+use antler_store::{ItemSearch, NamespaceQuery, Owner, SearchItem, StoreItem};
 use serde_json::Value;
 
 use crate::{Runtime, RuntimeError};
@@ -15,7 +15,11 @@ impl Runtime {
         key: &str,
         value: Value,
     ) -> Result<StoreItem, RuntimeError> {
-        Ok(self.stores.items.put(owner, namespace, key, value).await?)
+        Ok(self
+            .stores
+            .items
+            .put(Owner(owner), namespace, key, value)
+            .await?)
     }
 
     /// The item, or `None`.
@@ -25,7 +29,7 @@ impl Runtime {
         namespace: &[String],
         key: &str,
     ) -> Result<Option<StoreItem>, RuntimeError> {
-        Ok(self.stores.items.get(owner, namespace, key).await?)
+        Ok(self.stores.items.get(Owner(owner), namespace, key).await?)
     }
 
     /// Deletes the item; whether one was there (a missing item is no error).
@@ -35,7 +39,11 @@ impl Runtime {
         namespace: &[String],
         key: &str,
     ) -> Result<bool, RuntimeError> {
-        Ok(self.stores.items.delete(owner, namespace, key).await?)
+        Ok(self
+            .stores
+            .items
+            .delete(Owner(owner), namespace, key)
+            .await?)
     }
 
     /// Items under a namespace prefix matching a filter.
@@ -44,7 +52,7 @@ impl Runtime {
         owner: &str,
         query: &ItemSearch,
     ) -> Result<Vec<SearchItem>, RuntimeError> {
-        Ok(self.stores.items.search(owner, query).await?)
+        Ok(self.stores.items.search(Owner(owner), query).await?)
     }
 
     /// The namespaces that hold items.
@@ -53,6 +61,10 @@ impl Runtime {
         owner: &str,
         query: &NamespaceQuery,
     ) -> Result<Vec<Vec<String>>, RuntimeError> {
-        Ok(self.stores.items.list_namespaces(owner, query).await?)
+        Ok(self
+            .stores
+            .items
+            .list_namespaces(Owner(owner), query)
+            .await?)
     }
 }

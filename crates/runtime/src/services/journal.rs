@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use antler_store::{Feedback, RunEvent, RunEventQuery, TokenAggregate, time};
+use antler_store::{
+    Feedback, Owner, RunEvent, RunEventQuery, RunId, ThreadId, TokenAggregate, time,
+};
 use serde_json::Map;
 
 use super::new_id;
@@ -104,7 +106,7 @@ impl Runtime {
         Ok(self
             .stores
             .runs
-            .aggregate_tokens_by_thread(owner, thread_id, include_active)
+            .aggregate_tokens_by_thread(Owner(owner), ThreadId(thread_id), include_active)
             .await?)
     }
 
@@ -138,7 +140,11 @@ impl Runtime {
             limit: Some(limit),
             ..Default::default()
         };
-        Ok(self.stores.events.list(owner, thread_id, &query).await?)
+        Ok(self
+            .stores
+            .events
+            .list(Owner(owner), ThreadId(thread_id), &query)
+            .await?)
     }
 
     /// One page of a run's message events (ascending) and whether more exist.
@@ -174,7 +180,7 @@ impl Runtime {
             let latest = if last_response.get(e.run_id.as_str()) == Some(&e.seq) {
                 self.stores
                     .feedback
-                    .list_by_run(owner, thread_id, &e.run_id)
+                    .list_by_run(Owner(owner), ThreadId(thread_id), RunId(&e.run_id))
                     .await?
                     .pop()
             } else {
@@ -211,7 +217,11 @@ impl Runtime {
             limit: Some(limit + 1),
             ..Default::default()
         };
-        let mut rows = self.stores.events.list(owner, thread_id, &query).await?;
+        let mut rows = self
+            .stores
+            .events
+            .list(Owner(owner), ThreadId(thread_id), &query)
+            .await?;
         let more = rows.len() > limit;
         if more {
             if forward {
@@ -261,9 +271,9 @@ impl Runtime {
         let feedback = new_feedback(owner, thread_id, run_id, input)?;
         let store = &self.stores.feedback;
         Ok(if replace {
-            store.upsert(owner, feedback).await?
+            store.upsert(Owner(owner), feedback).await?
         } else {
-            store.create(owner, feedback).await?
+            store.create(Owner(owner), feedback).await?
         })
     }
 
@@ -278,7 +288,7 @@ impl Runtime {
         Ok(self
             .stores
             .feedback
-            .list_by_run(owner, thread_id, run_id)
+            .list_by_run(Owner(owner), ThreadId(thread_id), RunId(run_id))
             .await?)
     }
 
@@ -293,7 +303,7 @@ impl Runtime {
         let deleted = self
             .stores
             .feedback
-            .delete_by_run(owner, thread_id, run_id)
+            .delete_by_run(Owner(owner), ThreadId(thread_id), RunId(run_id))
             .await?;
         if deleted == 0 {
             return Err(RuntimeError::NotFound(
@@ -311,7 +321,7 @@ impl Runtime {
         run_id: &str,
         feedback_id: &str,
     ) -> Result<(), RuntimeError> {
-        match self.stores.feedback.get(owner, feedback_id).await? {
+        match self.stores.feedback.get(Owner(owner), feedback_id).await? {
             Some(f) if f.thread_id == thread_id && f.run_id == run_id => {}
             _ => {
                 return Err(RuntimeError::NotFound(format!(
@@ -319,6 +329,10 @@ impl Runtime {
                 )));
             }
         }
-        Ok(self.stores.feedback.delete(owner, feedback_id).await?)
+        Ok(self
+            .stores
+            .feedback
+            .delete(Owner(owner), feedback_id)
+            .await?)
     }
 }

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use antler_graph::{CheckpointTuple, Checkpointer, ListOptions};
 use antler_store::{
-    Run, RunListQuery, StoreError, Thread, ThreadSearch, ThreadStatus, WriteOp, WriteUnit, util,
+    Owner, Run, RunListQuery, StoreError, Thread, ThreadId, ThreadSearch, ThreadStatus, WriteOp,
+    WriteUnit, util,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -65,7 +66,7 @@ impl Runtime {
     pub async fn create_thread(&self, owner: &str, new: NewThread) -> Result<Thread, RuntimeError> {
         let thread_id = new.thread_id.unwrap_or_else(new_id);
         let thread = Thread::new(thread_id.clone(), new.metadata);
-        match self.stores.threads.create(owner, thread).await {
+        match self.stores.threads.create(Owner(owner), thread).await {
             Ok(created) if new.supersteps.is_empty() => Ok(created),
             Ok(_) => {
                 if let Err(err) = self
@@ -79,7 +80,11 @@ impl Runtime {
                 self.get_thread(owner, &thread_id).await
             }
             Err(StoreError::Conflict(_)) => {
-                let existing = self.stores.threads.get(owner, &thread_id).await?;
+                let existing = self
+                    .stores
+                    .threads
+                    .get(Owner(owner), ThreadId(&thread_id))
+                    .await?;
                 match (new.if_exists, existing) {
                     (IfExists::DoNothing, Some(existing)) => {
                         Ok(self.with_values(owner, existing).await)
@@ -111,7 +116,7 @@ impl Runtime {
         let thread = self
             .stores
             .threads
-            .get(owner, thread_id)
+            .get(Owner(owner), ThreadId(thread_id))
             .await
             .map_err(thread_err(thread_id))?
             .ok_or_else(|| thread_not_found(thread_id))?;
@@ -160,7 +165,7 @@ impl Runtime {
     ) -> Result<Thread, RuntimeError> {
         self.stores
             .threads
-            .get(owner, thread_id)
+            .get(Owner(owner), ThreadId(thread_id))
             .await?
             .ok_or_else(|| thread_not_found(thread_id))
     }
@@ -175,7 +180,7 @@ impl Runtime {
         let thread = self
             .stores
             .threads
-            .patch_metadata(owner, thread_id, metadata)
+            .patch_metadata(Owner(owner), ThreadId(thread_id), metadata)
             .await
             .map_err(thread_err(thread_id))?;
         Ok(self.with_values(owner, thread).await)
@@ -193,8 +198,8 @@ impl Runtime {
             let page = matches.into_iter().skip(query.offset).take(query.limit);
             return Ok((page.collect(), total));
         }
-        let threads = self.stores.threads.search(owner, query).await?;
-        let total = self.stores.threads.count(owner, query).await?;
+        let threads = self.stores.threads.search(Owner(owner), query).await?;
+        let total = self.stores.threads.count(Owner(owner), query).await?;
         Ok((self.all_with_values(owner, threads).await, total))
     }
 
@@ -207,7 +212,7 @@ impl Runtime {
         if !query.values.is_empty() {
             return Ok(self.matching_values(owner, query).await?.len() as u64);
         }
-        Ok(self.stores.threads.count(owner, query).await?)
+        Ok(self.stores.threads.count(Owner(owner), query).await?)
     }
 
     /// Every thread matching `query`, in its order, with a `values` filter applied to the
@@ -224,7 +229,7 @@ impl Runtime {
         q.offset = 0;
         let mut out = Vec::new();
         loop {
-            let page = self.stores.threads.search(owner, &q).await?;
+            let page = self.stores.threads.search(Owner(owner), &q).await?;
             let last = page.len() < PAGE;
             for t in self.all_with_values(owner, page).await {
                 let values = t.values.as_ref().and_then(Value::as_object);
@@ -248,9 +253,18 @@ impl Runtime {
             let mut rx = h.done.subscribe();
             let _ = rx.wait_for(Option::is_some).await;
         }
-        self.stores.threads.delete(owner, thread_id).await?;
-        self.stores.runs.delete_by_thread(owner, thread_id).await?;
-        self.stores.events.delete_thread(owner, thread_id).await?;
+        self.stores
+            .threads
+            .delete(Owner(owner), ThreadId(thread_id))
+            .await?;
+        self.stores
+            .runs
+            .delete_by_thread(Owner(owner), ThreadId(thread_id))
+            .await?;
+        self.stores
+            .events
+            .delete_thread(Owner(owner), ThreadId(thread_id))
+            .await?;
         self.stores
             .checkpointer(owner)
             .delete_thread(thread_id)
@@ -267,7 +281,13 @@ impl Runtime {
         owner: &str,
         thread_id: &str,
     ) -> Result<bool, RuntimeError> {
-        if self.stores.threads.get(owner, thread_id).await?.is_none() {
+        if self
+            .stores
+            .threads
+            .get(Owner(owner), ThreadId(thread_id))
+            .await?
+            .is_none()
+        {
             return Ok(false);
         }
         match self.delete_thread(owner, thread_id).await {
@@ -331,7 +351,7 @@ impl Runtime {
             let page = self
                 .stores
                 .runs
-                .list_by_thread(owner, thread_id, &query)
+                .list_by_thread(Owner(owner), ThreadId(thread_id), &query)
                 .await?;
             let done = page.len() < limit;
             out.extend(page);
@@ -355,7 +375,7 @@ impl Runtime {
             let done = match strategy {
                 PruneStrategy::Delete => self.delete_thread_if_exists(owner, id).await?,
                 PruneStrategy::KeepLatest => {
-                    let thread = self.stores.threads.get(owner, id).await?;
+                    let thread = self.stores.threads.get(Owner(owner), ThreadId(id)).await?;
                     let idle = thread.is_some_and(|t| t.status != ThreadStatus::Busy);
                     if idle {
                         keep_latest_checkpoints(self.stores.checkpointer(owner).as_ref(), id)

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use antler_graph::{ChannelValue, Checkpoint, Checkpointer};
 use antler_store::{
-    NewRunEvent, Run, RunCompletion, RunStatus, Stores, Thread, ThreadStatus, ThreadUpdate,
+    NewRunEvent, Owner, Run, RunCompletion, RunId, RunStatus, Stores, Thread, ThreadId,
+    ThreadStatus, ThreadUpdate,
 };
 use criterion::Criterion;
 use serde_json::{Map, Value, json};
@@ -155,18 +156,22 @@ fn single_writes(c: &mut Criterion, rt: &Runtime, stores: &Stores, prefix: &str)
         b.to_async(rt).iter(|| async {
             stores
                 .runs
-                .update_status(&run.run_id, RunStatus::Running, None)
+                .update_status(RunId(&run.run_id), RunStatus::Running, None)
                 .await
                 .unwrap();
         })
     });
     group.bench_function("runs.get", |b| {
         b.to_async(rt).iter(|| async {
-            stores.runs.get(&owner, &run.run_id).await.unwrap();
+            stores
+                .runs
+                .get(Owner(&owner), RunId(&run.run_id))
+                .await
+                .unwrap();
         })
     });
     group.finish();
-    rt.block_on(stores.runs.delete(&owner, &run.run_id))
+    rt.block_on(stores.runs.delete(Owner(&owner), RunId(&run.run_id)))
         .unwrap();
 }
 
@@ -183,22 +188,34 @@ fn run_lifecycle(c: &mut Criterion, rt: &Runtime, stores: &Stores, prefix: &str)
                     let tid = format!("t-{}", sfx());
                     stores
                         .threads
-                        .create(&owner, Thread::new(&tid, Map::new()))
+                        .create(Owner(&owner), Thread::new(&tid, Map::new()))
                         .await
                         .unwrap();
                     let run = Run::new(format!("r-{}", sfx()), &tid, "a", &owner);
                     stores.runs.put(&run).await.unwrap();
                     let until = antler_store::time::now() + chrono::Duration::seconds(30);
-                    stores.runs.claim(&run.run_id, "w", until).await.unwrap();
+                    stores
+                        .runs
+                        .claim(RunId(&run.run_id), "w", until)
+                        .await
+                        .unwrap();
                     let busy = ThreadUpdate {
                         status: Some(ThreadStatus::Busy),
                         ..Default::default()
                     };
-                    stores.threads.update(&owner, &tid, busy).await.unwrap();
+                    stores
+                        .threads
+                        .update(Owner(&owner), ThreadId(&tid), busy)
+                        .await
+                        .unwrap();
                     let events = (0..5)
                         .map(|j| NewRunEvent::new(&tid, &run.run_id, "x", "trace", json!(j)))
                         .collect();
-                    stores.events.append_batch(&owner, events).await.unwrap();
+                    stores
+                        .events
+                        .append_batch(Owner(&owner), events)
+                        .await
+                        .unwrap();
                     let done = RunCompletion {
                         status: Some(RunStatus::Success),
                         total_tokens: 3,
@@ -206,7 +223,7 @@ fn run_lifecycle(c: &mut Criterion, rt: &Runtime, stores: &Stores, prefix: &str)
                     };
                     stores
                         .runs
-                        .update_completion(&run.run_id, &done)
+                        .update_completion(RunId(&run.run_id), &done)
                         .await
                         .unwrap();
                     let idle = ThreadUpdate {
@@ -214,7 +231,11 @@ fn run_lifecycle(c: &mut Criterion, rt: &Runtime, stores: &Stores, prefix: &str)
                         values: Some(Some(json!({"messages": [msg(1)]}))),
                         ..Default::default()
                     };
-                    stores.threads.update(&owner, &tid, idle).await.unwrap();
+                    stores
+                        .threads
+                        .update(Owner(&owner), ThreadId(&tid), idle)
+                        .await
+                        .unwrap();
                     threads.push(tid);
                 }
             });
@@ -224,9 +245,21 @@ fn run_lifecycle(c: &mut Criterion, rt: &Runtime, stores: &Stores, prefix: &str)
     group.finish();
     rt.block_on(async {
         for tid in &threads {
-            stores.runs.delete_by_thread(&owner, tid).await.unwrap();
-            stores.events.delete_thread(&owner, tid).await.unwrap();
-            stores.threads.delete(&owner, tid).await.unwrap();
+            stores
+                .runs
+                .delete_by_thread(Owner(&owner), ThreadId(tid))
+                .await
+                .unwrap();
+            stores
+                .events
+                .delete_thread(Owner(&owner), ThreadId(tid))
+                .await
+                .unwrap();
+            stores
+                .threads
+                .delete(Owner(&owner), ThreadId(tid))
+                .await
+                .unwrap();
         }
     });
 }

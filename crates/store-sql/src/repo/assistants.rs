@@ -5,8 +5,8 @@
 //! distinct, consecutive versions.
 
 use antler_store::{
-    Assistant, AssistantPatch, AssistantSearch, AssistantStore, AssistantVersion, SYSTEM_OWNER,
-    StoreError, StoreResult, VersionQuery, time, util,
+    Assistant, AssistantPatch, AssistantSearch, AssistantStore, AssistantVersion, Owner,
+    SYSTEM_OWNER, StoreError, StoreResult, VersionQuery, time, util,
 };
 
 use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir, from_row, transaction};
@@ -226,8 +226,8 @@ impl<D: Dialect> SqlAssistantStore<D> {
 
 #[async_trait::async_trait]
 impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
-    async fn create(&self, owner: &str, assistant: Assistant) -> StoreResult<Assistant> {
-        let assistant = assistant.stored_for(owner);
+    async fn create(&self, owner: Owner<'_>, assistant: Assistant) -> StoreResult<Assistant> {
+        let assistant = assistant.stored_for(owner.as_str());
         transaction!(self.db, WriteClass::Background, |tx| {
             self.create_in(tx, &assistant).await
         })
@@ -235,7 +235,7 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
         Ok(assistant)
     }
 
-    async fn get(&self, owner: &str, assistant_id: &str) -> StoreResult<Option<Assistant>> {
+    async fn get(&self, owner: Owner<'_>, assistant_id: &str) -> StoreResult<Option<Assistant>> {
         // the caller's own, else a system assistant of that id
         let sql = Sql::new(
             "SELECT * FROM assistants WHERE assistant_id = ? AND owner IN (?, ?) ORDER BY owner = ? LIMIT 1",
@@ -254,17 +254,18 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
 
     async fn update(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         assistant_id: &str,
         patch: AssistantPatch,
     ) -> StoreResult<Assistant> {
         transaction!(self.db, WriteClass::Background, |tx| {
-            self.update_in(tx, owner, assistant_id, patch.clone()).await
+            self.update_in(tx, owner.as_str(), assistant_id, patch.clone())
+                .await
         })
         .await
     }
 
-    async fn delete(&self, owner: &str, assistant_id: &str) -> StoreResult<()> {
+    async fn delete(&self, owner: Owner<'_>, assistant_id: &str) -> StoreResult<()> {
         self.db
             .retry(|| async {
                 let mut tx = self.db.begin(WriteClass::Background).await?;
@@ -286,11 +287,19 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
             .await
     }
 
-    async fn search(&self, owner: &str, q: &AssistantSearch) -> StoreResult<(Vec<Assistant>, u64)> {
+    async fn search(
+        &self,
+        owner: Owner<'_>,
+        q: &AssistantSearch,
+    ) -> StoreResult<(Vec<Assistant>, u64)> {
         let total = self.count(owner, q).await?;
         let sort = q.sort_by.as_str();
         let d = dir(q.sort_order);
-        let mut sql = self.filtered("SELECT * FROM assistants WHERE owner IN (?, ?)", owner, q)?;
+        let mut sql = self.filtered(
+            "SELECT * FROM assistants WHERE owner IN (?, ?)",
+            owner.as_str(),
+            q,
+        )?;
         sql.push(&format!(" ORDER BY {sort} {d}, assistant_id {d}"))
             .page(q.limit, q.offset);
         let rows = self.db.fetch_all(&sql).await?;
@@ -301,10 +310,10 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
         Ok((items, total))
     }
 
-    async fn count(&self, owner: &str, q: &AssistantSearch) -> StoreResult<u64> {
+    async fn count(&self, owner: Owner<'_>, q: &AssistantSearch) -> StoreResult<u64> {
         let sql = self.filtered(
             "SELECT COUNT(*) AS n FROM assistants WHERE owner IN (?, ?)",
-            owner,
+            owner.as_str(),
             q,
         )?;
         self.db.count(&sql).await
@@ -312,7 +321,7 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
 
     async fn versions(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         assistant_id: &str,
         q: &VersionQuery,
     ) -> StoreResult<Vec<AssistantVersion>> {
@@ -334,12 +343,13 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
 
     async fn set_latest(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         assistant_id: &str,
         version: i64,
     ) -> StoreResult<Assistant> {
         transaction!(self.db, WriteClass::Background, |tx| {
-            self.set_latest_in(tx, owner, assistant_id, version).await
+            self.set_latest_in(tx, owner.as_str(), assistant_id, version)
+                .await
         })
         .await
     }

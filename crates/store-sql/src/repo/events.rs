@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 
 use antler_store::{
-    NewRunEvent, RunEvent, RunEventQuery, RunEventStore, StoreError, StoreResult, time,
+    NewRunEvent, Owner, RunEvent, RunEventQuery, RunEventStore, RunId, StoreError, StoreResult,
+    ThreadId, time,
 };
 
 use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, from_row};
@@ -311,7 +312,7 @@ pub(crate) async fn append_many<D: Dialect>(
 impl<D: Dialect> RunEventStore for SqlRunEventStore<D> {
     async fn append_batch(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         events: Vec<NewRunEvent>,
     ) -> StoreResult<Vec<RunEvent>> {
         if events.is_empty() {
@@ -323,7 +324,8 @@ impl<D: Dialect> RunEventStore for SqlRunEventStore<D> {
             .retry(|| async {
                 let mut tx = self.db.begin(WriteClass::Background).await?;
                 let prev = assigned.lock().clone();
-                let rows = append_in::<D>(&mut tx, owner, &events, prev.as_deref()).await?;
+                let rows =
+                    append_in::<D>(&mut tx, owner.as_str(), &events, prev.as_deref()).await?;
                 *assigned.lock() = Some(rows.iter().map(|e| e.seq).collect());
                 tx.commit().await?;
                 Ok(rows)
@@ -333,14 +335,14 @@ impl<D: Dialect> RunEventStore for SqlRunEventStore<D> {
 
     async fn list(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         q: &RunEventQuery,
     ) -> StoreResult<Vec<RunEvent>> {
         let mut sql = filtered(
             "SELECT * FROM run_events WHERE owner = ? AND thread_id = ?",
-            owner,
-            thread_id,
+            owner.as_str(),
+            thread_id.as_str(),
             q.run_id.as_deref(),
             q.category.as_deref(),
         );
@@ -373,29 +375,34 @@ impl<D: Dialect> RunEventStore for SqlRunEventStore<D> {
 
     async fn count(
         &self,
-        owner: &str,
-        thread_id: &str,
-        run_id: Option<&str>,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: Option<RunId<'_>>,
         category: Option<&str>,
     ) -> StoreResult<u64> {
         let sql = filtered(
             "SELECT COUNT(*) AS n FROM run_events WHERE owner = ? AND thread_id = ?",
-            owner,
-            thread_id,
-            run_id,
+            owner.as_str(),
+            thread_id.as_str(),
+            run_id.map(RunId::as_str),
             category,
         );
         self.db.count(&sql).await
     }
 
-    async fn delete_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
+    async fn delete_thread(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<u64> {
         let sql = Sql::new("DELETE FROM run_events WHERE thread_id = ? AND owner = ?")
             .arg(thread_id)
             .arg(owner);
         self.db.execute(WriteClass::Background, &sql).await
     }
 
-    async fn delete_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
+    async fn delete_run(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
+    ) -> StoreResult<u64> {
         let sql =
             Sql::new("DELETE FROM run_events WHERE thread_id = ? AND run_id = ? AND owner = ?")
                 .arg(thread_id)

@@ -1,6 +1,8 @@
 //! `feedback` table.
 
-use antler_store::{Feedback, FeedbackStore, StoreError, StoreResult, time};
+use antler_store::{
+    Feedback, FeedbackStore, Owner, RunId, StoreError, StoreResult, ThreadId, time,
+};
 
 use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, from_row, transaction};
 
@@ -83,8 +85,8 @@ impl<D: Dialect> SqlFeedbackStore<D> {
 
 #[async_trait::async_trait]
 impl<D: Dialect> FeedbackStore for SqlFeedbackStore<D> {
-    async fn create(&self, owner: &str, feedback: Feedback) -> StoreResult<Feedback> {
-        let f = prepare(owner, feedback);
+    async fn create(&self, owner: Owner<'_>, feedback: Feedback) -> StoreResult<Feedback> {
+        let f = prepare(owner.as_str(), feedback);
         self.db
             .retry(|| async {
                 let _write = self.db.lock(WriteClass::Background).await;
@@ -95,15 +97,15 @@ impl<D: Dialect> FeedbackStore for SqlFeedbackStore<D> {
         Ok(f)
     }
 
-    async fn upsert(&self, owner: &str, feedback: Feedback) -> StoreResult<Feedback> {
-        let f = prepare(owner, feedback);
+    async fn upsert(&self, owner: Owner<'_>, feedback: Feedback) -> StoreResult<Feedback> {
+        let f = prepare(owner.as_str(), feedback);
         transaction!(self.db, WriteClass::Background, |tx| {
             self.replace(tx, &f).await
         })
         .await
     }
 
-    async fn get(&self, owner: &str, feedback_id: &str) -> StoreResult<Option<Feedback>> {
+    async fn get(&self, owner: Owner<'_>, feedback_id: &str) -> StoreResult<Option<Feedback>> {
         let sql = Sql::new("SELECT * FROM feedback WHERE feedback_id = ? AND owner = ?")
             .arg(feedback_id)
             .arg(owner);
@@ -117,15 +119,18 @@ impl<D: Dialect> FeedbackStore for SqlFeedbackStore<D> {
 
     async fn list_by_run(
         &self,
-        owner: &str,
-        thread_id: &str,
-        run_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
     ) -> StoreResult<Vec<Feedback>> {
-        let rows = self.db.fetch_all(&by_run(owner, thread_id, run_id)).await?;
+        let rows = self
+            .db
+            .fetch_all(&by_run(owner.as_str(), thread_id.as_str(), run_id.as_str()))
+            .await?;
         rows.iter().map(row_to_feedback).collect()
     }
 
-    async fn delete(&self, owner: &str, feedback_id: &str) -> StoreResult<()> {
+    async fn delete(&self, owner: Owner<'_>, feedback_id: &str) -> StoreResult<()> {
         let sql = Sql::new("DELETE FROM feedback WHERE feedback_id = ? AND owner = ?")
             .arg(feedback_id)
             .arg(owner);
@@ -135,7 +140,12 @@ impl<D: Dialect> FeedbackStore for SqlFeedbackStore<D> {
         }
     }
 
-    async fn delete_by_run(&self, owner: &str, thread_id: &str, run_id: &str) -> StoreResult<u64> {
+    async fn delete_by_run(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        run_id: RunId<'_>,
+    ) -> StoreResult<u64> {
         let sql = Sql::new("DELETE FROM feedback WHERE owner = ? AND thread_id = ? AND run_id = ?")
             .arg(owner)
             .arg(thread_id)

@@ -5,7 +5,7 @@
 //! scan, case-sensitive (byte-ordered ids on every backend), no LIKE escaping.
 
 use antler_store::{
-    ItemSearch, ItemStore, NamespaceQuery, SearchItem, StoreItem, StoreResult, time, util,
+    ItemSearch, ItemStore, NamespaceQuery, Owner, SearchItem, StoreItem, StoreResult, time, util,
 };
 use serde_json::Value;
 
@@ -55,7 +55,7 @@ impl<D: Dialect> SqlItemStore<D> {
 impl<D: Dialect> ItemStore for SqlItemStore<D> {
     async fn put(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         namespace: &[String],
         key: &str,
         value: Value,
@@ -83,7 +83,7 @@ impl<D: Dialect> ItemStore for SqlItemStore<D> {
                 let mut tx = self.db.begin(WriteClass::Background).await?;
                 D::execute(&mut tx, &put).await?;
                 // the row as this transaction left it (an update keeps created_at)
-                let row = D::fetch_optional(&mut tx, &Self::one(owner, &ns, key)).await?;
+                let row = D::fetch_optional(&mut tx, &Self::one(owner.as_str(), &ns, key)).await?;
                 tx.commit().await?;
                 row_to_item(&row.ok_or(antler_store::StoreError::NotFound)?)
             })
@@ -92,21 +92,21 @@ impl<D: Dialect> ItemStore for SqlItemStore<D> {
 
     async fn get(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         namespace: &[String],
         key: &str,
     ) -> StoreResult<Option<StoreItem>> {
         util::validate_namespace(namespace)?;
         let ns = util::join_namespace(namespace);
         self.db
-            .fetch_optional(&Self::one(owner, &ns, key))
+            .fetch_optional(&Self::one(owner.as_str(), &ns, key))
             .await?
             .as_ref()
             .map(row_to_item)
             .transpose()
     }
 
-    async fn delete(&self, owner: &str, namespace: &[String], key: &str) -> StoreResult<bool> {
+    async fn delete(&self, owner: Owner<'_>, namespace: &[String], key: &str) -> StoreResult<bool> {
         util::validate_namespace(namespace)?;
         let ns = util::join_namespace(namespace);
         let sql = Sql::owned(format!(
@@ -119,7 +119,7 @@ impl<D: Dialect> ItemStore for SqlItemStore<D> {
         Ok(self.db.execute(WriteClass::Background, &sql).await? > 0)
     }
 
-    async fn search(&self, owner: &str, q: &ItemSearch) -> StoreResult<Vec<SearchItem>> {
+    async fn search(&self, owner: Owner<'_>, q: &ItemSearch) -> StoreResult<Vec<SearchItem>> {
         util::validate_prefix(&q.namespace_prefix)?;
         let mut sql = Sql::new("SELECT * FROM store_items WHERE owner = ?").arg(owner);
         push_prefix(&mut sql, &q.namespace_prefix);
@@ -146,7 +146,7 @@ impl<D: Dialect> ItemStore for SqlItemStore<D> {
 
     async fn list_namespaces(
         &self,
-        owner: &str,
+        owner: Owner<'_>,
         q: &NamespaceQuery,
     ) -> StoreResult<Vec<Vec<String>>> {
         // Narrow by the literal part of the prefix in SQL; wildcards, suffix, depth and paging

@@ -10,9 +10,9 @@
 //! concurrent replicas pick disjoint runs.
 
 use antler_store::{
-    CancelAction, Claim, ReplicaInfo, ReplicaRegistry, Run, RunCompletion, RunListQuery,
-    RunProgress, RunQueue, RunStatus, RunStore, StoreError, StoreResult, TokenAggregate, time,
-    util,
+    CancelAction, Claim, Owner, ReplicaInfo, ReplicaRegistry, Run, RunCompletion, RunId,
+    RunListQuery, RunProgress, RunQueue, RunStatus, RunStore, StoreError, StoreResult, ThreadId,
+    TokenAggregate, time, util,
 };
 use chrono::{DateTime, Utc};
 
@@ -341,7 +341,7 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             other => other.map(|_| ()),
         }
     }
-    async fn get(&self, owner: &str, run_id: &str) -> StoreResult<Option<Run>> {
+    async fn get(&self, owner: Owner<'_>, run_id: RunId<'_>) -> StoreResult<Option<Run>> {
         let sql = Sql::new("SELECT * FROM runs WHERE run_id = ? AND owner = ?")
             .arg(run_id)
             .arg(owner);
@@ -349,8 +349,8 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
     }
     async fn list_by_thread(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         q: &RunListQuery,
     ) -> StoreResult<Vec<Run>> {
         let mut sql = Sql::new("SELECT * FROM runs WHERE owner = ? AND thread_id = ?")
@@ -365,7 +365,7 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
     }
     async fn update_status(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         status: RunStatus,
         error: Option<&str>,
     ) -> StoreResult<bool> {
@@ -376,7 +376,7 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
     }
     async fn transition(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         from: &[RunStatus],
         to: RunStatus,
         error: Option<&str>,
@@ -387,7 +387,7 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
         sql.and_in("status", from.iter().map(|s| s.as_str()));
         self.changed(&sql).await
     }
-    async fn delete(&self, owner: &str, run_id: &str) -> StoreResult<()> {
+    async fn delete(&self, owner: Owner<'_>, run_id: RunId<'_>) -> StoreResult<()> {
         let sql = Sql::new("DELETE FROM runs WHERE run_id = ? AND owner = ?")
             .arg(run_id)
             .arg(owner);
@@ -396,20 +396,29 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             _ => Ok(()),
         }
     }
-    async fn delete_by_thread(&self, owner: &str, thread_id: &str) -> StoreResult<u64> {
+    async fn delete_by_thread(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+    ) -> StoreResult<u64> {
         let sql = Sql::new("DELETE FROM runs WHERE thread_id = ? AND owner = ?")
             .arg(thread_id)
             .arg(owner);
         self.db.execute(WriteClass::Background, &sql).await
     }
-    async fn update_model_name(&self, run_id: &str, model_name: Option<&str>) -> StoreResult<bool> {
-        self.changed(&model_name_sql(run_id, model_name)).await
+    async fn update_model_name(
+        &self,
+        run_id: RunId<'_>,
+        model_name: Option<&str>,
+    ) -> StoreResult<bool> {
+        self.changed(&model_name_sql(run_id.as_str(), model_name))
+            .await
     }
-    async fn update_completion(&self, run_id: &str, c: &RunCompletion) -> StoreResult<bool> {
-        self.changed(&completion_sql(run_id, c)).await
+    async fn update_completion(&self, run_id: RunId<'_>, c: &RunCompletion) -> StoreResult<bool> {
+        self.changed(&completion_sql(run_id.as_str(), c)).await
     }
-    async fn update_progress(&self, run_id: &str, p: &RunProgress) -> StoreResult<()> {
-        let sql = progress_sql(run_id, p);
+    async fn update_progress(&self, run_id: RunId<'_>, p: &RunProgress) -> StoreResult<()> {
+        let sql = progress_sql(run_id.as_str(), p);
         self.db
             .execute(WriteClass::Background, &sql)
             .await
@@ -417,8 +426,8 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
     }
     async fn aggregate_tokens_by_thread(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         include_active: bool,
     ) -> StoreResult<TokenAggregate> {
         let sql = Sql::new(
@@ -431,7 +440,11 @@ impl<D: Dialect> RunStore for SqlRunStore<D> {
             util::counts_for_tokens(r.status, include_active)
         })))
     }
-    async fn active_for_thread(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Run>> {
+    async fn active_for_thread(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+    ) -> StoreResult<Option<Run>> {
         let sql = Sql::new(
             "SELECT * FROM runs WHERE owner = ? AND thread_id = ? AND status IN ('pending', 'running') \
              ORDER BY CASE status WHEN 'running' THEN 0 ELSE 1 END, created_at ASC, run_id ASC LIMIT 1",
@@ -453,12 +466,12 @@ impl<D: Dialect> RunQueue for SqlRunStore<D> {
     }
     async fn claim(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         worker_id: &str,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Claim> {
         transaction!(self.db, WriteClass::Background, |tx| {
-            claim_in::<D>(tx, run_id, worker_id, lease_until).await
+            claim_in::<D>(tx, run_id.as_str(), worker_id, lease_until).await
         })
         .await
     }
@@ -520,7 +533,7 @@ impl<D: Dialect> RunQueue for SqlRunStore<D> {
     }
     async fn adopt(
         &self,
-        run_id: &str,
+        run_id: RunId<'_>,
         worker_id: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -538,8 +551,8 @@ impl<D: Dialect> RunQueue for SqlRunStore<D> {
     }
     async fn next_pending_for_thread(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
     ) -> StoreResult<Option<Run>> {
         let sql = Sql::new(
             "SELECT * FROM runs WHERE owner = ? AND thread_id = ? AND status = 'pending' \
@@ -575,7 +588,7 @@ impl<D: Dialect> RunQueue for SqlRunStore<D> {
             ))
             .await
     }
-    async fn request_cancel(&self, run_id: &str, action: CancelAction) -> StoreResult<bool> {
+    async fn request_cancel(&self, run_id: RunId<'_>, action: CancelAction) -> StoreResult<bool> {
         let sql = Sql::new(
             "UPDATE runs SET cancel_requested = COALESCE(cancel_requested, ?) \
              WHERE run_id = ? AND status IN ('pending', 'running')",

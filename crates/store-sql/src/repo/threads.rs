@@ -5,7 +5,8 @@
 //! shares: JSON is merged by serde, never by SQL string functions.
 
 use antler_store::{
-    StoreError, StoreResult, Thread, ThreadSearch, ThreadStatus, ThreadStore, ThreadUpdate, time,
+    Owner, StoreError, StoreResult, Thread, ThreadId, ThreadSearch, ThreadStatus, ThreadStore,
+    ThreadUpdate, time,
 };
 use serde_json::{Map, Value};
 
@@ -215,8 +216,8 @@ impl<D: Dialect> SqlThreadStore<D> {
 
 #[async_trait::async_trait]
 impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
-    async fn create(&self, owner: &str, thread: Thread) -> StoreResult<Thread> {
-        let thread = thread.stored_for(owner);
+    async fn create(&self, owner: Owner<'_>, thread: Thread) -> StoreResult<Thread> {
+        let thread = thread.stored_for(owner.as_str());
         self.db
             .retry(|| async {
                 // one statement, ahead of queued background writes (a client waits for it)
@@ -228,7 +229,7 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
         Ok(thread)
     }
 
-    async fn get(&self, owner: &str, thread_id: &str) -> StoreResult<Option<Thread>> {
+    async fn get(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<Option<Thread>> {
         let sql = Sql::new("SELECT * FROM threads WHERE thread_id = ? AND owner = ?")
             .arg(thread_id)
             .arg(owner);
@@ -242,8 +243,8 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
 
     async fn patch_metadata(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         metadata: Map<String, Value>,
     ) -> StoreResult<Thread> {
         let update = ThreadUpdate {
@@ -255,17 +256,17 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
 
     async fn update(
         &self,
-        owner: &str,
-        thread_id: &str,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
         update: ThreadUpdate,
     ) -> StoreResult<Thread> {
         transaction!(self.db, WriteClass::Background, |tx| {
-            update_in::<D>(tx, owner, thread_id, update.clone()).await
+            update_in::<D>(tx, owner.as_str(), thread_id.as_str(), update.clone()).await
         })
         .await
     }
 
-    async fn delete(&self, owner: &str, thread_id: &str) -> StoreResult<()> {
+    async fn delete(&self, owner: Owner<'_>, thread_id: ThreadId<'_>) -> StoreResult<()> {
         let sql = Sql::new("DELETE FROM threads WHERE thread_id = ? AND owner = ?")
             .arg(thread_id)
             .arg(owner);
@@ -275,33 +276,38 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
         }
     }
 
-    async fn search(&self, owner: &str, q: &ThreadSearch) -> StoreResult<Vec<Thread>> {
+    async fn search(&self, owner: Owner<'_>, q: &ThreadSearch) -> StoreResult<Vec<Thread>> {
         let sort = q.sort_by.as_str();
         let d = dir(q.sort_order);
-        let mut sql = self.filtered("SELECT * FROM threads WHERE owner = ?", owner, q)?;
+        let mut sql = self.filtered("SELECT * FROM threads WHERE owner = ?", owner.as_str(), q)?;
         sql.push(&format!(" ORDER BY {sort} {d}, thread_id {d}"))
             .page(q.limit, q.offset);
         let rows = self.db.fetch_all(&sql).await?;
         rows.iter().map(row_to_thread).collect()
     }
 
-    async fn count(&self, owner: &str, q: &ThreadSearch) -> StoreResult<u64> {
+    async fn count(&self, owner: Owner<'_>, q: &ThreadSearch) -> StoreResult<u64> {
         let sql = self.filtered(
             "SELECT COUNT(*) AS n FROM threads WHERE owner = ?",
-            owner,
+            owner.as_str(),
             q,
         )?;
         self.db.count(&sql).await
     }
 
-    async fn copy(&self, owner: &str, thread_id: &str, new_id: &str) -> StoreResult<Thread> {
+    async fn copy(
+        &self,
+        owner: Owner<'_>,
+        thread_id: ThreadId<'_>,
+        new_id: ThreadId<'_>,
+    ) -> StoreResult<Thread> {
         transaction!(self.db, WriteClass::Background, |tx| {
-            copy_in::<D>(tx, owner, thread_id, new_id).await
+            copy_in::<D>(tx, owner.as_str(), thread_id.as_str(), new_id.as_str()).await
         })
         .await
     }
 
-    async fn owners_of(&self, thread_id: &str) -> StoreResult<Vec<String>> {
+    async fn owners_of(&self, thread_id: ThreadId<'_>) -> StoreResult<Vec<String>> {
         let sql =
             Sql::new("SELECT owner FROM threads WHERE thread_id = ? ORDER BY owner").arg(thread_id);
         let rows = self.db.fetch_all(&sql).await?;

@@ -66,6 +66,17 @@ impl From<&str> for Arg {
         Arg::Str(s.to_owned())
     }
 }
+/// The keys of the storage boundary bind as their text.
+macro_rules! id_args {
+    ($($id:ident),*) => {$(
+        impl From<antler_store::$id<'_>> for Arg {
+            fn from(id: antler_store::$id<'_>) -> Arg {
+                Arg::Str(id.as_str().to_owned())
+            }
+        }
+    )*};
+}
+id_args!(Owner, ThreadId, RunId);
 impl From<String> for Arg {
     fn from(s: String) -> Arg {
         Arg::Str(s)

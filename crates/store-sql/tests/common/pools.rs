@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use antler_graph::Checkpoint;
 use antler_store::{
-    Claim, ItemSearch, NewRunEvent, Run, RunCompletion, RunEventQuery, RunStatus, SortOrder,
-    StoreError, StoreResult, Stores, Thread, ThreadSearch, ThreadSortBy, ThreadStatus,
-    ThreadUpdate,
+    Claim, ItemSearch, NewRunEvent, Owner, Run, RunCompletion, RunEventQuery, RunId, RunStatus,
+    SortOrder, StoreError, StoreResult, Stores, Thread, ThreadId, ThreadSearch, ThreadSortBy,
+    ThreadStatus, ThreadUpdate,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -86,7 +86,7 @@ async fn load(stores: &Stores, owner: &str, rows: &[Row]) {
         let id = format!("{owner}-{i:03}");
         stores
             .threads
-            .create(owner, Thread::new(&id, r.metadata.clone()))
+            .create(Owner(owner), Thread::new(&id, r.metadata.clone()))
             .await
             .unwrap();
         let update = ThreadUpdate {
@@ -94,12 +94,16 @@ async fn load(stores: &Stores, owner: &str, rows: &[Row]) {
             values: r.values.clone().map(|v| Some(Value::Object(v))),
             ..Default::default()
         };
-        stores.threads.update(owner, &id, update).await.unwrap();
+        stores
+            .threads
+            .update(Owner(owner), ThreadId(&id), update)
+            .await
+            .unwrap();
         let ns = vec!["ns".to_string(), format!("n{}", i % 3)];
         let value = Value::Object(r.metadata.clone());
         stores
             .items
-            .put(owner, &ns, &format!("k{i}"), value)
+            .put(Owner(owner), &ns, &format!("k{i}"), value)
             .await
             .unwrap();
     }
@@ -109,28 +113,28 @@ async fn unload(stores: &Stores, owner: &str, rows: &[Row]) {
     for i in 0..rows.len() {
         stores
             .threads
-            .delete(owner, &format!("{owner}-{i:03}"))
+            .delete(Owner(owner), ThreadId(&format!("{owner}-{i:03}")))
             .await
             .unwrap();
         let ns = vec!["ns".to_string(), format!("n{}", i % 3)];
         stores
             .items
-            .delete(owner, &ns, &format!("k{i}"))
+            .delete(Owner(owner), &ns, &format!("k{i}"))
             .await
             .unwrap();
     }
 }
 
 async fn thread_ids(stores: &Stores, owner: &str, q: &ThreadSearch) -> (Vec<String>, u64) {
-    let found = stores.threads.search(owner, q).await.unwrap();
-    let count = stores.threads.count(owner, q).await.unwrap();
+    let found = stores.threads.search(Owner(owner), q).await.unwrap();
+    let count = stores.threads.count(Owner(owner), q).await.unwrap();
     (found.into_iter().map(|t| t.thread_id).collect(), count)
 }
 
 async fn item_keys(stores: &Stores, owner: &str, q: &ItemSearch) -> Vec<String> {
     let mut k: Vec<String> = stores
         .items
-        .search(owner, q)
+        .search(Owner(owner), q)
         .await
         .unwrap()
         .into_iter()
@@ -220,21 +224,21 @@ async fn lifecycle(
     let tid = format!("{owner}-t{w}-{i}");
     stores
         .threads
-        .create(owner, Thread::new(&tid, Map::new()))
+        .create(Owner(owner), Thread::new(&tid, Map::new()))
         .await?;
     let run = Run::new(format!("{owner}-r{w}-{i}"), &tid, "a", owner);
     stores.runs.put(&run).await?;
     if w.is_multiple_of(2) {
         let until = antler_store::time::now() + chrono::Duration::seconds(30);
         assert_eq!(
-            stores.runs.claim(&run.run_id, "w", until).await?,
+            stores.runs.claim(RunId(&run.run_id), "w", until).await?,
             Claim::Claimed
         );
     } else {
         let pending = [RunStatus::Pending];
         stores
             .runs
-            .transition(&run.run_id, &pending, RunStatus::Running, None)
+            .transition(RunId(&run.run_id), &pending, RunStatus::Running, None)
             .await?;
     }
     let status = |status| ThreadUpdate {
@@ -243,7 +247,7 @@ async fn lifecycle(
     };
     stores
         .threads
-        .update(owner, &tid, status(ThreadStatus::Busy))
+        .update(Owner(owner), ThreadId(&tid), status(ThreadStatus::Busy))
         .await?;
     let mut c = Checkpoint {
         id: antler_graph::new_checkpoint_id(0),
@@ -262,15 +266,18 @@ async fn lifecycle(
     let events = (0..5)
         .map(|j| NewRunEvent::new(shared, &run.run_id, "x", "trace", json!(j)))
         .collect();
-    stores.events.append_batch(owner, events).await?;
+    stores.events.append_batch(Owner(owner), events).await?;
     let done = RunCompletion {
         status: Some(RunStatus::Success),
         ..Default::default()
     };
-    stores.runs.update_completion(&run.run_id, &done).await?;
+    stores
+        .runs
+        .update_completion(RunId(&run.run_id), &done)
+        .await?;
     stores
         .threads
-        .update(owner, &tid, status(ThreadStatus::Idle))
+        .update(Owner(owner), ThreadId(&tid), status(ThreadStatus::Idle))
         .await?;
     Ok(())
 }
@@ -298,7 +305,7 @@ pub async fn concurrent_run_lifecycles_never_fail<B: Backend>(b: &B) {
     }
     let all = a
         .events
-        .list(&owner, &shared, &RunEventQuery::default())
+        .list(Owner(&owner), ThreadId(&shared), &RunEventQuery::default())
         .await
         .unwrap();
     let total = (workers * runs) as i64;
@@ -308,7 +315,7 @@ pub async fn concurrent_run_lifecycles_never_fail<B: Backend>(b: &B) {
     );
     assert_eq!(
         a.threads
-            .count(&owner, &ThreadSearch::default())
+            .count(Owner(&owner), &ThreadSearch::default())
             .await
             .unwrap(),
         total as u64
@@ -317,17 +324,29 @@ pub async fn concurrent_run_lifecycles_never_fail<B: Backend>(b: &B) {
         status: Some(ThreadStatus::Idle),
         ..Default::default()
     };
-    assert_eq!(a.threads.count(&owner, &idle).await.unwrap(), total as u64);
+    assert_eq!(
+        a.threads.count(Owner(&owner), &idle).await.unwrap(),
+        total as u64
+    );
     // leave nothing behind in the shared database
     for w in 0..workers {
         for i in 0..runs {
             let tid = format!("{owner}-t{w}-{i}");
-            a.runs.delete_by_thread(&owner, &tid).await.unwrap();
+            a.runs
+                .delete_by_thread(Owner(&owner), ThreadId(&tid))
+                .await
+                .unwrap();
             a.checkpoints.delete_thread(&tid).await.unwrap();
-            a.threads.delete(&owner, &tid).await.unwrap();
+            a.threads
+                .delete(Owner(&owner), ThreadId(&tid))
+                .await
+                .unwrap();
         }
     }
-    a.events.delete_thread(&owner, &shared).await.unwrap();
+    a.events
+        .delete_thread(Owner(&owner), ThreadId(&shared))
+        .await
+        .unwrap();
 }
 
 /// 20 threads, each with two pending runs claimed at once through different pools: on every
@@ -352,7 +371,7 @@ pub async fn two_pools_race_claims_per_thread<B: Backend>(b: &B) {
             };
             let worker = format!("w{r}-{x}");
             tasks.push(tokio::spawn(async move {
-                (t, store.claim(&run.run_id, &worker, later).await)
+                (t, store.claim(RunId(&run.run_id), &worker, later).await)
             }));
         }
     }
@@ -370,21 +389,21 @@ pub async fn two_pools_race_claims_per_thread<B: Backend>(b: &B) {
     let thread0 = format!("race-{x}-0");
     let active = other
         .runs
-        .active_for_thread(&owner, &thread0)
+        .active_for_thread(Owner(&owner), ThreadId(&thread0))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(active.status, RunStatus::Running);
     let pending = a
         .runs
-        .next_pending_for_thread(&owner, &thread0)
+        .next_pending_for_thread(Owner(&owner), ThreadId(&thread0))
         .await
         .unwrap()
         .unwrap();
     assert_ne!(pending.run_id, active.run_id);
     for t in 0..20 {
         a.runs
-            .delete_by_thread(&owner, &format!("race-{x}-{t}"))
+            .delete_by_thread(Owner(&owner), ThreadId(&format!("race-{x}-{t}")))
             .await
             .unwrap();
     }
@@ -396,7 +415,7 @@ pub async fn two_pools_race_claims_on_one_thread<B: Backend>(b: &B) {
     let (a, other) = (b.open().await, b.open().await);
     let (owner, thread) = (format!("o-{}", uid()), format!("t-{}", uid()));
     a.threads
-        .create(&owner, Thread::new(&thread, Map::new()))
+        .create(Owner(&owner), Thread::new(&thread, Map::new()))
         .await
         .unwrap();
     let runs: Vec<String> = (0..8).map(|i| format!("r{i}-{}", uid())).collect();
@@ -416,7 +435,7 @@ pub async fn two_pools_race_claims_on_one_thread<B: Backend>(b: &B) {
         };
         let r = r.clone();
         tasks.push(tokio::spawn(async move {
-            store.claim(&r, &format!("worker-{i}"), lease).await
+            store.claim(RunId(&r), &format!("worker-{i}"), lease).await
         }));
     }
     let mut outcomes = Vec::new();
@@ -428,13 +447,19 @@ pub async fn two_pools_race_claims_on_one_thread<B: Backend>(b: &B) {
     assert_eq!(count(Claim::Busy), 7, "{outcomes:?}");
     let running = a
         .runs
-        .active_for_thread(&owner, &thread)
+        .active_for_thread(Owner(&owner), ThreadId(&thread))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(running.status, RunStatus::Running);
-    a.runs.delete_by_thread(&owner, &thread).await.unwrap();
-    a.threads.delete(&owner, &thread).await.unwrap();
+    a.runs
+        .delete_by_thread(Owner(&owner), ThreadId(&thread))
+        .await
+        .unwrap();
+    a.threads
+        .delete(Owner(&owner), ThreadId(&thread))
+        .await
+        .unwrap();
 }
 
 /// The same pending run claimed by both pools at once: one claims it, the other finds it gone.
@@ -451,13 +476,16 @@ pub async fn two_pools_claim_the_same_run<B: Backend>(b: &B) {
         .unwrap();
     let lease = antler_store::time::now() + chrono::Duration::seconds(60);
     let (x, y) = tokio::join!(
-        a.runs.claim(&run2, "wa", lease),
-        other.runs.claim(&run2, "wb", lease)
+        a.runs.claim(RunId(&run2), "wa", lease),
+        other.runs.claim(RunId(&run2), "wb", lease)
     );
     let mut both = [x.unwrap(), y.unwrap()];
     both.sort_by_key(|c| format!("{c:?}"));
     assert_eq!(both, [Claim::Claimed, Claim::Gone]);
-    a.runs.delete_by_thread(&owner, &thread2).await.unwrap();
+    a.runs
+        .delete_by_thread(Owner(&owner), ThreadId(&thread2))
+        .await
+        .unwrap();
 }
 
 /// Event batches of one thread appended concurrently through both pools: seqs 1..=50, no gap,
@@ -477,7 +505,7 @@ pub async fn two_pools_share_event_sequences<B: Backend>(b: &B) {
             let batch = (0..5)
                 .map(|j| NewRunEvent::new(&shared, format!("r{i}"), "x", "trace", json!(j)))
                 .collect();
-            events.append_batch(&owner, batch).await
+            events.append_batch(Owner(&owner), batch).await
         }));
     }
     for t in tasks {
@@ -485,18 +513,24 @@ pub async fn two_pools_share_event_sequences<B: Backend>(b: &B) {
     }
     let all = other
         .events
-        .list(&owner, &shared, &RunEventQuery::default())
+        .list(Owner(&owner), ThreadId(&shared), &RunEventQuery::default())
         .await
         .unwrap();
     assert_eq!(
         all.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=50).collect::<Vec<i64>>()
     );
-    a.events.delete_thread(&owner, &shared).await.unwrap();
+    a.events
+        .delete_thread(Owner(&owner), ThreadId(&shared))
+        .await
+        .unwrap();
     let again = vec![NewRunEvent::new(&shared, "r", "x", "trace", json!(0))];
-    let again = a.events.append_batch(&owner, again).await.unwrap();
+    let again = a.events.append_batch(Owner(&owner), again).await.unwrap();
     assert_eq!(again[0].seq, 51);
-    a.events.delete_thread(&owner, &shared).await.unwrap();
+    a.events
+        .delete_thread(Owner(&owner), ThreadId(&shared))
+        .await
+        .unwrap();
 }
 
 /// Batches spanning two threads in opposite orders, through both pools, do not deadlock.
@@ -522,15 +556,24 @@ pub async fn batches_spanning_two_threads_do_not_deadlock<B: Backend>(b: &B) {
                 NewRunEvent::new(&first, "r", "x", "trace", json!(i)),
                 NewRunEvent::new(&second, "r", "x", "trace", json!(i)),
             ];
-            events.append_batch(&owner, batch).await
+            events.append_batch(Owner(&owner), batch).await
         }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
     for t in [&t1, &t2] {
-        assert_eq!(a.events.count(&owner, t, None, None).await.unwrap(), 8);
-        a.events.delete_thread(&owner, t).await.unwrap();
+        assert_eq!(
+            a.events
+                .count(Owner(&owner), ThreadId(t), None, None)
+                .await
+                .unwrap(),
+            8
+        );
+        a.events
+            .delete_thread(Owner(&owner), ThreadId(t))
+            .await
+            .unwrap();
     }
 }
 
@@ -552,16 +595,21 @@ pub async fn data_survives_reconnect<B: Backend>(b: &B) {
         t.created_at = chrono::DateTime::parse_from_rfc3339("2031-02-03T04:05:06.123456789Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
-        let created = stores.threads.create(&owner, t).await.unwrap();
+        let created = stores.threads.create(Owner(&owner), t).await.unwrap();
         stores
             .items
-            .put(&owner, &docs, "k", json!({"v": 1.5}))
+            .put(Owner(&owner), &docs, "k", json!({"v": 1.5}))
             .await
             .unwrap();
         created
     };
     let stores = b.open().await;
-    let t = stores.threads.get(&owner, &tid).await.unwrap().unwrap();
+    let t = stores
+        .threads
+        .get(Owner(&owner), ThreadId(&tid))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(t.metadata.get("k"), Some(&json!("v")));
     assert_eq!(t.values, Some(Value::Null));
     assert_eq!(
@@ -570,10 +618,23 @@ pub async fn data_survives_reconnect<B: Backend>(b: &B) {
     );
     assert_eq!(t.created_at, created.created_at);
     assert_eq!(t.updated_at, created.updated_at);
-    let item = stores.items.get(&owner, &docs, "k").await.unwrap().unwrap();
+    let item = stores
+        .items
+        .get(Owner(&owner), &docs, "k")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(item.value, json!({"v": 1.5}));
-    stores.threads.delete(&owner, &tid).await.unwrap();
-    stores.items.delete(&owner, &docs, "k").await.unwrap();
+    stores
+        .threads
+        .delete(Owner(&owner), ThreadId(&tid))
+        .await
+        .unwrap();
+    stores
+        .items
+        .delete(Owner(&owner), &docs, "k")
+        .await
+        .unwrap();
 }
 
 /// The ops of unit `i` of [`units_batched_or_one_by_one_store_the_same`]: two events and a
@@ -620,7 +681,7 @@ pub async fn units_batched_or_one_by_one_store_the_same<B: Backend>(b: &B) {
     for owner in [&batched, &single] {
         for t in 0..3 {
             let t = Thread::new(format!("gc{t}-{x}"), Map::new());
-            stores.threads.create(owner, t).await.unwrap();
+            stores.threads.create(Owner(owner), t).await.unwrap();
         }
     }
     let commits: Vec<_> = (0..8)
@@ -641,10 +702,19 @@ pub async fn units_batched_or_one_by_one_store_the_same<B: Backend>(b: &B) {
             let (stores, tid) = (&stores, &tid);
             async move {
                 let q = RunEventQuery::default();
-                let events = stores.events.list(&owner, tid, &q).await.unwrap();
+                let events = stores
+                    .events
+                    .list(Owner(&owner), ThreadId(tid), &q)
+                    .await
+                    .unwrap();
                 let events: Vec<(i64, Value)> =
                     events.into_iter().map(|e| (e.seq, e.content)).collect();
-                let t = stores.threads.get(&owner, tid).await.unwrap().unwrap();
+                let t = stores
+                    .threads
+                    .get(Owner(&owner), ThreadId(tid))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 (events, t.status, t.metadata)
             }
         };
@@ -656,8 +726,16 @@ pub async fn units_batched_or_one_by_one_store_the_same<B: Backend>(b: &B) {
     for owner in [&batched, &single] {
         for t in 0..3 {
             let tid = format!("gc{t}-{x}");
-            stores.events.delete_thread(owner, &tid).await.unwrap();
-            stores.threads.delete(owner, &tid).await.unwrap();
+            stores
+                .events
+                .delete_thread(Owner(owner), ThreadId(&tid))
+                .await
+                .unwrap();
+            stores
+                .threads
+                .delete(Owner(owner), ThreadId(&tid))
+                .await
+                .unwrap();
         }
     }
 }
@@ -682,7 +760,11 @@ pub async fn a_retried_event_append_stores_each_event_once<B: Backend>(b: &B) {
     };
     stores.commits.submit(unit(None)).await.unwrap();
     let q = RunEventQuery::default();
-    let first = stores.events.list(&owner, &tid, &q).await.unwrap();
+    let first = stores
+        .events
+        .list(Owner(&owner), ThreadId(&tid), &q)
+        .await
+        .unwrap();
     let seqs: Vec<i64> = first.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2, 3]);
     stores
@@ -690,18 +772,26 @@ pub async fn a_retried_event_append_stores_each_event_once<B: Backend>(b: &B) {
         .submit(unit(Some(seqs.clone())))
         .await
         .unwrap();
-    let again = stores.events.list(&owner, &tid, &q).await.unwrap();
+    let again = stores
+        .events
+        .list(Owner(&owner), ThreadId(&tid), &q)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 3, "the retry stored nothing twice: {again:?}");
     let next = stores
         .events
-        .append_batch(&owner, events[..1].to_vec())
+        .append_batch(Owner(&owner), events[..1].to_vec())
         .await;
     assert_eq!(
         next.unwrap()[0].seq,
         4,
         "the counter was not moved by the retry"
     );
-    stores.events.delete_thread(&owner, &tid).await.unwrap();
+    stores
+        .events
+        .delete_thread(Owner(&owner), ThreadId(&tid))
+        .await
+        .unwrap();
 }
 
 /// A thread copy is one unit: its row, checkpoints and runs commit together, or (a run row
@@ -713,7 +803,7 @@ pub async fn a_thread_copy_commits_whole_or_not_at_all<B: Backend>(b: &B) {
     let (owner, src) = (format!("o-{x}"), format!("src-{x}"));
     stores
         .threads
-        .create(&owner, Thread::new(&src, Map::new()))
+        .create(Owner(&owner), Thread::new(&src, Map::new()))
         .await
         .unwrap();
     let existing = Run::new(format!("r-{x}"), &src, "a", &owner);
@@ -731,7 +821,11 @@ pub async fn a_thread_copy_commits_whole_or_not_at_all<B: Backend>(b: &B) {
     let dup = Run::new(existing.run_id.clone(), &bad, "a", &owner);
     let failed = stores.commits.submit(copy(&bad, dup)).await;
     assert!(failed.is_err(), "a duplicate run id fails the copy");
-    let none = stores.threads.get(&owner, &bad).await.unwrap();
+    let none = stores
+        .threads
+        .get(Owner(&owner), ThreadId(&bad))
+        .await
+        .unwrap();
     assert!(
         none.is_none(),
         "nothing of a failed copy is stored: {none:?}"
@@ -743,17 +837,27 @@ pub async fn a_thread_copy_commits_whole_or_not_at_all<B: Backend>(b: &B) {
         .submit(copy(&good, run.clone()))
         .await
         .unwrap();
-    assert!(stores.threads.get(&owner, &good).await.unwrap().is_some());
+    assert!(
+        stores
+            .threads
+            .get(Owner(&owner), ThreadId(&good))
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert!(
         stores
             .runs
-            .get(&owner, &run.run_id)
+            .get(Owner(&owner), RunId(&run.run_id))
             .await
             .unwrap()
             .is_some()
     );
     for t in [&src, &good] {
-        let _ = stores.threads.delete(&owner, t).await;
-        let _ = stores.runs.delete_by_thread(&owner, t).await;
+        let _ = stores.threads.delete(Owner(&owner), ThreadId(t)).await;
+        let _ = stores
+            .runs
+            .delete_by_thread(Owner(&owner), ThreadId(t))
+            .await;
     }
 }

@@ -6,7 +6,7 @@ use serde_json::Map;
 use super::{finish, ok, sfx};
 use crate::records::*;
 use crate::traits::*;
-use crate::{Stores, time};
+use crate::{Owner, RunId, Stores, time};
 
 /// Runs c1 and c2 owned by worker `cw-x`, c3 by another worker, each on a thread of its own;
 /// c1 has a rollback request, then an interrupt one; c3 an interrupt; c2 is claimed and asked
@@ -46,27 +46,34 @@ impl Cancels {
     async fn request(&self, s: &dyn RunStore) {
         let [r1, r2, r3] = &self.runs;
         assert!(ok(
-            s.request_cancel(&r1.run_id, CancelAction::Rollback).await,
+            s.request_cancel(RunId(&r1.run_id), CancelAction::Rollback)
+                .await,
             "request"
         ));
         assert!(
             ok(
-                s.request_cancel(&r1.run_id, CancelAction::Interrupt).await,
+                s.request_cancel(RunId(&r1.run_id), CancelAction::Interrupt)
+                    .await,
                 "again"
             ),
             "still active"
         );
         assert!(ok(
-            s.request_cancel(&r3.run_id, CancelAction::Interrupt).await,
+            s.request_cancel(RunId(&r3.run_id), CancelAction::Interrupt)
+                .await,
             "other worker"
         ));
         let until = time::now() + chrono::Duration::seconds(60);
         assert_eq!(
-            ok(s.claim(&r2.run_id, &self.worker, until).await, "claim"),
+            ok(
+                s.claim(RunId(&r2.run_id), &self.worker, until).await,
+                "claim"
+            ),
             Claim::Claimed
         );
         assert!(ok(
-            s.request_cancel(&r2.run_id, CancelAction::Interrupt).await,
+            s.request_cancel(RunId(&r2.run_id), CancelAction::Interrupt)
+                .await,
             "running"
         ));
     }
@@ -74,7 +81,7 @@ impl Cancels {
     async fn stop(&self, s: &dyn RunStore) {
         for r in &self.runs {
             ok(
-                s.update_status(&r.run_id, RunStatus::Interrupted, None)
+                s.update_status(RunId(&r.run_id), RunStatus::Interrupted, None)
                     .await,
                 "stop",
             );
@@ -100,7 +107,7 @@ pub async fn cancel_requests_first_action_wins(stores: &Stores) {
         ],
         "the first request wins; only this worker's runs"
     );
-    let row = ok(s.get(&f.owner, &r1.run_id).await, "get").expect("r1");
+    let row = ok(s.get(Owner(&f.owner), RunId(&r1.run_id)).await, "get").expect("r1");
     assert_eq!(row.cancel_requested, Some(CancelAction::Rollback));
     f.stop(s).await;
 }
@@ -112,7 +119,7 @@ pub async fn cancel_requests_end_with_the_run(stores: &Stores) {
     f.request(s).await;
     let r2 = &f.runs[1];
     ok(
-        s.update_status(&r2.run_id, RunStatus::Interrupted, None)
+        s.update_status(RunId(&r2.run_id), RunStatus::Interrupted, None)
             .await,
         "r2 stopped",
     );
@@ -123,13 +130,14 @@ pub async fn cancel_requests_end_with_the_run(stores: &Stores) {
     );
     assert!(
         !ok(
-            s.request_cancel(&r2.run_id, CancelAction::Interrupt).await,
+            s.request_cancel(RunId(&r2.run_id), CancelAction::Interrupt)
+                .await,
             "finished"
         ),
         "a finished run cannot be cancelled"
     );
     assert!(!ok(
-        s.request_cancel(&format!("missing-{}", f.x), CancelAction::Interrupt)
+        s.request_cancel(RunId(&format!("missing-{}", f.x)), CancelAction::Interrupt)
             .await,
         "missing"
     ));
@@ -149,7 +157,7 @@ async fn idle_thread(stores: &Stores, tid: &str) -> (String, String, String, Str
     let x = sfx();
     let (owner, worker, tid) = (format!("idle-{x}"), format!("iw-{x}"), format!("{tid}-{x}"));
     let thread = Thread::new(&tid, Map::new());
-    ok(stores.threads.create(&owner, thread).await, "thread");
+    ok(stores.threads.create(Owner(&owner), thread).await, "thread");
     (x, owner, worker, tid)
 }
 
@@ -163,18 +171,19 @@ pub async fn put_if_idle_only_on_an_idle_thread(stores: &Stores) {
     let b = owned(format!("ib-{x}"), &tid, &owner, &w);
     assert!(!ok(s.put_if_idle(&b).await, "busy"), "a is pending");
     assert!(
-        ok(s.get(&owner, &b.run_id).await, "get").is_none(),
+        ok(s.get(Owner(&owner), RunId(&b.run_id)).await, "get").is_none(),
         "a refused put writes nothing"
     );
     // a run being cancelled does not hold the thread
     assert!(ok(
-        s.request_cancel(&a.run_id, CancelAction::Interrupt).await,
+        s.request_cancel(RunId(&a.run_id), CancelAction::Interrupt)
+            .await,
         "cancel a"
     ));
     assert!(ok(s.put_if_idle(&b).await, "a is being cancelled"));
     let pending = [RunStatus::Pending];
     assert!(ok(
-        s.transition(&b.run_id, &pending, RunStatus::Success, None)
+        s.transition(RunId(&b.run_id), &pending, RunStatus::Success, None)
             .await,
         "b done"
     ));

@@ -3,9 +3,9 @@
 use serde_json::{Value, json};
 
 use super::{names, ok};
-use crate::Stores;
 use crate::records::*;
 use crate::traits::*;
+use crate::{Owner, RunId, Stores, ThreadId};
 
 fn ev(thread: &str, run: &str, ty: &str, cat: &str, content: Value) -> NewRunEvent {
     let mut e = NewRunEvent::new(thread, run, ty, cat, content);
@@ -42,12 +42,12 @@ impl Events {
                 json!({"content": "hi", "n": [1, 2]}),
             ),
         ];
-        let stored = ok(s.append_batch(&alice, first).await, "append");
+        let stored = ok(s.append_batch(Owner(&alice), first).await, "append");
         let second = vec![
             ev(&t, "r2", "run.start", "trace", json!(1)),
             ev(&t, "r2", "llm.ai.response", "message", json!([1, "x"])),
         ];
-        let more = ok(s.append_batch(&alice, second).await, "append 2");
+        let more = ok(s.append_batch(Owner(&alice), second).await, "append 2");
         Events {
             alice,
             bob,
@@ -59,12 +59,22 @@ impl Events {
     }
 
     async fn delete(self, s: &dyn RunEventStore) {
-        ok(s.delete_thread(&self.alice, &self.t).await, "cleanup");
-        ok(s.delete_thread(&self.alice, &self.t2).await, "cleanup t2");
+        ok(
+            s.delete_thread(Owner(&self.alice), ThreadId(&self.t)).await,
+            "cleanup",
+        );
+        ok(
+            s.delete_thread(Owner(&self.alice), ThreadId(&self.t2))
+                .await,
+            "cleanup t2",
+        );
     }
 
     async fn seqs(&self, s: &dyn RunEventStore, q: RunEventQuery, what: &str) -> Vec<i64> {
-        let found = ok(s.list(&self.alice, &self.t, &q).await, what);
+        let found = ok(
+            s.list(Owner(&self.alice), ThreadId(&self.t), &q).await,
+            what,
+        );
         found.iter().map(|e| e.seq).collect()
     }
 }
@@ -80,7 +90,7 @@ pub async fn events_append_per_thread_seqs(stores: &Stores) {
     assert_eq!(f.stored[1].content, json!("hello"));
     assert_eq!(f.stored[0].metadata, json!({"caller": "lead_agent"}));
     assert_eq!(f.more.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
-    assert!(ok(s.append_batch(&f.alice, vec![]).await, "empty batch").is_empty());
+    assert!(ok(s.append_batch(Owner(&f.alice), vec![]).await, "empty batch").is_empty());
     f.delete(s).await;
 }
 
@@ -92,7 +102,7 @@ pub async fn events_concurrent_appends_never_reuse_a_seq(stores: &Stores) {
         let (events, owner, thread) = (stores.events.clone(), f.alice.clone(), f.t2.clone());
         handles.push(tokio::spawn(async move {
             let batch = vec![NewRunEvent::new(&thread, format!("c{i}"), "x", "trace", json!(i)); 3];
-            events.append_batch(&owner, batch).await
+            events.append_batch(Owner(&owner), batch).await
         }));
     }
     let mut seqs = Vec::new();
@@ -112,7 +122,8 @@ pub async fn events_list_round_trip(stores: &Stores) {
     let s = stores.events.as_ref();
     let f = Events::append(s).await;
     let all = ok(
-        s.list(&f.alice, &f.t, &RunEventQuery::default()).await,
+        s.list(Owner(&f.alice), ThreadId(&f.t), &RunEventQuery::default())
+            .await,
         "list",
     );
     assert_eq!(all.len(), 5);
@@ -122,7 +133,14 @@ pub async fn events_list_round_trip(stores: &Stores) {
     );
     assert_eq!(all[2], f.stored[3], "round trip");
     assert_eq!(all[4].content, json!([1, "x"]));
-    assert!(ok(s.list(&f.bob, &f.t, &RunEventQuery::default()).await, "bob").is_empty());
+    assert!(
+        ok(
+            s.list(Owner(&f.bob), ThreadId(&f.t), &RunEventQuery::default())
+                .await,
+            "bob"
+        )
+        .is_empty()
+    );
     f.delete(s).await;
 }
 
@@ -178,15 +196,33 @@ pub async fn events_cursors(stores: &Stores) {
 pub async fn events_count(stores: &Stores) {
     let s = stores.events.as_ref();
     let f = Events::append(s).await;
-    assert_eq!(ok(s.count(&f.alice, &f.t, None, None).await, "count"), 5);
     assert_eq!(
         ok(
-            s.count(&f.alice, &f.t, Some("r1"), Some("message")).await,
+            s.count(Owner(&f.alice), ThreadId(&f.t), None, None).await,
+            "count"
+        ),
+        5
+    );
+    assert_eq!(
+        ok(
+            s.count(
+                Owner(&f.alice),
+                ThreadId(&f.t),
+                Some(RunId("r1")),
+                Some("message")
+            )
+            .await,
             "count filtered"
         ),
         2
     );
-    assert_eq!(ok(s.count(&f.bob, &f.t, None, None).await, "count bob"), 0);
+    assert_eq!(
+        ok(
+            s.count(Owner(&f.bob), ThreadId(&f.t), None, None).await,
+            "count bob"
+        ),
+        0
+    );
     f.delete(s).await;
 }
 
@@ -197,15 +233,46 @@ pub async fn events_delete(stores: &Stores) {
     let f = Events::append(s).await;
     let (alice, t) = (&f.alice, &f.t);
     assert_eq!(
-        ok(s.delete_run(&f.bob, t, "r1").await, "bob cannot delete"),
+        ok(
+            s.delete_run(Owner(&f.bob), ThreadId(t), RunId("r1")).await,
+            "bob cannot delete"
+        ),
         0
     );
-    assert_eq!(ok(s.delete_run(alice, t, "r1").await, "delete run"), 3);
-    assert_eq!(ok(s.count(alice, t, None, None).await, "count after"), 2);
-    assert_eq!(ok(s.delete_thread(alice, t).await, "delete thread"), 2);
-    assert!(ok(s.list(alice, t, &RunEventQuery::default()).await, "gone").is_empty());
+    assert_eq!(
+        ok(
+            s.delete_run(Owner(alice), ThreadId(t), RunId("r1")).await,
+            "delete run"
+        ),
+        3
+    );
+    assert_eq!(
+        ok(
+            s.count(Owner(alice), ThreadId(t), None, None).await,
+            "count after"
+        ),
+        2
+    );
+    assert_eq!(
+        ok(
+            s.delete_thread(Owner(alice), ThreadId(t)).await,
+            "delete thread"
+        ),
+        2
+    );
+    assert!(
+        ok(
+            s.list(Owner(alice), ThreadId(t), &RunEventQuery::default())
+                .await,
+            "gone"
+        )
+        .is_empty()
+    );
     let again = vec![ev(t, "r3", "run.start", "trace", json!(null))];
-    let again = ok(s.append_batch(alice, again).await, "append after delete");
+    let again = ok(
+        s.append_batch(Owner(alice), again).await,
+        "append after delete",
+    );
     assert!(again[0].seq >= 1);
     f.delete(s).await;
 }

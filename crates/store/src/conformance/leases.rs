@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::{at, base_time, names, ok};
 use crate::records::*;
 use crate::traits::*;
-use crate::{Stores, time};
+use crate::{Owner, RunId, Stores, time};
 
 /// Alice's runs lease1..3 on one thread, created at `base + 1..3`: lease1 pending without a
 /// worker, lease2 and lease3 owned by `w-old-x` with a lease until `later` (`now + 30 s`).
@@ -61,13 +61,13 @@ impl Leases {
     /// lease1 claimed by `w1-x`, then done.
     async fn r1_ran(&self, s: &dyn RunStore) {
         let claimed = ok(
-            s.claim(&self.r1.run_id, &self.worker("w1"), self.later)
+            s.claim(RunId(&self.r1.run_id), &self.worker("w1"), self.later)
                 .await,
             "claim",
         );
         assert_eq!(claimed, Claim::Claimed);
         ok(
-            s.update_status(&self.r1.run_id, RunStatus::Success, None)
+            s.update_status(RunId(&self.r1.run_id), RunStatus::Success, None)
                 .await,
             "r1 done",
         );
@@ -89,7 +89,7 @@ impl Leases {
         ok(s.put(&r4).await, "put r4");
         ok(s.put(&other).await, "put r5");
         let renewer = self.worker("w-renew");
-        let claim = s.claim(&other.run_id, &renewer, self.later).await;
+        let claim = s.claim(RunId(&other.run_id), &renewer, self.later).await;
         assert_eq!(ok(claim, "claim r5"), Claim::Claimed);
         let further = self.now + chrono::Duration::seconds(60);
         assert_eq!(ok(s.renew_leases(&renewer, further).await, "renew"), 1);
@@ -102,10 +102,14 @@ impl Leases {
             .chain(more.iter().copied())
         {
             ok(
-                s.update_status(&r.run_id, RunStatus::Success, None).await,
+                s.update_status(RunId(&r.run_id), RunStatus::Success, None)
+                    .await,
                 "finish",
             );
-            ok(s.delete(&self.owner, &r.run_id).await, "cleanup");
+            ok(
+                s.delete(Owner(&self.owner), RunId(&r.run_id)).await,
+                "cleanup",
+            );
         }
     }
 }
@@ -126,7 +130,7 @@ fn lease_run(x: &str, owner: &str, base: DateTime<Utc>, i: i64) -> Run {
 pub async fn lease_put_keeps_the_worker(stores: &Stores) {
     let s = stores.runs.as_ref();
     let f = Leases::put(s).await;
-    let got = ok(s.get(&f.owner, &f.r3.run_id).await, "get r3").expect("r3");
+    let got = ok(s.get(Owner(&f.owner), RunId(&f.r3.run_id)).await, "get r3").expect("r3");
     assert_eq!(
         got.worker_id,
         Some(f.worker("w-old")),
@@ -143,31 +147,31 @@ pub async fn lease_claim(stores: &Stores) {
     let f = Leases::put(s).await;
     let (w1, w2, later) = (f.worker("w1"), f.worker("w2"), f.later);
     assert_eq!(
-        ok(s.claim(&f.r1.run_id, &w1, later).await, "claim"),
+        ok(s.claim(RunId(&f.r1.run_id), &w1, later).await, "claim"),
         Claim::Claimed
     );
-    let got = ok(s.get(&f.owner, &f.r1.run_id).await, "get r1").expect("r1");
+    let got = ok(s.get(Owner(&f.owner), RunId(&f.r1.run_id)).await, "get r1").expect("r1");
     assert_eq!(got.status, RunStatus::Running);
     assert_eq!(got.worker_id, Some(w1.clone()));
     assert_eq!(got.lease_expires_at, Some(time::truncate(later)));
     assert!(got.started_at.is_some());
     assert_eq!(
-        ok(s.claim(&f.r1.run_id, &w2, later).await, "again"),
+        ok(s.claim(RunId(&f.r1.run_id), &w2, later).await, "again"),
         Claim::Gone
     );
     assert_eq!(
-        ok(s.claim(&f.r2.run_id, &w2, later).await, "busy"),
+        ok(s.claim(RunId(&f.r2.run_id), &w2, later).await, "busy"),
         Claim::Busy
     );
     assert_eq!(
-        ok(s.get(&f.owner, &f.r2.run_id).await, "r2")
+        ok(s.get(Owner(&f.owner), RunId(&f.r2.run_id)).await, "r2")
             .expect("r2")
             .status,
         RunStatus::Pending,
         "a busy claim changes nothing"
     );
     assert_eq!(
-        ok(s.claim("missing", &w1, later).await, "missing"),
+        ok(s.claim(RunId("missing"), &w1, later).await, "missing"),
         Claim::Gone
     );
     f.delete(s, &[]).await;
@@ -182,9 +186,9 @@ pub async fn lease_racing_claims_on_one_thread(stores: &Stores) {
     for (i, id) in [&f.r2.run_id, &f.r3.run_id].into_iter().enumerate() {
         let (runs, id, later) = (stores.runs.clone(), id.clone(), f.later);
         let racer = f.worker(&format!("racer{i}"));
-        tasks.push(tokio::spawn(
-            async move { runs.claim(&id, &racer, later).await },
-        ));
+        tasks.push(tokio::spawn(async move {
+            runs.claim(RunId(&id), &racer, later).await
+        }));
     }
     let mut claimed = 0;
     for t in tasks {
@@ -203,7 +207,7 @@ pub async fn lease_renew(stores: &Stores) {
     let f = Leases::put(s).await;
     let (r4, other, further) = f.renewed(s).await;
     assert_eq!(
-        ok(s.get(&f.owner, &other.run_id).await, "r5")
+        ok(s.get(Owner(&f.owner), RunId(&other.run_id)).await, "r5")
             .expect("r5")
             .lease_expires_at,
         Some(time::truncate(further))
@@ -220,7 +224,9 @@ pub async fn lease_expiry_scan(stores: &Stores) {
     let s = stores.runs.as_ref();
     let f = Leases::put(s).await;
     f.r1_ran(s).await;
-    let claim = s.claim(&f.r2.run_id, &f.worker("racer0"), f.later).await;
+    let claim = s
+        .claim(RunId(&f.r2.run_id), &f.worker("racer0"), f.later)
+        .await;
     assert_eq!(ok(claim, "claim r2"), Claim::Claimed);
     let (r4, other, _) = f.renewed(s).await;
     let expired = ok(
@@ -267,7 +273,7 @@ pub async fn lease_adopt(stores: &Stores) {
     let (r4, other, further) = f.renewed(s).await;
     let (w_new, w_late) = (f.worker("w-new"), f.worker("w-late"));
     assert!(!ok(
-        s.adopt(&other.run_id, &w_new, further, f.now).await,
+        s.adopt(RunId(&other.run_id), &w_new, further, f.now).await,
         "live lease"
     ));
     let after = further + chrono::Duration::seconds(1);
@@ -280,7 +286,7 @@ pub async fn lease_adopt(stores: &Stores) {
             f.worker(&format!("adopter{i}")),
         );
         tasks.push(tokio::spawn(async move {
-            runs.adopt(&id, &adopter, until, after).await
+            runs.adopt(RunId(&id), &adopter, until, after).await
         }));
     }
     let mut won = 0;
@@ -291,7 +297,7 @@ pub async fn lease_adopt(stores: &Stores) {
         }
     }
     assert_eq!(won, 1, "exactly one adopter wins");
-    let adopted = ok(s.get(&f.owner, &other.run_id).await, "r5").expect("r5");
+    let adopted = ok(s.get(Owner(&f.owner), RunId(&other.run_id)).await, "r5").expect("r5");
     assert_eq!(adopted.status, RunStatus::Running);
     assert!(
         adopted
@@ -301,15 +307,18 @@ pub async fn lease_adopt(stores: &Stores) {
     );
     assert_eq!(adopted.lease_expires_at, Some(time::truncate(until)));
     ok(
-        s.update_status(&other.run_id, RunStatus::Success, None)
+        s.update_status(RunId(&other.run_id), RunStatus::Success, None)
             .await,
         "r5 done",
     );
     let late = until + chrono::Duration::seconds(1);
     assert!(!ok(
-        s.adopt(&other.run_id, &w_late, until, late).await,
+        s.adopt(RunId(&other.run_id), &w_late, until, late).await,
         "finished"
     ));
-    assert!(!ok(s.adopt("missing", "w", until, after).await, "missing"));
+    assert!(!ok(
+        s.adopt(RunId("missing"), "w", until, after).await,
+        "missing"
+    ));
     f.delete(s, &[&r4, &other]).await;
 }

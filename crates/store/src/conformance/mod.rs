@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::traits::RunStore;
-use crate::{RunStatus, StoreError, StoreResult, time};
+use crate::{RunId, RunStatus, StoreError, StoreResult, time};
 
 /// One `#[tokio::test]` per case of the suite, in the module where it is invoked.
 ///
@@ -205,7 +205,7 @@ fn names() -> (String, String, String) {
 async fn finish<'a>(s: &dyn RunStore, ids: impl IntoIterator<Item = &'a String>) {
     for id in ids {
         ok(
-            s.update_status(id, RunStatus::Success, None).await,
+            s.update_status(RunId(id), RunStatus::Success, None).await,
             "finish",
         );
     }
@@ -258,7 +258,8 @@ async fn claim_mine(s: &dyn RunStore, x: &str, worker: &str, limit: usize) -> Ve
             r.run_id
         );
         ok(
-            s.update_status(&r.run_id, RunStatus::Success, None).await,
+            s.update_status(RunId(&r.run_id), RunStatus::Success, None)
+                .await,
             "finish leftover",
         );
     }

@@ -7,7 +7,7 @@ use serde_json::{Map, json};
 use super::{ancient_base, claim_one_mine, ok, queue_lock, run_ids, sfx};
 use crate::records::*;
 use crate::traits::*;
-use crate::{Stores, time};
+use crate::{Owner, RunId, Stores, ThreadId, time};
 
 /// Alice (`pa-x`) and bob (`pb-x`), each with a thread `same-x`.
 struct Owners {
@@ -26,7 +26,7 @@ impl Owners {
         for o in [&alice, &bob] {
             let thread = Thread::new(&tid, Map::new());
             ok(
-                stores.threads.create(o, thread).await,
+                stores.threads.create(Owner(o), thread).await,
                 "thread of the same id",
             );
         }
@@ -49,15 +49,27 @@ impl Owners {
 
     async fn claim(&self, s: &dyn RunStore, run: &Run) -> Claim {
         let until = time::now() + chrono::Duration::seconds(60);
-        ok(s.claim(&run.run_id, &self.worker, until).await, "claim")
+        ok(
+            s.claim(RunId(&run.run_id), &self.worker, until).await,
+            "claim",
+        )
     }
 
     /// Finishes `runs`, deletes both owners' runs of the thread and the threads.
     async fn delete(self, stores: &Stores, runs: &[&Run]) {
         super::finish(stores.runs.as_ref(), runs.iter().map(|r| &r.run_id)).await;
         for o in [&self.alice, &self.bob] {
-            ok(stores.runs.delete_by_thread(o, &self.tid).await, "cleanup");
-            ok(stores.threads.delete(o, &self.tid).await, "cleanup thread");
+            ok(
+                stores
+                    .runs
+                    .delete_by_thread(Owner(o), ThreadId(&self.tid))
+                    .await,
+                "cleanup",
+            );
+            ok(
+                stores.threads.delete(Owner(o), ThreadId(&self.tid)).await,
+                "cleanup thread",
+            );
         }
     }
 }
@@ -88,21 +100,21 @@ pub async fn per_owner_run_rules(stores: &Stores) {
         Claim::Busy,
         "alice's own thread still runs one at a time"
     );
-    let active = |owner| s.active_for_thread(owner, &f.tid);
+    let active = |owner| s.active_for_thread(owner, ThreadId(&f.tid));
     assert_eq!(
-        ok(active(&f.alice).await, "alice active").map(|r| r.run_id),
+        ok(active(Owner(&f.alice)).await, "alice active").map(|r| r.run_id),
         Some(a1.run_id.clone())
     );
     assert_eq!(
-        ok(active(&f.bob).await, "bob active").map(|r| r.run_id),
+        ok(active(Owner(&f.bob)).await, "bob active").map(|r| r.run_id),
         Some(b1.run_id.clone())
     );
-    let next = |owner| s.next_pending_for_thread(owner, &f.tid);
+    let next = |owner| s.next_pending_for_thread(owner, ThreadId(&f.tid));
     assert_eq!(
-        ok(next(&f.alice).await, "alice next").map(|r| r.run_id),
+        ok(next(Owner(&f.alice)).await, "alice next").map(|r| r.run_id),
         Some(a2.run_id.clone())
     );
-    assert!(ok(next(&f.bob).await, "bob next").is_none());
+    assert!(ok(next(Owner(&f.bob)).await, "bob next").is_none());
     f.delete(stores, &[&a1, &a2, &b1]).await;
 }
 
@@ -126,7 +138,8 @@ pub async fn per_owner_queue(stores: &Stores) {
     bq.created_at = ancient_base();
     ok(s.put(&bq).await, "bob queued");
     assert!(ok(
-        s.update_status(&b1.run_id, RunStatus::Success, None).await,
+        s.update_status(RunId(&b1.run_id), RunStatus::Success, None)
+            .await,
         "b1 done"
     ));
     let claimed = claim_one_mine(s, &f.x, &f.worker).await;
@@ -136,10 +149,13 @@ pub async fn per_owner_queue(stores: &Stores) {
         "alice's running run does not block it"
     );
     assert_eq!(
-        ok(s.delete_by_thread(&f.bob, &f.tid).await, "bob's runs"),
+        ok(
+            s.delete_by_thread(Owner(&f.bob), ThreadId(&f.tid)).await,
+            "bob's runs"
+        ),
         2
     );
-    assert!(ok(s.get(&f.alice, &a1.run_id).await, "a1 stays").is_some());
+    assert!(ok(s.get(Owner(&f.alice), RunId(&a1.run_id)).await, "a1 stays").is_some());
     f.delete(stores, &[&a1, &a2]).await;
 }
 
@@ -149,30 +165,53 @@ pub async fn per_owner_event_sequences(stores: &Stores) {
     let (e, tid) = (stores.events.as_ref(), &f.tid);
     let ev = |run: &str, n: i64| NewRunEvent::new(tid, run, "x", "trace", json!(n));
     let a_events = ok(
-        e.append_batch(&f.alice, vec![ev("ra", 1), ev("ra", 2)])
+        e.append_batch(Owner(&f.alice), vec![ev("ra", 1), ev("ra", 2)])
             .await,
         "a",
     );
-    let b_events = ok(e.append_batch(&f.bob, vec![ev("rb", 1)]).await, "b");
+    let b_events = ok(e.append_batch(Owner(&f.bob), vec![ev("rb", 1)]).await, "b");
     assert_eq!(a_events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(b_events[0].seq, 1, "bob's thread has its own sequence");
-    let a_more = ok(e.append_batch(&f.alice, vec![ev("ra", 3)]).await, "a more");
+    let a_more = ok(
+        e.append_batch(Owner(&f.alice), vec![ev("ra", 3)]).await,
+        "a more",
+    );
     assert_eq!(a_more[0].seq, 3, "bob's appends leave no gap in alice's");
     let listed = ok(
-        e.list(&f.bob, tid, &RunEventQuery::default()).await,
+        e.list(Owner(&f.bob), ThreadId(tid), &RunEventQuery::default())
+            .await,
         "bob lists",
     );
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].content, json!(1));
     assert_eq!(
-        ok(e.count(&f.alice, tid, None, None).await, "alice count"),
+        ok(
+            e.count(Owner(&f.alice), ThreadId(tid), None, None).await,
+            "alice count"
+        ),
         3
     );
-    assert_eq!(ok(e.delete_thread(&f.bob, tid).await, "bob deletes"), 1);
     assert_eq!(
-        ok(e.count(&f.alice, tid, None, None).await, "alice keeps"),
+        ok(
+            e.delete_thread(Owner(&f.bob), ThreadId(tid)).await,
+            "bob deletes"
+        ),
+        1
+    );
+    assert_eq!(
+        ok(
+            e.count(Owner(&f.alice), ThreadId(tid), None, None).await,
+            "alice keeps"
+        ),
         3
     );
-    assert_eq!(ok(e.delete_run(&f.alice, tid, "ra").await, "cleanup"), 3);
+    assert_eq!(
+        ok(
+            e.delete_run(Owner(&f.alice), ThreadId(tid), RunId("ra"))
+                .await,
+            "cleanup"
+        ),
+        3
+    );
     f.delete(stores, &[]).await;
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{ancient_base, at, claim_mine, claim_one_mine, finish, ok, queue_lock, run_ids, sfx};
 use crate::records::*;
 use crate::traits::*;
-use crate::{Stores, time};
+use crate::{Owner, RunId, Stores, time};
 
 fn queued(x: &str, owner: &str, base: DateTime<Utc>, name: &str, thread: &str, secs: i64) -> Run {
     let mut r = Run::new(
@@ -93,7 +93,7 @@ pub async fn queue_claims_the_oldest_eligible_run(stores: &Stores) {
     let q = Queue::put(s).await;
     let [_, a2, _, b2, _, c2] = &q.runs;
     for r in [a2, b2, c2] {
-        let row = ok(s.get(&q.owner, &r.run_id).await, "get").expect("row");
+        let row = ok(s.get(Owner(&q.owner), RunId(&r.run_id)).await, "get").expect("row");
         assert_eq!(row.status, RunStatus::Pending, "{} stays queued", r.run_id);
         assert!(row.worker_id.is_none());
     }
@@ -106,7 +106,10 @@ pub async fn queue_claims_the_oldest_eligible_run(stores: &Stores) {
         "queued runs are never listed as abandoned"
     );
     assert!(
-        !ok(s.adopt(&a2.run_id, "thief", far, far).await, "adopt queued"),
+        !ok(
+            s.adopt(RunId(&a2.run_id), "thief", far, far).await,
+            "adopt queued"
+        ),
         "a queued run cannot be adopted"
     );
     q.finish(s, &[]).await;
@@ -124,23 +127,25 @@ pub async fn queue_claim_by_id_honours_creation_order(stores: &Stores) {
     a3.worker_id = Some(q.w.clone());
     ok(s.put(&a3).await, "put a3");
     ok(
-        s.update_status(&a1.run_id, RunStatus::Success, None).await,
+        s.update_status(RunId(&a1.run_id), RunStatus::Success, None)
+            .await,
         "a1 done",
     );
     assert_eq!(
-        ok(s.claim(&a3.run_id, &q.w, far).await, "claim a3"),
+        ok(s.claim(RunId(&a3.run_id), &q.w, far).await, "claim a3"),
         Claim::Busy,
         "an older run of the thread is pending"
     );
     // a1 done: a2 next; b1 gone and c1 done: b2 and c2 too
     let pending = [RunStatus::Pending];
     ok(
-        s.transition(&b1.run_id, &pending, RunStatus::Interrupted, None)
+        s.transition(RunId(&b1.run_id), &pending, RunStatus::Interrupted, None)
             .await,
         "b1",
     );
     ok(
-        s.update_status(&c1.run_id, RunStatus::Success, None).await,
+        s.update_status(RunId(&c1.run_id), RunStatus::Success, None)
+            .await,
         "c1 done",
     );
     let mut got: Vec<String> = claim_mine(s, &q.x, &q.w, 3)
@@ -154,17 +159,18 @@ pub async fn queue_claim_by_id_honours_creation_order(stores: &Stores) {
     assert_eq!(got, want);
     assert_eq!(
         ok(
-            s.claim(&a3.run_id, &q.w, far).await,
+            s.claim(RunId(&a3.run_id), &q.w, far).await,
             "claim a3 while a2 runs"
         ),
         Claim::Busy
     );
     ok(
-        s.update_status(&a2.run_id, RunStatus::Success, None).await,
+        s.update_status(RunId(&a2.run_id), RunStatus::Success, None)
+            .await,
         "a2 done",
     );
     assert_eq!(
-        ok(s.claim(&a3.run_id, &q.w, far).await, "claim a3"),
+        ok(s.claim(RunId(&a3.run_id), &q.w, far).await, "claim a3"),
         Claim::Claimed
     );
     q.finish(s, &[&a3]).await;
@@ -238,7 +244,7 @@ pub async fn queue_not_before(stores: &Stores) {
     let got = claim_one_mine(s, &x, &w).await;
     assert_eq!(run_ids(&got), [e1.run_id.as_str()], "only the due run");
     for r in [&d1, &d2] {
-        let row = ok(s.get(&owner, &r.run_id).await, "get").expect("row");
+        let row = ok(s.get(Owner(&owner), RunId(&r.run_id)).await, "get").expect("row");
         assert_eq!(row.status, RunStatus::Pending, "{} waits", r.run_id);
         assert!(row.worker_id.is_none());
     }

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{at, base_time, is_conflict, is_not_found, names, obj, ok, run_ids};
-use crate::Stores;
 use crate::records::*;
 use crate::traits::*;
+use crate::{Owner, RunId, Stores, ThreadId};
 
 /// Alice's runs r1 (every field set, model `gpt-x`), r2 and r3 (temporary) on `thread`, r4 on
 /// `other_thread`, and bob's rb on `thread` (same id, his thread): created at `base + 1..5`,
@@ -79,7 +79,10 @@ impl Runs {
             (&self.alice, &self.other_thread),
             (&self.bob, &self.thread),
         ] {
-            ok(s.delete_by_thread(owner, thread).await, "cleanup");
+            ok(
+                s.delete_by_thread(Owner(owner), ThreadId(thread)).await,
+                "cleanup",
+            );
         }
     }
 
@@ -88,15 +91,16 @@ impl Runs {
         let (r1, r3) = (&self.r1.run_id, &self.r3.run_id);
         let pending = [RunStatus::Pending];
         ok(
-            s.transition(r1, &pending, RunStatus::Running, None).await,
+            s.transition(RunId(r1), &pending, RunStatus::Running, None)
+                .await,
             "r1 claim",
         );
         ok(
-            s.update_status(r1, RunStatus::Success, None).await,
+            s.update_status(RunId(r1), RunStatus::Success, None).await,
             "r1 success",
         );
         ok(
-            s.update_status(r3, RunStatus::Running, None).await,
+            s.update_status(RunId(r3), RunStatus::Running, None).await,
             "r3 running",
         );
     }
@@ -136,12 +140,18 @@ pub async fn run_put_and_get(stores: &Stores) {
     let s = stores.runs.as_ref();
     let f = Runs::put(s).await;
     assert!(is_conflict(s.put(&f.r1).await), "duplicate run id");
-    let got = ok(s.get(&f.alice, &f.r1.run_id).await, "get").expect("own run");
+    let got = ok(s.get(Owner(&f.alice), RunId(&f.r1.run_id)).await, "get").expect("own run");
     assert_eq!(got, f.r1, "round trip keeps every field");
-    assert!(ok(s.get(&f.bob, &f.r1.run_id).await, "get other").is_none());
-    assert!(ok(s.get(&f.alice, "missing").await, "get missing").is_none());
+    assert!(ok(s.get(Owner(&f.bob), RunId(&f.r1.run_id)).await, "get other").is_none());
     assert!(
-        ok(s.get(&f.alice, &f.r3.run_id).await, "get r3")
+        ok(
+            s.get(Owner(&f.alice), RunId("missing")).await,
+            "get missing"
+        )
+        .is_none()
+    );
+    assert!(
+        ok(s.get(Owner(&f.alice), RunId(&f.r3.run_id)).await, "get r3")
             .expect("r3")
             .temporary
     );
@@ -153,8 +163,12 @@ pub async fn run_list_by_thread(stores: &Stores) {
     let s = stores.runs.as_ref();
     let f = Runs::put(s).await;
     let listed = ok(
-        s.list_by_thread(&f.alice, &f.thread, &RunListQuery::default())
-            .await,
+        s.list_by_thread(
+            Owner(&f.alice),
+            ThreadId(&f.thread),
+            &RunListQuery::default(),
+        )
+        .await,
         "list",
     );
     assert_eq!(
@@ -170,12 +184,21 @@ pub async fn run_list_by_thread(stores: &Stores) {
         offset: 1,
         status: None,
     };
-    let listed = ok(s.list_by_thread(&f.alice, &f.thread, &page).await, "page");
+    let listed = ok(
+        s.list_by_thread(Owner(&f.alice), ThreadId(&f.thread), &page)
+            .await,
+        "page",
+    );
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].run_id, f.r2.run_id);
     let bobs = RunListQuery::default();
     assert_eq!(
-        ok(s.list_by_thread(&f.bob, &f.thread, &bobs).await, "bob").len(),
+        ok(
+            s.list_by_thread(Owner(&f.bob), ThreadId(&f.thread), &bobs)
+                .await,
+            "bob"
+        )
+        .len(),
         1
     );
     f.delete(s).await;
@@ -185,20 +208,39 @@ pub async fn run_list_by_thread(stores: &Stores) {
 pub async fn run_active_and_next_pending(stores: &Stores) {
     let s = stores.runs.as_ref();
     let f = Runs::put(s).await;
-    let active = ok(s.active_for_thread(&f.alice, &f.thread).await, "active")
-        .expect("pending runs are active");
+    let active = ok(
+        s.active_for_thread(Owner(&f.alice), ThreadId(&f.thread))
+            .await,
+        "active",
+    )
+    .expect("pending runs are active");
     assert_eq!(active.run_id, f.r1.run_id, "oldest first");
     assert_eq!(
-        ok(s.next_pending_for_thread(&f.alice, &f.thread).await, "next")
-            .expect("pending")
-            .run_id,
+        ok(
+            s.next_pending_for_thread(Owner(&f.alice), ThreadId(&f.thread))
+                .await,
+            "next"
+        )
+        .expect("pending")
+        .run_id,
         f.r1.run_id
     );
     assert!(
-        ok(s.active_for_thread(&f.bob, &f.thread).await, "bob's")
-            .is_some_and(|r| r.run_id == f.rb.run_id)
+        ok(
+            s.active_for_thread(Owner(&f.bob), ThreadId(&f.thread))
+                .await,
+            "bob's"
+        )
+        .is_some_and(|r| r.run_id == f.rb.run_id)
     );
-    assert!(ok(s.active_for_thread(&f.alice, "no-thread").await, "none").is_none());
+    assert!(
+        ok(
+            s.active_for_thread(Owner(&f.alice), ThreadId("no-thread"))
+                .await,
+            "none"
+        )
+        .is_none()
+    );
     f.delete(s).await;
 }
 
@@ -208,19 +250,21 @@ pub async fn run_transition_is_compare_and_set(stores: &Stores) {
     let f = Runs::put(s).await;
     let (r1, pending) = (&f.r1.run_id, [RunStatus::Pending]);
     assert!(ok(
-        s.transition(r1, &pending, RunStatus::Running, None).await,
+        s.transition(RunId(r1), &pending, RunStatus::Running, None)
+            .await,
         "claim"
     ));
     assert!(!ok(
-        s.transition(r1, &pending, RunStatus::Running, None).await,
+        s.transition(RunId(r1), &pending, RunStatus::Running, None)
+            .await,
         "second claim fails"
     ));
     assert!(!ok(
-        s.transition("missing", &pending, RunStatus::Running, None)
+        s.transition(RunId("missing"), &pending, RunStatus::Running, None)
             .await,
         "missing"
     ));
-    let running = ok(s.get(&f.alice, r1).await, "get").expect("r1");
+    let running = ok(s.get(Owner(&f.alice), RunId(r1)).await, "get").expect("r1");
     assert_eq!(running.status, RunStatus::Running);
     assert!(running.started_at.is_some());
     assert!(running.finished_at.is_none());
@@ -230,14 +274,19 @@ pub async fn run_transition_is_compare_and_set(stores: &Stores) {
         ..Default::default()
     };
     let listed = ok(
-        s.list_by_thread(&f.alice, &f.thread, &q).await,
+        s.list_by_thread(Owner(&f.alice), ThreadId(&f.thread), &q)
+            .await,
         "list running",
     );
     assert_eq!(listed.len(), 1);
     assert_eq!(
-        ok(s.next_pending_for_thread(&f.alice, &f.thread).await, "next")
-            .expect("r2")
-            .run_id,
+        ok(
+            s.next_pending_for_thread(Owner(&f.alice), ThreadId(&f.thread))
+                .await,
+            "next"
+        )
+        .expect("r2")
+        .run_id,
         f.r2.run_id
     );
     f.delete(s).await;
@@ -250,25 +299,32 @@ pub async fn run_one_running_run_per_thread(stores: &Stores) {
     let f = Runs::put(s).await;
     let (r1, r3, pending) = (&f.r1.run_id, &f.r3.run_id, [RunStatus::Pending]);
     ok(
-        s.transition(r1, &pending, RunStatus::Running, None).await,
+        s.transition(RunId(r1), &pending, RunStatus::Running, None)
+            .await,
         "claim",
     );
     assert!(
-        is_conflict(s.update_status(r3, RunStatus::Running, None).await),
+        is_conflict(s.update_status(RunId(r3), RunStatus::Running, None).await),
         "a second running run on a thread is refused"
     );
     assert!(ok(
-        s.update_status(r1, RunStatus::Success, None).await,
+        s.update_status(RunId(r1), RunStatus::Success, None).await,
         "r1 success"
     ));
     assert!(ok(
-        s.update_status(r3, RunStatus::Running, None).await,
+        s.update_status(RunId(r3), RunStatus::Running, None).await,
         "r3 running"
     ));
-    let active = ok(s.active_for_thread(&f.alice, &f.thread).await, "active").expect("r3 running");
+    let active = ok(
+        s.active_for_thread(Owner(&f.alice), ThreadId(&f.thread))
+            .await,
+        "active",
+    )
+    .expect("r3 running");
     assert_eq!(active.run_id, *r3);
     assert!(!ok(
-        s.update_status("missing", RunStatus::Error, None).await,
+        s.update_status(RunId("missing"), RunStatus::Error, None)
+            .await,
         "update missing"
     ));
     f.delete(s).await;
@@ -285,7 +341,7 @@ pub async fn run_concurrent_claims_one_wins(stores: &Stores) {
         let runs = stores.runs.clone();
         let id = contested.run_id.clone();
         claims.push(tokio::spawn(async move {
-            runs.transition(&id, &[RunStatus::Pending], RunStatus::Running, None)
+            runs.transition(RunId(&id), &[RunStatus::Pending], RunStatus::Running, None)
                 .await
         }));
     }
@@ -298,7 +354,7 @@ pub async fn run_concurrent_claims_one_wins(stores: &Stores) {
     }
     assert_eq!(won, 1, "exactly one concurrent claim succeeds");
     ok(
-        s.delete(&f.alice, &contested.run_id).await,
+        s.delete(Owner(&f.alice), RunId(&contested.run_id)).await,
         "delete contested",
     );
     f.delete(s).await;
@@ -345,11 +401,11 @@ pub async fn run_terminal_status_sets_finished_at(stores: &Stores) {
     let s = stores.runs.as_ref();
     let f = Runs::put(s).await;
     assert!(ok(
-        s.update_status(&f.r2.run_id, RunStatus::Error, Some("boom"))
+        s.update_status(RunId(&f.r2.run_id), RunStatus::Error, Some("boom"))
             .await,
         "r2 error"
     ));
-    let r2g = ok(s.get(&f.alice, &f.r2.run_id).await, "get r2").expect("r2");
+    let r2g = ok(s.get(Owner(&f.alice), RunId(&f.r2.run_id)).await, "get r2").expect("r2");
     assert_eq!(r2g.status, RunStatus::Error);
     assert_eq!(r2g.error.as_deref(), Some("boom"));
     assert!(r2g.finished_at.is_some());
@@ -363,9 +419,12 @@ pub async fn run_model_name_and_progress(stores: &Stores) {
     let f = Runs::put(s).await;
     f.r3_running(s).await;
     let r3 = &f.r3.run_id;
-    assert!(ok(s.update_model_name(r3, Some("model-b")).await, "model"));
+    assert!(ok(
+        s.update_model_name(RunId(r3), Some("model-b")).await,
+        "model"
+    ));
     assert!(!ok(
-        s.update_model_name("missing", Some("m")).await,
+        s.update_model_name(RunId("missing"), Some("m")).await,
         "model missing"
     ));
     let progress = RunProgress {
@@ -374,12 +433,13 @@ pub async fn run_model_name_and_progress(stores: &Stores) {
         last_ai_message: Some("partial".into()),
         ..Default::default()
     };
-    ok(s.update_progress(r3, &progress).await, "progress");
+    ok(s.update_progress(RunId(r3), &progress).await, "progress");
     ok(
-        s.update_progress("missing", &RunProgress::default()).await,
+        s.update_progress(RunId("missing"), &RunProgress::default())
+            .await,
         "progress on a missing run is a no-op",
     );
-    let r3g = ok(s.get(&f.alice, r3).await, "get r3").expect("r3");
+    let r3g = ok(s.get(Owner(&f.alice), RunId(r3)).await, "get r3").expect("r3");
     assert_eq!(
         r3g.status,
         RunStatus::Running,
@@ -398,12 +458,15 @@ pub async fn run_completion(stores: &Stores) {
     let f = Runs::put(s).await;
     f.r3_running(s).await;
     let r3 = &f.r3.run_id;
-    assert!(ok(s.update_completion(r3, &done()).await, "completion"));
+    assert!(ok(
+        s.update_completion(RunId(r3), &done()).await,
+        "completion"
+    ));
     assert!(!ok(
-        s.update_completion("missing", &done()).await,
+        s.update_completion(RunId("missing"), &done()).await,
         "completion missing"
     ));
-    let r3g = ok(s.get(&f.alice, r3).await, "get r3").expect("r3");
+    let r3g = ok(s.get(Owner(&f.alice), RunId(r3)).await, "get r3").expect("r3");
     assert_eq!(r3g.status, RunStatus::Success);
     let totals = (r3g.total_input_tokens, r3g.total_output_tokens);
     assert_eq!(
@@ -423,11 +486,11 @@ pub async fn run_completion(stores: &Stores) {
     assert_eq!(r3g.first_human_message.as_deref(), Some("hi"));
     assert!(r3g.finished_at.is_some());
     assert!(ok(
-        s.update_completion(&f.r1.run_id, &r1_done()).await,
+        s.update_completion(RunId(&f.r1.run_id), &r1_done()).await,
         "r1 completion"
     ));
     assert_eq!(
-        ok(s.get(&f.alice, &f.r1.run_id).await, "r1")
+        ok(s.get(Owner(&f.alice), RunId(&f.r1.run_id)).await, "r1")
             .expect("r1")
             .status,
         RunStatus::Success,
@@ -445,14 +508,24 @@ pub async fn run_token_aggregation(stores: &Stores) {
     f.r3_running(s).await;
     let (r1, r2, r3) = (&f.r1.run_id, &f.r2.run_id, &f.r3.run_id);
     ok(
-        s.update_status(r2, RunStatus::Error, Some("boom")).await,
+        s.update_status(RunId(r2), RunStatus::Error, Some("boom"))
+            .await,
         "r2 error",
     );
-    ok(s.update_model_name(r3, Some("model-b")).await, "model");
-    ok(s.update_completion(r3, &done()).await, "r3 completion");
-    ok(s.update_completion(r1, &r1_done()).await, "r1 completion");
+    ok(
+        s.update_model_name(RunId(r3), Some("model-b")).await,
+        "model",
+    );
+    ok(
+        s.update_completion(RunId(r3), &done()).await,
+        "r3 completion",
+    );
+    ok(
+        s.update_completion(RunId(r1), &r1_done()).await,
+        "r1 completion",
+    );
     let agg = ok(
-        s.aggregate_tokens_by_thread(&f.alice, &f.thread, false)
+        s.aggregate_tokens_by_thread(Owner(&f.alice), ThreadId(&f.thread), false)
             .await,
         "aggregate",
     );
@@ -470,11 +543,11 @@ pub async fn run_token_aggregation(stores: &Stores) {
         middleware: 2,
     };
     assert_eq!(agg.by_caller, callers);
-    let bob = |active| s.aggregate_tokens_by_thread(&f.bob, &f.thread, active);
+    let bob = |active| s.aggregate_tokens_by_thread(Owner(&f.bob), ThreadId(&f.thread), active);
     assert_eq!(ok(bob(false).await, "bob agg").total_runs, 0);
     assert_eq!(ok(bob(true).await, "bob agg active").total_runs, 1);
     let empty = ok(
-        s.aggregate_tokens_by_thread(&f.alice, "no-thread", true)
+        s.aggregate_tokens_by_thread(Owner(&f.alice), ThreadId("no-thread"), true)
             .await,
         "empty agg",
     );
@@ -487,23 +560,40 @@ pub async fn run_delete(stores: &Stores) {
     let s = stores.runs.as_ref();
     let f = Runs::put(s).await;
     let r1 = &f.r1.run_id;
-    assert!(is_not_found(s.delete(&f.bob, r1).await));
-    ok(s.delete(&f.alice, r1).await, "delete");
-    assert!(ok(s.get(&f.alice, r1).await, "deleted").is_none());
-    assert!(is_not_found(s.delete(&f.alice, r1).await));
+    assert!(is_not_found(s.delete(Owner(&f.bob), RunId(r1)).await));
+    ok(s.delete(Owner(&f.alice), RunId(r1)).await, "delete");
+    assert!(ok(s.get(Owner(&f.alice), RunId(r1)).await, "deleted").is_none());
+    assert!(is_not_found(s.delete(Owner(&f.alice), RunId(r1)).await));
     let by_thread = |owner, thread| s.delete_by_thread(owner, thread);
     assert_eq!(
-        ok(by_thread(&f.alice, &f.thread).await, "delete by thread"),
+        ok(
+            by_thread(Owner(&f.alice), ThreadId(&f.thread)).await,
+            "delete by thread"
+        ),
         2
     );
     let bobs = RunListQuery::default();
     assert_eq!(
-        ok(s.list_by_thread(&f.bob, &f.thread, &bobs).await, "bob kept").len(),
+        ok(
+            s.list_by_thread(Owner(&f.bob), ThreadId(&f.thread), &bobs)
+                .await,
+            "bob kept"
+        )
+        .len(),
         1
     );
     assert_eq!(
-        ok(by_thread(&f.alice, &f.other_thread).await, "delete other"),
+        ok(
+            by_thread(Owner(&f.alice), ThreadId(&f.other_thread)).await,
+            "delete other"
+        ),
         1
     );
-    assert_eq!(ok(by_thread(&f.bob, &f.thread).await, "delete bob"), 1);
+    assert_eq!(
+        ok(
+            by_thread(Owner(&f.bob), ThreadId(&f.thread)).await,
+            "delete bob"
+        ),
+        1
+    );
 }

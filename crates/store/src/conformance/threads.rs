@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::{at, base_time, is_conflict, is_not_found, names, obj, ok};
 use crate::records::*;
 use crate::traits::*;
-use crate::{Stores, time};
+use crate::{Owner, Stores, ThreadId, time};
 
 /// Alice's threads t1 (`{"owner": "alice", "n": 1}`), t2 (`{"n": 2, "tag": ...}`) and t3
 /// (`{"n": 3}`), created at `base + 1..3` and last updated at `base + 99..97`, and bob's tb
@@ -34,15 +34,16 @@ impl Threads {
     async fn create(s: &dyn ThreadStore) -> Threads {
         let (alice, bob, x) = names();
         let t1 = thread_at(1, &x, json!({"owner": "alice", "n": 1}));
-        let t1 = ok(s.create(&alice, t1).await, "create t1");
+        let t1 = ok(s.create(Owner(&alice), t1).await, "create t1");
         let t2 = thread_at(2, &x, json!({"n": 2, "tag": {"a": [1, 2]}}));
-        let t2 = ok(s.create(&alice, t2).await, "create t2");
+        let t2 = ok(s.create(Owner(&alice), t2).await, "create t2");
         let t3 = ok(
-            s.create(&alice, thread_at(3, &x, json!({"n": 3}))).await,
+            s.create(Owner(&alice), thread_at(3, &x, json!({"n": 3})))
+                .await,
             "create t3",
         );
         let tb = thread_at(4, &x, json!({"owner": "alice"}));
-        let tb = ok(s.create(&bob, tb).await, "create bob's");
+        let tb = ok(s.create(Owner(&bob), tb).await, "create bob's");
         Threads {
             alice,
             bob,
@@ -57,12 +58,16 @@ impl Threads {
     /// Deletes the four threads and the `extra` ones of alice's.
     async fn delete(self, s: &dyn ThreadStore, extra: &[&str]) {
         for id in [&self.t1.thread_id, &self.t2.thread_id, &self.t3.thread_id] {
-            ok(s.delete(&self.alice, id).await, "cleanup");
+            ok(s.delete(Owner(&self.alice), ThreadId(id)).await, "cleanup");
         }
         for id in extra {
-            ok(s.delete(&self.alice, id).await, "cleanup");
+            ok(s.delete(Owner(&self.alice), ThreadId(id)).await, "cleanup");
         }
-        ok(s.delete(&self.bob, &self.tb.thread_id).await, "cleanup bob");
+        ok(
+            s.delete(Owner(&self.bob), ThreadId(&self.tb.thread_id))
+                .await,
+            "cleanup bob",
+        );
     }
 }
 
@@ -82,7 +87,8 @@ async fn interrupt_t1(s: &dyn ThreadStore, f: &Threads) -> Thread {
         metadata: None,
     };
     ok(
-        s.update(&f.alice, &f.t1.thread_id, update).await,
+        s.update(Owner(&f.alice), ThreadId(&f.t1.thread_id), update)
+            .await,
         "set state",
     )
 }
@@ -97,15 +103,28 @@ pub async fn thread_create_and_get(stores: &Stores) {
     assert_eq!(t1.values, Some(Value::Null));
     assert_eq!(t1.error, None);
     assert!(is_conflict(
-        s.create(&f.alice, thread_at(1, &f.x, json!({}))).await
+        s.create(Owner(&f.alice), thread_at(1, &f.x, json!({})))
+            .await
     ));
-    let got = ok(s.get(&f.alice, &t1.thread_id).await, "get").expect("own thread");
+    let got = ok(s.get(Owner(&f.alice), ThreadId(&t1.thread_id)).await, "get").expect("own thread");
     assert_eq!(got, *t1);
     let wire = serde_json::to_value(&got).unwrap_or(Value::Null);
     assert_eq!(wire["values"], Value::Null);
     assert!(wire.get("error").is_none());
-    assert!(ok(s.get(&f.bob, &t1.thread_id).await, "get other").is_none());
-    assert!(ok(s.get(&f.alice, "missing").await, "get missing").is_none());
+    assert!(
+        ok(
+            s.get(Owner(&f.bob), ThreadId(&t1.thread_id)).await,
+            "get other"
+        )
+        .is_none()
+    );
+    assert!(
+        ok(
+            s.get(Owner(&f.alice), ThreadId("missing")).await,
+            "get missing"
+        )
+        .is_none()
+    );
     f.delete(s, &[]).await;
 }
 
@@ -115,21 +134,34 @@ pub async fn thread_ids_are_per_owner(stores: &Stores) {
     let f = Threads::create(s).await;
     let t1 = &f.t1;
     let bobs_t1 = thread_at(1, &f.x, json!({"mine": "bob"}));
-    let bobs_t1 = ok(s.create(&f.bob, bobs_t1).await, "bob, same id");
+    let bobs_t1 = ok(s.create(Owner(&f.bob), bobs_t1).await, "bob, same id");
     assert_eq!(bobs_t1.owner, f.bob);
     let mut both = vec![f.alice.clone(), f.bob.clone()];
     both.sort();
-    assert_eq!(ok(s.owners_of(&t1.thread_id).await, "owners"), both);
-    assert!(ok(s.owners_of("no-such-thread").await, "none").is_empty());
     assert_eq!(
-        ok(s.get(&f.alice, &t1.thread_id).await, "alice's t1").map(|t| t.metadata),
+        ok(s.owners_of(ThreadId(&t1.thread_id)).await, "owners"),
+        both
+    );
+    assert!(ok(s.owners_of(ThreadId("no-such-thread")).await, "none").is_empty());
+    assert_eq!(
+        ok(
+            s.get(Owner(&f.alice), ThreadId(&t1.thread_id)).await,
+            "alice's t1"
+        )
+        .map(|t| t.metadata),
         Some(t1.metadata.clone())
     );
     ok(
-        s.delete(&f.bob, &bobs_t1.thread_id).await,
+        s.delete(Owner(&f.bob), ThreadId(&bobs_t1.thread_id)).await,
         "bob deletes his",
     );
-    assert!(ok(s.get(&f.alice, &t1.thread_id).await, "alice's stays").is_some());
+    assert!(
+        ok(
+            s.get(Owner(&f.alice), ThreadId(&t1.thread_id)).await,
+            "alice's stays"
+        )
+        .is_some()
+    );
     f.delete(s, &[]).await;
 }
 
@@ -140,7 +172,8 @@ pub async fn thread_patch_metadata_merges(stores: &Stores) {
     let t1 = &f.t1;
     let patch = obj(json!({"title": "renamed", "n": 10}));
     let p = ok(
-        s.patch_metadata(&f.alice, &t1.thread_id, patch).await,
+        s.patch_metadata(Owner(&f.alice), ThreadId(&t1.thread_id), patch)
+            .await,
         "patch",
     );
     assert_eq!(
@@ -153,10 +186,12 @@ pub async fn thread_patch_metadata_merges(stores: &Stores) {
     assert_eq!(p.state_updated_at, t1.state_updated_at);
     assert_eq!(p.created_at, t1.created_at);
     assert!(is_not_found(
-        s.patch_metadata(&f.bob, &t1.thread_id, Map::new()).await
+        s.patch_metadata(Owner(&f.bob), ThreadId(&t1.thread_id), Map::new())
+            .await
     ));
     assert!(is_not_found(
-        s.patch_metadata(&f.alice, "missing", Map::new()).await
+        s.patch_metadata(Owner(&f.alice), ThreadId("missing"), Map::new())
+            .await
     ));
     f.delete(s, &[]).await;
 }
@@ -171,7 +206,11 @@ pub async fn thread_status_update_keeps_the_state_time(stores: &Stores) {
         metadata: Some(obj(json!({"graph_id": "echo"}))),
         ..Default::default()
     };
-    let u = ok(s.update(&f.alice, &t1.thread_id, busy).await, "set busy");
+    let u = ok(
+        s.update(Owner(&f.alice), ThreadId(&t1.thread_id), busy)
+            .await,
+        "set busy",
+    );
     assert_eq!(u.status, ThreadStatus::Busy);
     assert_eq!(u.metadata.get("graph_id"), Some(&json!("echo")));
     assert_eq!(
@@ -179,8 +218,12 @@ pub async fn thread_status_update_keeps_the_state_time(stores: &Stores) {
         "status alone does not move state_updated_at"
     );
     assert!(is_not_found(
-        s.update(&f.bob, &t1.thread_id, ThreadUpdate::default())
-            .await
+        s.update(
+            Owner(&f.bob),
+            ThreadId(&t1.thread_id),
+            ThreadUpdate::default()
+        )
+        .await
     ));
     f.delete(s, &[]).await;
 }
@@ -194,7 +237,11 @@ pub async fn thread_state_update(stores: &Stores) {
     assert_eq!(u.values, Some(t1_values()));
     assert_eq!(u.error, Some(Value::Null));
     assert!(u.state_updated_at > f.t1.state_updated_at);
-    let got = ok(s.get(&f.alice, &f.t1.thread_id).await, "get").expect("exists");
+    let got = ok(
+        s.get(Owner(&f.alice), ThreadId(&f.t1.thread_id)).await,
+        "get",
+    )
+    .expect("exists");
     assert_eq!(got, u);
     let wire = serde_json::to_value(&got).unwrap_or(Value::Null);
     assert_eq!(wire["error"], Value::Null);
@@ -212,7 +259,8 @@ pub async fn thread_interrupts_can_be_cleared(stores: &Stores) {
         ..Default::default()
     };
     let u = ok(
-        s.update(&f.alice, &f.t1.thread_id, clear).await,
+        s.update(Owner(&f.alice), ThreadId(&f.t1.thread_id), clear)
+            .await,
         "clear interrupts",
     );
     assert_eq!(u.interrupts, None);
@@ -229,7 +277,7 @@ pub async fn thread_search_default_order_and_count(stores: &Stores) {
     let s = stores.threads.as_ref();
     let f = Threads::create(s).await;
     let all = ok(
-        s.search(&f.alice, &ThreadSearch::default()).await,
+        s.search(Owner(&f.alice), &ThreadSearch::default()).await,
         "search all",
     );
     assert_eq!(
@@ -242,8 +290,8 @@ pub async fn thread_search_default_order_and_count(stores: &Stores) {
         "created_at desc"
     );
     let every = ThreadSearch::default();
-    assert_eq!(ok(s.count(&f.alice, &every).await, "count"), 3);
-    assert_eq!(ok(s.count(&f.bob, &every).await, "count bob"), 1);
+    assert_eq!(ok(s.count(Owner(&f.alice), &every).await, "count"), 3);
+    assert_eq!(ok(s.count(Owner(&f.bob), &every).await, "count bob"), 1);
     f.delete(s, &[]).await;
 }
 
@@ -256,20 +304,21 @@ pub async fn thread_search_by_metadata(stores: &Stores) {
         ..Default::default()
     };
     let found = ok(
-        s.search(&f.alice, &q(json!({"owner": "alice"}))).await,
+        s.search(Owner(&f.alice), &q(json!({"owner": "alice"})))
+            .await,
         "search metadata",
     );
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].thread_id, f.t1.thread_id);
     let found = ok(
-        s.search(&f.bob, &q(json!({"owner": "alice"}))).await,
+        s.search(Owner(&f.bob), &q(json!({"owner": "alice"}))).await,
         "search metadata bob",
     );
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].thread_id, f.tb.thread_id);
     let count = |md: Value, what: &'static str| {
         let (s, alice) = (s, f.alice.clone());
-        async move { ok(s.count(&alice, &q(md)).await, what) }
+        async move { ok(s.count(Owner(&alice), &q(md)).await, what) }
     };
     assert_eq!(
         count(json!({"tag": {"a": [1, 2]}}), "count nested").await,
@@ -293,7 +342,7 @@ pub async fn thread_search_by_values_status_and_ids(stores: &Stores) {
         values: obj(json!({"title": "hi"})),
         ..Default::default()
     };
-    let found = ok(s.search(&f.alice, &q).await, "search values");
+    let found = ok(s.search(Owner(&f.alice), &q).await, "search values");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].thread_id, f.t1.thread_id);
     let status = |status| ThreadSearch {
@@ -302,28 +351,31 @@ pub async fn thread_search_by_values_status_and_ids(stores: &Stores) {
     };
     assert_eq!(
         ok(
-            s.count(&f.alice, &status(ThreadStatus::Idle)).await,
+            s.count(Owner(&f.alice), &status(ThreadStatus::Idle)).await,
             "count idle"
         ),
         2
     );
     let interrupted = status(ThreadStatus::Interrupted);
     assert_eq!(
-        ok(s.count(&f.alice, &interrupted).await, "count interrupted"),
+        ok(
+            s.count(Owner(&f.alice), &interrupted).await,
+            "count interrupted"
+        ),
         1
     );
     let q = ThreadSearch {
         ids: Some(vec![f.t2.thread_id.clone(), f.tb.thread_id.clone()]),
         ..Default::default()
     };
-    let found = ok(s.search(&f.alice, &q).await, "search ids");
+    let found = ok(s.search(Owner(&f.alice), &q).await, "search ids");
     assert_eq!(found.len(), 1, "bob's thread is not alice's");
     assert_eq!(found[0].thread_id, f.t2.thread_id);
     let q = ThreadSearch {
         ids: Some(vec![]),
         ..Default::default()
     };
-    assert_eq!(ok(s.count(&f.alice, &q).await, "empty id list"), 0);
+    assert_eq!(ok(s.count(Owner(&f.alice), &q).await, "empty id list"), 0);
     f.delete(s, &[]).await;
 }
 
@@ -340,13 +392,13 @@ pub async fn thread_search_sort_and_paging(stores: &Stores) {
         ..Default::default()
     };
     let q = sorted(ThreadSortBy::ThreadId, SortOrder::Asc, DEFAULT_LIMIT);
-    let found = ok(s.search(&f.alice, &q).await, "sort thread_id");
+    let found = ok(s.search(Owner(&f.alice), &q).await, "sort thread_id");
     assert_eq!(
         thread_ids(&found),
         vec![t1.as_str(), t2.as_str(), t3.as_str()]
     );
     let q = sorted(ThreadSortBy::UpdatedAt, SortOrder::Asc, 2);
-    let found = ok(s.search(&f.alice, &q).await, "sort updated_at");
+    let found = ok(s.search(Owner(&f.alice), &q).await, "sort updated_at");
     assert_eq!(
         thread_ids(&found),
         vec![t3.as_str(), t2.as_str()],
@@ -354,12 +406,12 @@ pub async fn thread_search_sort_and_paging(stores: &Stores) {
     );
     let q = sorted(ThreadSortBy::StateUpdatedAt, SortOrder::Desc, 1);
     assert_eq!(
-        ok(s.search(&f.alice, &q).await, "sort state_updated_at")[0].thread_id,
+        ok(s.search(Owner(&f.alice), &q).await, "sort state_updated_at")[0].thread_id,
         *t1
     );
     let q = sorted(ThreadSortBy::Status, SortOrder::Desc, 1);
     assert_eq!(
-        ok(s.search(&f.alice, &q).await, "sort status")[0].thread_id,
+        ok(s.search(Owner(&f.alice), &q).await, "sort status")[0].thread_id,
         *t1,
         "interrupted > idle"
     );
@@ -368,10 +420,16 @@ pub async fn thread_search_sort_and_paging(stores: &Stores) {
         offset,
         ..Default::default()
     };
-    let found = ok(s.search(&f.alice, &page(1, 2)).await, "paging");
+    let found = ok(s.search(Owner(&f.alice), &page(1, 2)).await, "paging");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].thread_id, *t1);
-    assert!(ok(s.search(&f.alice, &page(5, 10)).await, "past the end").is_empty());
+    assert!(
+        ok(
+            s.search(Owner(&f.alice), &page(5, 10)).await,
+            "past the end"
+        )
+        .is_empty()
+    );
     f.delete(s, &[]).await;
 }
 
@@ -383,22 +441,39 @@ pub async fn thread_copy(stores: &Stores) {
     let u = interrupt_t1(s, &f).await;
     let (x, t1) = (&f.x, &f.t1.thread_id);
     let new_id = format!("copy-{x}");
-    let c = ok(s.copy(&f.alice, t1, &new_id).await, "copy");
+    let c = ok(
+        s.copy(Owner(&f.alice), ThreadId(t1), ThreadId(&new_id))
+            .await,
+        "copy",
+    );
     assert_eq!(c.thread_id, new_id);
     assert_eq!(c.owner, f.alice);
     assert_eq!(c.metadata, u.metadata);
     assert_eq!(c.values, u.values);
     assert_eq!(c.status, ThreadStatus::Interrupted);
     assert_eq!(
-        ok(s.get(&f.alice, &new_id).await, "get copy").expect("copy exists"),
+        ok(s.get(Owner(&f.alice), ThreadId(&new_id)).await, "get copy").expect("copy exists"),
         c
     );
-    assert!(is_conflict(s.copy(&f.alice, t1, &new_id).await));
-    assert!(is_not_found(
-        s.copy(&f.bob, t1, &format!("bobcopy-{x}")).await
+    assert!(is_conflict(
+        s.copy(Owner(&f.alice), ThreadId(t1), ThreadId(&new_id))
+            .await
     ));
     assert!(is_not_found(
-        s.copy(&f.alice, "missing", &format!("nocopy-{x}")).await
+        s.copy(
+            Owner(&f.bob),
+            ThreadId(t1),
+            ThreadId(&format!("bobcopy-{x}"))
+        )
+        .await
+    ));
+    assert!(is_not_found(
+        s.copy(
+            Owner(&f.alice),
+            ThreadId("missing"),
+            ThreadId(&format!("nocopy-{x}"))
+        )
+        .await
     ));
     f.delete(s, &[&new_id]).await;
 }
@@ -411,10 +486,18 @@ pub async fn thread_copy_of_a_busy_thread_is_idle(stores: &Stores) {
         status: Some(ThreadStatus::Busy),
         ..Default::default()
     };
-    ok(s.update(&f.alice, &f.t2.thread_id, busy).await, "busy");
-    let c2 = ok(
-        s.copy(&f.alice, &f.t2.thread_id, &format!("copy2-{}", f.x))
+    ok(
+        s.update(Owner(&f.alice), ThreadId(&f.t2.thread_id), busy)
             .await,
+        "busy",
+    );
+    let c2 = ok(
+        s.copy(
+            Owner(&f.alice),
+            ThreadId(&f.t2.thread_id),
+            ThreadId(&format!("copy2-{}", f.x)),
+        )
+        .await,
         "copy busy",
     );
     assert_eq!(c2.status, ThreadStatus::Idle, "a copy is never busy");
@@ -426,17 +509,20 @@ pub async fn thread_delete(stores: &Stores) {
     let s = stores.threads.as_ref();
     let f = Threads::create(s).await;
     let t1 = f.t1.thread_id.clone();
-    assert!(is_not_found(s.delete(&f.bob, &t1).await));
-    ok(s.delete(&f.alice, &t1).await, "delete");
-    assert!(ok(s.get(&f.alice, &t1).await, "get deleted").is_none());
-    assert!(is_not_found(s.delete(&f.alice, &t1).await));
+    assert!(is_not_found(s.delete(Owner(&f.bob), ThreadId(&t1)).await));
+    ok(s.delete(Owner(&f.alice), ThreadId(&t1)).await, "delete");
+    assert!(ok(s.get(Owner(&f.alice), ThreadId(&t1)).await, "get deleted").is_none());
+    assert!(is_not_found(s.delete(Owner(&f.alice), ThreadId(&t1)).await));
     for id in [&f.t2.thread_id, &f.t3.thread_id] {
-        ok(s.delete(&f.alice, id).await, "cleanup");
+        ok(s.delete(Owner(&f.alice), ThreadId(id)).await, "cleanup");
     }
-    ok(s.delete(&f.bob, &f.tb.thread_id).await, "cleanup bob");
+    ok(
+        s.delete(Owner(&f.bob), ThreadId(&f.tb.thread_id)).await,
+        "cleanup bob",
+    );
     assert_eq!(
         ok(
-            s.count(&f.alice, &ThreadSearch::default()).await,
+            s.count(Owner(&f.alice), &ThreadSearch::default()).await,
             "count after"
         ),
         0
