@@ -252,14 +252,13 @@ const MAX_FILTER_NODES: usize = 200;
 /// Appends one segment (object key) to a JSON path.
 pub(crate) fn path_key(path: &str, key: &str) -> StoreResult<String> {
     if simple_key(key) {
-        Ok(format!("{path}.{key}"))
-    } else if key.contains('"') {
-        Err(StoreError::InvalidArgument(format!(
-            "filter key {key:?} must not contain '\"'"
-        )))
-    } else {
-        Ok(format!("{path}.\"{key}\""))
+        return Ok(format!("{path}.{key}"));
     }
+    // Any other key is a quoted label written as a JSON string: SQLite reads the escapes of a
+    // quoted label (`\\` a backslash, `\"` a quote) and compares it with the key's decoded text.
+    let quoted =
+        serde_json::to_string(key).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+    Ok(format!("{path}.{quoted}"))
 }
 
 /// Pushes a JSON path: inlined when it is made of plain keys and indexes (so expression

@@ -90,6 +90,7 @@ macro_rules! store_conformance {
             thread_interrupts_can_be_cleared,
             thread_search_default_order_and_count,
             thread_search_by_metadata,
+            thread_search_by_metadata_keys_that_need_escaping,
             thread_search_by_values_status_and_ids,
             thread_search_sort_and_paging,
             thread_copy,

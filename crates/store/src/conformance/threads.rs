@@ -295,6 +295,55 @@ pub async fn thread_search_default_order_and_count(stores: &Stores) {
     f.delete(s, &[]).await;
 }
 
+/// Metadata keys that need escaping in a JSON path (backslash, quote, dot, space, non-ASCII,
+/// control characters) are stored, read back and matched by filters like any other key.
+pub async fn thread_search_by_metadata_keys_that_need_escaping(stores: &Stores) {
+    let s = stores.threads.as_ref();
+    let (alice, _, x) = names();
+    let keys = [
+        "b\\\u{fa}",
+        "q\"x",
+        "a.b",
+        "sp ace",
+        "tab\t",
+        "$[0]",
+        "\\\"",
+    ];
+    let mut meta = Map::new();
+    for (i, k) in keys.iter().enumerate() {
+        meta.insert(format!("{k}{x}"), json!({"n": i, "s": format!("v\\{i}\"")}));
+    }
+    let t = thread_at(1, &x, Value::Object(meta.clone()));
+    let t = ok(s.create(Owner(&alice), t).await, "create");
+    let back = ok(s.get(Owner(&alice), ThreadId(&t.thread_id)).await, "get");
+    assert_eq!(
+        back.map(|t| t.metadata),
+        Some(meta.clone()),
+        "read back as written"
+    );
+    for (k, v) in &meta {
+        let q = ThreadSearch {
+            metadata: obj(json!({ k.as_str(): v })),
+            ..Default::default()
+        };
+        let found = ok(s.search(Owner(&alice), &q).await, "search");
+        assert_eq!(
+            thread_ids(&found),
+            vec![t.thread_id.as_str()],
+            "filter on {k:?}"
+        );
+        let q = ThreadSearch {
+            metadata: obj(json!({ k.as_str(): {"n": -1} })),
+            ..Default::default()
+        };
+        assert_eq!(ok(s.count(Owner(&alice), &q).await, "count"), 0, "{k:?}");
+    }
+    ok(
+        s.delete(Owner(&alice), ThreadId(&t.thread_id)).await,
+        "cleanup",
+    );
+}
+
 /// Metadata filters: per owner, nested values, numbers are not strings, every key must match.
 pub async fn thread_search_by_metadata(stores: &Stores) {
     let s = stores.threads.as_ref();
