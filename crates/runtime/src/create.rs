@@ -48,9 +48,15 @@ impl NewRun<'_> {
     }
 }
 
-/// Runs of the thread to cancel because of the multitask strategy, and the thread's queue
-/// tail the new run replaced.
-type Registered = (Vec<(Arc<RunHandle>, CancelAction)>, Option<Arc<RunHandle>>);
+/// A run registered in this process's queue of its thread.
+struct Registered {
+    run: Run,
+    handle: Arc<RunHandle>,
+    /// Runs of the thread to cancel because of the multitask strategy.
+    to_cancel: Vec<(Arc<RunHandle>, CancelAction)>,
+    /// The thread's queue tail the new run replaced (it waits for that one).
+    prev: Option<Arc<RunHandle>>,
+}
 
 impl Runtime {
     /// Creates a run (stateful when `thread_id` is given, otherwise on a new temporary thread)
@@ -85,14 +91,18 @@ impl Runtime {
         request: RunCreate,
     ) -> Result<CreatedRun, RuntimeError> {
         let nr = self.resolve_new_run(owner, thread_id, &request).await?;
-        let mut run = self.build_run(&nr, &new_id(), &request);
         if self.should_queue(&nr).await? {
+            let mut run = self.build_run(&nr, &new_id(), &request);
             queue(&mut run, request.after_seconds);
             return self.enqueue_durable(&nr, run, request).await;
         }
         let remote_active = self.remote_active_run(&nr).await?;
-        let handle = self.new_handle(&run.run_id, nr.thread_id(), owner, nr.ephemeral);
-        let (to_cancel, prev) = self.register_local(&nr, &handle)?;
+        let Registered {
+            run,
+            handle,
+            to_cancel,
+            prev,
+        } = self.register_local(&nr, &request)?;
         if let Err(e) = self.insert_run_row(&nr, &run).await {
             self.withdraw(handle, prev);
             return Err(e);
@@ -224,11 +234,15 @@ impl Runtime {
     }
 
     /// The multitask decision and the registration of the new run, under the registry lock,
-    /// so two concurrent creates on one thread cannot both see it idle.
+    /// so two concurrent creates on one thread cannot both see it idle. The run's id and
+    /// `created_at` are minted here too: the thread's queue order in this process is then the
+    /// order of the rows, which a claim checks (a run is not claimed while an older run of its
+    /// thread is pending; minted before the lock, two racing creates could queue in one order
+    /// here and the other in the database, each waiting for the other).
     fn register_local(
         &self,
         nr: &NewRun<'_>,
-        handle: &Arc<RunHandle>,
+        request: &RunCreate,
     ) -> Result<Registered, RuntimeError> {
         let mut live = self.live.lock();
         let active: Vec<Arc<RunHandle>> = live
@@ -240,13 +254,20 @@ impl Runtime {
         if nr.strategy == MultitaskStrategy::Reject && !active.is_empty() {
             return Err(RuntimeError::Conflict(REJECT_MESSAGE.into()));
         }
+        let run = self.build_run(nr, &new_id(), request);
+        let handle = self.new_handle(&run.run_id, nr.thread_id(), nr.owner, nr.ephemeral);
         live.runs.insert(handle.run_id.clone(), handle.clone());
         let prev = live.tails.insert(handle.thread_key(), handle.clone());
         let to_cancel = match nr.strategy.cancel_action() {
             Some(action) => active.into_iter().map(|h| (h, action)).collect(),
             None => Vec::new(),
         };
-        Ok((to_cancel, prev))
+        Ok(Registered {
+            run,
+            handle,
+            to_cancel,
+            prev,
+        })
     }
 
     /// Undoes a registration whose run row could not be written: the run is no longer live

@@ -175,11 +175,6 @@ async fn abandoned_creates_never_block_the_thread_alone_on_the_database() {
     abandoned_creates_never_block_the_thread(true).await;
 }
 
-/// Known to fail about 1 run in 8 (2026-12-07): with `exclusive: false` the racing, the
-/// abandoned and the next run of the thread sometimes all stay `pending` (none started, the race
-/// run still live) after the run before them succeeded. Not understood yet; run it with
-/// `cargo nextest run -p antler-runtime --run-ignored only create_tests`.
-#[ignore = "known intermittent stall with exclusive: false (see the doc comment)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_creates_never_block_the_thread_on_a_shared_database() {
     abandoned_creates_never_block_the_thread(false).await;
