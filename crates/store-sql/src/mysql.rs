@@ -298,9 +298,7 @@ const MAX_FILTER_KEYS: usize = 200;
 /// (quotes, backslashes and control characters escaped), so any key can be addressed and the
 /// path is always bound, never spliced into the SQL.
 pub(crate) fn key_path(key: &str) -> String {
-    // a &str always serializes
-    let quoted = serde_json::to_string(key).unwrap_or_else(|_| "\"\"".to_string());
-    format!("$.{quoted}")
+    format!("$.{}", crate::sql::quoted_key(key))
 }
 
 /// Generated, indexed columns holding a prefix of a metadata key's unquoted value.

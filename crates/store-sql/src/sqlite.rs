@@ -189,7 +189,7 @@ impl Dialect for Sqlite {
         let mut budget = MAX_FILTER_NODES;
         for (key, value) in f {
             sql.push(" AND ");
-            push_json_eq(sql, col, &path_key("$", key)?, value, 0, &mut budget)?;
+            push_json_eq(sql, col, &path_key("$", key), value, 0, &mut budget)?;
         }
         Ok(())
     }
@@ -250,15 +250,13 @@ const MAX_FILTER_DEPTH: usize = 8;
 const MAX_FILTER_NODES: usize = 200;
 
 /// Appends one segment (object key) to a JSON path.
-pub(crate) fn path_key(path: &str, key: &str) -> StoreResult<String> {
+pub(crate) fn path_key(path: &str, key: &str) -> String {
     if simple_key(key) {
-        return Ok(format!("{path}.{key}"));
+        return format!("{path}.{key}");
     }
     // Any other key is a quoted label written as a JSON string: SQLite reads the escapes of a
     // quoted label (`\\` a backslash, `\"` a quote) and compares it with the key's decoded text.
-    let quoted =
-        serde_json::to_string(key).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-    Ok(format!("{path}.{quoted}"))
+    format!("{path}.{}", crate::sql::quoted_key(key))
 }
 
 /// Pushes a JSON path: inlined when it is made of plain keys and indexes (so expression
@@ -361,7 +359,7 @@ fn push_json_eq(
             sql.push(")) = ").bind(lim(map.len()));
             for (k, v) in map {
                 sql.push(" AND ");
-                push_json_eq(sql, column, &path_key(path, k)?, v, depth + 1, budget)?;
+                push_json_eq(sql, column, &path_key(path, k), v, depth + 1, budget)?;
             }
             sql.push(")");
         }

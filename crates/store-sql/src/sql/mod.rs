@@ -362,6 +362,14 @@ pub fn json_list(items: &[String]) -> Arg {
     Arg::JsonText(serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string()))
 }
 
+/// A quoted JSON-path label for an object key: the key as a JSON string (quotes, backslashes
+/// and control characters escaped), which SQLite and MySQL both decode, so any key can be
+/// addressed.
+pub(crate) fn quoted_key(key: &str) -> String {
+    // a &str always serializes
+    serde_json::to_string(key).unwrap_or_else(|_| "\"\"".to_string())
+}
+
 /// SQL for a sort direction.
 pub fn dir(order: SortOrder) -> &'static str {
     match order {
