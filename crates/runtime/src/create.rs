@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use antler_store::commit::{WriteOp, WriteUnit};
 use antler_store::{
     Assistant, MultitaskStrategy, Owner, Run, RunId, StoreError, Stores, Thread, ThreadId,
     ThreadStatus, ThreadUpdate,
@@ -103,10 +104,18 @@ impl Runtime {
             to_cancel,
             prev,
         } = self.register_local(&nr, &request)?;
-        if let Err(e) = self.insert_run_row(&nr, &run).await {
-            self.withdraw(handle, prev);
-            return Err(e);
-        }
+        // a run with nothing to wait for is claimed by the write of its row (and its thread
+        // turns busy there), so its start commits nothing of its own
+        let starts_now = prev.is_none() && request.after_seconds <= 0.0;
+        let thread_update = (!nr.created_now).then(|| busy_update(&nr.thread, &nr.assistant));
+        let start = starts_now.then(|| self.start_ops(&run, thread_update.clone()));
+        let started = match self.insert_run_row(&nr, &run, start).await {
+            Ok(started) => started,
+            Err(e) => {
+                self.withdraw(handle, prev);
+                return Err(e);
+            }
+        };
         let thread_stream = if nr.ephemeral {
             String::new()
         } else {
@@ -119,16 +128,20 @@ impl Runtime {
         if let Some(other) = remote_active {
             self.cancel_remote_active(&nr, &other).await;
         }
-        // A thread created above is already busy and tagged; an existing one turns busy.
-        let thread_update = (!nr.created_now).then(|| busy_update(&nr.thread, &nr.assistant));
-        self.spawn_run(
-            &nr,
-            run.clone(),
-            request.clone(),
+        // A thread created above is already busy and tagged; an existing one turns busy
+        // (done already when the run started with its row).
+        let thread_update = if started { None } else { thread_update };
+        let job = executor::Job {
+            run: run.clone(),
+            request: request.clone(),
+            graph_id: nr.assistant.graph_id.clone(),
             handle,
             prev,
             thread_update,
-        );
+            adopted: false,
+            claimed: started,
+        };
+        self.spawn_run(job);
         Ok(CreatedRun { run, request })
     }
 
@@ -286,19 +299,63 @@ impl Runtime {
         });
     }
 
-    /// Writes the run row. `reject` on a shared database: the thread's active run may execute
+    /// The writes that start a run with its row: its claim, if it can start now, and its
+    /// thread's busy status.
+    fn start_ops(&self, run: &Run, thread_update: Option<ThreadUpdate>) -> Vec<WriteOp> {
+        let mut ops = vec![WriteOp::TryClaimRun {
+            run_id: run.run_id.clone(),
+            worker_id: self.lease.worker_id.clone(),
+            lease_until: self.lease.expiry(),
+            started: Default::default(),
+        }];
+        if let Some(update) = thread_update {
+            ops.push(WriteOp::Thread {
+                thread_id: run.thread_id.clone(),
+                update,
+            });
+        }
+        ops
+    }
+
+    /// Writes the run row, in one commit-queue unit with `start` (see [`Self::start_ops`])
+    /// when given: concurrent creates share a commit. Returns whether the run started (was
+    /// claimed) with it. `reject` on a shared database: the thread's active run may execute
     /// on another replica, so the database decides, atomically with the insert.
-    async fn insert_run_row(&self, nr: &NewRun<'_>, run: &Run) -> Result<(), RuntimeError> {
+    async fn insert_run_row(
+        &self,
+        nr: &NewRun<'_>,
+        run: &Run,
+        start: Option<Vec<WriteOp>>,
+    ) -> Result<bool, RuntimeError> {
         let rows = self.rows(nr.ephemeral);
         if nr.strategy == MultitaskStrategy::Reject && nr.shared_thread(self.config.exclusive) {
             let inserted = rows.runs.put_if_idle(run).await?;
             return if inserted {
-                Ok(())
+                Ok(false)
             } else {
                 Err(RuntimeError::Conflict(REJECT_MESSAGE.into()))
             };
         }
-        Ok(rows.runs.put(run).await?)
+        if nr.ephemeral {
+            rows.runs.put(run).await?;
+            return Ok(false);
+        }
+        let mut unit = WriteUnit::new(nr.owner, antler_graph::thread_key(nr.owner, nr.thread_id()));
+        unit.ops.push(WriteOp::PutRun(Box::new(run.clone())));
+        unit.ops.extend(start.unwrap_or_default());
+        let started = unit.ops.iter().find_map(|op| match op {
+            WriteOp::TryClaimRun { started, .. } => Some(started.clone()),
+            _ => None,
+        });
+        match rows.commits.submit(unit).await {
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
+                "run {} already exists (or another run of thread {} is running)",
+                run.run_id, run.thread_id
+            ))
+            .into()),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(started.is_some_and(|s| *s.lock())),
+        }
     }
 
     /// The first event of every run's stream.
@@ -330,15 +387,7 @@ impl Runtime {
     }
 
     /// Counts the new run and spawns its task on the tracker.
-    fn spawn_run(
-        self: &Arc<Self>,
-        nr: &NewRun<'_>,
-        run: Run,
-        request: RunCreate,
-        handle: Arc<RunHandle>,
-        prev: Option<Arc<RunHandle>>,
-        thread_update: Option<ThreadUpdate>,
-    ) {
+    fn spawn_run(self: &Arc<Self>, job: executor::Job) {
         self.counters
             .created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -346,16 +395,6 @@ impl Runtime {
             .pending
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rt = self.clone();
-        let job = executor::Job {
-            run,
-            request,
-            graph_id: nr.assistant.graph_id.clone(),
-            handle,
-            prev,
-            thread_update,
-            adopted: false,
-            claimed: false,
-        };
         self.tracker.spawn(async move { rt.execute(job).await });
     }
 

@@ -21,8 +21,8 @@ use antler_store::commit::{
 use antler_store::{Claim, StoreError, StoreResult, ThreadUpdate};
 
 use crate::checkpointer::{
-    Put, SqlCheckpointer, Values, WriteRow, copy_all, encode_writes, insert_blobs, upsert_heads,
-    upsert_writes, write_rows,
+    Put, SqlCheckpointer, Values, Version, WriteRow, copy_all, encode_writes, insert_blobs,
+    upsert_heads, upsert_writes, version_in, write_rows,
 };
 use crate::repo::{events, runs, threads};
 use crate::sql::{Conn, Db, Dialect, Sql, SqlRow, WriteClass};
@@ -39,6 +39,8 @@ struct Touched<'a> {
     puts: Vec<Put<'a>>,
     writes: Vec<&'a antler_store::commit::WritesPut>,
     threads: Vec<&'a str>,
+    /// The latest checkpoint versions the batch read of threads whose run it claimed.
+    confirms: Vec<(&'a str, Version)>,
 }
 
 /// The rows of a batch, written together when every unit has been staged.
@@ -112,7 +114,16 @@ impl<D: Dialect> SqlApplier<D> {
         units: &[&'a WriteUnit],
         touched: &mut Touched<'a>,
     ) -> StoreResult<()> {
-        let mut tx = self.db.begin(WriteClass::Background).await?;
+        // a new run's row is a write its client waits on (see `WriteClass`)
+        let acked = units
+            .iter()
+            .any(|u| u.ops.iter().any(|op| matches!(op, WriteOp::PutRun(_))));
+        let class = if acked {
+            WriteClass::Ack
+        } else {
+            WriteClass::Background
+        };
+        let mut tx = self.db.begin(class).await?;
         let mut staged = Staged::default();
         for unit in units {
             for op in &unit.ops {
@@ -121,7 +132,30 @@ impl<D: Dialect> SqlApplier<D> {
             }
         }
         self.flush(&mut tx, staged).await?;
+        self.read_claimed_versions(&mut tx, units, touched).await?;
         tx.commit().await
+    }
+
+    /// Where other processes write too, a run's claim also reads its thread's latest
+    /// checkpoint version: once committed, the run's first read of that checkpoint trusts
+    /// the cache without a query (and a transaction) of its own. After the claim no other
+    /// run can write the thread.
+    async fn read_claimed_versions<'a>(
+        &self,
+        conn: &mut Conn<D>,
+        units: &[&'a WriteUnit],
+        touched: &mut Touched<'a>,
+    ) -> StoreResult<()> {
+        if self.db.owned {
+            return Ok(());
+        }
+        let claiming = units.iter().filter(|u| u.ops.iter().any(claims_a_run));
+        for unit in claiming {
+            if let Some(v) = version_in::<D>(conn, &unit.key, "").await? {
+                touched.confirms.push((&unit.key, v));
+            }
+        }
+        Ok(())
     }
 
     /// Writes what the units staged.
@@ -158,6 +192,9 @@ impl<D: Dialect> SqlApplier<D> {
                 &w.task_id,
                 &w.writes,
             );
+        }
+        for (thread, version) in &touched.confirms {
+            self.checkpointer.confirm_latest(thread, "", version);
         }
     }
 
@@ -215,7 +252,19 @@ impl<D: Dialect> SqlApplier<D> {
                 run_id,
                 worker_id,
                 lease_until,
-            } => self.claim(conn, run_id, worker_id, *lease_until).await?,
+            } => match self.claim(conn, run_id, worker_id, *lease_until).await? {
+                Claim::Claimed => {}
+                other => return Err(unclaimable(run_id, other)),
+            },
+            WriteOp::TryClaimRun {
+                run_id,
+                worker_id,
+                lease_until,
+                started,
+            } => {
+                let claim = self.claim(conn, run_id, worker_id, *lease_until).await?;
+                *started.lock() = claim == Claim::Claimed;
+            }
             WriteOp::RunCompletion { run_id, completion } => {
                 D::execute(conn, &runs::completion_sql(run_id, completion)).await?;
             }
@@ -249,11 +298,14 @@ impl<D: Dialect> SqlApplier<D> {
         run_id: &str,
         worker_id: &str,
         lease_until: chrono::DateTime<chrono::Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Claim> {
         if self.db.owned {
+            // (only SQLite owns its database: a refused statement leaves its transaction open)
             let sql = runs::claim_sql(run_id, worker_id, lease_until);
-            if D::execute(conn, &sql).await? == 1 {
-                return Ok(());
+            match D::execute(conn, &sql).await {
+                Ok(1) => return Ok(Claim::Claimed),
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         claim::<D>(conn, run_id, worker_id, lease_until).await
@@ -267,9 +319,9 @@ async fn claim<D: Dialect>(
     run_id: &str,
     worker_id: &str,
     lease_until: chrono::DateTime<chrono::Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<Claim> {
     match runs::claim_in::<D>(conn, run_id, worker_id, lease_until).await? {
-        Claim::Claimed => Ok(()),
+        Claim::Claimed => Ok(Claim::Claimed),
         other => {
             let ours = Sql::new(
                 "SELECT 1 AS n FROM runs WHERE run_id = ? AND status = 'running' AND worker_id = ?",
@@ -277,8 +329,8 @@ async fn claim<D: Dialect>(
             .arg(run_id)
             .arg(worker_id);
             match D::fetch_optional(conn, &ours).await? {
-                Some(row) => row.i64("n").map(|_| ()),
-                None => Err(unclaimable(run_id, other)),
+                Some(row) => row.i64("n").map(|_| Claim::Claimed),
+                None => Ok(other),
             }
         }
     }
@@ -305,5 +357,14 @@ impl<D: Dialect> ApplyUnits for SqlApplier<D> {
                 out
             }
         }
+    }
+}
+
+/// Whether `op` (as committed) moved a run to running.
+fn claims_a_run(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::ClaimRun { .. } => true,
+        WriteOp::TryClaimRun { started, .. } => *started.lock(),
+        _ => false,
     }
 }

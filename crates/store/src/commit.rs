@@ -101,6 +101,15 @@ pub enum WriteOp {
         worker_id: String,
         lease_until: DateTime<Utc>,
     },
+    /// A new run's claim in the unit of its row (a run that can start at once): claims it
+    /// as `ClaimRun` does when it can start now, otherwise leaves it pending without failing
+    /// the unit. `started` says which once the unit committed.
+    TryClaimRun {
+        run_id: String,
+        worker_id: String,
+        lease_until: DateTime<Utc>,
+        started: Arc<Mutex<bool>>,
+    },
     /// [`RunStore::update_completion`](crate::RunStore::update_completion).
     RunCompletion {
         run_id: String,
@@ -502,7 +511,20 @@ async fn apply_op(stores: &StoreApplier, owner: &str, op: &WriteOp) -> StoreResu
             run_id,
             worker_id,
             lease_until,
-        } => claim(stores, owner, run_id, worker_id, *lease_until).await,
+        } => match claim(stores, owner, run_id, worker_id, *lease_until).await? {
+            crate::Claim::Claimed => Ok(()),
+            other => Err(unclaimable(run_id, other)),
+        },
+        WriteOp::TryClaimRun {
+            run_id,
+            worker_id,
+            lease_until,
+            started,
+        } => {
+            let claim = claim(stores, owner, run_id, worker_id, *lease_until).await?;
+            *started.lock() = claim == crate::Claim::Claimed;
+            Ok(())
+        }
         WriteOp::RunCompletion { run_id, completion } => stores
             .runs
             .update_completion(RunId(run_id), completion)
@@ -547,23 +569,19 @@ async fn claim(
     run_id: &str,
     worker_id: &str,
     lease_until: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<crate::Claim> {
     match stores
         .runs
         .claim(RunId(run_id), worker_id, lease_until)
         .await?
     {
-        crate::Claim::Claimed => Ok(()),
+        crate::Claim::Claimed => Ok(crate::Claim::Claimed),
         other => {
             let run = stores.runs.get(Owner(owner), RunId(run_id)).await?;
             let ours = run.is_some_and(|r| {
                 r.status == crate::RunStatus::Running && r.worker_id.as_deref() == Some(worker_id)
             });
-            if ours {
-                Ok(())
-            } else {
-                Err(unclaimable(run_id, other))
-            }
+            Ok(if ours { crate::Claim::Claimed } else { other })
         }
     }
 }

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use antler_graph::{ChannelValue, CheckpointTuple, PendingWrite};
 
@@ -28,6 +29,9 @@ use super::plan::HeadKey;
 pub(crate) const LATEST_CAP: usize = 2048;
 /// Most list items plus channels held across all entries (about 200k messages).
 pub(crate) const LATEST_WEIGHT_CAP: usize = 200_000;
+/// How long a confirmation from inside a committed transaction (a run's claim) stands in for
+/// the version query of the next read (see [`Latest::confirm`]).
+pub(crate) const CONFIRM_FRESH: Duration = Duration::from_secs(1);
 
 /// One cached latest checkpoint.
 pub(crate) struct Entry {
@@ -53,6 +57,8 @@ struct Slot {
     tick: u64,
     weight: usize,
     entry: Arc<Entry>,
+    /// When a committed transaction last saw this entry as the database's latest (unused).
+    confirmed: Option<Instant>,
 }
 
 /// See the module docs.
@@ -94,6 +100,7 @@ impl Latest {
             tick: self.tick,
             weight,
             entry: Arc::new(entry),
+            confirmed: None,
         };
         if let Some(old) = self.map.insert(key, slot) {
             self.weight -= old.weight;
@@ -114,6 +121,26 @@ impl Latest {
             };
             self.remove(&oldest);
         }
+    }
+
+    /// Records that a committed transaction read `(checkpoint_id, pending)` as the latest
+    /// version of `key` (a run's claim does, in its own transaction): when the entry is that
+    /// version, the next read within [`CONFIRM_FRESH`] trusts it without a query of its own.
+    pub(crate) fn confirm(&mut self, key: &HeadKey, checkpoint_id: &str, pending: usize) {
+        if let Some(slot) = self.map.get_mut(key)
+            && slot.entry.tuple.checkpoint.id == checkpoint_id
+            && slot.entry.tuple.pending_writes.len() == pending
+        {
+            slot.confirmed = Some(Instant::now());
+        }
+    }
+
+    /// Uses up a fresh confirmation of `key`'s entry (see [`Latest::confirm`]).
+    pub(crate) fn take_confirmed(&mut self, key: &HeadKey) -> bool {
+        self.map
+            .get_mut(key)
+            .and_then(|s| s.confirmed.take())
+            .is_some_and(|at| at.elapsed() < CONFIRM_FRESH)
     }
 
     pub(crate) fn remove(&mut self, key: &HeadKey) {

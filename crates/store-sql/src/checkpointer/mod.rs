@@ -42,6 +42,7 @@ use serde_json::{Map, Value};
 pub use plan::MAX_DELTA_DEPTH;
 pub(crate) use plan::Values;
 use plan::{Caches, HeadKey, ListEntry};
+pub(crate) use read::{Version, version_in};
 use write::PlannedPut;
 pub(crate) use write::{
     BlobRow, HeadRow, WriteRow, Written, encode_writes, insert_blobs, upsert_heads, upsert_writes,
@@ -224,6 +225,14 @@ impl<D: Dialect> SqlCheckpointer<D> {
         self.latest.lock().forget_thread(thread_id);
     }
 
+    /// After a transaction that read `version` as the latest of (thread, ns) committed (see
+    /// [`latest::Latest::confirm`]).
+    pub(crate) fn confirm_latest(&self, thread_id: &str, checkpoint_ns: &str, version: &Version) {
+        let key: HeadKey = (thread_id.to_string(), checkpoint_ns.to_string());
+        let n = usize::try_from(version.1).unwrap_or(usize::MAX);
+        self.latest.lock().confirm(&key, &version.0, n);
+    }
+
     /// After pending writes committed: the cached latest checkpoint gets them too.
     pub(crate) fn writes_committed(
         &self,
@@ -263,24 +272,12 @@ impl<D: Dialect> SqlCheckpointer<D> {
         if checkpoint_id.is_some_and(|id| id != entry.tuple.checkpoint.id) {
             return Ok(None);
         }
-        if self.db.owned {
+        if self.db.owned || self.latest.lock().take_confirmed(&key) {
             return Ok(Some(entry));
         }
-        let version = self
-            .db
-            .fetch_optional(&read::version_sql(thread_id, checkpoint_ns))
+        let current = read::version(&self.db, thread_id, checkpoint_ns)
             .await
             .map_err(storage)?;
-        let current = match version {
-            Some(row) => {
-                use crate::sql::SqlRow;
-                Some((
-                    row.str("checkpoint_id").map_err(storage)?,
-                    row.i64("n").map_err(storage)?,
-                ))
-            }
-            None => None,
-        };
         let cached = (
             entry.tuple.checkpoint.id.clone(),
             entry.tuple.pending_writes.len() as i64,

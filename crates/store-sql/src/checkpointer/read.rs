@@ -199,9 +199,36 @@ pub(crate) fn list_sql<D: Dialect>(
     Ok(sql)
 }
 
+/// A checkpoint's id and its number of pending writes: what a cached copy must still match.
+pub(crate) type Version = (String, i64);
+
+/// The [`Version`] of the latest checkpoint of (thread, ns), if it has one.
+pub(crate) async fn version<D: Dialect>(
+    db: &crate::sql::Db<D>,
+    thread_id: &str,
+    ns: &str,
+) -> StoreResult<Option<Version>> {
+    let row = db.fetch_optional(&version_sql(thread_id, ns)).await?;
+    row.as_ref().map(version_of).transpose()
+}
+
+/// The same inside a transaction.
+pub(crate) async fn version_in<D: Dialect>(
+    conn: &mut Conn<D>,
+    thread_id: &str,
+    ns: &str,
+) -> StoreResult<Option<Version>> {
+    let row = D::fetch_optional(conn, &version_sql(thread_id, ns)).await?;
+    row.as_ref().map(version_of).transpose()
+}
+
+fn version_of(row: &impl SqlRow) -> StoreResult<Version> {
+    Ok((row.str("checkpoint_id")?, row.i64("n")?))
+}
+
 /// The id of the latest checkpoint of (thread, ns) and its number of pending writes: what
 /// a cached copy must still match.
-pub(crate) fn version_sql(thread_id: &str, ns: &str) -> Sql {
+fn version_sql(thread_id: &str, ns: &str) -> Sql {
     Sql::new(
         "SELECT c.checkpoint_id, (SELECT COUNT(*) FROM checkpoint_writes w WHERE w.thread_id = c.thread_id \
          AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id) AS n \

@@ -196,6 +196,15 @@ pub(crate) async fn claim_in<D: Dialect>(
     if D::fetch_optional(conn, &older).await?.is_some() {
         return Ok(Claim::Busy);
     }
+    // checked first: on PostgreSQL the index's refusal would abort the whole transaction
+    let running = Sql::new(
+        "SELECT 1 AS n FROM runs WHERE owner = ? AND thread_id = ? AND status = 'running' LIMIT 1",
+    )
+    .arg(row.str("owner")?)
+    .arg(row.str("thread_id")?);
+    if D::fetch_optional(conn, &running).await?.is_some() {
+        return Ok(Claim::Busy);
+    }
     match D::execute(conn, &claim_sql(run_id, worker_id, lease_until)).await {
         Ok(_) => Ok(Claim::Claimed),
         // the unique index on running runs: another run of the thread is running

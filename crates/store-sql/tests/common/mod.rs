@@ -75,6 +75,8 @@ macro_rules! sql_suite {
             two_pools_race_claims_per_thread,
             two_pools_race_claims_on_one_thread,
             two_pools_claim_the_same_run,
+            a_new_run_starts_with_its_row_when_its_thread_is_free,
+            a_claim_vouches_only_for_the_checkpoint_it_read,
             two_pools_share_event_sequences,
             batches_spanning_two_threads_do_not_deadlock,
             units_batched_or_one_by_one_store_the_same,

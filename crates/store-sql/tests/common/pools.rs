@@ -861,3 +861,132 @@ pub async fn a_thread_copy_commits_whole_or_not_at_all<B: Backend>(b: &B) {
             .await;
     }
 }
+
+/// A new run's row with its claim (`TryClaimRun`), units sharing one batch: the run whose
+/// thread is free is running once its unit commits; the one whose thread runs a run through
+/// another pool stays pending, and neither its unit nor the batch fails.
+pub async fn a_new_run_starts_with_its_row_when_its_thread_is_free<B: Backend>(b: &B) {
+    use antler_store::WriteOp;
+    let (a, other) = (b.open().await, b.open().await);
+    let owner = format!("o-{}", uid());
+    let (busy, free) = (format!("tb-{}", uid()), format!("tf-{}", uid()));
+    for t in [&busy, &free] {
+        let t = Thread::new(t.clone(), Map::new());
+        a.threads.create(Owner(&owner), t).await.unwrap();
+    }
+    let lease = antler_store::time::now() + chrono::Duration::seconds(60);
+    let r0 = format!("r0-{}", uid());
+    other
+        .runs
+        .put(&Run::new(r0.clone(), &busy, "asst", &owner))
+        .await
+        .unwrap();
+    let claimed = other.runs.claim(RunId(&r0), "w-other", lease).await;
+    assert_eq!(claimed.unwrap(), Claim::Claimed);
+    let unit = |thread: &str| {
+        let run = Run::new(format!("r-{}", uid()), thread, "asst", &owner);
+        let started = std::sync::Arc::default();
+        let mut unit = antler_store::WriteUnit::new(&owner, format!("{owner}:{thread}"));
+        unit.ops.push(WriteOp::TryClaimRun {
+            run_id: run.run_id.clone(),
+            worker_id: "w-a".into(),
+            lease_until: lease,
+            started: std::sync::Arc::clone(&started),
+        });
+        unit.ops.insert(0, WriteOp::PutRun(Box::new(run.clone())));
+        (unit, started, run.run_id)
+    };
+    let (u_busy, s_busy, r_busy) = unit(&busy);
+    let (u_free, s_free, r_free) = unit(&free);
+    let (c_busy, c_free) = (a.commits.submit(u_busy), a.commits.submit(u_free));
+    c_busy.await.unwrap();
+    c_free.await.unwrap();
+    assert!(!*s_busy.lock(), "its thread runs r0 elsewhere");
+    assert!(*s_free.lock());
+    let row = |r: String| {
+        let a = &a;
+        let owner = &owner;
+        async move { a.runs.get(Owner(owner), RunId(&r)).await.unwrap().unwrap() }
+    };
+    let waiting = row(r_busy).await;
+    assert_eq!(
+        (waiting.status, waiting.worker_id),
+        (RunStatus::Pending, None)
+    );
+    let started = row(r_free).await;
+    assert_eq!(started.status, RunStatus::Running);
+    assert_eq!(started.worker_id.as_deref(), Some("w-a"));
+    for t in [&busy, &free] {
+        a.runs
+            .delete_by_thread(Owner(&owner), ThreadId(t))
+            .await
+            .unwrap();
+        a.threads.delete(Owner(&owner), ThreadId(t)).await.unwrap();
+    }
+}
+
+/// The latest-checkpoint cache on a database other processes write: a run's claim reads its
+/// thread's latest version in its own transaction and vouches for the cached checkpoint only
+/// when they agree, so a checkpoint another pool wrote after this pool cached its own is what
+/// the run (and every reader here) gets.
+pub async fn a_claim_vouches_only_for_the_checkpoint_it_read<B: Backend>(b: &B) {
+    use super::checkpoints::{messages_at, msg, push, step};
+    use antler_graph::ChannelValue;
+    use antler_store::WriteOp;
+    let (a, other) = (b.open().await, b.open().await);
+    let (owner, tid) = (format!("o-{}", uid()), format!("t-{}", uid()));
+    let t = Thread::new(tid.clone(), Map::new());
+    a.threads.create(Owner(&owner), t).await.unwrap();
+    let key = antler_graph::thread_key(&owner, &tid);
+    let l1 = push(&ChannelValue::from_value(json!([]), true), msg(1));
+    let c1 = step(&*a.checkpoints, &key, None, &l1, 1, "r1").await;
+    assert_eq!(
+        messages_at(&*a.checkpoints, &key, None).await,
+        json!([msg(1)])
+    );
+    let l2 = push(&l1, msg(2));
+    let c2 = step(&*other.checkpoints, &key, Some(&c1), &l2, 2, "r2").await;
+    for (round, want) in [(1, json!([msg(1), msg(2)])), (2, json!([msg(1), msg(2)]))] {
+        let run = Run::new(format!("r-{}", uid()), &tid, "asst", &owner);
+        let started = std::sync::Arc::default();
+        let mut unit = antler_store::WriteUnit::new(&owner, key.clone());
+        unit.ops.push(WriteOp::PutRun(Box::new(run.clone())));
+        unit.ops.push(WriteOp::TryClaimRun {
+            run_id: run.run_id.clone(),
+            worker_id: "w-a".into(),
+            lease_until: antler_store::time::now() + chrono::Duration::seconds(60),
+            started: std::sync::Arc::clone(&started),
+        });
+        a.commits.submit(unit).await.unwrap();
+        assert!(*started.lock(), "round {round}");
+        // round 1: a's cache held c1 while the database had c2; round 2: both hold c2
+        assert_eq!(
+            messages_at(&*a.checkpoints, &key, None).await,
+            want,
+            "round {round}"
+        );
+        let latest = a
+            .checkpoints
+            .get_tuple(&key, "", None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.checkpoint.id, c2, "round {round}");
+        let done = RunCompletion {
+            status: Some(RunStatus::Success),
+            ..Default::default()
+        };
+        a.runs
+            .update_completion(RunId(&run.run_id), &done)
+            .await
+            .unwrap();
+    }
+    a.runs
+        .delete_by_thread(Owner(&owner), ThreadId(&tid))
+        .await
+        .unwrap();
+    a.threads
+        .delete(Owner(&owner), ThreadId(&tid))
+        .await
+        .unwrap();
+}
