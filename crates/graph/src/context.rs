@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::ChannelValue;
-use crate::types::{Interrupt, InterruptSignal, NodeError, StreamMode, StreamPart, StreamSink};
+use crate::types::{
+    Interrupt, InterruptSignal, NodeError, SharedValues, StreamMode, StreamPart, StreamSink,
+};
 
 // ---------------------------------------------------------------- emitter
 
@@ -23,6 +25,8 @@ pub(crate) struct Emitter {
     pub ns: Vec<String>,
     /// Whether subgraph output is emitted.
     pub subgraphs: bool,
+    /// `values` parts in the shared form ([`crate::RunConfig::shared_values`]).
+    pub shared_values: bool,
     /// Message ids already streamed in this run (so returned messages are not re-sent).
     pub streamed: Arc<Mutex<HashSet<String>>>,
 }
@@ -37,14 +41,37 @@ impl Emitter {
 
     pub fn emit(&self, mode: StreamMode, data: Value) {
         if self.wants(mode) {
-            // events are never namespaced (astream_events nests by parent_ids)
-            let ns = if self.subgraphs && mode != StreamMode::Events {
-                self.ns.clone()
-            } else {
-                Vec::new()
-            };
-            (self.sink)(StreamPart { ns, mode, data });
+            self.send(mode, data, None);
         }
+    }
+
+    /// Emits a `values` part: the state in the shared form where the run asked for it,
+    /// otherwise as JSON (built only when emitted).
+    pub fn emit_values(&self, state: impl FnOnce() -> SharedValues) {
+        if !self.wants(StreamMode::Values) {
+            return;
+        }
+        let state = state();
+        if self.shared_values {
+            self.send(StreamMode::Values, Value::Null, Some(Arc::new(state)));
+        } else {
+            self.send(StreamMode::Values, state.to_value(), None);
+        }
+    }
+
+    fn send(&self, mode: StreamMode, data: Value, shared: Option<Arc<SharedValues>>) {
+        // events are never namespaced (astream_events nests by parent_ids)
+        let ns = if self.subgraphs && mode != StreamMode::Events {
+            self.ns.clone()
+        } else {
+            Vec::new()
+        };
+        (self.sink)(StreamPart {
+            ns,
+            mode,
+            data,
+            shared,
+        });
     }
 
     pub fn child(&self, segment: String) -> Emitter {
@@ -55,6 +82,7 @@ impl Emitter {
             modes: self.modes,
             ns,
             subgraphs: self.subgraphs,
+            shared_values: self.shared_values,
             streamed: self.streamed.clone(),
         }
     }

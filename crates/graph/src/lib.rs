@@ -34,5 +34,5 @@ pub use tokio_util::sync::CancellationToken;
 pub use types::{
     BuildError, CheckpointRef, Command, END, GraphError, Interrupt, InterruptSignal, Interrupts,
     NodeError, NodeOutput, PARENT, Reducer, Route, RunConfig, RunInput, RunOutcome, START,
-    StateSnapshot, StreamMode, StreamPart, StreamSink, TaskSnapshot,
+    SharedValues, StateSnapshot, StreamMode, StreamPart, StreamSink, TaskSnapshot,
 };

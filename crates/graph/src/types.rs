@@ -274,8 +274,76 @@ pub struct StreamPart {
     pub ns: Vec<String>,
     /// Mode.
     pub mode: StreamMode,
-    /// Payload.
+    /// Payload (null when `shared` holds it).
     pub data: Value,
+    /// A `values` part's payload in the engine's shared form, when the run asked for it
+    /// ([`RunConfig::shared_values`]): the state is never copied into a JSON tree.
+    pub shared: Option<Arc<SharedValues>>,
+}
+
+/// The state of a `values` part as the engine holds it (list channels are shared persistent
+/// vectors). Serializes to the bytes of [`SharedValues::to_value`]: the state's keys in the
+/// graph's order, then `__interrupt__` when the run paused.
+#[derive(Clone, Debug)]
+pub struct SharedValues {
+    pub state: Vec<(String, crate::checkpoint::ChannelValue)>,
+    pub interrupts: Option<Value>,
+}
+
+impl SharedValues {
+    /// The payload as JSON (O(state)).
+    pub fn to_value(&self) -> Value {
+        let mut m: Map<String, Value> = self
+            .state
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_value()))
+            .collect();
+        if let Some(i) = &self.interrupts {
+            m.insert("__interrupt__".into(), i.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+impl PartialEq for SharedValues {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl Serialize for SharedValues {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::checkpoint::ChannelValue;
+        use serde::ser::SerializeMap;
+        struct Channel<'a>(&'a ChannelValue);
+        impl Serialize for Channel<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self.0 {
+                    ChannelValue::Value(v) => v.serialize(s),
+                    ChannelValue::List(items) => s.collect_seq(items.iter().map(|v| &**v)),
+                }
+            }
+        }
+        let len = self.state.len() + usize::from(self.interrupts.is_some());
+        let mut m = s.serialize_map(Some(len))?;
+        for (k, v) in &self.state {
+            m.serialize_entry(k, &Channel(v))?;
+        }
+        if let Some(i) = &self.interrupts {
+            m.serialize_entry("__interrupt__", i)?;
+        }
+        m.end()
+    }
+}
+
+impl StreamPart {
+    /// The payload as JSON, whichever form it is in.
+    pub fn into_value(self) -> Value {
+        match self.shared {
+            Some(shared) => shared.to_value(),
+            None => self.data,
+        }
+    }
 }
 
 impl StreamPart {
@@ -363,6 +431,9 @@ pub struct RunConfig {
     /// Materialize [`RunOutcome::values`] (default). A caller that reads the final state from
     /// [`RunOutcome::state`] (or not at all) turns it off: building the values is O(state).
     pub output_values: bool,
+    /// `values` parts carry the state in its shared form ([`StreamPart::shared`], `data`
+    /// null) instead of a JSON copy: for a caller that serializes them itself (off by default).
+    pub shared_values: bool,
     /// The run's thread outlives it: keep the id index of its final message lists for the
     /// next run that loads them ([`crate::messages::MessageList::shared`]; off by default).
     pub keep_message_index: bool,
@@ -383,6 +454,7 @@ impl RunConfig {
             stream_modes: Vec::new(),
             subgraphs: false,
             output_values: true,
+            shared_values: false,
             keep_message_index: false,
         }
     }
@@ -606,6 +678,7 @@ mod tests {
             ns: vec!["child:1".into()],
             mode: StreamMode::Values,
             data: Value::Null,
+            shared: None,
         };
         assert_eq!(p.event_name(), "values|child:1");
         assert_eq!(Interrupts::from_value(&json!("*")), Interrupts::All);
@@ -613,5 +686,36 @@ mod tests {
             Interrupts::from_value(&json!(["a"])),
             Interrupts::Nodes(vec!["a".into()])
         );
+    }
+
+    #[test]
+    fn shared_values_serialize_to_the_bytes_of_their_json() {
+        use crate::checkpoint::ChannelValue;
+        let state = vec![
+            (
+                "title".to_string(),
+                ChannelValue::from_value(json!("t"), false),
+            ),
+            (
+                "messages".to_string(),
+                ChannelValue::from_value(json!([{"z": 1, "a": "x\"y"}, "two"]), true),
+            ),
+            (
+                "n".to_string(),
+                ChannelValue::from_value(json!(null), false),
+            ),
+        ];
+        for interrupts in [None, Some(json!([{"id": "i", "value": 1}]))] {
+            let v = SharedValues {
+                state: state.clone(),
+                interrupts,
+            };
+            let direct = serde_json::to_string(&v).unwrap();
+            assert_eq!(direct, serde_json::to_string(&v.to_value()).unwrap());
+            assert!(
+                direct.starts_with(r#"{"title":"t","messages":[{"z":1"#),
+                "{direct}"
+            );
+        }
     }
 }

@@ -187,6 +187,7 @@ mod tests {
             ns: vec!["child:1".into()],
             mode: EngineMode::Messages,
             data: chunk("hi"),
+            shared: None,
         });
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, "messages|child:1");
@@ -199,6 +200,7 @@ mod tests {
             ns: vec![],
             mode: EngineMode::Messages,
             data: chunk("hello"),
+            shared: None,
         });
         assert_eq!(a[0].0, "messages/metadata");
         assert_eq!(a[1].0, "messages/partial");
@@ -206,6 +208,7 @@ mod tests {
             ns: vec![],
             mode: EngineMode::Messages,
             data: chunk(" world"),
+            shared: None,
         });
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].1[0]["content"], "hello world");
@@ -219,6 +222,7 @@ mod tests {
             ns: vec![],
             mode: EngineMode::Messages,
             data: json!([{"content": "x", "type": "ai", "id": "m2"}, {}]),
+            shared: None,
         });
         assert_eq!(out[1].0, "messages/complete");
     }

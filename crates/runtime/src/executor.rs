@@ -389,6 +389,13 @@ impl Runtime {
         let thread_stream = self.thread_stream_of(handle, run);
         let mut shaper = EventShaper::new(&request.stream_mode);
         while let Some(part) = rx.recv().await {
+            // a `values` part in the engine's shared form: serialized from its lists
+            if let Some(state) = &part.shared {
+                let name = part.event_name();
+                self.publish(&run.run_id, &thread_stream, &name, &**state)
+                    .await;
+                continue;
+            }
             for (name, data) in shaper.shape(part) {
                 self.publish(&run.run_id, &thread_stream, &name, &data)
                     .await;
@@ -553,6 +560,8 @@ impl Runtime {
             subgraphs: request.stream_subgraphs,
             // the final state is read from the outcome's shared channels, when at all
             output_values: false,
+            // `values` parts are serialized by the forwarder straight from the shared lists
+            shared_values: true,
             keep_message_index: false,
         };
         (input, config)
@@ -563,7 +572,7 @@ impl Runtime {
         run_id: &str,
         thread_stream: &str,
         event: &str,
-        data: &Value,
+        data: &(impl serde::Serialize + ?Sized),
     ) {
         let data: Arc<str> = match serde_json::to_string(data) {
             Ok(s) => s.into(),

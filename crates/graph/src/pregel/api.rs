@@ -85,6 +85,7 @@ impl CompiledGraph {
             modes,
             ns: Vec::new(),
             subgraphs: config.subgraphs,
+            shared_values: config.shared_values,
             streamed: Arc::new(Mutex::new(HashSet::new())),
         };
         let exec = Exec {
@@ -321,6 +322,7 @@ impl CompiledGraph {
                 modes: 0,
                 ns: Vec::new(),
                 subgraphs: false,
+                shared_values: false,
                 streamed: Arc::new(Mutex::new(HashSet::new())),
             },
             cancel: CancellationToken::new(),

@@ -94,6 +94,20 @@ impl Channels {
         Value::Object(m)
     }
 
+    /// The state of a `values` part (keys in the graph's order), `interrupts` last.
+    pub(super) fn state_in_order(
+        &self,
+        g: &GraphInner,
+        interrupts: Option<Value>,
+    ) -> crate::SharedValues {
+        let state = g
+            .state_keys
+            .iter()
+            .filter_map(|k| self.values.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        crate::SharedValues { state, interrupts }
+    }
+
     pub(super) fn state_shared(&self, g: &GraphInner) -> BTreeMap<String, ChannelValue> {
         g.state_keys
             .iter()

@@ -255,10 +255,8 @@ impl Exec {
     }
 
     pub(super) fn emit_values(&self, ch: &Channels) {
-        if self.emitter.wants(StreamMode::Values) {
-            self.emitter
-                .emit(StreamMode::Values, ch.state_values(self.g()));
-        }
+        self.emitter
+            .emit_values(|| ch.state_in_order(self.g(), None));
     }
 
     pub(super) fn task_meta(&self, t: &Task, step: i64) -> Map<String, Value> {

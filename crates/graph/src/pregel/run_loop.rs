@@ -404,13 +404,8 @@ impl Exec {
         let stream: Vec<Value> = interrupts.iter().map(Interrupt::to_stream_value).collect();
         self.emitter
             .emit(StreamMode::Updates, json!({ INTERRUPT: stream }));
-        if self.emitter.wants(StreamMode::Values) {
-            let mut v = ch.state_values(self.g());
-            if let Value::Object(m) = &mut v {
-                m.insert(INTERRUPT.into(), Value::Array(stream));
-            }
-            self.emitter.emit(StreamMode::Values, v);
-        }
+        self.emitter
+            .emit_values(|| ch.state_in_order(self.g(), Some(Value::Array(stream))));
         // LangGraph reports the interrupted tasks after the interrupt itself
         for (t, list) in interrupted {
             self.emit_task_result(ch, t, step, &json!({}), None, list);
