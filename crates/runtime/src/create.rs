@@ -131,6 +131,7 @@ impl Runtime {
         // A thread created above is already busy and tagged; an existing one turns busy
         // (done already when the run started with its row).
         let thread_update = if started { None } else { thread_update };
+        let done = Some(handle.done.subscribe());
         let job = executor::Job {
             run: run.clone(),
             request: request.clone(),
@@ -142,7 +143,7 @@ impl Runtime {
             claimed: started,
         };
         self.spawn_run(job);
-        Ok(CreatedRun { run, request })
+        Ok(CreatedRun { run, request, done })
     }
 
     /// The assistant (after the agent switch), the thread (created when the run needs a new
@@ -445,7 +446,11 @@ impl Runtime {
         // Any replica with room may take it now rather than at its next poll (only now: its
         // stream must begin with the `metadata` published above).
         self.bridge.wake_replica(None).await;
-        Ok(CreatedRun { run, request })
+        Ok(CreatedRun {
+            run,
+            request,
+            done: None,
+        })
     }
 
     /// The multitask strategy of a queued run against the thread's active run (wherever it

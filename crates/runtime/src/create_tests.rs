@@ -179,3 +179,32 @@ async fn abandoned_creates_never_block_the_thread_alone_on_the_database() {
 async fn abandoned_creates_never_block_the_thread_on_a_shared_database() {
     abandoned_creates_never_block_the_thread(false).await;
 }
+
+/// A stateless run can end, and leave nothing behind, before its creator starts waiting (the
+/// `POST /runs/wait` handler waits right after the create returns): the create's `done`
+/// watch still answers with the run's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_run_gone_before_its_wait_still_answers_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path(), true).await;
+    let created = rt
+        .create_run("u", None, echo("gone"))
+        .await
+        .expect("create");
+    let run_id = created.run.run_id.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // once the run has ended, its temporary thread and run row are gone
+    while rt.wait_run("u", &run_id).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never went away"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let result = rt.wait_created("u", &run_id, created.done).await;
+    let Ok(RunResult::Values(values)) = result else {
+        panic!("no values: {result:?}");
+    };
+    let messages = values.to_value()["messages"].clone();
+    assert_eq!(messages[1]["content"], json!("echo: gone"), "{messages}");
+}

@@ -305,6 +305,10 @@ pub struct CreatedRun {
     pub run: Run,
     /// Requested options the caller needs (stream modes, on_disconnect...).
     pub request: RunCreate,
+    /// The run's outcome when it executes here (watched from before it started, so a run
+    /// that ends and is gone before the caller waits still answers it: see
+    /// [`Runtime::wait_created`]).
+    pub done: Option<tokio::sync::watch::Receiver<Option<RunResult>>>,
 }
 
 impl Runtime {
@@ -677,6 +681,23 @@ impl Runtime {
 
     /// Waits until the run has finished and returns its result. Works for runs that finished
     /// long ago (built from the run row and the thread).
+    /// Waits for a run this caller just created ([`Self::wait_run`] otherwise): a stateless
+    /// run leaves nothing behind once it ends, which can be before its creator waits.
+    pub async fn wait_created(
+        &self,
+        owner: &str,
+        run_id: &str,
+        done: Option<tokio::sync::watch::Receiver<Option<RunResult>>>,
+    ) -> Result<RunResult, RuntimeError> {
+        if let Some(mut rx) = done
+            && let Ok(v) = rx.wait_for(Option::is_some).await
+            && let Some(r) = v.clone()
+        {
+            return Ok(r);
+        }
+        self.wait_run(owner, run_id).await
+    }
+
     pub async fn wait_run(&self, owner: &str, run_id: &str) -> Result<RunResult, RuntimeError> {
         let mut delay = Duration::from_millis(100);
         // A run executing elsewhere ends its stream right after its final row write: following

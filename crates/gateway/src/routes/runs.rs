@@ -315,13 +315,7 @@ async fn create_wait(
 ) -> ApiResult<Response> {
     let owner = caller.owner();
     let created = create(&st, owner, Some(&thread_id), body).await?;
-    wait_response(
-        &st,
-        owner,
-        &created.run.thread_id,
-        &created.run.run_id,
-        created.request.on_disconnect == OnDisconnect::Cancel,
-    )
+    wait_created_response(&st, owner, created)
 }
 
 async fn stateless_wait(
@@ -331,13 +325,18 @@ async fn stateless_wait(
 ) -> ApiResult<Response> {
     let owner = caller.owner();
     let created = create(&st, owner, None, body).await?;
-    wait_response(
-        &st,
-        owner,
-        &created.run.thread_id,
-        &created.run.run_id,
-        created.request.on_disconnect == OnDisconnect::Cancel,
-    )
+    wait_created_response(&st, owner, created)
+}
+
+/// [`wait_response`] for a run the caller just created.
+fn wait_created_response(
+    st: &AppState,
+    owner: &str,
+    created: antler_runtime::CreatedRun,
+) -> ApiResult<Response> {
+    let cancel = created.request.on_disconnect == OnDisconnect::Cancel;
+    let (thread_id, run_id) = (&created.run.thread_id, &created.run.run_id);
+    wait_response(st, owner, thread_id, run_id, cancel, created.done)
 }
 
 /// A chunked JSON body: a bare `\n` every 5 s while the run is pending, then the result.
@@ -347,6 +346,7 @@ fn wait_response(
     thread_id: &str,
     run_id: &str,
     cancel_on_disconnect: bool,
+    done: Option<tokio::sync::watch::Receiver<Option<antler_runtime::RunResult>>>,
 ) -> ApiResult<Response> {
     let rt = st.runtime.clone();
     let guard = DisconnectGuard::new(
@@ -357,7 +357,7 @@ fn wait_response(
     let run_id_owned = run_id.to_string();
     let owner_owned = owner.to_owned();
     let result = async move {
-        let r = rt.wait_run(&owner_owned, &run_id_owned).await;
+        let r = rt.wait_created(&owner_owned, &run_id_owned, done).await;
         (r, guard)
     };
     let period = Duration::from_secs(5);
@@ -599,7 +599,7 @@ async fn join_run(
         .get_run(owner, &thread_id, &run_id)
         .await
         .map_err(rt_err)?;
-    wait_response(&st, owner, &thread_id, &run_id, false)
+    wait_response(&st, owner, &thread_id, &run_id, false, None)
 }
 
 /// Query of the join-stream routes. `stream_mode` may be repeated
