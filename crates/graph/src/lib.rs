@@ -32,7 +32,7 @@ pub use graph::{CompiledGraph, StateGraph};
 pub use serde_json::{Map, Value};
 pub use tokio_util::sync::CancellationToken;
 pub use types::{
-    BuildError, CheckpointRef, Command, END, GraphError, Interrupt, InterruptSignal, Interrupts,
-    NodeError, NodeOutput, PARENT, Reducer, Route, RunConfig, RunInput, RunOutcome, START,
-    SharedValues, StateSnapshot, StreamMode, StreamPart, StreamSink, TaskSnapshot,
+    BuildError, ChannelJson, CheckpointRef, Command, END, GraphError, Interrupt, InterruptSignal,
+    Interrupts, NodeError, NodeOutput, PARENT, Reducer, Route, RunConfig, RunInput, RunOutcome,
+    START, SharedValues, StateSnapshot, StreamMode, StreamPart, StreamSink, TaskSnapshot,
 };

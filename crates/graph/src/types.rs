@@ -311,23 +311,26 @@ impl PartialEq for SharedValues {
     }
 }
 
-impl Serialize for SharedValues {
+/// Serializes a channel's value as its JSON (a list straight from its shared items).
+pub struct ChannelJson<'a>(pub &'a crate::checkpoint::ChannelValue);
+
+impl Serialize for ChannelJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use crate::checkpoint::ChannelValue;
-        use serde::ser::SerializeMap;
-        struct Channel<'a>(&'a ChannelValue);
-        impl Serialize for Channel<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                match self.0 {
-                    ChannelValue::Value(v) => v.serialize(s),
-                    ChannelValue::List(items) => s.collect_seq(items.iter().map(|v| &**v)),
-                }
-            }
+        match self.0 {
+            ChannelValue::Value(v) => v.serialize(s),
+            ChannelValue::List(items) => s.collect_seq(items.iter().map(|v| &**v)),
         }
+    }
+}
+
+impl Serialize for SharedValues {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
         let len = self.state.len() + usize::from(self.interrupts.is_some());
         let mut m = s.serialize_map(Some(len))?;
         for (k, v) in &self.state {
-            m.serialize_entry(k, &Channel(v))?;
+            m.serialize_entry(k, &ChannelJson(v))?;
         }
         if let Some(i) = &self.interrupts {
             m.serialize_entry("__interrupt__", i)?;

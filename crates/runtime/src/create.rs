@@ -303,11 +303,11 @@ impl Runtime {
     /// The writes that start a run with its row: its claim, if it can start now, and its
     /// thread's busy status.
     fn start_ops(&self, run: &Run, thread_update: Option<ThreadUpdate>) -> Vec<WriteOp> {
-        let mut ops = vec![WriteOp::TryClaimRun {
+        let mut ops = vec![WriteOp::ClaimRun {
             run_id: run.run_id.clone(),
             worker_id: self.lease.worker_id.clone(),
             lease_until: self.lease.expiry(),
-            started: Default::default(),
+            started: Some(Default::default()),
         }];
         if let Some(update) = thread_update {
             ops.push(WriteOp::Thread {
@@ -345,7 +345,7 @@ impl Runtime {
         unit.ops.push(WriteOp::PutRun(Box::new(run.clone())));
         unit.ops.extend(start.unwrap_or_default());
         let started = unit.ops.iter().find_map(|op| match op {
-            WriteOp::TryClaimRun { started, .. } => Some(started.clone()),
+            WriteOp::ClaimRun { started, .. } => started.clone(),
             _ => None,
         });
         match rows.commits.submit(unit).await {

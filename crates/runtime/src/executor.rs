@@ -249,6 +249,7 @@ impl Runtime {
                 run_id: run.run_id.clone(),
                 worker_id: self.lease.worker_id.clone(),
                 lease_until: self.lease.expiry(),
+                started: None,
             });
         }
         if let Some(update) = thread_update {
@@ -485,6 +486,7 @@ impl Runtime {
                     run_id,
                     worker_id,
                     lease_until,
+                    ..
                 } => {
                     let claim = rows
                         .runs

@@ -80,24 +80,13 @@ impl serde::Serialize for FinalValues {
                 let len = state.len() + usize::from(interrupts.is_some());
                 let mut m = s.serialize_map(Some(len))?;
                 for (k, v) in state {
-                    m.serialize_entry(k, &Channel(v))?;
+                    m.serialize_entry(k, &antler_graph::ChannelJson(v))?;
                 }
                 if let Some(i) = interrupts {
                     m.serialize_entry("__interrupt__", i)?;
                 }
                 m.end()
             }
-        }
-    }
-}
-
-struct Channel<'a>(&'a ChannelValue);
-
-impl serde::Serialize for Channel<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            ChannelValue::Value(v) => v.serialize(s),
-            ChannelValue::List(items) => s.collect_seq(items.iter().map(|v| &**v)),
         }
     }
 }

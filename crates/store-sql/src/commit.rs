@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use antler_store::commit::{
-    ApplyUnits, EventsPut, WriteOp, WriteUnit, apply_in_chain, unclaimable,
+    ApplyUnits, EventsPut, WriteOp, WriteUnit, apply_in_chain, settle_claim,
 };
 use antler_store::{Claim, StoreError, StoreResult, ThreadUpdate};
 
@@ -252,18 +252,10 @@ impl<D: Dialect> SqlApplier<D> {
                 run_id,
                 worker_id,
                 lease_until,
-            } => match self.claim(conn, run_id, worker_id, *lease_until).await? {
-                Claim::Claimed => {}
-                other => return Err(unclaimable(run_id, other)),
-            },
-            WriteOp::TryClaimRun {
-                run_id,
-                worker_id,
-                lease_until,
                 started,
             } => {
                 let claim = self.claim(conn, run_id, worker_id, *lease_until).await?;
-                *started.lock() = claim == Claim::Claimed;
+                settle_claim(run_id, started.as_deref(), claim)?;
             }
             WriteOp::RunCompletion { run_id, completion } => {
                 D::execute(conn, &runs::completion_sql(run_id, completion)).await?;
@@ -363,8 +355,7 @@ impl<D: Dialect> ApplyUnits for SqlApplier<D> {
 /// Whether `op` (as committed) moved a run to running.
 fn claims_a_run(op: &WriteOp) -> bool {
     match op {
-        WriteOp::ClaimRun { .. } => true,
-        WriteOp::TryClaimRun { started, .. } => *started.lock(),
+        WriteOp::ClaimRun { started, .. } => started.as_ref().is_none_or(|s| *s.lock()),
         _ => false,
     }
 }

@@ -94,21 +94,15 @@ pub enum WriteOp {
     Writes(WritesPut),
     Events(EventsPut),
     /// Moves a pending run to running under the worker's lease (as
-    /// [`RunStore::claim`](crate::RunStore::claim)); the unit fails when the run cannot start.
-    /// A run this worker already runs (a retry after a lost answer) counts as claimed.
+    /// [`RunStore::claim`](crate::RunStore::claim)). A run this worker already runs (a retry
+    /// after a lost answer) counts as claimed. Without `started` the unit fails when the run
+    /// cannot start; with it (a new run's claim in the unit of its row) the run stays pending,
+    /// the unit does not fail, and `started` says which once the unit committed.
     ClaimRun {
         run_id: String,
         worker_id: String,
         lease_until: DateTime<Utc>,
-    },
-    /// A new run's claim in the unit of its row (a run that can start at once): claims it
-    /// as `ClaimRun` does when it can start now, otherwise leaves it pending without failing
-    /// the unit. `started` says which once the unit committed.
-    TryClaimRun {
-        run_id: String,
-        worker_id: String,
-        lease_until: DateTime<Utc>,
-        started: Arc<Mutex<bool>>,
+        started: Option<Arc<Mutex<bool>>>,
     },
     /// [`RunStore::update_completion`](crate::RunStore::update_completion).
     RunCompletion {
@@ -511,19 +505,10 @@ async fn apply_op(stores: &StoreApplier, owner: &str, op: &WriteOp) -> StoreResu
             run_id,
             worker_id,
             lease_until,
-        } => match claim(stores, owner, run_id, worker_id, *lease_until).await? {
-            crate::Claim::Claimed => Ok(()),
-            other => Err(unclaimable(run_id, other)),
-        },
-        WriteOp::TryClaimRun {
-            run_id,
-            worker_id,
-            lease_until,
             started,
         } => {
             let claim = claim(stores, owner, run_id, worker_id, *lease_until).await?;
-            *started.lock() = claim == crate::Claim::Claimed;
-            Ok(())
+            settle_claim(run_id, started.as_deref(), claim)
         }
         WriteOp::RunCompletion { run_id, completion } => stores
             .runs
@@ -584,6 +569,21 @@ async fn claim(
             Ok(if ours { crate::Claim::Claimed } else { other })
         }
     }
+}
+
+/// The unit's outcome of a [`WriteOp::ClaimRun`] that got `claim`: see there.
+pub fn settle_claim(
+    run_id: &str,
+    started: Option<&Mutex<bool>>,
+    claim: crate::Claim,
+) -> StoreResult<()> {
+    let claimed = claim == crate::Claim::Claimed;
+    match started {
+        Some(started) => *started.lock() = claimed,
+        None if !claimed => return Err(unclaimable(run_id, claim)),
+        None => {}
+    }
+    Ok(())
 }
 
 const UNCLAIMABLE: &str = "run cannot start: ";

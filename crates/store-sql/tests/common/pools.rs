@@ -667,6 +667,7 @@ fn commit_unit(owner: &str, x: &str, i: usize) -> antler_store::WriteUnit {
             run_id: format!("missing-{x}"),
             worker_id: "w".into(),
             lease_until: chrono::Utc::now(),
+            started: None,
         });
     }
     unit
@@ -862,7 +863,7 @@ pub async fn a_thread_copy_commits_whole_or_not_at_all<B: Backend>(b: &B) {
     }
 }
 
-/// A new run's row with its claim (`TryClaimRun`), units sharing one batch: the run whose
+/// A new run's row with its claim (`ClaimRun` with `started`), units sharing one batch: the run whose
 /// thread is free is running once its unit commits; the one whose thread runs a run through
 /// another pool stays pending, and neither its unit nor the batch fails.
 pub async fn a_new_run_starts_with_its_row_when_its_thread_is_free<B: Backend>(b: &B) {
@@ -887,11 +888,11 @@ pub async fn a_new_run_starts_with_its_row_when_its_thread_is_free<B: Backend>(b
         let run = Run::new(format!("r-{}", uid()), thread, "asst", &owner);
         let started = std::sync::Arc::default();
         let mut unit = antler_store::WriteUnit::new(&owner, format!("{owner}:{thread}"));
-        unit.ops.push(WriteOp::TryClaimRun {
+        unit.ops.push(WriteOp::ClaimRun {
             run_id: run.run_id.clone(),
             worker_id: "w-a".into(),
             lease_until: lease,
-            started: std::sync::Arc::clone(&started),
+            started: Some(std::sync::Arc::clone(&started)),
         });
         unit.ops.insert(0, WriteOp::PutRun(Box::new(run.clone())));
         (unit, started, run.run_id)
@@ -951,11 +952,11 @@ pub async fn a_claim_vouches_only_for_the_checkpoint_it_read<B: Backend>(b: &B) 
         let started = std::sync::Arc::default();
         let mut unit = antler_store::WriteUnit::new(&owner, key.clone());
         unit.ops.push(WriteOp::PutRun(Box::new(run.clone())));
-        unit.ops.push(WriteOp::TryClaimRun {
+        unit.ops.push(WriteOp::ClaimRun {
             run_id: run.run_id.clone(),
             worker_id: "w-a".into(),
             lease_until: antler_store::time::now() + chrono::Duration::seconds(60),
-            started: std::sync::Arc::clone(&started),
+            started: Some(std::sync::Arc::clone(&started)),
         });
         a.commits.submit(unit).await.unwrap();
         assert!(*started.lock(), "round {round}");
