@@ -104,9 +104,10 @@ impl Runtime {
             to_cancel,
             prev,
         } = self.register_local(&nr, &request)?;
-        // a run with nothing to wait for is claimed by the write of its row (and its thread
-        // turns busy there), so its start commits nothing of its own
-        let starts_now = prev.is_none() && request.after_seconds <= 0.0;
+        // on a shared database a run with nothing to wait for is claimed by the write of its
+        // row (and its thread turns busy there), so its start commits nothing of its own; a
+        // database this process owns folds the claim into the first step's unit anyway
+        let starts_now = !self.config.exclusive && prev.is_none() && request.after_seconds <= 0.0;
         let thread_update = (!nr.created_now).then(|| busy_update(&nr.thread, &nr.assistant));
         let start = starts_now.then(|| self.start_ops(&run, thread_update.clone()));
         let started = match self.insert_run_row(&nr, &run, start).await {
