@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod error;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 
