@@ -82,6 +82,15 @@ impl Backend for MySql {
         Arc::new(MySqlCheckpointer::new(pool(&self.url).await))
     }
 
+    async fn set_raw_thread_metadata(&self, thread: &str, json: &str) {
+        sqlx::query("UPDATE threads SET metadata = ? WHERE thread_id = ?")
+            .bind(json)
+            .bind(thread)
+            .execute(&self.db.pool)
+            .await
+            .unwrap();
+    }
+
     async fn blobs(&self, thread: &str) -> Blobs {
         let (full, delta, max_depth, bytes): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(base_id IS NULL), 0) AS SIGNED), \

@@ -81,6 +81,15 @@ impl Backend for Postgres {
         checkpointer(&self.url).await.1
     }
 
+    async fn set_raw_thread_metadata(&self, thread: &str, json: &str) {
+        sqlx::query("UPDATE threads SET metadata = $1::jsonb WHERE thread_id = $2")
+            .bind(json)
+            .bind(thread)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
     async fn blobs(&self, thread: &str) -> Blobs {
         let (full, delta, max_depth, bytes): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT COUNT(*) FILTER (WHERE base_id IS NULL), COUNT(*) FILTER (WHERE base_id IS NOT NULL), \

@@ -59,6 +59,16 @@ impl Backend for Sqlite {
         Arc::new(SqliteCheckpointer::new(pool))
     }
 
+    async fn set_raw_thread_metadata(&self, thread: &str, json: &str) {
+        let pool = connect_pool(&self.url()).await.unwrap();
+        sqlx::query("UPDATE threads SET metadata = ? WHERE thread_id = ?")
+            .bind(json)
+            .bind(thread)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+
     async fn blobs(&self, thread: &str) -> Blobs {
         let pool = connect_pool(&self.url()).await.unwrap();
         let (full, delta, max_depth, bytes): (i64, i64, i64, i64) = sqlx::query_as(

@@ -9,7 +9,9 @@ use antler_store::{
     SYSTEM_OWNER, StoreError, StoreResult, VersionQuery, time, util,
 };
 
-use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir, from_row, transaction};
+use crate::sql::{
+    Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir, from_row, listing, transaction,
+};
 
 /// [`AssistantStore`] on any SQL backend.
 #[derive(Debug, Clone)]
@@ -303,11 +305,7 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
         sql.push(&format!(" ORDER BY {sort} {d}, assistant_id {d}"))
             .page(q.limit, q.offset);
         let rows = self.db.fetch_all(&sql).await?;
-        let items = rows
-            .iter()
-            .map(row_to_assistant)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok((items, total))
+        Ok((listing(&rows, "assistant_id", row_to_assistant), total))
     }
 
     async fn count(&self, owner: Owner<'_>, q: &AssistantSearch) -> StoreResult<u64> {
@@ -338,7 +336,7 @@ impl<D: Dialect> AssistantStore for SqlAssistantStore<D> {
             .push_json_filter(&mut sql, "assistant_versions.metadata", &q.metadata)?;
         sql.push(" ORDER BY version DESC").page(q.limit, q.offset);
         let rows = self.db.fetch_all(&sql).await?;
-        rows.iter().map(row_to_version).collect()
+        Ok(listing(&rows, "assistant_id", row_to_version))
     }
 
     async fn set_latest(

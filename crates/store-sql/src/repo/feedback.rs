@@ -4,7 +4,7 @@ use antler_store::{
     Feedback, FeedbackStore, Owner, RunId, StoreError, StoreResult, ThreadId, time,
 };
 
-use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, from_row, transaction};
+use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, from_row, listing, transaction};
 
 /// [`FeedbackStore`] on any SQL backend.
 #[derive(Debug, Clone)]
@@ -127,7 +127,7 @@ impl<D: Dialect> FeedbackStore for SqlFeedbackStore<D> {
             .db
             .fetch_all(&by_run(owner.as_str(), thread_id.as_str(), run_id.as_str()))
             .await?;
-        rows.iter().map(row_to_feedback).collect()
+        Ok(listing(&rows, "feedback_id", row_to_feedback))
     }
 
     async fn delete(&self, owner: Owner<'_>, feedback_id: &str) -> StoreResult<()> {

@@ -9,7 +9,7 @@ use antler_store::{
 };
 use serde_json::Value;
 
-use crate::sql::{Arg, Db, Dialect, Sql, SqlRow, WriteClass, lim, upsert};
+use crate::sql::{Arg, Db, Dialect, Sql, SqlRow, WriteClass, lim, listing, upsert};
 
 /// [`ItemStore`] on any SQL backend.
 #[derive(Debug, Clone)]
@@ -134,14 +134,12 @@ impl<D: Dialect> ItemStore for SqlItemStore<D> {
         .push(" OFFSET ")
         .bind(lim(q.offset));
         let rows = self.db.fetch_all(&sql).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SearchItem {
-                    item: row_to_item(r)?,
-                    score: None,
-                })
+        Ok(listing(&rows, "key", |r| {
+            Ok(SearchItem {
+                item: row_to_item(r)?,
+                score: None,
             })
-            .collect()
+        }))
     }
 
     async fn list_namespaces(

@@ -17,7 +17,7 @@ use antler_store::{
 use chrono::{DateTime, Utc};
 
 use crate::sql::{
-    Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, from_row, lim, transaction, upsert,
+    Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, from_row, lim, listing, transaction, upsert,
 };
 
 /// [`RunStore`] on any SQL backend.
@@ -50,7 +50,7 @@ fn ids_of(rows: &[impl SqlRow]) -> StoreResult<Vec<String>> {
 }
 
 fn runs(rows: &[impl SqlRow]) -> StoreResult<Vec<Run>> {
-    rows.iter().map(row_to_run).collect()
+    Ok(listing(rows, "run_id", row_to_run))
 }
 
 /// The INSERT of a whole run row (`put`, `put_if_idle`).

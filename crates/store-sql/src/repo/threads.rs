@@ -10,7 +10,9 @@ use antler_store::{
 };
 use serde_json::{Map, Value};
 
-use crate::sql::{Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir, from_row, transaction};
+use crate::sql::{
+    Arg, Conn, Db, Dialect, Sql, SqlRow, WriteClass, dir, from_row, listing, transaction,
+};
 
 /// [`ThreadStore`] on any SQL backend.
 #[derive(Debug, Clone)]
@@ -283,7 +285,7 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
         sql.push(&format!(" ORDER BY {sort} {d}, thread_id {d}"))
             .page(q.limit, q.offset);
         let rows = self.db.fetch_all(&sql).await?;
-        rows.iter().map(row_to_thread).collect()
+        Ok(listing(&rows, "thread_id", row_to_thread))
     }
 
     async fn count(&self, owner: Owner<'_>, q: &ThreadSearch) -> StoreResult<u64> {

@@ -23,7 +23,7 @@ pub(crate) use db::transaction;
 pub use db::{Conn, Db, NO_RETRY, Tx, WriteClass};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) use row::native_ts_getters;
-pub use row::{SqlRow, parse_json};
+pub use row::{SqlRow, listing, parse_json};
 pub(crate) use row::{binder, column, common_getters, from_row, statement_runners};
 
 /// One bound value. JSON values bind as the backend's JSON column type (JSONB on PostgreSQL,

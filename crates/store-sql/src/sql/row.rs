@@ -46,6 +46,27 @@ pub trait SqlRow: Send + Sync + 'static {
     }
 }
 
+/// The records of a listing's rows. A row that does not decode (a stored value its reader
+/// rejects, whatever wrote it) is left out and logged with its `key` column, so that one bad
+/// row cannot take every listing of its owner down; reading that row by its id still reports
+/// the error.
+pub fn listing<R: SqlRow, T>(
+    rows: &[R],
+    key: &str,
+    decode: impl Fn(&R) -> StoreResult<T>,
+) -> Vec<T> {
+    rows.iter()
+        .filter_map(|row| match decode(row) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                let id = row.str(key).unwrap_or_default();
+                tracing::error!(%key, %id, error = %e, "stored row does not decode: left out of the listing");
+                None
+            }
+        })
+        .collect()
+}
+
 /// Parses JSON text read from a column.
 pub fn parse_json(col: &str, text: Option<String>) -> StoreResult<Option<Value>> {
     text.map(|s| serde_json::from_str(&s).map_err(|e| col_err(col, e)))

@@ -991,3 +991,35 @@ pub async fn a_claim_vouches_only_for_the_checkpoint_it_read<B: Backend>(b: &B) 
         .await
         .unwrap();
 }
+
+/// A thread row whose stored metadata its reader rejects (here: a JSON array where an object
+/// belongs) is left out of its owner's listings instead of failing them, is still counted, and
+/// can still be deleted.
+pub async fn a_row_that_does_not_decode_leaves_listings_working<B: Backend>(b: &B) {
+    let s = b.open().await;
+    let owner = format!("o-{}", uid());
+    let (good, bad) = (format!("t-{}", uid()), format!("t-{}", uid()));
+    for t in [&good, &bad] {
+        let thread = Thread::new(t.clone(), Map::new());
+        s.threads.create(Owner(&owner), thread).await.unwrap();
+    }
+    b.set_raw_thread_metadata(&bad, "[1]").await;
+    let all = ThreadSearch {
+        limit: 10,
+        ..Default::default()
+    };
+    let found = s.threads.search(Owner(&owner), &all).await.unwrap();
+    let ids: Vec<&str> = found.iter().map(|t| t.thread_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![good.as_str()],
+        "the good row is listed, the bad one left out"
+    );
+    assert_eq!(s.threads.count(Owner(&owner), &all).await.unwrap(), 2);
+    assert!(s.threads.get(Owner(&owner), ThreadId(&bad)).await.is_err());
+    for t in [&good, &bad] {
+        s.threads.delete(Owner(&owner), ThreadId(t)).await.unwrap();
+    }
+    let left = s.threads.count(Owner(&owner), &all).await.unwrap();
+    assert_eq!(left, 0, "both deleted");
+}

@@ -91,6 +91,7 @@ macro_rules! store_conformance {
             thread_search_default_order_and_count,
             thread_search_by_metadata,
             thread_search_by_metadata_keys_that_need_escaping,
+            thread_metadata_numbers_read_back_exactly,
             thread_search_by_values_status_and_ids,
             thread_search_sort_and_paging,
             thread_copy,

@@ -344,6 +344,42 @@ pub async fn thread_search_by_metadata_keys_that_need_escaping(stores: &Stores) 
     );
 }
 
+/// Numbers at the edges of JSON's range (the largest and smallest doubles, 17-digit mantissas,
+/// 64-bit integers) read back exactly after a create, a metadata merge and in a listing; a
+/// database that prints them in full (PostgreSQL's `jsonb` writes 1.8e308 as 309 digits) must
+/// not leave a row its reader rejects.
+pub async fn thread_metadata_numbers_read_back_exactly(stores: &Stores) {
+    let s = stores.threads.as_ref();
+    let (alice, _, x) = names();
+    let numbers = json!({
+        "max": f64::MAX, "min": f64::MIN, "tiny": 5e-324, "sub": 1e-320,
+        "long": -1.172_269_068_506_250_9e263, "third": 1.0 / 3.0,
+        "u64": u64::MAX, "i64": i64::MIN,
+    });
+    let t = thread_at(1, &x, json!({ "made": numbers }));
+    let t = ok(s.create(Owner(&alice), t).await, "create");
+    let patch = obj(json!({ "patched": numbers }));
+    ok(
+        s.patch_metadata(Owner(&alice), ThreadId(&t.thread_id), patch)
+            .await,
+        "patch",
+    );
+    let back = ok(s.get(Owner(&alice), ThreadId(&t.thread_id)).await, "get");
+    let meta = back.map(|t| t.metadata).unwrap_or_default();
+    assert_eq!(meta.get("made"), Some(&numbers), "created");
+    assert_eq!(meta.get("patched"), Some(&numbers), "merged");
+    let q = ThreadSearch {
+        ids: Some(vec![t.thread_id.clone()]),
+        ..Default::default()
+    };
+    let found = ok(s.search(Owner(&alice), &q).await, "search");
+    assert_eq!(thread_ids(&found), vec![t.thread_id.as_str()]);
+    ok(
+        s.delete(Owner(&alice), ThreadId(&t.thread_id)).await,
+        "cleanup",
+    );
+}
+
 /// Metadata filters: per owner, nested values, numbers are not strings, every key must match.
 pub async fn thread_search_by_metadata(stores: &Stores) {
     let s = stores.threads.as_ref();
