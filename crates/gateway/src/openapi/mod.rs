@@ -4,7 +4,10 @@
 
 use serde_json::{Map, Value, json};
 
+mod responses;
+
 use crate::routes::RouteDoc;
+use responses::{components, responses};
 
 /// Builds an OpenAPI 3.1 document from route descriptions: one operation per (path, method),
 /// path parameters taken from the `{name}` segments, a JSON request body for POST/PUT/PATCH,
@@ -42,26 +45,17 @@ pub fn document(docs: &[RouteDoc]) -> Value {
                 );
             }
         }
+        let public = crate::auth::is_public(doc.path);
         op.insert(
             "responses".into(),
-            json!({
-                "200": {"description": "Success"},
-                "404": {"description": "Not Found", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}},
-                "422": {"description": "Validation Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}},
-            }),
+            responses(doc, public, op.contains_key("requestBody")),
         );
-        if !crate::auth::is_public(doc.path) {
+        if !public {
             // `{}`: with `auth.mode: none` no credentials are needed.
             op.insert(
                 "security".into(),
                 json!([{}, {"ApiKeyAuth": []}, {"BearerAuth": []}, {"CookieAuth": []}]),
             );
-            if let Some(Value::Object(responses)) = op.get_mut("responses") {
-                responses.insert(
-                    "401".into(),
-                    json!({"description": "Missing or invalid credentials"}),
-                );
-            }
         }
         let entry = paths
             .entry(doc.path.to_owned())
@@ -76,6 +70,10 @@ pub fn document(docs: &[RouteDoc]) -> Value {
             "title": "Antler (LangGraph Platform API)",
             "version": env!("CARGO_PKG_VERSION"),
         },
+        "servers": [
+            {"url": "/", "description": "The API root (the LangGraph SDKs' default)"},
+            {"url": "/api", "description": "The same routes under /api (DeerFlow's layout)"},
+        ],
         "paths": paths,
         "components": {
             "securitySchemes": {
@@ -83,13 +81,7 @@ pub fn document(docs: &[RouteDoc]) -> Value {
                 "BearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "CookieAuth": {"type": "apiKey", "in": "cookie", "name": "access_token"},
             },
-            "schemas": {
-                "ErrorResponse": {
-                    "type": "object",
-                    "properties": {"detail": {"type": "string"}},
-                    "required": ["detail"],
-                }
-            }
+            "schemas": components(),
         }
     })
 }
@@ -196,6 +188,38 @@ mod tests {
         assert_eq!(ops["get"]["parameters"][0]["name"], "thread_id");
         assert!(ops["delete"].is_object());
         assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    /// Every operation of the real route tables answers one success status, every error
+    /// response is an `ErrorResponse`, and every `$ref` names a component.
+    #[test]
+    fn every_operation_documents_its_responses() {
+        let doc = document(&crate::routes::all_docs());
+        let components = &doc["components"]["schemas"];
+        let text = doc.to_string();
+        for piece in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &piece[..piece.find('"').unwrap()];
+            assert!(components[name].is_object(), "unknown component {name}");
+        }
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                let ok: Vec<_> = responses.keys().filter(|c| c.starts_with('2')).collect();
+                assert_eq!(ok.len(), 1, "{method} {path}: {ok:?}");
+                for (code, r) in responses.iter().filter(|(c, _)| !c.starts_with('2')) {
+                    let schema = &r["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(
+                        schema, "#/components/schemas/ErrorResponse",
+                        "{method} {path} {code}"
+                    );
+                }
+            }
+        }
+        let delete = &doc["paths"]["/threads/{thread_id}"]["delete"]["responses"];
+        assert!(delete["204"].is_object() && delete["204"].get("content").is_none());
+        let stream = &doc["paths"]["/threads/{thread_id}/runs/stream"]["post"]["responses"]["200"];
+        assert!(stream["content"]["text/event-stream"].is_object());
+        assert!(delete["409"].is_null() && delete["401"].is_object());
     }
 
     #[test]
