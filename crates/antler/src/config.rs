@@ -96,6 +96,8 @@ pub struct Config {
     pub port: u16,
     /// SSE heartbeat interval.
     pub heartbeat: Duration,
+    /// `server.max_body_mb`, in bytes: the largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
     /// Storage backend.
     pub backend: Backend,
     /// Directory of the SQLite database.
@@ -140,6 +142,7 @@ impl Default for Config {
             host: "127.0.0.1".into(),
             port: 8123,
             heartbeat: Duration::from_secs(15),
+            max_body_bytes: antler_gateway::DEFAULT_MAX_BODY_BYTES,
             backend: Backend::Sqlite,
             sqlite_dir: PathBuf::from(".antler"),
             postgres_url: None,
@@ -338,6 +341,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.port, 9000);
+        assert_eq!(cfg.max_body_bytes, antler_gateway::DEFAULT_MAX_BODY_BYTES);
+        let small = parse("server:\n  max_body_mb: 0.5\n", &env).unwrap();
+        assert_eq!(small.max_body_bytes, 512 * 1024);
         assert_eq!(cfg.sqlite_dir, PathBuf::from("/tmp/x"));
         assert_eq!(cfg.bridge.queue_maxsize, 64);
         assert_eq!(
@@ -354,6 +360,8 @@ mod tests {
         for (text, needle) in [
             ("server:\n  port: 99999\n", "server.port"),
             ("server:\n  port: abc\n", "server.port"),
+            ("server:\n  max_body_mb: 0\n", "server.max_body_mb"),
+            ("server:\n  max_body_mb: 4096\n", "server.max_body_mb"),
             ("database:\n  backend: oracle\n", "database.backend"),
             (
                 "runs:\n  default_multitask_strategy: nope\n",

@@ -553,7 +553,8 @@ pub async fn start(cfg: Config) -> Result<Server> {
     tracing::info!(mode = auth.mode().as_str(), "authentication");
     let state = antler_gateway::AppState::new(runtime.clone(), cfg.heartbeat)
         .with_auth(auth.clone())
-        .with_models(models);
+        .with_models(models)
+        .with_max_body_bytes(cfg.max_body_bytes);
     let app = antler_gateway::router(state);
     let startup = started.elapsed();
     tracing::info!(%addr, ready_ms = startup.as_millis() as u64, "antler ready");

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 
 pub use auth::Caller;
 pub use error::{ApiError, ApiResult};
-pub use state::{AppState, DEFAULT_OWNER, Graphs, Metrics};
+pub use state::{AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_OWNER, Graphs, Metrics};
 
 /// The routes of the API, relative to its root (no middleware, no fallback).
 pub fn api_routes() -> Router<AppState> {
@@ -39,10 +39,12 @@ pub fn api_routes() -> Router<AppState> {
 /// The whole application: every route at `/` and under `/api`, CORS, JSON errors, metrics.
 pub fn router(state: AppState) -> Router {
     let api = api_routes();
+    let body_limit = axum::extract::DefaultBodyLimit::max(state.max_body_bytes);
     Router::new()
         .merge(api.clone())
         .nest("/api", api)
         .fallback(not_found)
+        .layer(body_limit)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -185,7 +185,14 @@ pub struct AppState {
     /// The configured chat models (`GET /models`, and the allowlist of `model_name` at run
     /// creation). Immutable after startup.
     pub models: Arc<antler_llm::ModelRegistry>,
+    /// Largest request body accepted, in bytes (`server.max_body_mb`); beyond it a request
+    /// is answered 413 before any handler runs.
+    pub max_body_bytes: usize,
 }
+
+/// `server.max_body_mb`'s default: 16 MiB (a long conversation with inline images fits; an
+/// upload has its own route).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 impl AppState {
     /// State over a runtime (and its graphs) with fresh metrics. The system assistants
@@ -198,7 +205,14 @@ impl AppState {
             heartbeat_interval,
             auth: Arc::new(antler_auth::Auth::disabled()),
             models: Arc::new(antler_llm::ModelRegistry::empty()),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
+    }
+
+    /// Sets the largest request body accepted, in bytes.
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
     }
 
     /// Sets the configured chat models (the default is none).

@@ -341,7 +341,7 @@ async fn garbage_never_produces_a_5xx() -> anyhow::Result<()> {
         }
     }
     // An oversized body is a JSON 413, not a crash.
-    let big = vec![b' '; 3 * 1024 * 1024];
+    let big = vec![b' '; antler_gateway::DEFAULT_MAX_BODY_BYTES + 1];
     let resp = app
         .client
         .post(app.url("/threads/search"))
@@ -353,6 +353,52 @@ async fn garbage_never_produces_a_5xx() -> anyhow::Result<()> {
     assert!(body["detail"].is_string());
     // The server is still healthy.
     assert_eq!(app.get("/ok").await?.status().as_u16(), 200);
+    Ok(())
+}
+
+/// `server.max_body_mb`: a body past the limit is a JSON 413 on every route and writes
+/// nothing; JSON nested deeper than the parser's limit (128) is a 422 before any handler.
+#[tokio::test]
+async fn oversized_and_too_deep_bodies_are_refused_and_write_nothing() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(|s| s.with_max_body_bytes(4096)).await?;
+    let padding = "x".repeat(5000);
+    for path in ["/threads", "/api/threads", "/threads/search", "/runs/wait"] {
+        let body = json!({"metadata": {"pad": padding}, "namespace": ["a"], "key": "k", "value": {"pad": padding}, "assistant_id": "echo"});
+        let resp = app.post_json(path, body).await?;
+        let (status, body) = json_of(resp).await?;
+        assert_eq!(status, 413, "{path}: {body}");
+        assert_eq!(body["detail"], json!("Request body too large"), "{path}");
+    }
+    let item = json!({"namespace": ["a"], "key": "k", "value": {"pad": padding}});
+    let resp = app
+        .client
+        .put(app.url("/store/items"))
+        .json(&item)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 413);
+    let fits = json!({"metadata": {"pad": "x".repeat(3000)}});
+    assert_eq!(
+        app.post_json("/threads", fits).await?.status().as_u16(),
+        200
+    );
+    let mut deep = json!("x");
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let (status, body) = json_of(
+        app.post_json("/threads", json!({"metadata": {"deep": deep}}))
+            .await?,
+    )
+    .await?;
+    assert_eq!(
+        (status, body["detail"].clone()),
+        (422, json!("Invalid JSON in request body"))
+    );
+    let (_, count) = json_of(app.post_json("/threads/count", json!({})).await?).await?;
+    assert_eq!(count, json!(1), "only the body that fits made a thread");
+    let (_, items) = json_of(app.post_json("/store/items/search", json!({})).await?).await?;
+    assert_eq!(items["items"], json!([]));
     Ok(())
 }
 

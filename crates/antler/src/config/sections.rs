@@ -83,6 +83,7 @@ struct Server {
     host: Option<Text>,
     port: Option<Int>,
     heartbeat_seconds: Option<Number>,
+    max_body_mb: Option<Number>,
 }
 
 impl Section for Server {
@@ -99,6 +100,12 @@ impl Section for Server {
                 bail!("config 'server.heartbeat_seconds' must be at least 0.1");
             }
             cfg.heartbeat = Duration::from_secs_f64(h);
+        }
+        if let Some(Number(mb)) = self.max_body_mb {
+            if !(0.001..=1024.0).contains(&mb) {
+                bail!("config 'server.max_body_mb' must be between 0.001 and 1024");
+            }
+            cfg.max_body_bytes = (mb * 1024.0 * 1024.0) as usize;
         }
         Ok(())
     }

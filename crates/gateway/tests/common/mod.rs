@@ -13,8 +13,13 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with(|state| state).await
+    }
+
+    /// A server whose state `configure` adjusts first (limits, intervals ...).
+    pub async fn spawn_with(configure: impl FnOnce(AppState) -> AppState) -> anyhow::Result<Self> {
         let graphs = Graphs::new(antler_graph::examples::all());
-        let state = AppState::in_memory(graphs)?;
+        let state = configure(AppState::in_memory(graphs)?);
         state.runtime.register_system_assistants().await?;
         let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
