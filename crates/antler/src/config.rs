@@ -362,6 +362,7 @@ mod tests {
             ("server:\n  port: abc\n", "server.port"),
             ("server:\n  max_body_mb: 0\n", "server.max_body_mb"),
             ("server:\n  max_body_mb: 4096\n", "server.max_body_mb"),
+            ("runs:\n  max_pending_runs: -1\n", "runs.max_pending_runs"),
             ("database:\n  backend: oracle\n", "database.backend"),
             (
                 "runs:\n  default_multitask_strategy: nope\n",

@@ -67,6 +67,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, detail)
     }
 
+    /// 429 with the given detail; the response asks to retry after [`RETRY_AFTER_SECONDS`].
+    pub fn too_many_requests(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, detail)
+    }
+
     /// 500 with the given detail (server-side failures only).
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
@@ -78,16 +83,30 @@ impl ApiError {
     }
 }
 
+/// The `Retry-After` of a 429 or 503 answer, in seconds.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, detail = %self.detail, "request failed");
         }
-        (
+        let retry = matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
+        let mut resp = (
             self.status,
             axum::Json(serde_json::json!({ "detail": self.detail })),
         )
-            .into_response()
+            .into_response();
+        if retry {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECONDS),
+            );
+        }
+        resp
     }
 }
 
@@ -366,6 +385,25 @@ mod tests {
     #[derive(Debug, Deserialize)]
     struct Body {
         limit: Option<i64>,
+    }
+
+    #[test]
+    fn overload_and_unavailable_answers_say_when_to_retry() {
+        for err in [
+            ApiError::too_many_requests("full"),
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "down"),
+        ] {
+            let status = err.status;
+            let resp = err.into_response();
+            assert_eq!(resp.status(), status);
+            assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "1");
+        }
+        let resp = ApiError::conflict("busy").into_response();
+        assert!(
+            resp.headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 
     #[test]

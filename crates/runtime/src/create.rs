@@ -75,6 +75,11 @@ impl Runtime {
         if self.shutdown.is_cancelled() {
             return Err(RuntimeError::ShuttingDown);
         }
+        let pending = self
+            .counters
+            .pending
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.check_pending(u64::try_from(pending).unwrap_or(0))?;
         let rt = self.clone();
         let (owner, thread_id) = (owner.to_string(), thread_id.map(str::to_string));
         let task = self.tracker.spawn(async move {
@@ -93,6 +98,7 @@ impl Runtime {
     ) -> Result<CreatedRun, RuntimeError> {
         let nr = self.resolve_new_run(owner, thread_id, &request).await?;
         if self.should_queue(&nr).await? {
+            self.check_pending(self.stores.runs.count_pending().await?)?;
             let mut run = self.build_run(&nr, &new_id(), &request);
             queue(&mut run, request.after_seconds);
             return self.enqueue_durable(&nr, run, request).await;
@@ -398,6 +404,16 @@ impl Runtime {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rt = self.clone();
         self.tracker.spawn(async move { rt.execute(job).await });
+    }
+
+    /// Refuses one more run when `pending` runs already wait (`max_pending_runs`).
+    fn check_pending(&self, pending: u64) -> Result<(), RuntimeError> {
+        match self.config.max_pending_runs {
+            Some(max) if pending >= max as u64 => Err(RuntimeError::Overloaded(format!(
+                "Too many runs waiting to start ({pending}, runs.max_pending_runs = {max}): retry later"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Whether this process may start one more run now (`max_concurrent_runs`).

@@ -16,13 +16,23 @@ use crate::{Graphs, RunCreate, RunResult, Runtime, RuntimeConfig};
 
 /// A runtime on SQLite in `dir` (its awaits really pend, unlike the memory store's).
 async fn runtime(dir: &std::path::Path, exclusive: bool) -> Arc<Runtime> {
+    runtime_with(dir, exclusive, |_| {}).await
+}
+
+/// [`runtime`] with its config adjusted by `configure`.
+async fn runtime_with(
+    dir: &std::path::Path,
+    exclusive: bool,
+    configure: impl FnOnce(&mut RuntimeConfig),
+) -> Arc<Runtime> {
     let bridge: Arc<dyn StreamBridge> =
         Arc::new(MemoryBridge::new(Default::default()).expect("memory bridge"));
-    let config = RuntimeConfig {
+    let mut config = RuntimeConfig {
         exclusive,
         poll_interval: Duration::from_millis(50),
         ..RuntimeConfig::default()
     };
+    configure(&mut config);
     let graphs = Graphs::new(antler_graph::examples::all());
     let stores = if exclusive {
         antler_store_sql::sqlite::open_sqlite_owned(dir).await
@@ -207,4 +217,74 @@ async fn a_stateless_run_gone_before_its_wait_still_answers_it() {
     };
     let messages = values.to_value()["messages"].clone();
     assert_eq!(messages[1]["content"], json!("echo: gone"), "{messages}");
+}
+
+/// `max_pending_runs`: with that many runs of this process waiting to start, one more create
+/// is refused (`Overloaded`, a 429 at the edge) and writes no row; once they have run, creates
+/// are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_past_max_pending_runs_are_refused_and_write_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime_with(dir.path(), true, |c| c.max_pending_runs = Some(2)).await;
+    let tid = uuid::Uuid::now_v7().to_string();
+    rt.stores()
+        .threads
+        .create(Owner("u"), Thread::new(&tid, Map::new()))
+        .await
+        .expect("thread");
+    let slow = || {
+        RunCreate::parse(
+            &json!({"assistant_id": "slow", "input": {"messages": [{"type": "human", "content": "go"}]}, "config": {"configurable": {"delay": 0.1}}}),
+        )
+        .expect("request")
+    };
+    let first = rt.create_run("u", Some(&tid), slow()).await.expect("first");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rt
+        .counters()
+        .pending
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let waiting = [
+        rt.create_run("u", Some(&tid), slow())
+            .await
+            .expect("second"),
+        rt.create_run("u", Some(&tid), slow()).await.expect("third"),
+    ];
+    let refused = rt.create_run("u", Some(&tid), slow()).await;
+    assert!(
+        matches!(&refused, Err(crate::RuntimeError::Overloaded(d)) if d.contains("max_pending_runs = 2")),
+        "{:?}",
+        refused.map(|c| c.run.run_id)
+    );
+    let query = RunListQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let rows = rt
+        .stores()
+        .runs
+        .list_by_thread(Owner("u"), ThreadId(&tid), &query)
+        .await;
+    assert_eq!(rows.expect("runs").len(), 3, "the refused run left no row");
+    for created in std::iter::once(&first).chain(&waiting) {
+        let waited = tokio::time::timeout(
+            Duration::from_secs(20),
+            rt.wait_run("u", &created.run.run_id),
+        );
+        let result = waited.await.expect("finished in time").expect("wait");
+        assert!(matches!(result, RunResult::Values(_)), "{result:?}");
+    }
+    settled(&rt, &tid, 0).await;
+    rt.create_run("u", Some(&tid), echo("again"))
+        .await
+        .expect("accepted again");
+    rt.shutdown().await;
 }

@@ -81,6 +81,9 @@ pub enum RuntimeError {
     /// 503: the server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// 429: this process holds `max_pending_runs` runs that have not started; retry later.
+    #[error("{0}")]
+    Overloaded(String),
     /// 500: storage failed.
     #[error("storage error: {0}")]
     Store(#[from] StoreError),
@@ -91,6 +94,9 @@ pub enum RuntimeError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// `runs.max_pending_runs`'s default.
+pub const DEFAULT_MAX_PENDING_RUNS: usize = 10_000;
 
 /// Options of the run kernel (section `runs:` of the config file).
 #[derive(Clone, Debug)]
@@ -126,6 +132,10 @@ pub struct RuntimeConfig {
     /// unbounded. A run created beyond it stays queued in the database (pending, no owner)
     /// until a replica with free capacity claims it.
     pub max_concurrent_runs: Option<usize>,
+    /// Most runs waiting to start (`runs.max_pending_runs`): runs accepted by this process
+    /// that wait for an earlier run of their thread, and beyond `max_concurrent_runs` the
+    /// database's queue. A create past it is refused (429) and writes nothing.
+    pub max_pending_runs: Option<usize>,
     /// How often the control loop reads cancel requests for this process's runs (made on
     /// other replicas) and claims queued runs (`runs.poll_interval_ms`).
     pub poll_interval: Duration,
@@ -147,6 +157,7 @@ impl Default for RuntimeConfig {
             recovery: Recovery::Resume,
             exclusive: true,
             max_concurrent_runs: None,
+            max_pending_runs: Some(DEFAULT_MAX_PENDING_RUNS),
             poll_interval: Duration::from_millis(500),
         }
     }

@@ -393,6 +393,7 @@ struct Runs {
     recovery: Option<Text>,
     lease_ttl_seconds: Option<Number>,
     max_concurrent_runs: Option<Int>,
+    max_pending_runs: Option<Int>,
     poll_interval_ms: Option<Int>,
 }
 
@@ -403,6 +404,11 @@ impl Section for Runs {
         if let Some(Int(n)) = self.max_concurrent_runs {
             let n = at_least_one("runs.max_concurrent_runs", n)?;
             rt.max_concurrent_runs = Some(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        if let Some(Int(n)) = self.max_pending_runs {
+            // 0 = unbounded
+            let n = within("runs.max_pending_runs", n, 0..=100_000_000, "")?;
+            rt.max_pending_runs = (n > 0).then(|| usize::try_from(n).unwrap_or(usize::MAX));
         }
         if let Some(Int(n)) = self.poll_interval_ms {
             let n = within("runs.poll_interval_ms", n, 10..=60_000, "")?;

@@ -117,9 +117,11 @@ fn extra_errors(method: &str, path: &str) -> &'static [u16] {
         ("POST", "/assistants" | "/threads") => &[409],
         ("DELETE", "/assistants/{assistant_id}") => &[409],
         ("POST", "/threads/{thread_id}/state") => &[409],
+        // run creates: a multitask `reject`, and `runs.max_pending_runs`
         ("POST", p) if p.starts_with("/threads/{thread_id}/runs") && !p.contains("{run_id}") => {
-            &[409]
+            &[409, 429]
         }
+        ("POST", "/runs" | "/runs/stream" | "/runs/wait" | "/runs/batch") => &[429],
         ("POST", "/threads/{thread_id}/runs/{run_id}/cancel")
         | ("DELETE", "/threads/{thread_id}/runs/{run_id}") => &[409],
         ("POST", "/v1/auth/login/local") => &[401, 403, 429],

@@ -156,6 +156,7 @@ pub(crate) fn rt_err(e: RuntimeError) -> ApiError {
         RuntimeError::Conflict(d) => ApiError::conflict(d),
         RuntimeError::Invalid(d) => ApiError::unprocessable(d),
         RuntimeError::BadRequest(d) => ApiError::bad_request(d),
+        RuntimeError::Overloaded(d) => ApiError::too_many_requests(d),
         RuntimeError::ShuttingDown => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down")
         }
