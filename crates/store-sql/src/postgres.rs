@@ -318,6 +318,28 @@ mod tests {
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
+    /// A server that cannot be reached answers in about [`UNREACHABLE_AFTER`], not after the
+    /// pool's whole acquire timeout (here an hour): reads, statements and transactions alike.
+    #[tokio::test]
+    async fn an_unreachable_server_fails_fast_and_transiently() {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_secs(3600))
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let db = Db::new(pool, Postgres);
+        let sql = Sql::new("SELECT 1 AS n");
+        let unreachable = |r: StoreResult<()>| match r {
+            Err(StoreError::Transient(m)) => m.contains("PostgreSQL unreachable"),
+            _ => false,
+        };
+        let read = tokio::time::timeout(std::time::Duration::from_secs(60), db.fetch_all(&sql));
+        assert!(unreachable(read.await.expect("answered").map(|_| ())));
+        let write = db.execute(crate::sql::WriteClass::Ack, &sql);
+        assert!(unreachable(write.await.map(|_| ())));
+        let tx = db.begin(crate::sql::WriteClass::Ack);
+        assert!(unreachable(tx.await.map(|_| ())));
+    }
+
     #[test]
     fn plain_keys_are_inlined_only_when_safe() {
         assert!(plain_key("graph_id"));

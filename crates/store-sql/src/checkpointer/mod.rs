@@ -503,7 +503,7 @@ impl<D: Dialect> Checkpointer for SqlCheckpointer<D> {
         self.db
             .retry(|| async {
                 let _write = self.db.lock(WriteClass::Background).await;
-                let mut conn = self.db.pool.acquire().await.map_err(D::map_err)?;
+                let mut conn = self.db.acquire().await?;
                 write::writes_in::<D>(
                     &mut conn,
                     thread_id,

@@ -90,7 +90,7 @@ impl<D: Dialect> FeedbackStore for SqlFeedbackStore<D> {
         self.db
             .retry(|| async {
                 let _write = self.db.lock(WriteClass::Background).await;
-                let mut conn = self.db.pool.acquire().await.map_err(D::map_err)?;
+                let mut conn = self.db.acquire().await?;
                 insert::<D>(&mut conn, &f).await
             })
             .await?;

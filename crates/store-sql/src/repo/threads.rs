@@ -224,7 +224,7 @@ impl<D: Dialect> ThreadStore for SqlThreadStore<D> {
             .retry(|| async {
                 // one statement, ahead of queued background writes (a client waits for it)
                 let _write = self.db.lock(WriteClass::Ack).await;
-                let mut conn = self.db.pool.acquire().await.map_err(D::map_err)?;
+                let mut conn = self.db.acquire().await?;
                 insert::<D>(&mut conn, &thread).await
             })
             .await?;

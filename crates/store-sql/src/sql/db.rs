@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use antler_store::{StoreError, StoreResult};
 
@@ -15,6 +16,13 @@ pub type Conn<D> = <<D as Dialect>::DB as sqlx::Database>::Connection;
 /// Prefix of transient errors that are not retried: the caller already waited (pool acquire
 /// timeout, statement timeout), and repeating it would multiply the wait.
 pub const NO_RETRY: &str = "timed out: ";
+
+/// How long a request waits for a connection before asking whether the database server is
+/// reachable at all (one probe connection, shared by every waiter for [`PROBE_FRESH`]): when
+/// it is not, the request answers at once instead of after the whole `pool_timeout`.
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(2);
+/// How long a probe's answer stands for later waiters.
+const PROBE_FRESH: Duration = Duration::from_secs(1);
 
 /// Who waits for a write: a client's acknowledgement (a new run or thread) goes before
 /// queued background writes on a database one process owns.
@@ -32,6 +40,8 @@ pub struct Db<D: Dialect> {
     /// No other pool or process writes this database (the server took its data directory's
     /// lock): what this process cached of its own writes needs no validation.
     pub owned: bool,
+    /// The last reachability probe: when, and whether the server answered.
+    probe: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
 }
 
 impl<D: Dialect> Clone for Db<D> {
@@ -41,6 +51,7 @@ impl<D: Dialect> Clone for Db<D> {
             dialect: self.dialect.clone(),
             write_lock: self.write_lock.clone(),
             owned: self.owned,
+            probe: self.probe.clone(),
         }
     }
 }
@@ -87,6 +98,7 @@ impl<D: Dialect> Db<D> {
             dialect,
             write_lock: Arc::new(WriteLock::default()),
             owned: false,
+            probe: Arc::default(),
         }
     }
 
@@ -143,14 +155,68 @@ impl<D: Dialect> Db<D> {
     }
 
     async fn open(&self, begin: &'static str, guard: Option<WriteGuard>) -> StoreResult<Tx<D>> {
-        let tx = self.pool.begin_with(begin).await.map_err(D::map_err)?;
+        let tx = self.connecting(self.pool.begin_with(begin)).await?;
         Ok(Tx { tx, _guard: guard })
+    }
+
+    /// A pooled connection (see [`Db::connecting`]).
+    pub async fn acquire(&self) -> StoreResult<sqlx::pool::PoolConnection<D::DB>> {
+        self.connecting(self.pool.acquire()).await
+    }
+
+    /// Awaits `get` (a pool acquire, or a transaction's begin). On a database server (not one
+    /// this process owns), when no connection came within [`UNREACHABLE_AFTER`] and a probe
+    /// connection cannot be opened either, the server is taken as down: a transient error (a
+    /// 503 at the edge) now rather than after `pool_timeout`. A pool that is only busy keeps
+    /// waiting.
+    async fn connecting<T>(
+        &self,
+        get: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> StoreResult<T> {
+        let mut get = std::pin::pin!(get);
+        if D::EXCLUSIVE {
+            return get.await.map_err(D::map_err);
+        }
+        match tokio::time::timeout(UNREACHABLE_AFTER, &mut get).await {
+            Ok(got) => got.map_err(D::map_err),
+            Err(_) if !self.reachable().await => Err(StoreError::Transient(format!(
+                "{NO_RETRY}{} unreachable: no connection could be opened",
+                D::NAME
+            ))),
+            Err(_) => get.await.map_err(D::map_err),
+        }
+    }
+
+    /// Whether the server accepts a new connection (one probe at a time, its answer shared
+    /// for [`PROBE_FRESH`]).
+    async fn reachable(&self) -> bool {
+        use sqlx::{ConnectOptions, Connection};
+        let mut last = self.probe.lock().await;
+        if let Some((at, ok)) = *last
+            && at.elapsed() < PROBE_FRESH
+        {
+            return ok;
+        }
+        let options = self.pool.connect_options();
+        let ok = match tokio::time::timeout(UNREACHABLE_AFTER, options.connect()).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(backend = D::NAME, error = %e, "database unreachable");
+                false
+            }
+            Err(_) => false,
+        };
+        *last = Some((Instant::now(), ok));
+        ok
     }
 
     /// Every row of a query, on a pooled connection, with retries.
     pub async fn fetch_all(&self, sql: &Sql) -> StoreResult<Vec<D::Row>> {
         self.retry(|| async {
-            let mut c = self.pool.acquire().await.map_err(D::map_err)?;
+            let mut c = self.acquire().await?;
             D::fetch_all(&mut c, sql).await
         })
         .await
@@ -159,7 +225,7 @@ impl<D: Dialect> Db<D> {
     /// The first row of a query, on a pooled connection, with retries.
     pub async fn fetch_optional(&self, sql: &Sql) -> StoreResult<Option<D::Row>> {
         self.retry(|| async {
-            let mut c = self.pool.acquire().await.map_err(D::map_err)?;
+            let mut c = self.acquire().await?;
             D::fetch_optional(&mut c, sql).await
         })
         .await
@@ -181,7 +247,7 @@ impl<D: Dialect> Db<D> {
     pub async fn execute(&self, class: WriteClass, sql: &Sql) -> StoreResult<u64> {
         self.retry(|| async {
             let _guard = self.lock(class).await;
-            let mut c = self.pool.acquire().await.map_err(D::map_err)?;
+            let mut c = self.acquire().await?;
             D::execute(&mut c, sql).await
         })
         .await

@@ -1,0 +1,166 @@
+"""A database outage while runs go on: PostgreSQL stopped under the server and started again.
+
+The test runs its own PostgreSQL (``initdb`` into a scratch directory, on a free port, as the
+``postgres`` user when run as root) so that stopping it touches nothing else, and an Antler on it.
+While the database is down, requests that need it must answer a JSON 503 within a bound (not hang
+for the pool's 30 s, not 500 with a driver message) and stateless runs, which need no database,
+keep working; when it is back the server recovers by itself, every run acknowledged before the
+outage is there exactly once, and a run caught in flight ends (`error`: its writes could not
+commit) instead of staying `running`. Outside CI a machine without PostgreSQL's server binaries
+skips; with ``CI=true`` it fails.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support import AntlerProcess, human
+
+pytestmark = pytest.mark.antler_only
+
+DOWN_BOUND_S = 10.0  # a request while the database is down answers within this
+RECOVERY_S = 60.0
+
+
+def unavailable(why: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why} and CI=true: the outage test must run in CI", pytrace=False)
+    pytest.skip(why)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivatePostgres:
+    """One PostgreSQL cluster in `root`, started and stopped with pg_ctl."""
+
+    def __init__(self, root: Path) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        initdb = shutil.which("initdb") or (bins[-1] if bins else None)
+        if initdb is None:
+            unavailable("PostgreSQL's initdb is not installed")
+        self.bin = Path(initdb).parent
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self.as_user = ["su", "postgres", "-c"] if os.geteuid() == 0 else None
+        if self.as_user:
+            shutil.chown(root, "postgres")
+        self._run(f"{self.bin}/initdb -D {self.data} -A trust -U postgres")
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, command: str) -> None:
+        argv = [*self.as_user, command] if self.as_user else ["sh", "-c", command]
+        subprocess.run(argv, check=True, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._run(f"{self.bin}/pg_ctl -D {self.data} -o '{opts}' -l {self.root}/pg.log -w start")
+
+    def stop(self) -> None:
+        self._run(f"{self.bin}/pg_ctl -D {self.data} -m fast -w stop")
+
+
+@pytest.fixture
+def postgres() -> Iterator[PrivatePostgres]:
+    if os.environ.get("ANTLER_TEST_URL"):
+        pytest.skip("needs its own Antler and database")
+    root = Path(tempfile.mkdtemp(prefix="antler-outage-pg-"))
+    pg = PrivatePostgres(root)
+    pg.start()
+    try:
+        yield pg
+    finally:
+        try:
+            pg.stop()
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_body(text: str = "hi") -> dict:
+    return {"assistant_id": "echo", "input": human(text)}
+
+
+def test_postgres_outage_answers_503_then_recovers_without_losing_runs(postgres: PrivatePostgres) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="antler-outage-"))
+    config = workdir / "config.yaml"
+    config.write_text(f'database:\n  backend: postgres\n  postgres_url: "{postgres.url}"\n')
+    server = AntlerProcess(workdir, ["--config", str(config), "--data-dir", str(workdir / "data")])
+    try:
+        url = server.start()
+        http = httpx.Client(base_url=url, timeout=60)
+        # acknowledged before the outage
+        done = []
+        for i in range(10):
+            tid = http.post("/threads", json={}).json()["thread_id"]
+            r = http.post(f"/threads/{tid}/runs/wait", json=wait_body(f"m{i}"))
+            assert r.status_code == 200, r.text
+            done.append(tid)
+        slow = {"assistant_id": "slow", "input": human("long"), "config": {"configurable": {"delay": 1.0}}}
+        caught = []
+        for _ in range(3):
+            tid = http.post("/threads", json={}).json()["thread_id"]
+            run = http.post(f"/threads/{tid}/runs", json=slow)
+            assert run.status_code == 200, run.text
+            caught.append((tid, run.json()["run_id"]))
+        time.sleep(0.5)
+
+        postgres.stop()
+        for method, path, body in [
+            ("GET", f"/threads/{done[0]}", None),
+            ("POST", "/threads", {}),
+            ("POST", "/threads/search", {}),
+            ("POST", f"/threads/{done[0]}/runs/wait", wait_body("during")),
+            ("GET", f"/threads/{done[0]}/state", None),
+        ]:
+            started = time.monotonic()
+            r = http.request(method, path, json=body)
+            took = time.monotonic() - started
+            assert r.status_code == 503, f"{method} {path}: {r.status_code} {r.text}"
+            assert "unavailable" in r.json()["detail"], r.text
+            assert r.headers.get("retry-after") == "1"
+            assert took < DOWN_BOUND_S, f"{method} {path} took {took:.1f} s"
+        # a stateless run needs no database
+        r = http.post("/runs/wait", json=wait_body("stateless"))
+        assert r.status_code == 200, r.text
+
+        postgres.start()
+        deadline = time.monotonic() + RECOVERY_S
+        while http.post("/threads/search", json={}).status_code != 200:
+            assert time.monotonic() < deadline, "the server did not recover"
+            time.sleep(0.2)
+
+        for i, tid in enumerate(done):
+            runs = http.get(f"/threads/{tid}/runs").json()
+            assert [r["status"] for r in runs] == ["success"], runs
+            messages = http.get(f"/threads/{tid}/state").json()["values"]["messages"]
+            assert [m["content"] for m in messages] == [f"m{i}", f"echo: m{i}"]
+        for tid, run_id in caught:
+            while (status := http.get(f"/threads/{tid}/runs/{run_id}").json()["status"]) in ("pending", "running"):
+                assert time.monotonic() < deadline, f"run {run_id} still {status}"
+                time.sleep(0.2)
+            assert status in ("success", "error"), status
+            assert http.get(f"/threads/{tid}").json()["status"] in ("idle", "error")
+        # the threads go on
+        r = http.post(f"/threads/{done[0]}/runs/wait", json=wait_body("after"))
+        assert r.status_code == 200, r.text
+        assert [m["content"] for m in r.json()["messages"]][-2:] == ["after", "echo: after"]
+        log = server.log_path.read_text(errors="replace")
+        assert "status=500" not in log, "a 500 was answered"
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
