@@ -199,6 +199,8 @@ def test_schemathesis_finds_nothing(backend: str, auth: str, workdir: Path) -> N
         cases = ElementTree.parse(report).getroot().iter("testcase")
         operations = {case.get("name") for case in cases}
         assert len(operations) >= 70, f"only {len(operations)} operations tested:\n{out[-4000:]}"
+        summary = [line.strip() for line in out.splitlines() if " generated, " in line]
+        print(f"schemathesis {backend}/auth {auth}, {SECONDS} s, seed {SEED}: {summary}, {len(operations)} operations")
         log = server.log_path.read_text(errors="replace")
         server_errors = [line for line in log.splitlines() if "request failed" in line]
         assert not server_errors, "\n".join(server_errors[:20])

@@ -736,7 +736,7 @@ async fn after_seconds_delays_the_start() {
 }
 
 #[tokio::test]
-async fn shutdown_interrupts_running_runs_and_ends_streams() {
+async fn shutdown_releases_running_runs_and_ends_streams() {
     let app = App::start_with(|c| c.runtime.shutdown_grace = Duration::from_secs(2)).await;
     let t = app.thread().await;
     let resp = app

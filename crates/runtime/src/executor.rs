@@ -52,6 +52,17 @@ enum Ending {
     TimedOut,
 }
 
+/// Why a run was let go: this process lost its lease.
+const FENCED: (&str, &str) = (
+    "LeaseLost",
+    "this server lost its run lease; another server resumes the run",
+);
+/// Why a run was let go: shutdown's grace ran out.
+const RELEASED: (&str, &str) = (
+    "ServerShutdown",
+    "this server shut down before the run ended; the next server resumes it",
+);
+
 /// The thread's state after a run.
 #[derive(Default)]
 struct FinalView {
@@ -187,6 +198,9 @@ impl Runtime {
         //    while waiting ends the run without executing it.
         let cancelled_early = self.wait_turn(&handle, prev, &request).await;
         self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+        if cancelled_early && self.released(&handle) {
+            return self.let_go(&handle, RELEASED);
+        }
         if cancelled_early {
             let action = handle.cancel_action().unwrap_or(CancelAction::Interrupt);
             self.finish_unstarted(&handle, &run, action).await;
@@ -204,6 +218,9 @@ impl Runtime {
             .drive(&handle, &run, &request, &graph_id, adopted, &plumbing)
             .await;
         self.counters.running.fetch_sub(1, Ordering::Relaxed);
+        if matches!(ending, Ending::Cancelled(CancelAction::Interrupt)) && self.released(&handle) {
+            return self.let_go(&handle, RELEASED);
+        }
         // 4. Finalize: row, thread, stream, webhook.
         self.conclude(&handle, &run, &request, ending, plumbing)
             .await;
@@ -272,6 +289,10 @@ impl Runtime {
                 // Deleted or already handled elsewhere: nothing to execute.
                 self.finish_unstarted(handle, run, CancelAction::Interrupt)
                     .await;
+                None
+            }
+            None if self.released(handle) => {
+                self.let_go(handle, RELEASED);
                 None
             }
             None => {
@@ -424,15 +445,8 @@ impl Runtime {
     ) {
         let ephemeral = handle.ephemeral;
         if !ephemeral && !self.lease.valid() {
-            // Fenced: another process may own the run by now. Write nothing; it resumes the
-            // run from the last checkpoint we committed.
-            self.forget(handle);
-            self.counters.finished.fetch_add(1, Ordering::Relaxed);
-            handle.done.send_replace(Some(RunResult::Error {
-                kind: "LeaseLost".into(),
-                message: "this server lost its run lease; another server resumes the run".into(),
-            }));
-            return;
+            // Fenced: another process may own the run by now.
+            return self.let_go(handle, FENCED);
         }
         let result = self.finalize(handle, run, ending, &plumbing).await;
         let thread_stream = self.thread_stream_of(handle, run);
@@ -447,6 +461,23 @@ impl Runtime {
         self.forget(handle);
         self.counters.finished.fetch_add(1, Ordering::Relaxed);
         handle.done.send_replace(Some(result));
+    }
+
+    /// Whether the run stopped because shutdown's grace ran out (not by a cancel request): a
+    /// durable run is then released, not ended.
+    fn released(&self, handle: &RunHandle) -> bool {
+        !handle.ephemeral && handle.cancel_action().is_none() && self.stop_runs.is_cancelled()
+    }
+
+    /// Lets go of a run without writing anything more: another server (or this one after a
+    /// restart) resumes it from the last checkpoint committed. Its waiters here get `why`.
+    fn let_go(&self, handle: &Arc<RunHandle>, (kind, message): (&str, &str)) {
+        self.forget(handle);
+        self.counters.finished.fetch_add(1, Ordering::Relaxed);
+        handle.done.send_replace(Some(RunResult::Error {
+            kind: kind.into(),
+            message: message.into(),
+        }));
     }
 
     /// Claims the run for this process (its start ops, committed through the queue so that

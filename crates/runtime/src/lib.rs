@@ -95,6 +95,9 @@ pub enum RuntimeError {
     Internal(String),
 }
 
+/// How long shutdown waits, after its grace, for the runs it stopped to let go.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
 /// `runs.max_pending_runs`'s default.
 pub const DEFAULT_MAX_PENDING_RUNS: usize = 10_000;
 
@@ -267,6 +270,9 @@ pub struct Runtime {
     live: Mutex<Registry>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Cancelled when shutdown's grace is over: every run still going stops at its next await
+    /// and is released for the next server to resume (each run's cancel token is a child).
+    stop_runs: CancellationToken,
     /// The webhook client, built on the first webhook (a TLS client loads the system's root
     /// certificates: megabytes a server without webhooks does not need).
     http: std::sync::OnceLock<reqwest::Client>,
@@ -343,6 +349,7 @@ impl Runtime {
             live: Mutex::new(Registry::default()),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            stop_runs: CancellationToken::new(),
             http: std::sync::OnceLock::new(),
             counters: Counters::default(),
             system_assistants: parking_lot::RwLock::new(HashMap::new()),
@@ -854,8 +861,33 @@ impl Runtime {
         self.shutdown.cancel();
         self.deregister_replica().await;
         self.tracker.close();
-        let _ = tokio::time::timeout(self.config.shutdown_grace, self.tracker.wait()).await;
+        let grace = self.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            self.stop_runs.cancel();
+            let _ = tokio::time::timeout(STOP_BOUND, self.tracker.wait()).await;
+            self.release_leases().await;
+        }
         self.bridge.close().await;
+    }
+
+    /// The runs this process still holds become adoptable at once on a shared database
+    /// (their leases end now instead of `lease_ttl` after the last heartbeat).
+    async fn release_leases(&self) {
+        if self.config.exclusive {
+            return;
+        }
+        let now = antler_store::time::now();
+        if let Err(e) = self
+            .stores
+            .runs
+            .renew_leases(&self.lease.worker_id, now)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot release the leases of stopped runs");
+        }
     }
 
     /// A token cancelled when shutdown starts (SSE streams end on it).
@@ -882,7 +914,7 @@ impl Runtime {
             ephemeral,
             thread_id: thread_id.to_string(),
             owner: owner.to_string(),
-            cancel: self.shutdown.child_token(),
+            cancel: self.stop_runs.child_token(),
             action: Mutex::new(None),
             done: watch::channel(None).0,
         })

@@ -569,3 +569,68 @@ async fn runs_left_queued_by_an_earlier_process_all_run_after_a_restart() {
     );
     b.shutdown().await;
 }
+
+/// Shutdown's grace runs out while a run is mid-way: the run is released, not ended, and
+/// another replica adopts it and finishes it from its last checkpoint, each step once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_still_going_at_shutdown_is_released_and_finished_by_another_replica() {
+    let stores = Stores::memory();
+    let bridge: Arc<dyn StreamBridge> =
+        Arc::new(MemoryBridge::new(Default::default()).expect("bridge"));
+    let short = |grace: f64| RuntimeConfig {
+        lease_ttl: Duration::from_secs(3),
+        shutdown_grace: Duration::from_secs_f64(grace),
+        ..config(None)
+    };
+    let mut rs = Vec::new();
+    for grace in [0.2, 5.0] {
+        let rt = Runtime::new(stores.clone(), graphs(), bridge.clone(), short(grace));
+        rt.register_system_assistants().await.expect("assistants");
+        rt.start_durability().await;
+        rs.push(rt);
+    }
+    let (a, b) = (&rs[0], &rs[1]);
+    let tid = thread(a).await;
+    let created = a
+        .create_run("u", Some(&tid), request("slow", 0.6, "go"))
+        .await
+        .expect("create");
+    let run_id = created.run.run_id.clone();
+    wait_status(a, &run_id, RunStatus::Running, 10).await;
+    tokio::time::sleep(Duration::from_millis(800)).await; // step 1 committed, step 2 going
+    a.shutdown().await;
+    assert_eq!(a.live_count(), 0);
+    let run = b.get_run_any("u", &run_id).await.expect("run");
+    assert!(
+        run.status.is_active(),
+        "released, not ended: {:?}",
+        run.status
+    );
+    wait_status(b, &run_id, RunStatus::Success, 20).await;
+    let state = b
+        .stores()
+        .checkpointer("u")
+        .get_tuple(&tid, "", None)
+        .await
+        .expect("state");
+    let values = state
+        .map(|t| t.checkpoint.channel_values)
+        .unwrap_or_default();
+    let texts: Vec<Value> = values
+        .get("messages")
+        .and_then(|m| m.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            json!("go"),
+            json!("step 1"),
+            json!("step 2"),
+            json!("step 3")
+        ]
+    );
+    b.shutdown().await;
+}
