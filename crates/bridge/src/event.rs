@@ -86,6 +86,26 @@ pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any `Last-Event-ID` a client sends parses or is `None`; never a panic.
+        #[test]
+        fn any_last_event_id_parses_or_is_refused(id in any::<String>(), near in "[0-9-]{0,30}") {
+            for s in [&id, &near] {
+                if let Some((ms, seq)) = parse_event_id(s) {
+                    prop_assert_eq!(parse_event_id(&format_event_id(ms, seq)), Some((ms, seq)));
+                }
+            }
+        }
+
+        #[test]
+        fn every_id_round_trips(ms in any::<u64>(), seq in any::<u64>()) {
+            prop_assert_eq!(parse_event_id(&format_event_id(ms, seq)), Some((ms, seq)));
+        }
+    }
 
     #[test]
     fn event_ids_round_trip() {

@@ -480,7 +480,87 @@ impl RunCreate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// JSON whose object keys are mostly the body's real fields, at any depth.
+    fn body_like() -> impl Strategy<Value = Value> {
+        let field = prop_oneof![
+            Just("assistant_id"),
+            Just("input"),
+            Just("command"),
+            Just("config"),
+            Just("configurable"),
+            Just("recursion_limit"),
+            Just("context"),
+            Just("metadata"),
+            Just("stream_mode"),
+            Just("stream_subgraphs"),
+            Just("interrupt_before"),
+            Just("interrupt_after"),
+            Just("multitask_strategy"),
+            Just("on_disconnect"),
+            Just("on_completion"),
+            Just("after_seconds"),
+            Just("checkpoint"),
+            Just("checkpoint_id"),
+            Just("webhook"),
+            Just("if_not_exists"),
+            Just("resume"),
+            Just("goto"),
+            Just("update"),
+            Just("durability"),
+            Just("feedback_keys"),
+            Just("messages"),
+            Just("thread_id"),
+            Just("x"),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            prop_oneof![
+                Just("echo"),
+                Just("values"),
+                Just("*"),
+                Just(""),
+                Just("reject"),
+                Just("updates"),
+                Just("-1"),
+                Just("1e999")
+            ]
+            .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(field.clone(), inner, 0..6).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any body a client sends is a run request or a 422 naming what is wrong; never a
+        /// panic and never another kind of error.
+        #[test]
+        fn any_body_parses_or_is_invalid(mut body in body_like(), graph in any::<bool>()) {
+            if graph && let Value::Object(m) = &mut body {
+                m.insert("assistant_id".into(), json!("echo"));
+            }
+            match RunCreate::parse(&body) {
+                Ok(_) | Err(RuntimeError::Invalid(_)) => {}
+                Err(e) => prop_assert!(false, "{e:?}"),
+            }
+        }
+    }
 
     #[test]
     fn parses_defaults() {

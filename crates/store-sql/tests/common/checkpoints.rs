@@ -450,3 +450,106 @@ pub async fn echo_runs_match_the_memory_checkpointer_and_use_deltas<B: Backend>(
     );
     sql.delete_thread(thread).await.unwrap();
 }
+
+// ------------------------------------------------------------------------ hostile values
+
+/// Any JSON: strings of any characters (escapes, control characters, astral planes, NUL),
+/// doubles at the edges of their range, 64-bit integers, nesting.
+fn hostile_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        prop_oneof![
+            Just(f64::MAX),
+            Just(f64::MIN_POSITIVE),
+            Just(5e-324),
+            Just(-0.0)
+        ]
+        .prop_map(Value::from),
+        any::<String>().prop_map(Value::String),
+        "[\\\\\"\\u{0}-\\u{1f}\\u{7f}\u{2028}\u{fffd}\u{1f600}ab]{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            proptest::collection::btree_map(any::<String>(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// The stored-JSON readers on hostile values: a list of any JSON values written as a
+/// checkpoint channel, and as a thread's metadata, reads back equal, or the write is refused
+/// as invalid input (PostgreSQL's `jsonb` has no NUL in strings); never a storage error, never
+/// a row that does not read back (64 proptest cases).
+pub async fn hostile_json_reads_back_as_written_or_is_refused<B: Backend>(b: &B) {
+    use antler_store::{Owner, StoreError, Thread, ThreadId};
+    use proptest::test_runner::{Config, TestRunner};
+    let cp = b.checkpointer().await;
+    let stores = b.open().await;
+    let handle = tokio::runtime::Handle::current();
+    let owner = format!("o-{}", uid());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut runner = TestRunner::new(Config {
+            cases: 64,
+            ..Config::default()
+        });
+        let input = proptest::collection::vec(hostile_json(), 0..4);
+        runner.run(&input, |values| {
+            handle.block_on(async {
+                let t = format!("t-{}", uid());
+                let list = ChannelValue::from_value(Value::Array(values.clone()), true);
+                let mut c = Checkpoint {
+                    id: antler_graph::new_checkpoint_id(1),
+                    ts: antler_graph::now_ts(),
+                    ..Default::default()
+                };
+                c.channel_versions.insert("messages".into(), 1);
+                let channels = BTreeMap::from([("messages".to_string(), list)]);
+                let versions = BTreeMap::from([("messages".to_string(), 1)]);
+                let put = cp
+                    .put_shared(&t, "", None, &c, &channels, &meta("r", 0), &versions)
+                    .await;
+                match put {
+                    Ok(_) => assert_eq!(
+                        messages_at(cp.as_ref(), &t, None).await,
+                        Value::Array(values.clone())
+                    ),
+                    Err(e) => assert!(e.to_string().contains("refused"), "checkpoint write: {e}"),
+                }
+                let metadata: Map<String, Value> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("k{i}"), v.clone()))
+                    .collect();
+                let thread = Thread::new(t.clone(), metadata.clone());
+                match stores.threads.create(Owner(&owner), thread).await {
+                    Ok(_) => {
+                        let back = stores.threads.get(Owner(&owner), ThreadId(&t)).await;
+                        let back = back.expect("get").expect("thread");
+                        assert_eq!(back.metadata, metadata);
+                        stores
+                            .threads
+                            .delete(Owner(&owner), ThreadId(&t))
+                            .await
+                            .expect("delete");
+                    }
+                    Err(StoreError::InvalidArgument(_)) => {}
+                    Err(e) => panic!("thread create: {e}"),
+                }
+            });
+            Ok(())
+        })
+    })
+    .await;
+    match outcome {
+        Ok(result) => result.unwrap(),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

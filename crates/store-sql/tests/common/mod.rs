@@ -86,6 +86,7 @@ macro_rules! sql_suite {
             a_retried_event_append_stores_each_event_once,
             a_thread_copy_commits_whole_or_not_at_all,
             a_row_that_does_not_decode_leaves_listings_working,
+            hostile_json_reads_back_as_written_or_is_refused,
             data_survives_reconnect,
         );
     };
