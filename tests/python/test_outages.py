@@ -1,4 +1,5 @@
-"""A database outage while runs go on: PostgreSQL stopped under the server and started again.
+"""Outages while runs go on: PostgreSQL, and the Redis stream bridge, stopped under the server
+and started again.
 
 The test runs its own PostgreSQL (``initdb`` into a scratch directory, on a free port, as the
 ``postgres`` user when run as root) so that stopping it touches nothing else, and an Antler on it.
@@ -6,8 +7,10 @@ While the database is down, requests that need it must answer a JSON 503 within 
 for the pool's 30 s, not 500 with a driver message) and stateless runs, which need no database,
 keep working; when it is back the server recovers by itself, every run acknowledged before the
 outage is there exactly once, and a run caught in flight ends (`error`: its writes could not
-commit) instead of staying `running`. Outside CI a machine without PostgreSQL's server binaries
-skips; with ``CI=true`` it fails.
+commit) instead of staying `running`. With Redis (the stream bridge) down, a streamed run is a
+JSON 503, a run waited for still runs and is stored (its events cannot be streamed), and
+streaming works again once Redis is back. Outside CI a machine without PostgreSQL's or Redis'
+server binaries skips; with ``CI=true`` it fails.
 """
 
 from __future__ import annotations
@@ -161,6 +164,113 @@ def test_postgres_outage_answers_503_then_recovers_without_losing_runs(postgres:
         assert [m["content"] for m in r.json()["messages"]][-2:] == ["after", "echo: after"]
         log = server.log_path.read_text(errors="replace")
         assert "status=500" not in log, "a 500 was answered"
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class PrivateRedis:
+    """One redis-server on a free port, keeping nothing on disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.exe = shutil.which("redis-server")
+        if self.exe is None:
+            unavailable("redis-server is not installed")
+        self.root = root
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                str(self.exe),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def redis() -> Iterator[PrivateRedis]:
+    if os.environ.get("ANTLER_TEST_URL"):
+        pytest.skip("needs its own Antler and Redis")
+    root = Path(tempfile.mkdtemp(prefix="antler-outage-redis-"))
+    server = PrivateRedis(root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_redis_outage_refuses_streams_keeps_runs_and_recovers(redis: PrivateRedis) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="antler-outage-"))
+    config = workdir / "config.yaml"
+    config.write_text(f'stream_bridge:\n  type: redis\n  redis_url: "{redis.url}"\n')
+    server = AntlerProcess(workdir, ["--config", str(config), "--data-dir", str(workdir / "data")])
+    try:
+        url = server.start()
+        http = httpx.Client(base_url=url, timeout=60)
+        tid = http.post("/threads", json={}).json()["thread_id"]
+        assert http.post(f"/threads/{tid}/runs/wait", json=wait_body("before")).status_code == 200
+
+        redis.stop()
+        started = time.monotonic()
+        r = http.post(f"/threads/{tid}/runs/stream", json=wait_body("streamed"))
+        assert r.status_code == 503, r.text
+        assert r.json()["detail"].startswith("Stream bridge unavailable"), r.text
+        assert time.monotonic() - started < DOWN_BOUND_S
+        r = http.post(f"/threads/{tid}/runs/wait", json=wait_body("waited"))
+        assert r.status_code == 200, r.text
+        assert [m["content"] for m in r.json()["messages"]][-2:] == ["waited", "echo: waited"]
+        assert http.post("/threads/search", json={}).status_code == 200
+
+        redis.start()
+        deadline = time.monotonic() + RECOVERY_S
+        while True:
+            with http.stream("POST", f"/threads/{tid}/runs/stream", json=wait_body("after")) as r:
+                if r.status_code == 200:
+                    events = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
+                    break
+            assert time.monotonic() < deadline, "streaming did not come back"
+            time.sleep(0.2)
+        assert events[0] == "metadata" and "values" in events, events
+        messages = http.get(f"/threads/{tid}/state").json()["values"]["messages"]
+        assert [m["content"] for m in messages] == [
+            "before",
+            "echo: before",
+            "waited",
+            "echo: waited",
+            "after",
+            "echo: after",
+        ]
+        assert "status=500" not in server.log_path.read_text(errors="replace"), "a 500 was answered"
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -125,6 +125,12 @@ pub trait StreamBridge: Send + Sync + 'static {
     /// Current counters.
     fn stats(&self) -> BridgeStats;
 
+    /// Whether the bridge can carry a new stream now (the Redis bridge asks its server): a
+    /// streamed run is refused before it is created, not after, when it cannot.
+    async fn ready(&self) -> Result<(), BridgeError> {
+        Ok(())
+    }
+
     /// Nudges the control loop of replica `target` (`None`: of every replica): a best-effort,
     /// non-durable wake-up over the bridge's transport (Redis pub/sub). What it is about (a
     /// cancel request, a queued run) is recorded durably first, so a lost nudge only costs the

@@ -1265,6 +1265,10 @@ impl StreamBridge for RedisBridge {
         }
     }
 
+    async fn ready(&self) -> Result<(), BridgeError> {
+        self.inner.query(&redis::cmd("PING")).await.map(|_| ())
+    }
+
     async fn exists(&self, stream_id: &str) -> bool {
         let mut cmd = redis::cmd("EXISTS");
         cmd.arg(self.inner.key(stream_id));

@@ -280,6 +280,7 @@ async fn create_stream(
 ) -> ApiResult<Response> {
     let owner = caller.owner();
     let _ = headers;
+    bridge_ready(&st).await?;
     let created = create(&st, owner, Some(&thread_id), body).await?;
     stream_created(&st, owner, Some(&thread_id), created).await
 }
@@ -290,8 +291,26 @@ async fn stateless_stream(
     LenientJson(body): LenientJson<Value>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
+    bridge_ready(&st).await?;
     let created = create(&st, owner, None, body).await?;
     stream_created(&st, owner, None, created).await
+}
+
+/// A run to be streamed is refused (503, nothing created) when the stream bridge cannot
+/// carry its stream.
+async fn bridge_ready(st: &AppState) -> ApiResult<()> {
+    st.runtime
+        .bridge()
+        .ready()
+        .await
+        .map_err(bridge_unavailable)
+}
+
+fn bridge_unavailable(e: antler_bridge::BridgeError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("Stream bridge unavailable: {e}"),
+    )
 }
 
 async fn stream_created(
@@ -836,7 +855,7 @@ async fn sse_body(
         .bridge()
         .subscribe(stream_id, last_event_id)
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(bridge_unavailable)?;
     let guard = DisconnectGuard::new(rt.clone(), owner, cancel_on_disconnect);
     let shutdown = rt.shutdown_token();
     let heartbeat = st.heartbeat_interval;
