@@ -1,8 +1,9 @@
-"""Outages while runs go on: PostgreSQL, and the Redis stream bridge, stopped under the server
-and started again.
+"""Outages while runs go on: PostgreSQL, MySQL (MariaDB) and the Redis stream bridge, each stopped
+under the server and started again.
 
-The test runs its own PostgreSQL (``initdb`` into a scratch directory, on a free port, as the
-``postgres`` user when run as root) so that stopping it touches nothing else, and an Antler on it.
+Each test runs its own server (PostgreSQL by ``initdb`` as the ``postgres`` user when run as
+root, MariaDB by ``mariadb-install-db``, Redis; scratch directories, free ports) so that stopping
+it touches nothing else, and an Antler on it.
 While the database is down, requests that need it must answer a JSON 503 within a bound (not hang
 for the pool's 30 s, not 500 with a driver message) and stateless runs, which need no database,
 keep working; when it is back the server recovers by itself, every run acknowledged before the
@@ -77,18 +78,86 @@ class PrivatePostgres:
         self._run(f"{self.bin}/pg_ctl -D {self.data} -m fast -w stop")
 
 
-@pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
+class PrivateMariaDB:
+    """One MariaDB server in `root` (mariadb-install-db, then mariadbd on a free port)."""
+
+    def __init__(self, root: Path) -> None:
+        install = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+        self.exe = shutil.which("mariadbd") or shutil.which("mysqld") or "/usr/sbin/mariadbd"
+        if install is None or not Path(self.exe).exists():
+            unavailable("MariaDB's server binaries are not installed")
+        self.root = root
+        self.port = free_port()
+        user = ["--user=root"] if os.geteuid() == 0 else []
+        subprocess.run(
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={root / 'data'}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                *user,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        self.user = user
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"mysql://root@127.0.0.1:{self.port}/antler"
+        self.created = False
+
+    def start(self) -> None:
+        log = open(self.root / "mariadb.log", "ab")  # noqa: SIM115 (kept open by the child)
+        self.proc = subprocess.Popen(
+            [
+                self.exe,
+                "--no-defaults",
+                f"--datadir={self.root / 'data'}",
+                f"--port={self.port}",
+                f"--socket={self.root / 'sock'}",
+                "--bind-address=127.0.0.1",
+                *self.user,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "mariadbd did not start"
+                time.sleep(0.1)
+        if not self.created:
+            client = shutil.which("mariadb") or shutil.which("mysql") or "mysql"
+            sql = "CREATE DATABASE IF NOT EXISTS antler"
+            subprocess.run(
+                [client, "-h127.0.0.1", f"-P{self.port}", "-uroot", "-e", sql], check=True, capture_output=True
+            )
+            self.created = True
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+def database(request: pytest.FixtureRequest) -> Iterator[PrivatePostgres | PrivateMariaDB]:
     if os.environ.get("ANTLER_TEST_URL"):
         pytest.skip("needs its own Antler and database")
-    root = Path(tempfile.mkdtemp(prefix="antler-outage-pg-"))
-    pg = PrivatePostgres(root)
-    pg.start()
+    root = Path(tempfile.mkdtemp(prefix=f"antler-outage-{request.param}-"))
+    db = PrivatePostgres(root) if request.param == "postgres" else PrivateMariaDB(root)
+    db.start()
     try:
-        yield pg
+        yield db
     finally:
         try:
-            pg.stop()
+            db.stop()
         except subprocess.CalledProcessError:
             pass
         shutil.rmtree(root, ignore_errors=True)
@@ -98,10 +167,13 @@ def wait_body(text: str = "hi") -> dict:
     return {"assistant_id": "echo", "input": human(text)}
 
 
-def test_postgres_outage_answers_503_then_recovers_without_losing_runs(postgres: PrivatePostgres) -> None:
+def test_database_outage_answers_503_then_recovers_without_losing_runs(
+    database: PrivatePostgres | PrivateMariaDB,
+) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="antler-outage-"))
     config = workdir / "config.yaml"
-    config.write_text(f'database:\n  backend: postgres\n  postgres_url: "{postgres.url}"\n')
+    kind = "postgres" if isinstance(database, PrivatePostgres) else "mysql"
+    config.write_text(f'database:\n  backend: {kind}\n  {kind}_url: "{database.url}"\n')
     server = AntlerProcess(workdir, ["--config", str(config), "--data-dir", str(workdir / "data")])
     try:
         url = server.start()
@@ -122,7 +194,7 @@ def test_postgres_outage_answers_503_then_recovers_without_losing_runs(postgres:
             caught.append((tid, run.json()["run_id"]))
         time.sleep(0.5)
 
-        postgres.stop()
+        database.stop()
         for method, path, body in [
             ("GET", f"/threads/{done[0]}", None),
             ("POST", "/threads", {}),
@@ -141,7 +213,7 @@ def test_postgres_outage_answers_503_then_recovers_without_losing_runs(postgres:
         r = http.post("/runs/wait", json=wait_body("stateless"))
         assert r.status_code == 200, r.text
 
-        postgres.start()
+        database.start()
         deadline = time.monotonic() + RECOVERY_S
         while http.post("/threads/search", json={}).status_code != 200:
             assert time.monotonic() < deadline, "the server did not recover"
