@@ -98,6 +98,9 @@ pub struct Config {
     pub heartbeat: Duration,
     /// `server.max_body_mb`, in bytes: the largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// `server.header_timeout_seconds`: a client has this long to send a request's line and
+    /// headers, else its connection is closed.
+    pub header_timeout: Duration,
     /// Storage backend.
     pub backend: Backend,
     /// Directory of the SQLite database.
@@ -143,6 +146,7 @@ impl Default for Config {
             port: 8123,
             heartbeat: Duration::from_secs(15),
             max_body_bytes: antler_gateway::DEFAULT_MAX_BODY_BYTES,
+            header_timeout: Duration::from_secs(30),
             backend: Backend::Sqlite,
             sqlite_dir: PathBuf::from(".antler"),
             postgres_url: None,

@@ -3,6 +3,7 @@
 //! end-to-end tests call [`start`] with port 0.
 
 pub mod config;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -559,26 +560,13 @@ pub async fn start(cfg: Config) -> Result<Server> {
     let startup = started.elapsed();
     tracing::info!(%addr, ready_ms = startup.as_millis() as u64, "antler ready");
 
-    // Shutdown order: (1) a signal arrives; (2) the runtime stops accepting runs, cancels the
-    // running ones at their next await (bounded by shutdown_grace) and closes the bridge, which
-    // ends every SSE stream; (3) axum stops accepting and drains connections, bounded by a hard
-    // deadline so a stuck client cannot hold the process.
+    // Shutdown order: (1) a signal arrives; (2) the runtime stops accepting runs (503), ends
+    // every SSE stream, gives running runs shutdown_grace and releases the rest, and closes
+    // the bridge; (3) the accept loop stops and connections drain, bounded by a hard deadline
+    // so a stuck client cannot hold the process.
     let shutdown_rt = runtime.clone();
     let token = runtime.shutdown_token();
-    // Connect info: the login lockout keys failures by client address.
-    // TCP_NODELAY: responses are written in several pieces (headers, then SSE frames or the
-    // `/wait` body); with Nagle's algorithm on, the second piece waits for the client's delayed
-    // ACK (~40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = serve::serve(listener, app, cfg.header_timeout, async move {
         token.cancelled().await;
         tracing::info!("shutting down");
         shutdown_rt.shutdown().await;
@@ -589,7 +577,7 @@ pub async fn start(cfg: Config) -> Result<Server> {
         // held until the server has stopped
         let _data_dir_lock = data_dir_lock;
         tokio::select! {
-            r = server => r.context("server error")?,
+            () = server => {}
             _ = async {
                 shutdown_token.cancelled().await;
                 tokio::time::sleep(deadline).await;

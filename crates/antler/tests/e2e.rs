@@ -735,6 +735,41 @@ async fn after_seconds_delays_the_start() {
     app.stop().await;
 }
 
+/// A client that sends its headers slower than `server.header_timeout_seconds` is
+/// disconnected (slowloris); one that is on time, and an SSE stream that lasts longer than the
+/// timeout, are served as usual.
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_long_streams_are_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = App::start_with(|c| c.header_timeout = Duration::from_millis(500)).await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "a client stuck in its headers was never disconnected"
+    );
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "{buf:?}");
+    // a stream outlives the header timeout
+    let t = app.thread().await;
+    let resp = app
+        .http
+        .post(app.u(&format!("/threads/{t}/runs/stream")))
+        .json(&json!({"assistant_id": "slow", "input": human("go"),
+                      "config": {"configurable": {"delay": 0.6}}, "stream_mode": "custom"}))
+        .send()
+        .await
+        .unwrap();
+    let body = resp.text().await.unwrap();
+    assert_eq!(body.matches("event: custom").count(), 6, "{body}");
+    let (status, _) = app.get("/ok").await;
+    assert_eq!(status, 200);
+}
+
 #[tokio::test]
 async fn shutdown_releases_running_runs_and_ends_streams() {
     let app = App::start_with(|c| c.runtime.shutdown_grace = Duration::from_secs(2)).await;

@@ -84,6 +84,7 @@ struct Server {
     port: Option<Int>,
     heartbeat_seconds: Option<Number>,
     max_body_mb: Option<Number>,
+    header_timeout_seconds: Option<Number>,
 }
 
 impl Section for Server {
@@ -106,6 +107,12 @@ impl Section for Server {
                 bail!("config 'server.max_body_mb' must be between 0.001 and 1024");
             }
             cfg.max_body_bytes = (mb * 1024.0 * 1024.0) as usize;
+        }
+        if let Some(Number(t)) = self.header_timeout_seconds {
+            if !(0.1..=3600.0).contains(&t) {
+                bail!("config 'server.header_timeout_seconds' must be between 0.1 and 3600");
+            }
+            cfg.header_timeout = Duration::from_secs_f64(t);
         }
         Ok(())
     }
