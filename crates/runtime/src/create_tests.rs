@@ -234,7 +234,7 @@ async fn creates_past_max_pending_runs_are_refused_and_write_nothing() {
         .expect("thread");
     let slow = || {
         RunCreate::parse(
-            &json!({"assistant_id": "slow", "input": {"messages": [{"type": "human", "content": "go"}]}, "config": {"configurable": {"delay": 0.1}}}),
+            &json!({"assistant_id": "slow", "input": {"messages": [{"type": "human", "content": "go"}]}, "config": {"configurable": {"delay": 0.5}}}),
         )
         .expect("request")
     };
