@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,18 @@ def database(request: pytest.FixtureRequest) -> Iterator[PrivatePostgres | Priva
         shutil.rmtree(root, ignore_errors=True)
 
 
+def stream_events(url: str, path: str, out: list[str]) -> None:
+    """The SSE event names of a join stream until the server ends it (`<closed>` if it ends
+    without a final event)."""
+    with httpx.stream("GET", url + path, timeout=httpx.Timeout(120, read=60)) as r:
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                out.append(line[7:])
+                if out[-1] in ("error", "end"):
+                    return
+    out.append("<closed>")
+
+
 def wait_body(text: str = "hi") -> dict:
     return {"assistant_id": "echo", "input": human(text)}
 
@@ -192,6 +205,14 @@ def test_database_outage_answers_503_then_recovers_without_losing_runs(
             run = http.post(f"/threads/{tid}/runs", json=slow)
             assert run.status_code == 200, run.text
             caught.append((tid, run.json()["run_id"]))
+        # clients stream the runs caught by the outage
+        streams: list[list[str]] = [[] for _ in caught]
+        readers = [
+            threading.Thread(target=stream_events, args=(url, f"/threads/{tid}/runs/{rid}/stream", out))
+            for (tid, rid), out in zip(caught, streams, strict=True)
+        ]
+        for reader in readers:
+            reader.start()
         time.sleep(0.5)
 
         database.stop()
@@ -212,6 +233,12 @@ def test_database_outage_answers_503_then_recovers_without_losing_runs(
         # a stateless run needs no database
         r = http.post("/runs/wait", json=wait_body("stateless"))
         assert r.status_code == 200, r.text
+        # every stream of a run caught by the outage ends, with the run's error, while the
+        # database is still down: no client hangs on it
+        for reader, events in zip(readers, streams, strict=True):
+            reader.join(timeout=RECOVERY_S)
+            assert not reader.is_alive(), f"a stream hung through the outage: {events}"
+            assert events[:1] == ["metadata"] and events[-1] in ("error", "end"), events
 
         database.start()
         deadline = time.monotonic() + RECOVERY_S
