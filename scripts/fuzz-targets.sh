@@ -20,11 +20,16 @@ if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/d
   exit 0
 fi
 echo "no nightly cargo-fuzz here: stable build, seeds replayed and mutated without coverage guidance"
-cargo build --release --manifest-path fuzz/Cargo.toml
+# the workspace's target directory (fuzz/Cargo.lock pins the workspace's versions, so most of
+# the build is shared); FUZZ_PROFILE=debug (what scripts/test.sh uses) or release (default)
+profile="${FUZZ_PROFILE:-release}"
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+flag=(); [ "$profile" = release ] && flag=(--release)
+cargo build "${flag[@]}" --manifest-path fuzz/Cargo.toml --target-dir "$target_dir"
 mkdir -p fuzz/artifacts
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   echo "==> $t ($secs s)"
-  "fuzz/target/release/$t" -max_total_time="$secs" -artifact_prefix="fuzz/artifacts/$t-" \
+  "$target_dir/$profile/$t" -max_total_time="$secs" -artifact_prefix="fuzz/artifacts/$t-" \
     "fuzz/corpus/$t" "fuzz/seeds/$t"
 done

@@ -4,11 +4,12 @@
 #   2. cargo clippy --workspace --all-targets -- -D warnings
 #   3. cargo nextest run --workspace   (cargo test --workspace when nextest is missing)
 #   4. cargo build -p antler
-#   5. pytest tests/python against the binary just built (the official langgraph-sdk client)
+#   5. the libFuzzer targets of fuzz/, 5 s each (scripts/fuzz-targets.sh)
+#   6. pytest tests/python against the binary just built (the official langgraph-sdk client)
 #
 # Python: $PYTHON if set, else .ci/.venv/bin/python if present, else python3; it needs
 # tests/python/requirements.txt installed (.ci/run does that). Extra arguments go to pytest,
-# e.g. `scripts/test.sh -k stream -x`. SKIP_CARGO=1 runs only step 5 (on an existing $ANTLER_BIN or
+# e.g. `scripts/test.sh -k stream -x`. SKIP_CARGO=1 runs only step 6 (on an existing $ANTLER_BIN or
 # target/debug/antler), for iterating on the Python suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,6 +33,9 @@ if [ "${SKIP_CARGO:-0}" != "1" ]; then
 
   step "cargo build -p antler"
   cargo build -p antler
+
+  step "fuzz targets, 5 s each (scripts/fuzz-targets.sh: stable, seeds replayed and mutated)"
+  FUZZ_PROFILE=debug bash scripts/fuzz-targets.sh 5
 fi
 
 if [ -z "${PYTHON:-}" ]; then
