@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from langgraph_sdk.client import LangGraphClient
@@ -224,3 +229,89 @@ class AntlerProcess:
             return "<no log>"
         return "\n".join(lines[-n:])
 
+
+
+# ---------------------------------------------------------------- services the tests start or use
+
+PG = os.environ.get("ANTLER_TEST_POSTGRES_URL") or "postgres://postgres@127.0.0.1:5432/test"
+MYSQL = os.environ.get("ANTLER_TEST_MYSQL_URL") or "mysql://root@127.0.0.1:3306/test"
+REDIS = os.environ.get("ANTLER_TEST_REDIS_URL") or "redis://127.0.0.1:6379"
+
+
+def unavailable(why: str) -> None:
+    """Skips the test; with ``CI=true`` fails it instead (CI has every service)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why} and CI=true: this test must run in CI", pytrace=False)
+    pytest.skip(why)
+
+
+def reachable(url: str, port: int) -> bool:
+    """Whether the server of `url` (`port` when the URL names none) accepts a connection."""
+    u = urlparse(url)
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", u.port or port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, what: str, timeout: float = 60.0) -> None:
+    """Waits until something listens on 127.0.0.1:`port` (a test failure after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"{what} did not start"
+            time.sleep(0.05)
+
+
+def _mysql_login() -> list[str]:
+    u = urlparse(MYSQL)
+    client = shutil.which("mariadb") or shutil.which("mysql") or "mysql"
+    login = [client, "-h", u.hostname or "127.0.0.1", "-P", str(u.port or 3306), "-u", u.username or "root"]
+    if u.password:
+        login.append(f"-p{u.password}")
+    return login
+
+
+def private_database(backend: str, prefix: str) -> tuple[str, str]:
+    """(url, name) of a new database `<prefix>_<pid>_<random>` on the test server of `backend`
+    (`postgres`: ANTLER_TEST_POSTGRES_URL, `mysql`: ANTLER_TEST_MYSQL_URL); drop it with
+    [`drop_database`]."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    if backend == "postgres":
+        if not reachable(PG, 5432) or shutil.which("psql") is None:
+            unavailable(f"PostgreSQL (and psql) unavailable at {PG}")
+        subprocess.run(["psql", "-q", PG, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+        return f"{PG.rsplit('/', 1)[0]}/{name}", name
+    if not reachable(MYSQL, 3306) or not (shutil.which("mariadb") or shutil.which("mysql")):
+        unavailable(f"MySQL (and its client) unavailable at {MYSQL}")
+    subprocess.run([*_mysql_login(), "-e", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return f"{MYSQL.rsplit('/', 1)[0]}/{name}", name
+
+
+def drop_database(backend: str, name: str) -> None:
+    if backend == "postgres":
+        subprocess.run(["psql", "-q", PG, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+    else:
+        subprocess.run([*_mysql_login(), "-e", f"DROP DATABASE IF EXISTS {name}"], capture_output=True)
+
+
+def completion_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    """One SSE frame of an OpenAI Chat Completions stream (for fake providers)."""
+    chunk = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(chunk)}\n\n".encode()

@@ -15,73 +15,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 from xml.etree import ElementTree
 
 import pytest
-from support import AntlerProcess, antler_binary
+from support import AntlerProcess, antler_binary, drop_database, private_database
 
 pytestmark = pytest.mark.antler_only
 
-PG = os.environ.get("ANTLER_TEST_POSTGRES_URL") or "postgres://postgres@127.0.0.1:5432/test"
-MYSQL = os.environ.get("ANTLER_TEST_MYSQL_URL") or "mysql://root@127.0.0.1:3306/test"
 SECONDS = int(os.environ.get("ANTLER_FUZZ_SECONDS", "30"))
 SEED = int(os.environ.get("ANTLER_FUZZ_SEED", "20261207"))
 CORE = {"POST /threads", "POST /threads/search", "POST /threads/{thread_id}/runs/wait", "PUT /store/items"}
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-
-
-def unavailable(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} and CI=true: the fuzz test must run on every backend in CI", pytrace=False)
-    pytest.skip(why)
-
-
-def reachable(url: str, port: int) -> bool:
-    u = urlparse(url)
-    try:
-        with socket.create_connection((u.hostname or "127.0.0.1", u.port or port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def private_database(backend: str) -> tuple[str, str]:
-    """(`database:` config lines, database name) of a new database on the backend's server."""
-    name = f"antler_fuzz_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    if backend == "postgres":
-        if not reachable(PG, 5432) or shutil.which("psql") is None:
-            unavailable(f"PostgreSQL (and psql) unavailable at {PG}")
-        subprocess.run(["psql", "-q", PG, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-        url = f"{PG.rsplit('/', 1)[0]}/{name}"
-        return f'database:\n  backend: postgres\n  postgres_url: "{url}"\n', name
-    u = urlparse(MYSQL)
-    client = shutil.which("mariadb") or shutil.which("mysql")
-    if not reachable(MYSQL, 3306) or client is None:
-        unavailable(f"MySQL (and its client) unavailable at {MYSQL}")
-    login = [client, "-h", u.hostname or "127.0.0.1", "-P", str(u.port or 3306), "-u", u.username or "root"]
-    if u.password:
-        login.append(f"-p{u.password}")
-    subprocess.run([*login, "-e", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-    url = f"{MYSQL.rsplit('/', 1)[0]}/{name}"
-    return f'database:\n  backend: mysql\n  mysql_url: "{url}"\n', name
-
-
-def drop_database(backend: str, name: str) -> None:
-    if backend == "postgres":
-        subprocess.run(["psql", "-q", PG, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
-    else:
-        u = urlparse(MYSQL)
-        client = shutil.which("mariadb") or shutil.which("mysql") or "mysql"
-        login = [client, "-h", u.hostname or "127.0.0.1", "-P", str(u.port or 3306), "-u", u.username or "root"]
-        subprocess.run([*login, "-e", f"DROP DATABASE IF EXISTS {name}"], capture_output=True)
 
 
 def schemathesis_command() -> list[str]:
@@ -121,7 +70,10 @@ def workdir() -> Iterator[Path]:
 def test_schemathesis_finds_nothing(backend: str, auth: str, workdir: Path) -> None:
     if os.environ.get("ANTLER_TEST_URL"):
         pytest.skip("boots its own Antler")
-    database, name = ("", "") if backend == "sqlite" else private_database(backend)
+    database, name = "", ""
+    if backend != "sqlite":
+        url, name = private_database(backend, "antler_fuzz")
+        database = f'database:\n  backend: {backend}\n  {backend}_url: "{url}"\n'
     data_dir = workdir / "data"
     data_dir.mkdir()
     config = workdir / "config.yaml"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -29,24 +28,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import AntlerProcess, human
+from support import AntlerProcess, free_port, human, unavailable, wait_for_port
 
 pytestmark = pytest.mark.antler_only
 
 DOWN_BOUND_S = 10.0  # a request while the database is down answers within this
 RECOVERY_S = 60.0
-
-
-def unavailable(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} and CI=true: the outage test must run in CI", pytrace=False)
-    pytest.skip(why)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrivatePostgres:
@@ -125,14 +112,7 @@ class PrivateMariaDB:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "mariadbd did not start"
-                time.sleep(0.1)
+        wait_for_port(self.port, "mariadbd")
         if not self.created:
             client = shutil.which("mariadb") or shutil.which("mysql") or "mysql"
             sql = "CREATE DATABASE IF NOT EXISTS antler"
@@ -299,14 +279,7 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+        wait_for_port(self.port, "redis-server", timeout=20)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -13,39 +13,21 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError
-
-from support import AntlerProcess, collect, human
+from support import AntlerProcess, collect, human, reachable, unavailable
 
 pytestmark = pytest.mark.antler_only
 
 PG = os.environ.get("ANTLER_TEST_POSTGRES_URL") or "postgres://postgres@127.0.0.1:5432/test"
 REDIS = os.environ.get("ANTLER_TEST_REDIS_URL") or "redis://127.0.0.1:6379"
-
-
-def reachable(url: str, port: int) -> bool:
-    u = urlparse(url)
-    try:
-        with socket.create_connection((u.hostname or "127.0.0.1", u.port or port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def unavailable(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} and CI=true: the replica test must run in CI", pytrace=False)
-    pytest.skip(why)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ to a fake provider, which checks it arrives), a wrong password, a revoked key an
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import AntlerProcess, human
+from support import AntlerProcess, completion_chunk, human
 
 pytestmark = pytest.mark.antler_only
 
@@ -47,14 +46,7 @@ class Provider:
                 self.send_header("content-type", "text/event-stream")
                 self.end_headers()
                 for delta, finish in [({"role": "assistant", "content": "ok"}, None), ({}, "stop")]:
-                    chunk = {
-                        "id": "c",
-                        "object": "chat.completion.chunk",
-                        "created": 0,
-                        "model": "m",
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                    }
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.write(completion_chunk(delta, finish))
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.close_connection = True
 

@@ -15,12 +15,9 @@ The figures are printed (`pytest -s` / `-rA`) and written in docs/RELIABILITY.md
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -29,11 +26,19 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import pytest
-from support import AntlerProcess, human
+from support import (
+    REDIS,
+    AntlerProcess,
+    completion_chunk,
+    drop_database,
+    human,
+    private_database,
+    reachable,
+    unavailable,
+)
 
 pytestmark = pytest.mark.antler_only
 
@@ -41,8 +46,6 @@ RUNS = 200
 CLIENTS_PER_RUN = 5
 TOKENS = 100
 TOKEN_DELAY_S = 0.003
-PG = os.environ.get("ANTLER_TEST_POSTGRES_URL") or "postgres://postgres@127.0.0.1:5432/test"
-REDIS = os.environ.get("ANTLER_TEST_REDIS_URL") or "redis://127.0.0.1:6379"
 Event = tuple[str, str, str]  # (id, event, data)
 
 
@@ -61,14 +64,7 @@ class TokenProvider:
                 self.end_headers()
 
                 def send(delta: dict[str, Any], finish: str | None = None) -> None:
-                    chunk = {
-                        "id": "c",
-                        "object": "chat.completion.chunk",
-                        "created": 0,
-                        "model": "fake",
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                    }
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.write(completion_chunk(delta, finish))
                     self.wfile.flush()
 
                 send({"role": "assistant", "content": ""})
@@ -92,29 +88,6 @@ class TokenProvider:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def private_postgres() -> tuple[str, str]:
-    """(url, name) of a new database on ANTLER_TEST_POSTGRES_URL's server."""
-    u = urlparse(PG)
-    try:
-        socket.create_connection((u.hostname or "127.0.0.1", u.port or 5432), timeout=2).close()
-    except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL unreachable at {PG} and CI=true", pytrace=False)
-        pytest.skip(f"PostgreSQL unreachable at {PG}")
-    name = f"antler_chaos_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["psql", "-q", PG, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-    return f"{PG.rsplit('/', 1)[0]}/{name}", name
-
-
-def redis_reachable() -> bool:
-    u = urlparse(REDIS)
-    try:
-        with socket.create_connection((u.hostname or "127.0.0.1", u.port or 6379), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -174,10 +147,8 @@ async def chaos_client(
 async def test_rejoining_clients_see_every_event_exactly_once(bridge: str, provider: TokenProvider) -> None:
     if os.environ.get("ANTLER_TEST_URL"):
         pytest.skip("boots its own Antler")
-    if bridge.startswith("redis") and not redis_reachable():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis unreachable at {REDIS} and CI=true", pytrace=False)
-        pytest.skip(f"Redis unreachable at {REDIS}")
+    if bridge.startswith("redis") and not reachable(REDIS, 6379):
+        unavailable(f"Redis unreachable at {REDIS}")
     workdir = Path(tempfile.mkdtemp(prefix="antler-chaos-"))
     config = workdir / "config.yaml"
     text = (
@@ -187,7 +158,7 @@ async def test_rejoining_clients_see_every_event_exactly_once(bridge: str, provi
     )
     database = None
     if bridge == "redis-2-replicas":
-        database = private_postgres()
+        database = private_database("postgres", "antler_chaos")
         text += f'database:\n  backend: postgres\n  postgres_url: "{database[0]}"\n'
     if bridge.startswith("redis"):
         prefix = f"antler-chaos-{uuid.uuid4().hex[:8]}:"
@@ -253,7 +224,5 @@ async def test_rejoining_clients_see_every_event_exactly_once(bridge: str, provi
         for s in servers:
             s.stop()
         if database:
-            subprocess.run(
-                ["psql", "-q", PG, "-c", f"DROP DATABASE IF EXISTS {database[1]} WITH (FORCE)"], capture_output=True
-            )
+            drop_database("postgres", database[1])
         shutil.rmtree(workdir, ignore_errors=True)
