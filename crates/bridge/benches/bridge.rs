@@ -45,7 +45,7 @@ fn publish_throughput(c: &mut Criterion) {
             let data = Arc::clone(&data);
             async move {
                 bridge
-                    .publish("bench-publish", "custom", data)
+                    .publish("bench-publish", "custom", data.into())
                     .await
                     .expect("publish")
             }
@@ -83,7 +83,7 @@ fn publish_throughput(c: &mut Criterion) {
             let data = Arc::clone(&data);
             async move {
                 bridge
-                    .publish("bench-publish-1", "custom", data)
+                    .publish("bench-publish-1", "custom", data.into())
                     .await
                     .expect("publish")
             }
@@ -137,7 +137,7 @@ fn fanout_latency(c: &mut Criterion) {
                             received.store(0, Ordering::Release);
                             let start = Instant::now();
                             bridge
-                                .publish(&stream, "custom", Arc::clone(&data))
+                                .publish(&stream, "custom", Arc::clone(&data).into())
                                 .await
                                 .expect("publish");
                             all_received.notified().await;

@@ -91,7 +91,7 @@ async fn round(
 ) -> Duration {
     let start = Instant::now();
     bridge
-        .publish(stream, "custom", Arc::clone(data))
+        .publish(stream, "custom", Arc::clone(data).into())
         .await
         .expect("publish");
     rx.recv().await.expect("subscriber alive");
@@ -188,7 +188,7 @@ fn throughput(c: &mut Criterion) {
             let data = Arc::clone(&data);
             async move {
                 bridge
-                    .publish("tp-seq", "custom", data)
+                    .publish("tp-seq", "custom", data.into())
                     .await
                     .expect("publish")
             }
@@ -210,7 +210,7 @@ fn throughput(c: &mut Criterion) {
                             let stream = format!("tp-con-{t}");
                             for _ in 0..per_task {
                                 bridge
-                                    .publish(&stream, "custom", Arc::clone(&data))
+                                    .publish(&stream, "custom", Arc::clone(&data).into())
                                     .await
                                     .expect("publish");
                             }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::contract::StreamBridge;
 use crate::error::BridgeError;
 use crate::event::{BridgeEvent, BridgeItem, parse_event_id};
+use crate::payload::Payload;
 use crate::subscription::Subscription;
 
 /// Upper bound for any single wait in the suite.
@@ -90,7 +91,7 @@ fn fresh_stream(name: &str) -> String {
     )
 }
 
-fn payload(i: u64) -> Arc<str> {
+fn payload(i: u64) -> Payload {
     format!(r#"{{"i":{i}}}"#).into()
 }
 

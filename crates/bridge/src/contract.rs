@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::error::BridgeError;
+use crate::payload::Payload;
 use crate::subscription::Subscription;
 
 /// A snapshot of bridge-wide counters, for `/metrics` and tests.
@@ -55,14 +56,15 @@ pub struct BridgeStats {
 #[async_trait]
 pub trait StreamBridge: Send + Sync + 'static {
     /// Appends an event to `stream_id` (creating the stream on first publish) and wakes its
-    /// subscribers. `data` must be compact JSON; it is shared, never re-serialized. Returns the
+    /// subscribers. `data` must be compact JSON (or a [`Payload::lazy`] value); it is shared,
+    /// never re-serialized. Returns the
     /// event id. Errors: [`BridgeError::StreamEnded`] after `publish_end`,
     /// [`BridgeError::Closed`] after `close`.
     async fn publish(
         &self,
         stream_id: &str,
         event: &str,
-        data: Arc<str>,
+        data: Payload,
     ) -> Result<String, BridgeError>;
 
     /// Marks the stream finished: subscribers receive `End` after the retained events. Creates an
@@ -149,8 +151,8 @@ pub trait StreamBridge: Send + Sync + 'static {
         event: &str,
         value: &serde_json::Value,
     ) -> Result<String, BridgeError> {
-        let data: Arc<str> = serde_json::to_string(value)?.into();
-        self.publish(stream_id, event, data).await
+        let data = serde_json::to_string(value)?;
+        self.publish(stream_id, event, data.into()).await
     }
 
     /// Publishes a final event (e.g. `error`) and ends the stream. The memory bridge does both
@@ -159,7 +161,7 @@ pub trait StreamBridge: Send + Sync + 'static {
         &self,
         stream_id: &str,
         event: &str,
-        data: Arc<str>,
+        data: Payload,
     ) -> Result<String, BridgeError> {
         let id = self.publish(stream_id, event, data).await?;
         self.publish_end(stream_id).await?;

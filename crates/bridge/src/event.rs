@@ -6,8 +6,6 @@
 //! step back reuses the previous value), so ids also sort as `(ms, seq)` pairs — which is exactly
 //! what a Redis Streams implementation needs for explicit `XADD` ids.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 /// One published event, as stored in the stream's log and handed to subscribers.
@@ -19,8 +17,9 @@ pub struct BridgeEvent {
     pub seq: u64,
     /// SSE event name (`metadata`, `values`, `messages`, `custom`, `error`, ...).
     pub event: String,
-    /// Compact JSON, serialized once by the publisher and shared by every subscriber.
-    pub data: Arc<str>,
+    /// Compact JSON, serialized once (by the publisher or its first reader) and shared by
+    /// every subscriber.
+    pub data: crate::Payload,
 }
 
 /// What a subscription yields.

@@ -6,6 +6,7 @@
 //! - [`StreamBridge`], the backend-neutral contract ([`contract`]), with [`Subscription`] and
 //!   the item types [`BridgeEvent`], [`BridgeItem`], [`GapInfo`];
 //! - [`MemoryBridge`], the in-process implementation, and its [`MemoryBridgeConfig`];
+//! - [`Payload`], an event's JSON text, serialized by the publisher or on first read;
 //! - `RedisBridge`, the Redis Streams implementation for several replicas, and its
 //!   `RedisBridgeConfig` (feature `redis`, which the binary enables; the runtime and the
 //!   gateway build without it);
@@ -24,6 +25,7 @@ pub mod contract;
 pub mod error;
 pub mod event;
 pub mod memory;
+pub mod payload;
 #[cfg(feature = "redis")]
 pub mod redis_bridge;
 pub mod sse;
@@ -33,6 +35,7 @@ pub use contract::{BridgeStats, StreamBridge};
 pub use error::BridgeError;
 pub use event::{BridgeEvent, BridgeItem, GapInfo, format_event_id, parse_event_id};
 pub use memory::{MemoryBridge, MemoryBridgeConfig};
+pub use payload::Payload;
 #[cfg(feature = "redis")]
 pub use redis_bridge::{RedisBridge, RedisBridgeConfig};
 pub use subscription::{HeartbeatStream, Subscription, Tick};

@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::contract::{BridgeStats, StreamBridge};
 use crate::error::BridgeError;
 use crate::event::{BridgeEvent, BridgeItem, GapInfo, format_event_id, parse_event_id};
+use crate::payload::Payload;
 use crate::subscription::Subscription;
 
 /// How many events a subscriber copies out of the shared log per lock acquisition.
@@ -184,6 +185,9 @@ struct StreamState {
 struct Log {
     /// Retained events; `events[i].seq == start + i`.
     events: VecDeque<BridgeEvent>,
+    /// The bytes `bytes` counts for each of `events` (same index): a lazy payload counts its
+    /// overhead only until a reader serializes it ([`Log::account`]).
+    sizes: VecDeque<usize>,
     /// Seq of the oldest retained event (== `next` when empty).
     start: u64,
     /// Seq the next published event gets.
@@ -205,6 +209,7 @@ impl Log {
     fn new(now: Instant) -> Self {
         Self {
             events: VecDeque::new(),
+            sizes: VecDeque::new(),
             start: 0,
             next: 0,
             bytes: 0,
@@ -229,12 +234,14 @@ impl Log {
         }
     }
 
-    fn push(&mut self, event: &str, data: Arc<str>, config: &MemoryBridgeConfig) -> String {
+    fn push(&mut self, event: &str, data: Payload, config: &MemoryBridgeConfig) -> String {
         let ms = unix_ms().max(self.last_ms);
         self.last_ms = ms;
         let seq = self.next;
         let id = format_event_id(ms, seq);
-        self.bytes += event_size(&id, event, &data);
+        let size = event_size(&id, event, data.ready_len().unwrap_or(0));
+        self.bytes += size;
+        self.sizes.push_back(size);
         self.events.push_back(BridgeEvent {
             id: id.clone(),
             seq,
@@ -242,23 +249,45 @@ impl Log {
             data,
         });
         self.next += 1;
-        // Trim the oldest, but always keep the newest event so a gap can name it.
+        self.trim(config);
+        id
+    }
+
+    /// Trims the oldest events, but always keeps the newest so a gap can name it.
+    fn trim(&mut self, config: &MemoryBridgeConfig) {
         while self.events.len() > 1
             && (self.events.len() > config.queue_maxsize || self.bytes > config.max_bytes)
         {
-            if let Some(old) = self.events.pop_front() {
-                self.bytes = self
-                    .bytes
-                    .saturating_sub(event_size(&old.id, &old.event, &old.data));
-                self.start += 1;
-            }
+            self.events.pop_front();
+            let size = self.sizes.pop_front().unwrap_or(0);
+            self.bytes = self.bytes.saturating_sub(size);
+            self.start += 1;
         }
-        id
+    }
+
+    /// Counts the text of event `seq`, serialized by a reader after it was published, in
+    /// `bytes` (once), and trims to the limits again.
+    fn account(&mut self, seq: u64, text_len: usize, config: &MemoryBridgeConfig) {
+        let Some(i) = seq
+            .checked_sub(self.start)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        let (Some(event), Some(size)) = (self.events.get(i), self.sizes.get_mut(i)) else {
+            return;
+        };
+        let full = event_size(&event.id, &event.event, text_len);
+        if full > *size {
+            self.bytes += full - *size;
+            *size = full;
+            self.trim(config);
+        }
     }
 }
 
-fn event_size(id: &str, event: &str, data: &str) -> usize {
-    id.len() + event.len() + data.len() + EVENT_OVERHEAD_BYTES
+fn event_size(id: &str, event: &str, data_len: usize) -> usize {
+    id.len() + event.len() + data_len + EVENT_OVERHEAD_BYTES
 }
 
 fn unix_ms() -> u64 {
@@ -445,7 +474,7 @@ impl Inner {
     fn append(
         &self,
         stream_id: &str,
-        event: Option<(&str, Arc<str>)>,
+        event: Option<(&str, Payload)>,
         end: bool,
     ) -> Result<Option<String>, BridgeError> {
         self.check_open()?;
@@ -463,7 +492,7 @@ impl Inner {
                         stream_id: stream_id.to_owned(),
                     });
                 }
-                id = Some(log.push(name, Arc::clone(data), &self.config));
+                id = Some(log.push(name, data.clone(), &self.config));
                 log.awaiting_input = false;
                 self.published_total.fetch_add(1, Ordering::Relaxed);
             }
@@ -525,6 +554,7 @@ impl Inner {
         };
         let reader = Reader {
             stream,
+            config: self.config.clone(),
             pos: Position {
                 stream_id: stream_id.to_owned(),
                 cursor,
@@ -595,7 +625,7 @@ impl StreamBridge for MemoryBridge {
         &self,
         stream_id: &str,
         event: &str,
-        data: Arc<str>,
+        data: Payload,
     ) -> Result<String, BridgeError> {
         let id = self.inner.append(stream_id, Some((event, data)), false)?;
         id.ok_or_else(|| BridgeError::Backend("publish produced no event id".into()))
@@ -609,7 +639,7 @@ impl StreamBridge for MemoryBridge {
         &self,
         stream_id: &str,
         event: &str,
-        data: Arc<str>,
+        data: Payload,
     ) -> Result<String, BridgeError> {
         let id = self.inner.append(stream_id, Some((event, data)), true)?;
         id.ok_or_else(|| BridgeError::Backend("publish produced no event id".into()))
@@ -733,6 +763,8 @@ impl Drop for SubscriberGuard {
 /// One subscriber's private read state over a shared stream log.
 struct Reader {
     stream: Arc<StreamState>,
+    /// The limits a lazy payload's text is counted against once this reader serializes it.
+    config: MemoryBridgeConfig,
     pos: Position,
     shutdown: CancellationToken,
     done: bool,
@@ -793,6 +825,18 @@ impl Position {
 }
 
 impl Reader {
+    /// Serializes a lazy payload (outside the log's lock) and counts its text in the log.
+    fn serialize(&self, event: &BridgeEvent) {
+        if event.data.ready_len().is_some() {
+            return;
+        }
+        let len = event.data.len();
+        self.stream
+            .log
+            .write()
+            .account(event.seq, len, &self.config);
+    }
+
     async fn next_item(&mut self) -> Option<BridgeItem> {
         loop {
             if self.done || self.shutdown.is_cancelled() {
@@ -800,6 +844,7 @@ impl Reader {
                 return None;
             }
             if let Some(event) = self.pos.buf.pop_front() {
+                self.serialize(&event);
                 return Some(BridgeItem::Event(event));
             }
             // Fast path: look without registering for a wake-up (after a wake-up there usually
@@ -921,7 +966,7 @@ mod tests {
         });
         let big: Arc<str> = format!("\"{}\"", "x".repeat(200)).into();
         for _ in 0..5 {
-            b.publish("s", "values", Arc::clone(&big))
+            b.publish("s", "values", Arc::clone(&big).into())
                 .await
                 .expect("publish");
         }
@@ -929,12 +974,76 @@ mod tests {
         assert_eq!(stats.retained_events, 1);
         assert!(stats.retained_bytes > 200);
         let huge: Arc<str> = format!("\"{}\"", "y".repeat(1000)).into();
-        let id = b.publish("s", "values", huge).await.expect("publish");
+        let id = b
+            .publish("s", "values", huge.into())
+            .await
+            .expect("publish");
         b.publish_end("s").await.expect("end");
         let items = collect(b.subscribe("s", None).await.expect("sub")).await;
         assert_eq!(items.len(), 2);
         assert!(matches!(&items[0], BridgeItem::Event(e) if e.id == id && e.seq == 5));
         assert_eq!(items[1], BridgeItem::End);
+    }
+
+    /// A value that counts how often it is serialized.
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>, usize);
+
+    impl serde::Serialize for Counted {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            s.serialize_str(&"z".repeat(self.1))
+        }
+    }
+
+    #[tokio::test]
+    async fn lazy_payloads_are_serialized_once_when_read_and_then_count_against_max_bytes() {
+        let b = bridge(MemoryBridgeConfig {
+            max_bytes: 1000,
+            ..MemoryBridgeConfig::default()
+        });
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..5 {
+            let data = Payload::lazy(Counted(calls.clone(), 400));
+            b.publish("s", "values", data.clone())
+                .await
+                .expect("publish");
+            b.publish("t", "values", data).await.expect("publish");
+        }
+        // nobody read them: none serialized, all five kept at their overhead
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(b.stats().retained_events, 10);
+        b.publish_end("s").await.expect("end");
+        let items = collect(b.subscribe("s", None).await.expect("sub")).await;
+        // read: serialized once each (shared with stream `t`), and trimmed to ~1000 bytes as
+        // the texts were counted, always keeping the newest
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        let texts: Vec<usize> = (items.iter())
+            .filter_map(|i| match i {
+                BridgeItem::Event(e) => Some(e.data.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            vec![402; 5],
+            "every event read before it was trimmed"
+        );
+        let retained = b.subscribe("s", None).await.expect("sub");
+        let again = collect(retained).await;
+        assert_eq!(
+            again.len(),
+            3,
+            "two events of ~487 bytes left, then End: {again:?}"
+        );
+        // (plus stream `t`'s five unread events at their overhead, ~85 bytes each)
+        assert!(b.stats().retained_bytes <= 1000 + 500);
+        b.publish_end("t").await.expect("end");
+        let _ = collect(b.subscribe("t", None).await.expect("sub")).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            5,
+            "stream `t` shares the texts"
+        );
     }
 
     #[tokio::test(start_paused = true)]

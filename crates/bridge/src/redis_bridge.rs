@@ -64,6 +64,7 @@ use tokio_util::task::TaskTracker;
 use crate::contract::{BridgeStats, StreamBridge};
 use crate::error::BridgeError;
 use crate::event::{BridgeEvent, BridgeItem, GapInfo, parse_event_id};
+use crate::payload::Payload;
 use crate::subscription::Subscription;
 
 /// How many events a subscriber copies out of a hub's mirror per lock acquisition.
@@ -1216,7 +1217,7 @@ impl StreamBridge for RedisBridge {
         &self,
         stream_id: &str,
         event: &str,
-        data: Arc<str>,
+        data: Payload,
     ) -> Result<String, BridgeError> {
         self.inner
             .write(stream_id, WriteMode::Event, event, &data)
@@ -1235,7 +1236,7 @@ impl StreamBridge for RedisBridge {
         &self,
         stream_id: &str,
         event: &str,
-        data: Arc<str>,
+        data: Payload,
     ) -> Result<String, BridgeError> {
         self.inner
             .write(stream_id, WriteMode::Terminal, event, &data)

@@ -86,7 +86,6 @@ pub fn item(item: &BridgeItem) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn text(b: Bytes) -> String {
         String::from_utf8(b.to_vec()).expect("utf8")
@@ -154,7 +153,7 @@ mod tests {
             id: "7-2".into(),
             seq: 2,
             event: "custom".into(),
-            data: Arc::from(r#"{"step":1}"#),
+            data: r#"{"step":1}"#.into(),
         };
         assert_eq!(
             text(item(&BridgeItem::Event(e))),

@@ -2,9 +2,9 @@
 //! subscription resumed after any id yields exactly what a simple model predicts — the events
 //! after it (no loss, no duplicate), `Gap` when that id was trimmed, `End` once ended.
 
-use std::sync::Arc;
-
-use antler_bridge::{BridgeItem, MemoryBridge, MemoryBridgeConfig, StreamBridge, Subscription};
+use antler_bridge::{
+    BridgeItem, MemoryBridge, MemoryBridgeConfig, Payload, StreamBridge, Subscription,
+};
 use futures::{FutureExt, StreamExt};
 use proptest::prelude::*;
 
@@ -52,7 +52,7 @@ fn check(queue: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     for _ in 0..*n {
                         let i = ids.len();
                         let res = bridge
-                            .publish("s", "custom", Arc::from(format!("{i}")))
+                            .publish("s", "custom", Payload::from(format!("{i}")))
                             .await;
                         if ended {
                             prop_assert!(res.is_err());

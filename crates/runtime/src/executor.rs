@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use antler_bridge::Payload;
 use antler_graph::{
     Checkpointer, Command, GraphError, Interrupts, MemoryCheckpointer, RunConfig, RunInput,
     RunOutcome, StreamPart, StreamSink,
@@ -411,10 +412,12 @@ impl Runtime {
         let thread_stream = self.thread_stream_of(handle, run);
         let mut shaper = EventShaper::new(&request.stream_mode);
         while let Some(part) = rx.recv().await {
-            // a `values` part in the engine's shared form: serialized from its lists
-            if let Some(state) = &part.shared {
+            // a `values` part in the engine's shared form: serialized from its lists when a
+            // subscriber first reads it (a `/wait` client reads the result, not the stream)
+            if let Some(state) = part.shared.clone() {
                 let name = part.event_name();
-                self.publish(&run.run_id, &thread_stream, &name, &**state)
+                let data = Payload::lazy(state);
+                self.publish_payload(&run.run_id, &thread_stream, &name, data)
                     .await;
                 continue;
             }
@@ -607,10 +610,15 @@ impl Runtime {
         event: &str,
         data: &(impl serde::Serialize + ?Sized),
     ) {
-        let data: Arc<str> = match serde_json::to_string(data) {
-            Ok(s) => s.into(),
-            Err(_) => return,
-        };
+        if let Ok(s) = serde_json::to_string(data) {
+            self.publish_payload(run_id, thread_stream, event, s.into())
+                .await;
+        }
+    }
+
+    /// Publishes one payload to the run's stream and its thread's stream (shared: a lazy
+    /// payload is serialized once, by the first reader of either).
+    async fn publish_payload(&self, run_id: &str, thread_stream: &str, event: &str, data: Payload) {
         if let Err(e) = self.bridge.publish(run_id, event, data.clone()).await {
             tracing::warn!(run_id, error = %e, "stream publish failed");
         }
@@ -619,7 +627,7 @@ impl Runtime {
 
     /// Publishes to a thread's stream. That stream never ends on purpose, but the bridge ends
     /// streams nobody published to for a long time: then it is dropped and started afresh.
-    async fn publish_thread(&self, thread_stream: &str, event: &str, data: Arc<str>) {
+    async fn publish_thread(&self, thread_stream: &str, event: &str, data: Payload) {
         if thread_stream.is_empty() {
             return;
         }
