@@ -44,8 +44,69 @@ pub type SqliteCheckpointer = crate::checkpointer::SqlCheckpointer<Sqlite>;
 impl SqliteCheckpointer {
     /// A checkpointer over an existing pool (migrations must have run: see [`connect_pool`]).
     pub fn new(pool: SqlitePool) -> Self {
-        Self::with_db(Db::new(pool, Sqlite))
+        Self::with_db(sqlite_db(pool))
     }
+}
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// WAL frames (pages) past which a checkpoint also lets the next write restart the WAL from
+/// its beginning.
+const RESTART_FRAMES: i64 = 1_000;
+/// Bytes the WAL file is truncated to after a restart.
+const JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// The [`Db`] of a pool, with its WAL checkpointed in the background (see [`checkpoint_wal`]).
+fn sqlite_db(pool: SqlitePool) -> Db<Sqlite> {
+    let db = Db::new(pool, Sqlite);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::spawn(checkpoint_wal(db.clone()));
+    }
+    db
+}
+
+/// Copies the WAL's pages into the database file every [`CHECKPOINT_EVERY`] until the pool
+/// closes, beside the writers (a PASSIVE checkpoint takes no write lock). Under a steady
+/// stream of commits that alone never lets the WAL start over (a writer restarts it only when
+/// every frame is copied when it begins), so once the WAL holds [`RESTART_FRAMES`] the
+/// checkpoint copies the last frames again under the process write lock: the next commit
+/// writes from the WAL's beginning. A failed checkpoint is retried at the next tick.
+async fn checkpoint_wal(db: Db<Sqlite>) {
+    let passive = Sql::new("PRAGMA wal_checkpoint(PASSIVE)");
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if db.pool.is_closed() {
+            return;
+        }
+        let Ok(Some(frames)) = wal_frames(&db, &passive).await else {
+            // not a WAL database (in memory), or closed meanwhile
+            if db.pool.is_closed() || !is_wal(&db).await {
+                return;
+            }
+            continue;
+        };
+        if frames >= RESTART_FRAMES {
+            let _guard = db.lock(crate::sql::WriteClass::Background).await;
+            let _ = wal_frames(&db, &passive).await;
+        }
+    }
+}
+
+/// Runs a checkpoint; the WAL's size in frames (`None`: not in WAL mode).
+async fn wal_frames(db: &Db<Sqlite>, checkpoint: &Sql) -> StoreResult<Option<i64>> {
+    let mut conn = db.acquire().await?;
+    let row = Sqlite::fetch_optional(&mut conn, checkpoint).await?;
+    // (busy, log, checkpointed); log is -1 outside WAL mode
+    let log = row.map(|r| r.i64("log")).transpose()?;
+    Ok(log.filter(|l| *l >= 0))
+}
+
+async fn is_wal(db: &Db<Sqlite>) -> bool {
+    let Ok(mut conn) = db.acquire().await else {
+        return false;
+    };
+    let mode = Sqlite::fetch_optional(&mut conn, &Sql::new("PRAGMA journal_mode")).await;
+    matches!(mode, Ok(Some(r)) if r.str("journal_mode").is_ok_and(|m| m == "wal"))
 }
 
 /// Opens (creating it if needed) `dir/antler.db`, runs the migrations and returns every store.
@@ -56,7 +117,7 @@ pub async fn open_sqlite(dir: &Path) -> StoreResult<Stores> {
 /// [`open_sqlite`] for the one server that owns `dir` (it holds the directory's lock, so no
 /// other pool writes the database): caches of its own writes are trusted without re-reading.
 pub async fn open_sqlite_owned(dir: &Path) -> StoreResult<Stores> {
-    Ok(crate::stores(Db::new(open_dir(dir).await?, Sqlite).owned()))
+    Ok(crate::stores(sqlite_db(open_dir(dir).await?).owned()))
 }
 
 async fn open_dir(dir: &Path) -> StoreResult<SqlitePool> {
@@ -101,7 +162,12 @@ async fn connect(opts: SqliteConnectOptions, in_memory: bool) -> StoreResult<Sql
         })
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // no connection checkpoints the WAL when it commits: `checkpoint_wal` does, off the
+        // write path (a checkpoint in the committing connection stalled every ~1,000 pages of
+        // writes: the p99 of a run at c=1 was 12 ms instead of 3)
+        .pragma("wal_autocheckpoint", "0")
+        .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string());
     // An in-memory database exists once per connection: keep exactly one, forever.
     let pool_opts = if in_memory {
         SqlitePoolOptions::new()
@@ -130,7 +196,7 @@ async fn connect(opts: SqliteConnectOptions, in_memory: bool) -> StoreResult<Sql
 
 /// Every store over one pool.
 pub fn stores_from_pool(pool: SqlitePool) -> Stores {
-    crate::stores(Db::new(pool, Sqlite))
+    crate::stores(sqlite_db(pool))
 }
 
 /// The SQLite [`Dialect`].
