@@ -78,16 +78,14 @@ async fn checkpoint_wal(db: Db<Sqlite>) {
         if db.pool.is_closed() {
             return;
         }
-        let Ok(Some(frames)) = wal_frames(&db, &passive).await else {
-            // not a WAL database (in memory), or closed meanwhile
-            if db.pool.is_closed() || !is_wal(&db).await {
-                return;
+        match wal_frames(&db, &passive).await {
+            // not a WAL database (in memory)
+            Ok(None) => return,
+            Ok(Some(frames)) if frames >= RESTART_FRAMES => {
+                let _guard = db.lock(crate::sql::WriteClass::Background).await;
+                let _ = wal_frames(&db, &passive).await;
             }
-            continue;
-        };
-        if frames >= RESTART_FRAMES {
-            let _guard = db.lock(crate::sql::WriteClass::Background).await;
-            let _ = wal_frames(&db, &passive).await;
+            Ok(Some(_)) | Err(_) => {}
         }
     }
 }
@@ -99,14 +97,6 @@ async fn wal_frames(db: &Db<Sqlite>, checkpoint: &Sql) -> StoreResult<Option<i64
     // (busy, log, checkpointed); log is -1 outside WAL mode
     let log = row.map(|r| r.i64("log")).transpose()?;
     Ok(log.filter(|l| *l >= 0))
-}
-
-async fn is_wal(db: &Db<Sqlite>) -> bool {
-    let Ok(mut conn) = db.acquire().await else {
-        return false;
-    };
-    let mode = Sqlite::fetch_optional(&mut conn, &Sql::new("PRAGMA journal_mode")).await;
-    matches!(mode, Ok(Some(r)) if r.str("journal_mode").is_ok_and(|m| m == "wal"))
 }
 
 /// Opens (creating it if needed) `dir/antler.db`, runs the migrations and returns every store.
@@ -139,7 +129,9 @@ pub async fn open_sqlite_url(url: &str) -> StoreResult<Stores> {
     Ok(stores_from_pool(connect_pool(url).await?))
 }
 
-/// Opens a pool by URL with Antler's pragmas and runs the migrations.
+/// Opens a pool by URL with Antler's pragmas and runs the migrations. Its connections never
+/// checkpoint the WAL themselves: use it through [`stores_from_pool`] or
+/// [`SqliteCheckpointer::new`], which start the background checkpoint.
 pub async fn connect_pool(url: &str) -> StoreResult<SqlitePool> {
     if !url.starts_with("sqlite:") {
         return Err(StoreError::InvalidArgument(format!(
