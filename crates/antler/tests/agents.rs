@@ -622,3 +622,88 @@ async fn invalid_agent_sections_fail_at_startup_with_clear_errors() {
     );
     assert!(err.contains("'echo'") && err.contains("graph id"), "{err}");
 }
+
+/// The non-empty answer chunks of the `model` node in an SSE response, with the time each
+/// arrived at the client.
+async fn answer_arrivals(r: reqwest::Response) -> Vec<(std::time::Instant, String)> {
+    use futures::StreamExt;
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut buf = String::new();
+    let mut arrivals = Vec::new();
+    while let Some(bytes) = body.next().await {
+        let now = std::time::Instant::now();
+        buf.push_str(&String::from_utf8_lossy(&bytes.unwrap()).replace("\r\n", "\n"));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            for (name, data) in parse_sse(&block) {
+                let text = data[0]["content"].as_str().unwrap_or("");
+                if name == "messages" && data[1]["langgraph_node"] == "model" && !text.is_empty() {
+                    arrivals.push((now, text.to_string()));
+                }
+            }
+        }
+    }
+    arrivals
+}
+
+/// Token streaming reaches the client as the provider produces it: a final answer whose three
+/// chunks leave the model 50 ms apart arrives at an SSE client 50 ms apart, not in one burst at
+/// the end of the model call, on the run's own stream (DeerFlow's request: its stream modes,
+/// subgraphs, `on_disconnect: continue`, its context) and on a join of a background run (what
+/// DeerFlow's page does after it navigated to the new thread).
+#[tokio::test]
+async fn answer_tokens_reach_the_sse_client_as_the_model_sends_them() {
+    let gap = Duration::from_millis(50);
+    let fake = FakeOpenAi::start().await.unwrap();
+    let app = App::start(&openai_yaml(&fake.base_url(), "")).await;
+    let t = app.thread().await;
+    let request = json!({
+        "assistant_id": "lead_agent",
+        "input": human("write a note"),
+        "stream_mode": ["values", "messages-tuple", "updates", "custom"],
+        "stream_subgraphs": true,
+        "on_disconnect": "continue",
+        "config": {"recursion_limit": 1000},
+        "context": {"thinking_enabled": true, "is_plan_mode": false, "subagent_enabled": false,
+                    "reasoning_effort": "medium", "thread_id": t, "mode": "pro"},
+    });
+    for join in [false, true] {
+        fake.reply(
+            FakeReply::tool_call(
+                "call_1",
+                "write_file",
+                json!({"path": "note.txt", "content": "x"}),
+            )
+            .with_gap(gap),
+        );
+        fake.reply(FakeReply::text("done: note written", 3).with_gap(gap));
+        fake.reply(FakeReply::text("Note", 1));
+        let response = if join {
+            let (s, run) = app
+                .post(&format!("/api/threads/{t}/runs"), request.clone())
+                .await;
+            assert_eq!(s, 200, "{run}");
+            let rid = run["run_id"].as_str().unwrap();
+            let url = app.u(&format!("/api/threads/{t}/runs/{rid}/stream"));
+            app.http.get(url).header("last-event-id", "-1").send().await
+        } else {
+            let url = app.u(&format!("/api/threads/{t}/runs/stream"));
+            app.http.post(url).json(&request).send().await
+        };
+        let arrivals = answer_arrivals(response.unwrap()).await;
+        let texts: Vec<&str> = arrivals.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(texts.len(), 3, "join: {join}: {texts:?}");
+        assert_eq!(texts.concat(), "done: note written", "join: {join}");
+        let gaps: Vec<Duration> = arrivals
+            .windows(2)
+            .map(|w| w[1].0.duration_since(w[0].0))
+            .collect();
+        // a burst would be ~0 ms apart; allow for a loaded machine, not for buffering
+        assert!(
+            gaps.iter().all(|g| *g >= Duration::from_millis(20)),
+            "join: {join}: the chunks arrived together: {gaps:?}"
+        );
+    }
+    app.stop().await;
+}

@@ -53,6 +53,8 @@ pub struct FakeReply {
     pub usage: (u64, u64),
     /// Finish / stop reason; default `stop`/`end_turn`, or `tool_calls`/`tool_use` with tools.
     pub finish_reason: Option<String>,
+    /// Pause before each frame after the first (a provider producing tokens over time).
+    pub gap: Duration,
 }
 
 impl FakeReply {
@@ -65,6 +67,7 @@ impl FakeReply {
             tool_calls: Vec::new(),
             usage: (10, 5),
             finish_reason: None,
+            gap: Duration::ZERO,
         }
     }
 
@@ -105,6 +108,12 @@ impl FakeReply {
     /// Overrides the finish reason.
     pub fn with_finish_reason(mut self, reason: &str) -> Self {
         self.finish_reason = Some(reason.to_string());
+        self
+    }
+
+    /// Sends the frames `gap` apart.
+    pub fn with_gap(mut self, gap: Duration) -> Self {
+        self.gap = gap;
         self
     }
 }
@@ -372,12 +381,17 @@ fn sse_response(body: Body) -> Response {
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-/// Frames as a streamed body, one write per frame (so clients see real chunking).
-fn frames_body(frames: Vec<String>) -> Body {
-    let stream = futures::stream::iter(frames).then(|f| async move {
-        tokio::task::yield_now().await;
-        Ok::<_, Infallible>(Bytes::from(f))
-    });
+/// Frames as a streamed body, one write per frame (so clients see real chunking), `gap` apart.
+fn frames_body(frames: Vec<String>, gap: Duration) -> Body {
+    let stream =
+        futures::stream::iter(frames.into_iter().enumerate()).then(move |(i, f)| async move {
+            if i > 0 && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, Infallible>(Bytes::from(f))
+        });
     Body::from_stream(stream)
 }
 
@@ -406,7 +420,7 @@ fn respond(flavor: Flavor, next: Option<Scripted>, req: &Value) -> Response {
         Flavor::Anthropic => anthropic_frames(reply, &model),
     };
     match next {
-        Scripted::Reply(r) => sse_response(frames_body(render(&r).all())),
+        Scripted::Reply(r) => sse_response(frames_body(render(&r).all(), r.gap)),
         Scripted::Error {
             status,
             retry_after,
@@ -428,14 +442,14 @@ fn respond(flavor: Flavor, next: Option<Scripted>, req: &Value) -> Response {
             let mut frames = f.head;
             frames.extend(f.text.into_iter().take(valid_chunks));
             frames.push(format!("data: {raw}\n\n"));
-            sse_response(frames_body(frames))
+            sse_response(frames_body(frames, reply.gap))
         }
         Scripted::Raw(text) => sse_response(Body::from(text)),
         Scripted::Truncated { reply, chunks } => {
             let f = render(&reply);
             let mut frames = f.head;
             frames.extend(f.text.into_iter().take(chunks));
-            sse_response(frames_body(frames))
+            sse_response(frames_body(frames, reply.gap))
         }
         Scripted::Stall(d) => {
             let stream = futures::stream::once(async move {
