@@ -138,3 +138,81 @@ async fn token_usage_events_messages_and_feedback() -> anyhow::Result<()> {
     assert_eq!(s, 404);
     Ok(())
 }
+
+/// DeerFlow's `messages/page`: backward pages by thread-global `seq` that together give the
+/// whole feed once, in order; `next_before_seq` chains them; `after_seq` is refused.
+#[tokio::test]
+async fn the_message_feed_pages_backward_by_seq() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (_, thread) = json_of(app.post_json("/threads", json!({})).await?).await?;
+    let tid = thread["thread_id"].as_str().unwrap_or_default().to_string();
+    let (_, empty) = get(&app, &format!("/api/threads/{tid}/messages/page")).await?;
+    assert_eq!(
+        empty,
+        json!({"data": [], "has_more": false, "next_before_seq": null})
+    );
+    for i in 0..3 {
+        let input = json!({"messages": [{"type": "human", "content": format!("hello {i}")}]});
+        let body = json!({"assistant_id": "echo", "input": input});
+        let (s, _) = json_of(
+            app.post_json(&format!("/threads/{tid}/runs/wait"), body)
+                .await?,
+        )
+        .await?;
+        assert_eq!(s, 200);
+    }
+    let (_, all) = get(&app, &format!("/threads/{tid}/messages")).await?;
+    let all: Vec<i64> = all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["seq"].as_i64())
+        .collect();
+    assert_eq!(all.len(), 6, "three runs, human + ai each");
+
+    // pages of 4 from the end, chained by next_before_seq
+    let mut seen: Vec<i64> = Vec::new();
+    let mut path = format!("/api/threads/{tid}/messages/page?limit=4");
+    loop {
+        let (s, page) = get(&app, &path).await?;
+        assert_eq!(s, 200, "{page}");
+        let seqs: Vec<i64> = page["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["seq"].as_i64())
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "ascending: {seqs:?}");
+        assert!(
+            page["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|m| m.get("feedback").is_some())
+        );
+        seen.splice(0..0, seqs.iter().copied());
+        if page["has_more"] == json!(false) {
+            assert!(page["next_before_seq"].is_null(), "{page}");
+            break;
+        }
+        assert_eq!(page["next_before_seq"], json!(seqs[0]), "{page}");
+        path = format!(
+            "/api/threads/{tid}/messages/page?limit=4&before_seq={}",
+            seqs[0]
+        );
+    }
+    assert_eq!(seen, all, "every message once, in order");
+
+    let (s, err) = get(
+        &app,
+        &format!("/api/threads/{tid}/messages/page?after_seq=1"),
+    )
+    .await?;
+    assert_eq!(s, 422, "{err}");
+    let (s, _) = get(&app, &format!("/api/threads/{tid}/messages/page?limit=0")).await?;
+    assert_eq!(s, 422);
+    let ghost = "00000000-0000-4000-8000-0000000000aa";
+    let (s, _) = get(&app, &format!("/api/threads/{ghost}/messages/page")).await?;
+    assert_eq!(s, 404);
+    Ok(())
+}

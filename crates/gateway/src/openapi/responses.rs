@@ -80,6 +80,10 @@ fn answer(method: &str, path: &str) -> Answer {
             200,
             json!({"type": "object", "properties": {"data": array_of(schema_ref("RunEvent")), "has_more": {"type": "boolean"}}, "required": ["data", "has_more"]}),
         ),
+        ("GET", "/threads/{thread_id}/messages/page") => Json(
+            200,
+            json!({"type": "object", "properties": {"data": array_of(schema_ref("RunEvent")), "has_more": {"type": "boolean"}, "next_before_seq": {"type": ["integer", "null"]}}, "required": ["data", "has_more", "next_before_seq"]}),
+        ),
         ("POST" | "PUT", "/threads/{thread_id}/runs/{run_id}/feedback") => {
             Json(200, schema_ref("Feedback"))
         }

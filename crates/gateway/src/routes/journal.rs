@@ -39,6 +39,12 @@ pub const DOCS: &[RouteDoc] = &[
     ),
     RouteDoc::new(
         "GET",
+        "/threads/{thread_id}/messages/page",
+        "Message feed of a thread, paged backward",
+        "Run journal",
+    ),
+    RouteDoc::new(
+        "GET",
         "/threads/{thread_id}/runs/{run_id}/events",
         "Persisted events of a run",
         "Run journal",
@@ -92,6 +98,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/threads/{thread_id}/token-usage", get(token_usage))
         .route("/threads/{thread_id}/messages", get(thread_messages))
+        .route(
+            "/threads/{thread_id}/messages/page",
+            get(thread_messages_page),
+        )
         .route("/threads/{thread_id}/runs/{run_id}/events", get(run_events))
         .route(
             "/threads/{thread_id}/runs/{run_id}/messages",
@@ -238,6 +248,19 @@ async fn run_messages(
     .into_response())
 }
 
+/// A message-feed row: the event with the caller's feedback (on the last AI response of a run).
+fn feed_row((e, feedback): &(RunEvent, Option<Feedback>)) -> Value {
+    let mut v = event_json(e);
+    let feedback = feedback.as_ref().map_or(
+        Value::Null,
+        |f| json!({"feedback_id": f.feedback_id, "rating": f.rating, "comment": f.comment}),
+    );
+    if let Some(m) = v.as_object_mut() {
+        m.insert("feedback".into(), feedback);
+    }
+    v
+}
+
 async fn thread_messages(
     caller: Caller,
     State(st): State<AppState>,
@@ -246,25 +269,46 @@ async fn thread_messages(
 ) -> ApiResult<Response> {
     let owner = caller.owner();
     validate_thread_id(&thread_id)?;
-    let rows = st
+    let (rows, _) = st
         .runtime
         .thread_messages(owner, &thread_id, q.page())
         .await
         .map_err(rt_err)?;
-    let out: Vec<Value> =
-        rows.iter()
-            .map(|(e, feedback)| {
-                let mut v = event_json(e);
-                let feedback = feedback.as_ref().map_or(Value::Null, |f| {
-                json!({"feedback_id": f.feedback_id, "rating": f.rating, "comment": f.comment})
-            });
-                if let Some(m) = v.as_object_mut() {
-                    m.insert("feedback".into(), feedback);
-                }
-                v
-            })
-            .collect();
-    Ok(Json(Value::Array(out)).into_response())
+    Ok(Json(Value::Array(rows.iter().map(feed_row).collect())).into_response())
+}
+
+/// DeerFlow's backward-only page of the thread's messages: `{data, has_more, next_before_seq}`,
+/// where `next_before_seq` is the oldest row's `seq` when older rows exist (pass it as
+/// `before_seq` for the next page), else null.
+async fn thread_messages_page(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(thread_id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Response> {
+    let owner = caller.owner();
+    validate_thread_id(&thread_id)?;
+    if q.after_seq.is_some() {
+        return Err(rt_err(antler_runtime::RuntimeError::Invalid(
+            "after_seq is not supported by the paged message feed; page backward with before_seq"
+                .into(),
+        )));
+    }
+    let (rows, more) = st
+        .runtime
+        .thread_messages(owner, &thread_id, q.page())
+        .await
+        .map_err(rt_err)?;
+    let next = match rows.first() {
+        Some((e, _)) if more => json!(e.seq),
+        _ => Value::Null,
+    };
+    Ok(Json(json!({
+        "data": rows.iter().map(feed_row).collect::<Vec<_>>(),
+        "has_more": more,
+        "next_before_seq": next,
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize)]

@@ -161,15 +161,15 @@ impl Runtime {
     }
 
     /// One page of the thread's message events (ascending), each AI response that ends a run
-    /// with the caller's latest feedback on that run.
+    /// with the caller's latest feedback on that run, and whether more exist.
     pub async fn thread_messages(
         &self,
         owner: &str,
         thread_id: &str,
         page: MessagePage,
-    ) -> Result<Vec<(RunEvent, Option<Feedback>)>, RuntimeError> {
+    ) -> Result<(Vec<(RunEvent, Option<Feedback>)>, bool), RuntimeError> {
         self.require_thread(owner, thread_id).await?;
-        let (rows, _) = self.message_page(owner, thread_id, None, page).await?;
+        let (rows, more) = self.message_page(owner, thread_id, None, page).await?;
         // the caller's feedback rides on the last AI response of each run
         let mut last_response: HashMap<&str, i64> = HashMap::new();
         for e in rows.iter().filter(|e| e.event_type == "llm.ai.response") {
@@ -188,7 +188,7 @@ impl Runtime {
             };
             feedback.push(latest);
         }
-        Ok(rows.into_iter().zip(feedback).collect())
+        Ok((rows.into_iter().zip(feedback).collect(), more))
     }
 
     /// One page of message events: `after_seq` pages forward, `before_seq` (or neither)
