@@ -555,6 +555,7 @@ pub async fn start(cfg: Config) -> Result<Server> {
     let state = antler_gateway::AppState::new(runtime.clone(), cfg.heartbeat)
         .with_auth(auth.clone())
         .with_models(models)
+        .with_mcp_servers(mcp_config_json(&cfg.workspace))
         .with_max_body_bytes(cfg.max_body_bytes);
     let app = antler_gateway::router(state);
     let startup = started.elapsed();
@@ -592,4 +593,20 @@ pub async fn start(cfg: Config) -> Result<Server> {
         auth,
         task,
     })
+}
+
+/// The `mcp_servers:` entries as `GET /api/mcp/config` shows them: enabled ones with their
+/// settings (secrets masked), switched-off ones by name.
+fn mcp_config_json(w: &config::WorkspaceConfig) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for s in &w.mcp_servers {
+        out.insert(s.name.clone(), s.masked_json());
+    }
+    for name in &w.mcp_disabled {
+        out.insert(
+            name.clone(),
+            serde_json::json!({"enabled": false, "description": ""}),
+        );
+    }
+    serde_json::Value::Object(out)
 }

@@ -34,6 +34,7 @@ pub fn api_routes() -> Router<AppState> {
         .merge(routes::state::router())
         .merge(routes::auth::router())
         .merge(routes::models::router())
+        .merge(routes::frontend::router())
 }
 
 /// The whole application: every route at `/` and under `/api`, CORS, JSON errors, metrics.

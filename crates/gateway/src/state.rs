@@ -188,6 +188,9 @@ pub struct AppState {
     /// Largest request body accepted, in bytes (`server.max_body_mb`); beyond it a request
     /// is answered 413 before any handler runs.
     pub max_body_bytes: usize,
+    /// The configured MCP servers as `GET /mcp/config` shows them (name -> entry, secrets
+    /// masked). Immutable after startup.
+    pub mcp_servers: Arc<serde_json::Value>,
 }
 
 /// `server.max_body_mb`'s default: 16 MiB (a long conversation with inline images fits; an
@@ -206,7 +209,14 @@ impl AppState {
             auth: Arc::new(antler_auth::Auth::disabled()),
             models: Arc::new(antler_llm::ModelRegistry::empty()),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            mcp_servers: Arc::new(serde_json::Value::Object(serde_json::Map::new())),
         }
+    }
+
+    /// Sets the MCP servers `GET /mcp/config` shows (a JSON object, secrets already masked).
+    pub fn with_mcp_servers(mut self, servers: serde_json::Value) -> Self {
+        self.mcp_servers = Arc::new(servers);
+        self
     }
 
     /// Sets the largest request body accepted, in bytes.

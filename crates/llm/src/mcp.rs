@@ -151,6 +151,55 @@ impl McpServerConfig {
     }
 }
 
+impl McpServerConfig {
+    /// This server as DeerFlow's `GET /api/mcp/config` shows an entry: every environment and
+    /// header value masked as `***` (their names are shown), no OAuth secrets.
+    pub fn masked_json(&self) -> Value {
+        let mask = |m: &BTreeMap<String, String>| -> Map<String, Value> {
+            m.keys().map(|k| (k.clone(), json!("***"))).collect()
+        };
+        let (kind, command, args, env, url, headers) = match &self.transport {
+            McpTransport::Stdio { command, args, env } => (
+                "stdio",
+                json!(command),
+                json!(args),
+                mask(env),
+                Value::Null,
+                Map::new(),
+            ),
+            McpTransport::Sse { url, headers } => (
+                "sse",
+                Value::Null,
+                json!([]),
+                Map::new(),
+                json!(url),
+                mask(headers),
+            ),
+            McpTransport::Http { url, headers } => (
+                "http",
+                Value::Null,
+                json!([]),
+                Map::new(),
+                json!(url),
+                mask(headers),
+            ),
+        };
+        json!({
+            "enabled": true,
+            "type": kind,
+            "command": command,
+            "args": args,
+            "env": env,
+            "url": url,
+            "headers": headers,
+            "oauth": null,
+            "description": "",
+            "tool_call_timeout": self.call_timeout.as_secs_f64(),
+            "session_init_timeout": self.connect_timeout.as_secs_f64(),
+        })
+    }
+}
+
 /// A server that could not be used, and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct McpFailure {

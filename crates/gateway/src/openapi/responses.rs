@@ -131,6 +131,8 @@ fn extra_errors(method: &str, path: &str) -> &'static [u16] {
         ("POST", "/v1/auth/login/local") => &[401, 403, 429],
         ("POST", "/v1/auth/register" | "/v1/auth/initialize") => &[403, 409],
         ("POST", "/v1/auth/change-password") => &[409],
+        ("POST", "/threads/{thread_id}/compact") => &[409],
+        ("PATCH", "/mcp/config") => &[409],
         _ => &[],
     }
 }

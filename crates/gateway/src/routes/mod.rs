@@ -4,6 +4,7 @@
 
 pub mod assistants;
 pub mod auth;
+pub mod frontend;
 pub mod journal;
 pub mod meta;
 pub mod models;
@@ -60,6 +61,7 @@ pub fn all_docs() -> Vec<RouteDoc> {
         meta::DOCS,
         auth::DOCS,
         models::DOCS,
+        frontend::DOCS,
     ] {
         docs.extend_from_slice(table);
     }
