@@ -203,6 +203,29 @@ async fn the_message_feed_pages_backward_by_seq() -> anyhow::Result<()> {
     }
     assert_eq!(seen, all, "every message once, in order");
 
+    // each row's content is the message as the state holds it (DeerFlow's page renders
+    // `{...row.content}`): type, content and the same id
+    let (_, state) = get(&app, &format!("/threads/{tid}/state")).await?;
+    let (_, page) = get(&app, &format!("/api/threads/{tid}/messages/page")).await?;
+    let in_state: Vec<Value> = state["values"]["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let in_feed: Vec<Value> = page["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| row["content"].clone())
+        .collect();
+    let ids = |msgs: &[Value]| -> Vec<(Value, Value, Value)> {
+        msgs.iter()
+            .map(|m| (m["type"].clone(), m["id"].clone(), m["content"].clone()))
+            .collect()
+    };
+    assert_eq!(ids(&in_feed), ids(&in_state), "{page}");
+    assert_eq!(in_feed[0]["type"], json!("human"));
+    assert_eq!(page["data"][0]["metadata"]["caller"], json!("lead_agent"));
+
     let (s, err) = get(
         &app,
         &format!("/api/threads/{tid}/messages/page?after_seq=1"),

@@ -213,6 +213,10 @@ impl Runtime {
             return;
         };
         self.counters.running.fetch_add(1, Ordering::Relaxed);
+        let mut request = request;
+        if !adopted {
+            canonical_input_messages(&mut request.input);
+        }
         let plumbing = self.plumbing(&handle, &run, &request, start);
         // 3. Run the graph while the forwarder publishes its stream.
         let ending = self
@@ -967,4 +971,21 @@ async fn mark_failed(
         delay = (delay * 2).min(Duration::from_secs(5));
     }
     tracing::warn!(run_id = %run.run_id, "could not mark the failed run; recovery will");
+}
+
+/// Gives the input's messages their canonical form and ids before the run starts (what the
+/// `messages` reducer would do to them), so that the run journal records the human message
+/// with the id it gets in the thread's state (DeerFlow's message feed and the state agree on
+/// it). An input whose messages do not all coerce is left as it is: the graph reports it.
+fn canonical_input_messages(input: &mut Option<Value>) {
+    let Some(Value::Array(msgs)) = input.as_mut().and_then(|i| i.get_mut("messages")) else {
+        return;
+    };
+    let coerced: Result<Vec<Value>, _> = msgs
+        .iter()
+        .map(antler_graph::messages::coerce_message)
+        .collect();
+    if let Ok(coerced) = coerced {
+        *msgs = coerced;
+    }
 }

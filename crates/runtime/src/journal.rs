@@ -42,6 +42,9 @@ pub(crate) struct Journal {
     model_name: Option<String>,
     /// Whether `model_name` came from a lead-agent message (then it is final).
     model_from_lead: bool,
+    /// The input's first human message (canonical, with the id it has in the state, when the
+    /// executor could make it so): the `llm.human.input` event's content.
+    first_human: Option<Value>,
 }
 
 fn text_of(content: Option<&Value>) -> Option<String> {
@@ -111,7 +114,7 @@ fn truncate_trace(content: Value, mut metadata: Value, limit: usize) -> (Value, 
 impl Journal {
     /// `persist: false` keeps the counters but writes no run events (ephemeral runs).
     pub(crate) fn new(rt: &Runtime, run: &Run, request: &RunCreate, persist: bool) -> Self {
-        let first_human_message = request
+        let first_human = request
             .input
             .as_ref()
             .and_then(|i| i.get("messages"))
@@ -126,6 +129,9 @@ impl Journal {
                     )
                 })
             })
+            .cloned();
+        let first_human_message = first_human
+            .as_ref()
             .and_then(|m| text_of(m.get("content")))
             .map(truncate);
         let counters = RunCompletion {
@@ -144,6 +150,7 @@ impl Journal {
             dirty: false,
             model_name: None,
             model_from_lead: false,
+            first_human,
         }
     }
 
@@ -177,12 +184,13 @@ impl Journal {
             json!({"run_id": self.run_id}),
             json!({}),
         );
-        if let Some(h) = self.counters.first_human_message.clone() {
+        // DeerFlow's row: the message as `model_dump()` gives it, the caller in the metadata
+        if let Some(h) = self.first_human.take() {
             self.push(
                 "llm.human.input",
                 "message",
-                json!({"content": h}),
-                json!({}),
+                h,
+                json!({"caller": "lead_agent"}),
             );
         }
     }
