@@ -136,6 +136,17 @@ mod in_memory_url_checkpointer {
     antler_graph::checkpointer_conformance!(super::in_memory_checkpointer());
 }
 
+/// On a database this process owns a run claimed and completed in one batch takes one
+/// statement: the same outcomes as the claim and the completion one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owned_database_claims_and_completes_a_run_in_one_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = antler_store_sql::sqlite::open_sqlite_owned(dir.path())
+        .await
+        .unwrap();
+    common::claimed_and_completed_in_one_batch(&stores).await;
+}
+
 #[tokio::test]
 async fn bad_url_is_invalid_argument() {
     let err = open_sqlite_url("postgres://nope").await.unwrap_err();

@@ -115,6 +115,13 @@ fn status_set(sql: &mut Sql, status: Option<RunStatus>, error: Option<&str>, now
 pub(crate) fn completion_sql(run_id: &str, c: &RunCompletion) -> Sql {
     let mut sql = Sql::new("UPDATE runs SET ");
     status_set(&mut sql, c.status, c.error.as_deref(), time::now());
+    figures_set(&mut sql, c);
+    sql.push(" WHERE run_id = ").bind(run_id);
+    sql
+}
+
+/// `, total_input_tokens = ?, ...`: a completion's figures.
+fn figures_set(sql: &mut Sql, c: &RunCompletion) {
     sql.push(", total_input_tokens = ")
         .bind(c.total_input_tokens);
     sql.push(", total_output_tokens = ")
@@ -128,7 +135,38 @@ pub(crate) fn completion_sql(run_id: &str, c: &RunCompletion) -> Sql {
     sql.push(", last_ai_message = ").bind(&c.last_ai_message);
     sql.push(", first_human_message = ")
         .bind(&c.first_human_message);
+}
+
+/// A claim and the completion of the same run in one statement (a run that starts and ends
+/// in one batch, on a database this process owns): the row goes from pending to its final
+/// status, started and finished, under this worker's lease, unless another run of its thread
+/// is running. 0 rows: it was not claimable (the caller falls back to the claim's full check).
+pub(crate) fn claimed_completion_sql(
+    run_id: &str,
+    c: &RunCompletion,
+    worker_id: &str,
+    lease_until: DateTime<Utc>,
+) -> Sql {
+    let now = time::now();
+    let s = c.status.map(|s| s.as_str());
+    let mut sql = Sql::new("UPDATE runs SET started_at = COALESCE(started_at, ");
+    sql.bind(now);
+    sql.push("), finished_at = CASE WHEN ").bind(s);
+    sql.push(" IS NULL OR ").bind(s);
+    sql.push(" IN ('pending', 'running') THEN finished_at ELSE ")
+        .bind(now);
+    sql.push(" END, status = COALESCE(").bind(s);
+    sql.push(", 'running'), error = COALESCE(")
+        .bind(c.error.as_deref());
+    sql.push(", error), updated_at = ").bind(now);
+    sql.push(", worker_id = ").bind(worker_id);
+    sql.push(", lease_expires_at = ").bind(lease_until);
+    figures_set(&mut sql, c);
     sql.push(" WHERE run_id = ").bind(run_id);
+    sql.push(
+        " AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.owner = runs.owner \
+         AND o.thread_id = runs.thread_id AND o.status = 'running')",
+    );
     sql
 }
 

@@ -1023,3 +1023,96 @@ pub async fn a_row_that_does_not_decode_leaves_listings_working<B: Backend>(b: &
     let left = s.threads.count(Owner(&owner), &all).await.unwrap();
     assert_eq!(left, 0, "both deleted");
 }
+
+/// A run claimed and completed in one batch (on SQLite owned by the process: one statement
+/// for both): on a free thread it ends `success` under the claim's worker, started and
+/// finished; on a thread that runs another run, or when it is no longer pending, its unit
+/// fails and its row is left as it was.
+pub async fn a_run_claimed_and_completed_in_one_batch<B: Backend>(b: &B) {
+    claimed_and_completed_in_one_batch(&b.open().await).await;
+}
+
+/// [`a_run_claimed_and_completed_in_one_batch`] on `stores`.
+pub async fn claimed_and_completed_in_one_batch(stores: &Stores) {
+    use antler_store::WriteOp;
+    let owner = format!("o-{}", uid());
+    let (free, busy) = (format!("tf-{}", uid()), format!("tb-{}", uid()));
+    for t in [&free, &busy] {
+        let t = Thread::new(t.clone(), Map::new());
+        stores.threads.create(Owner(&owner), t).await.unwrap();
+    }
+    let lease = antler_store::time::now() + chrono::Duration::seconds(60);
+    let new_run = |thread: &str| Run::new(format!("r-{}", uid()), thread, "asst", &owner);
+    let (running, a, b, done) = (
+        new_run(&busy),
+        new_run(&free),
+        new_run(&busy),
+        new_run(&free),
+    );
+    for r in [&running, &a, &b, &done] {
+        stores.runs.put(r).await.unwrap();
+    }
+    let claimed = stores
+        .runs
+        .claim(RunId(&running.run_id), "w-0", lease)
+        .await;
+    assert_eq!(claimed.unwrap(), Claim::Claimed);
+    let finished = RunCompletion {
+        status: Some(RunStatus::Success),
+        ..RunCompletion::default()
+    };
+    stores
+        .runs
+        .update_completion(RunId(&done.run_id), &finished)
+        .await
+        .unwrap();
+    let unit = |run: &Run| {
+        let mut unit = antler_store::WriteUnit::new(&owner, format!("{owner}:{}", run.thread_id));
+        unit.ops.push(WriteOp::ClaimRun {
+            run_id: run.run_id.clone(),
+            worker_id: "w-a".into(),
+            lease_until: lease,
+            started: None,
+        });
+        unit.ops.push(WriteOp::RunCompletion {
+            run_id: run.run_id.clone(),
+            completion: RunCompletion {
+                message_count: 2,
+                last_ai_message: Some("echo: hi".into()),
+                ..finished.clone()
+            },
+        });
+        unit
+    };
+    let (ca, cb, cd) = (
+        stores.commits.submit(unit(&a)),
+        stores.commits.submit(unit(&b)),
+        stores.commits.submit(unit(&done)),
+    );
+    ca.await.unwrap();
+    assert!(cb.await.is_err(), "its thread runs another run");
+    assert!(cd.await.is_err(), "it is no longer pending");
+    let row = |r: &Run| {
+        let id = r.run_id.clone();
+        let owner = owner.clone();
+        async move {
+            stores
+                .runs
+                .get(Owner(&owner), RunId(&id))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let a_row = row(&a).await;
+    assert_eq!(a_row.status, RunStatus::Success);
+    assert_eq!(a_row.worker_id.as_deref(), Some("w-a"));
+    assert_eq!(a_row.message_count, 2);
+    assert_eq!(a_row.last_ai_message.as_deref(), Some("echo: hi"));
+    let (started, ended) = (a_row.started_at.unwrap(), a_row.finished_at.unwrap());
+    assert!(started <= ended, "{started} {ended}");
+    let b_row = row(&b).await;
+    assert_eq!((b_row.status, b_row.worker_id), (RunStatus::Pending, None));
+    let d_row = row(&done).await;
+    assert_eq!((d_row.status, d_row.message_count), (RunStatus::Success, 0));
+}
