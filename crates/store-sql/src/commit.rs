@@ -161,6 +161,7 @@ impl<D: Dialect> SqlApplier<D> {
         if self.db.owned {
             staged.merged = merged_claims(units);
         }
+        insert_new_runs::<D>(&mut tx, units).await?;
         for unit in units {
             for op in &unit.ops {
                 self.stage(&mut tx, &unit.owner, op, &mut staged, touched)
@@ -320,9 +321,8 @@ impl<D: Dialect> SqlApplier<D> {
                 self.checkpointer.forget_thread(&to);
                 copy_all::<D>(conn, &from, &to).await?;
             }
-            WriteOp::PutRun(run) => {
-                D::execute(conn, &runs::insert_sql(&run.as_stored())).await?;
-            }
+            // inserted before the batch's other ops (`insert_new_runs`)
+            WriteOp::PutRun(_) => {}
         }
         Ok(())
     }
@@ -396,6 +396,22 @@ impl<D: Dialect> ApplyUnits for SqlApplier<D> {
             }
         }
     }
+}
+
+/// The new run rows of a batch, first and together (a few hundred per statement): a run's
+/// claim later in the batch finds its row, and no other op reads a run that is not yet
+/// created.
+async fn insert_new_runs<D: Dialect>(conn: &mut Conn<D>, units: &[&WriteUnit]) -> StoreResult<()> {
+    let rows: Vec<antler_store::Run> = (units.iter().flat_map(|u| &u.ops))
+        .filter_map(|op| match op {
+            WriteOp::PutRun(run) => Some(run.as_stored()),
+            _ => None,
+        })
+        .collect();
+    for chunk in rows.chunks(200) {
+        D::execute(conn, &runs::insert_many_sql(chunk)).await?;
+    }
+    Ok(())
 }
 
 /// Whether `op` (as committed) moved a run to running.

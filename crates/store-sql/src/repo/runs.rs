@@ -54,43 +54,59 @@ fn runs(rows: &[impl SqlRow]) -> StoreResult<Vec<Run>> {
 }
 
 /// The INSERT of a whole run row (`put`, `put_if_idle`).
+/// The inserted columns of a run row, and one row's placeholders.
+const RUN_COLUMNS: &str = "run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \
+     model_name, error, total_input_tokens, total_output_tokens, total_tokens, llm_call_count, \
+     lead_agent_tokens, subagent_tokens, middleware_tokens, message_count, last_ai_message, \
+     first_human_message, temporary, created_at, updated_at, started_at, finished_at, worker_id, lease_expires_at";
+const RUN_ROW: &str =
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
 pub(crate) fn insert_sql(r: &Run) -> Sql {
-    Sql::new(
-        "INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, metadata, kwargs, \
-         model_name, error, total_input_tokens, total_output_tokens, total_tokens, llm_call_count, \
-         lead_agent_tokens, subagent_tokens, middleware_tokens, message_count, last_ai_message, \
-         first_human_message, temporary, created_at, updated_at, started_at, finished_at, worker_id, lease_expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .arg(&r.run_id)
-    .arg(&r.thread_id)
-    .arg(&r.assistant_id)
-    .arg(&r.owner)
-    .arg(r.status.as_str())
-    .arg(r.multitask_strategy.as_str())
-    .arg(Arg::map(&r.metadata))
-    .arg(Arg::json(&r.kwargs))
-    .arg(&r.model_name)
-    .arg(&r.error)
-    .args_from([
-        r.total_input_tokens,
-        r.total_output_tokens,
-        r.total_tokens,
-        r.llm_call_count,
-        r.lead_agent_tokens,
-        r.subagent_tokens,
-        r.middleware_tokens,
-        r.message_count,
-    ])
-    .arg(&r.last_ai_message)
-    .arg(&r.first_human_message)
-    .arg(r.temporary)
-    .arg(r.created_at)
-    .arg(r.updated_at)
-    .arg(r.started_at)
-    .arg(r.finished_at)
-    .arg(&r.worker_id)
-    .arg(r.lease_expires_at)
+    insert_many_sql(std::slice::from_ref(r))
+}
+
+/// One insert of many new run rows (a batch's creates; at most a few hundred: the
+/// placeholders stay far below every backend's limit).
+pub(crate) fn insert_many_sql(rows: &[Run]) -> Sql {
+    let mut sql = Sql::owned(format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES "));
+    for (i, _) in rows.iter().enumerate() {
+        sql.push(if i == 0 { "" } else { ", " }).push(RUN_ROW);
+    }
+    rows.iter().fold(sql, run_args)
+}
+
+/// Appends the arguments of one run row, in [`RUN_COLUMNS`] order.
+fn run_args(sql: Sql, r: &Run) -> Sql {
+    sql.arg(&r.run_id)
+        .arg(&r.thread_id)
+        .arg(&r.assistant_id)
+        .arg(&r.owner)
+        .arg(r.status.as_str())
+        .arg(r.multitask_strategy.as_str())
+        .arg(Arg::map(&r.metadata))
+        .arg(Arg::json(&r.kwargs))
+        .arg(&r.model_name)
+        .arg(&r.error)
+        .args_from([
+            r.total_input_tokens,
+            r.total_output_tokens,
+            r.total_tokens,
+            r.llm_call_count,
+            r.lead_agent_tokens,
+            r.subagent_tokens,
+            r.middleware_tokens,
+            r.message_count,
+        ])
+        .arg(&r.last_ai_message)
+        .arg(&r.first_human_message)
+        .arg(r.temporary)
+        .arg(r.created_at)
+        .arg(r.updated_at)
+        .arg(r.started_at)
+        .arg(r.finished_at)
+        .arg(&r.worker_id)
+        .arg(r.lease_expires_at)
 }
 
 /// `SET` clauses of a status change (`status` None = unchanged). `started_at` and

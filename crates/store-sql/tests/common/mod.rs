@@ -81,6 +81,7 @@ macro_rules! sql_suite {
             a_new_run_starts_with_its_row_when_its_thread_is_free,
             a_claim_vouches_only_for_the_checkpoint_it_read,
             a_run_claimed_and_completed_in_one_batch,
+            runs_created_together_are_stored_and_a_duplicate_fails_alone,
             two_pools_share_event_sequences,
             batches_spanning_two_threads_do_not_deadlock,
             units_batched_or_one_by_one_store_the_same,

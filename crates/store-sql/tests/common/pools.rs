@@ -1116,3 +1116,48 @@ pub async fn claimed_and_completed_in_one_batch(stores: &Stores) {
     let d_row = row(&done).await;
     assert_eq!((d_row.status, d_row.message_count), (RunStatus::Success, 0));
 }
+
+/// New runs created together share one insert: every row is stored as given, and a run whose
+/// id already exists fails alone (the others of its batch are stored).
+pub async fn runs_created_together_are_stored_and_a_duplicate_fails_alone<B: Backend>(b: &B) {
+    use antler_store::WriteOp;
+    let stores = b.open().await;
+    let owner = format!("o-{}", uid());
+    let tid = format!("t-{}", uid());
+    let t = Thread::new(tid.clone(), Map::new());
+    stores.threads.create(Owner(&owner), t).await.unwrap();
+    let existing = Run::new(format!("r-{}", uid()), &tid, "asst", &owner);
+    stores.runs.put(&existing).await.unwrap();
+    let mut runs: Vec<Run> = (0..5)
+        .map(|_| Run::new(format!("r-{}", uid()), &tid, "asst", &owner))
+        .collect();
+    runs[2] = existing.clone();
+    let commits: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            let mut unit = antler_store::WriteUnit::new(&owner, format!("{owner}:{tid}"));
+            unit.ops.push(WriteOp::PutRun(Box::new(r.clone())));
+            stores.commits.submit(unit)
+        })
+        .collect();
+    let results = futures::future::join_all(commits).await;
+    for (i, (r, res)) in runs.iter().zip(&results).enumerate() {
+        assert_eq!(res.is_err(), i == 2, "run {i}: {res:?}");
+        let stored = stores
+            .runs
+            .get(Owner(&owner), RunId(&r.run_id))
+            .await
+            .unwrap();
+        assert_eq!(stored.map(|s| s.run_id), Some(r.run_id.clone()));
+    }
+    let listed = stores
+        .runs
+        .list_by_thread(
+            Owner(&owner),
+            ThreadId(&tid),
+            &antler_store::RunListQuery::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 5, "the existing run once, four new ones");
+}
