@@ -224,6 +224,15 @@ async fn the_message_feed_pages_backward_by_seq() -> anyhow::Result<()> {
     };
     assert_eq!(ids(&in_feed), ids(&in_state), "{page}");
     assert_eq!(in_feed[0]["type"], json!("human"));
+    // DeerFlow's turn_duration: on each run's answer (its last AI row), whole seconds
+    for (i, m) in in_feed.iter().enumerate() {
+        let d = &m["additional_kwargs"]["turn_duration"];
+        if m["type"] == "ai" {
+            assert!(d.as_i64().is_some_and(|s| s >= 0), "{m}");
+        } else {
+            assert!(d.is_null(), "row {i}: {m}");
+        }
+    }
     assert_eq!(page["data"][0]["metadata"]["caller"], json!("lead_agent"));
 
     let (s, err) = get(

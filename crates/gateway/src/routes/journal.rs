@@ -303,12 +303,42 @@ async fn thread_messages_page(
         Some((e, _)) if more => json!(e.seq),
         _ => Value::Null,
     };
+    let mut data: Vec<Value> = rows.iter().map(feed_row).collect();
+    stamp_turn_durations(&st, owner, &thread_id, &mut data).await;
     Ok(Json(json!({
-        "data": rows.iter().map(feed_row).collect::<Vec<_>>(),
+        "data": data,
         "has_more": more,
         "next_before_seq": next,
     }))
     .into_response())
+}
+
+/// DeerFlow's `turn_duration`: on the last AI row of each run in a page, the run's lifetime in
+/// whole seconds (`updated_at - created_at`) under `content.additional_kwargs` (its page shows it
+/// on the answer). A run that cannot be read (deleted meanwhile) gets none.
+async fn stamp_turn_durations(st: &AppState, owner: &str, thread_id: &str, rows: &mut [Value]) {
+    let mut stamped = std::collections::HashSet::new();
+    for row in rows.iter_mut().rev() {
+        let Some(run_id) = row["run_id"].as_str().map(str::to_string) else {
+            continue;
+        };
+        if row["content"]["type"] != "ai" || stamped.contains(&run_id) {
+            continue;
+        }
+        stamped.insert(run_id.clone());
+        let Ok(run) = st.runtime.get_run(owner, thread_id, &run_id).await else {
+            continue;
+        };
+        let seconds = (run.updated_at - run.created_at).num_seconds().max(0);
+        if let Some(content) = row["content"].as_object_mut() {
+            let kwargs = content
+                .entry("additional_kwargs")
+                .or_insert_with(|| json!({}));
+            if let Some(k) = kwargs.as_object_mut() {
+                k.insert("turn_duration".into(), json!(seconds));
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
