@@ -124,7 +124,40 @@ async fn disabled_features_answer_as_deerflow_does_and_change_nothing() -> anyho
         (404, json!("Input polishing is disabled"))
     );
     let (_, after) = get(&app, &format!("/threads/{tid}")).await?;
-    assert_eq!(after["values"], thread["values"], "nothing written");
+    assert_eq!(after["metadata"], thread["metadata"], "nothing written");
+    // workspace changes are not recorded: DeerFlow's "not available" answer for a real run
+    let run =
+        r#"{"assistant_id": "echo", "input": {"messages": [{"role": "human", "content": "hi"}]}}"#;
+    let (s, _) = send(
+        &app,
+        Method::POST,
+        &format!("/threads/{tid}/runs/wait"),
+        run,
+    )
+    .await?;
+    assert_eq!(s, 200);
+    let (_, runs) = get(&app, &format!("/threads/{tid}/runs")).await?;
+    let rid = runs[0]["run_id"].as_str().unwrap_or_default().to_string();
+    let changes = format!(
+        "/api/threads/{tid}/runs/{rid}/workspace-changes?include_files=true&include_diff=false"
+    );
+    let (s, c) = get(&app, &changes).await?;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["available"], json!(false));
+    assert_eq!(c["files"], json!([]));
+    assert_eq!(c["summary"]["created"], json!(0));
+    let (s, _) = get(
+        &app,
+        &format!("/api/threads/{tid}/runs/{ghost}/workspace-changes"),
+    )
+    .await?;
+    assert_eq!(s, 404);
+    let (s, _) = get(
+        &app,
+        &format!("/api/threads/{tid}/runs/{rid}/workspace-changes?include_diff=maybe"),
+    )
+    .await?;
+    assert_eq!(s, 422);
     Ok(())
 }
 

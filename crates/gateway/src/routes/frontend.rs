@@ -7,7 +7,8 @@
 //! `agents_api`, `browser_control` and `mcp_tasks` are disabled (the agents routes answer
 //! DeerFlow's 403), no skills are installed, suggestions are off (and the suggestions route
 //! answers an empty list, as DeerFlow's does when they are), no channel is configured, lark-cli
-//! is not installed, input polishing and context compaction are disabled. MCP servers are
+//! is not installed, input polishing and context compaction are disabled, no run's workspace
+//! changes are recorded. MCP servers are
 //! Antler's `mcp_servers:` config, shown with every secret masked; they change with the config
 //! file, not over HTTP (a PATCH is a 409).
 
@@ -19,7 +20,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, Json, LenientJson, Path, validate_thread_id};
+use crate::error::{
+    ApiError, ApiResult, Json, LenientJson, Path, Query, de_flag, parse_run_id, validate_thread_id,
+};
 use crate::routes::RouteDoc;
 use crate::routes::runs::rt_err;
 use crate::state::AppState;
@@ -96,6 +99,12 @@ pub const DOCS: &[RouteDoc] = &[
         "Compact a thread's context",
         "Frontend",
     ),
+    RouteDoc::new(
+        "GET",
+        "/threads/{thread_id}/runs/{run_id}/workspace-changes",
+        "Files a run changed in its workspace",
+        "Frontend",
+    ),
 ];
 
 /// DeerFlow's 403 for every agents / user-profile route while `agents_api` is off.
@@ -124,6 +133,10 @@ pub fn router() -> Router<AppState> {
         .route("/user-profile", get(agents_disabled).put(agents_disabled))
         .route("/input-polish", post(input_polish))
         .route("/threads/{thread_id}/compact", post(compact))
+        .route(
+            "/threads/{thread_id}/runs/{run_id}/workspace-changes",
+            get(workspace_changes),
+        )
 }
 
 async fn features(_caller: Caller) -> Json<Value> {
@@ -271,4 +284,37 @@ async fn compact(
         .await
         .map_err(rt_err)?;
     Err(ApiError::conflict("Context compaction is disabled."))
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // validated only: there is nothing to include
+struct ChangesQuery {
+    #[serde(default, deserialize_with = "de_flag")]
+    include_files: Option<bool>,
+    #[serde(default, deserialize_with = "de_flag")]
+    include_diff: Option<bool>,
+}
+
+/// Antler does not record the files a run changes: DeerFlow's answer for a run without that
+/// record (`available: false`), so the page shows no change badge.
+async fn workspace_changes(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path((thread_id, run_id)): Path<(String, String)>,
+    Query(_q): Query<ChangesQuery>,
+) -> ApiResult<Json<Value>> {
+    validate_thread_id(&thread_id)?;
+    let run_id = parse_run_id(&run_id)?;
+    st.runtime
+        .get_run(caller.owner(), &thread_id, &run_id)
+        .await
+        .map_err(rt_err)?;
+    Ok(Json(json!({
+        "available": false,
+        "version": 1,
+        "summary": {"created": 0, "modified": 0, "deleted": 0, "symlink_created": 0,
+                    "additions": 0, "deletions": 0, "truncated": false},
+        "files": [],
+        "limits": {},
+    })))
 }
