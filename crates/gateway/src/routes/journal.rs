@@ -16,7 +16,7 @@ use antler_store::{Feedback, RunEvent, time};
 
 use crate::auth::Caller;
 use crate::error::{
-    ApiResult, Json, LenientJson, Path, Query, de_flag, de_opt_i64, parse_run_id,
+    ApiError, ApiResult, Json, LenientJson, Path, Query, de_flag, de_opt_i64, parse_run_id,
     validate_thread_id,
 };
 use crate::routes::RouteDoc;
@@ -261,20 +261,31 @@ fn feed_row((e, feedback): &(RunEvent, Option<Feedback>)) -> Value {
     v
 }
 
+/// The thread's message feed rows of `q`'s page (with feedback), and whether more exist.
+async fn feed_page(
+    st: &AppState,
+    owner: &str,
+    thread_id: &str,
+    q: &PageQuery,
+) -> ApiResult<(Vec<Value>, Option<i64>, bool)> {
+    validate_thread_id(thread_id)?;
+    let (rows, more) = st
+        .runtime
+        .thread_messages(owner, thread_id, q.page())
+        .await
+        .map_err(rt_err)?;
+    let oldest = rows.first().map(|(e, _)| e.seq);
+    Ok((rows.iter().map(feed_row).collect(), oldest, more))
+}
+
 async fn thread_messages(
     caller: Caller,
     State(st): State<AppState>,
     Path(thread_id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Response> {
-    let owner = caller.owner();
-    validate_thread_id(&thread_id)?;
-    let (rows, _) = st
-        .runtime
-        .thread_messages(owner, &thread_id, q.page())
-        .await
-        .map_err(rt_err)?;
-    Ok(Json(Value::Array(rows.iter().map(feed_row).collect())).into_response())
+    let (rows, _, _) = feed_page(&st, caller.owner(), &thread_id, &q).await?;
+    Ok(Json(Value::Array(rows)).into_response())
 }
 
 /// DeerFlow's backward-only page of the thread's messages: `{data, has_more, next_before_seq}`,
@@ -287,28 +298,18 @@ async fn thread_messages_page(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Response> {
     let owner = caller.owner();
-    validate_thread_id(&thread_id)?;
     if q.after_seq.is_some() {
-        return Err(rt_err(antler_runtime::RuntimeError::Invalid(
-            "after_seq is not supported by the paged message feed; page backward with before_seq"
-                .into(),
-        )));
+        validate_thread_id(&thread_id)?;
+        return Err(ApiError::unprocessable(
+            "after_seq is not supported by the paged message feed; page backward with before_seq",
+        ));
     }
-    let (rows, more) = st
-        .runtime
-        .thread_messages(owner, &thread_id, q.page())
-        .await
-        .map_err(rt_err)?;
-    let next = match rows.first() {
-        Some((e, _)) if more => json!(e.seq),
-        _ => Value::Null,
-    };
-    let mut data: Vec<Value> = rows.iter().map(feed_row).collect();
+    let (mut data, oldest, more) = feed_page(&st, owner, &thread_id, &q).await?;
     stamp_turn_durations(&st, owner, &thread_id, &mut data).await;
     Ok(Json(json!({
         "data": data,
         "has_more": more,
-        "next_before_seq": next,
+        "next_before_seq": if more { json!(oldest) } else { Value::Null },
     }))
     .into_response())
 }

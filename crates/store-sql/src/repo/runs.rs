@@ -117,13 +117,29 @@ fn status_set(sql: &mut Sql, status: Option<RunStatus>, error: Option<&str>, now
     sql.push("started_at = CASE WHEN ").bind(s);
     sql.push(" = 'running' AND started_at IS NULL THEN ")
         .bind(now);
-    sql.push(" ELSE started_at END, finished_at = CASE WHEN ")
-        .bind(s);
+    sql.push(" ELSE started_at END, ");
+    end_set(sql, s, "status", error, now);
+}
+
+/// `finished_at = ..., status = COALESCE(?, <unchanged>), error = ..., updated_at = ?`: the
+/// clauses after `started_at` of a status change; `unchanged` is the status kept when none is
+/// given (the column, or a literal).
+fn end_set(
+    sql: &mut Sql,
+    s: Option<&str>,
+    unchanged: &str,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) {
+    sql.push("finished_at = CASE WHEN ").bind(s);
     sql.push(" IS NULL OR ").bind(s);
     sql.push(" IN ('pending', 'running') THEN finished_at ELSE ")
         .bind(now);
     sql.push(" END, status = COALESCE(").bind(s);
-    sql.push(", status), error = COALESCE(").bind(error);
+    sql.push(", ")
+        .push(unchanged)
+        .push("), error = COALESCE(")
+        .bind(error);
     sql.push(", error), updated_at = ").bind(now);
 }
 
@@ -167,14 +183,8 @@ pub(crate) fn claimed_completion_sql(
     let s = c.status.map(|s| s.as_str());
     let mut sql = Sql::new("UPDATE runs SET started_at = COALESCE(started_at, ");
     sql.bind(now);
-    sql.push("), finished_at = CASE WHEN ").bind(s);
-    sql.push(" IS NULL OR ").bind(s);
-    sql.push(" IN ('pending', 'running') THEN finished_at ELSE ")
-        .bind(now);
-    sql.push(" END, status = COALESCE(").bind(s);
-    sql.push(", 'running'), error = COALESCE(")
-        .bind(c.error.as_deref());
-    sql.push(", error), updated_at = ").bind(now);
+    sql.push("), ");
+    end_set(&mut sql, s, "'running'", c.error.as_deref(), now);
     sql.push(", worker_id = ").bind(worker_id);
     sql.push(", lease_expires_at = ").bind(lease_until);
     figures_set(&mut sql, c);
